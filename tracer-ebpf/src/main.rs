@@ -1,0 +1,21 @@
+//! socktrace's kernel programs: one module per hook family, maps in `maps`.
+#![no_std]
+#![no_main]
+
+mod emit;
+mod field;
+mod maps;
+mod sock;
+mod state;
+mod syscalls;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program that could reach this.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,61 @@
+//! From a file descriptor of the current task to its `struct sock`, and what
+//! a `struct sock` says about its local end. Offsets come from BTF.
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use tracer_common::{AF_INET, AF_INET6};
+
+use crate::{
+    field::{addr, cfg, ptr, uint},
+    maps::CONFIG,
+};
+
+/// The local end of an IPv4/IPv6 socket.
+pub struct Local {
+    pub sock: u64,
+    pub family: u16,
+    pub protocol: u16,
+    pub port: u16,
+    pub addr: [u8; 16],
+}
+
+/// `current->files->fdt->fd[fd]->private_data->sk`, checked on the way:
+/// the `struct socket` must point back at the file, so a descriptor that
+/// is not a socket (or was swapped meanwhile) yields `Err`.
+#[inline(always)]
+pub fn sock_of_fd(fd: u32) -> Result<*const u8, i64> {
+    let k = &CONFIG.kernel;
+    // SAFETY: helper without preconditions.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let files = ptr(task, cfg(&k.task_files))?;
+    let fdt = ptr(files, cfg(&k.files_fdt))?;
+    if fd as u64 >= uint(fdt, cfg(&k.fdtable_max_fds))? {
+        return Err(-9);
+    }
+    let fds = ptr(fdt, cfg(&k.fdtable_fd))? as *const u64;
+    // SAFETY: bpf_probe_read_kernel checks the address.
+    let file = unsafe { bpf_probe_read_kernel(fds.add(fd as usize)) }.map_err(|e| e as i64)?;
+    let socket = ptr(file as *const u8, cfg(&k.file_private_data))?;
+    if uint(socket, cfg(&k.socket_file))? != file {
+        return Err(-88);
+    }
+    ptr(socket, cfg(&k.socket_sk))
+}
+
+/// Family, protocol and bound address of `sk`; `Err` for non-inet sockets.
+#[inline(always)]
+pub fn local_end(sk: *const u8) -> Result<Local, i64> {
+    let k = &CONFIG.kernel;
+    let family = uint(sk, cfg(&k.sk_family))? as u16;
+    let mut local = Local {
+        sock: sk as u64,
+        family,
+        protocol: uint(sk, cfg(&k.sk_protocol))? as u16,
+        port: uint(sk, cfg(&k.sk_num))? as u16,
+        addr: [0; 16],
+    };
+    match family {
+        AF_INET => addr(sk, cfg(&k.sk_rcv_saddr), &mut local.addr)?,
+        AF_INET6 => addr(sk, cfg(&k.sk_v6_rcv_saddr), &mut local.addr)?,
+        _ => return Err(-97),
+    }
+    Ok(local)
+}

@@ -1,0 +1,179 @@
+//! bind(2) and listen(2): arguments kept per thread at syscall entry, the
+//! record built at exit with the result and what the socket looks like then
+//! (the port the kernel picked, the protocol).
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_buf},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use aya_log_ebpf::warn;
+use tracer_common::{
+    AF_INET, AF_INET6, BindRecord, COUNTER_UNPAIRED, Field, KIND_BIND, KIND_LISTEN, ListenRecord,
+};
+
+use crate::{
+    emit::{emit, header},
+    field::{cfg, uint},
+    maps::{CONFIG, SYSCALL_ARGS, SyscallArgs, bump},
+    sock::{Local, local_end, sock_of_fd},
+};
+
+// errno values after which the descriptor is known not to be a socket.
+const EBADF: i32 = 9;
+const ENOTSOCK: i32 = 88;
+
+#[tracepoint(category = "syscalls", name = "sys_enter_bind")]
+pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
+    let tp = &CONFIG.syscall_tp;
+    let _ = stash(
+        &ctx,
+        KIND_BIND,
+        cfg(&tp.bind_fd),
+        cfg(&tp.bind_addrlen),
+        Some(cfg(&tp.bind_addr)),
+    );
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_listen")]
+pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
+    let tp = &CONFIG.syscall_tp;
+    let _ = stash(
+        &ctx,
+        KIND_LISTEN,
+        cfg(&tp.listen_fd),
+        cfg(&tp.listen_backlog),
+        None,
+    );
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_bind")]
+pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
+    if let Some((args, ret)) = unstash(&ctx, KIND_BIND, cfg(&CONFIG.syscall_tp.bind_ret)) {
+        bind_exit(&ctx, &args, ret);
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_listen")]
+pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
+    if let Some((args, ret)) = unstash(&ctx, KIND_LISTEN, cfg(&CONFIG.syscall_tp.listen_ret)) {
+        listen_exit(&ctx, &args, ret);
+    }
+    0
+}
+
+#[inline(always)]
+fn stash(
+    ctx: &TracePointContext,
+    kind: u32,
+    fd: Field,
+    len_or_backlog: Field,
+    addr: Option<Field>,
+) -> Result<(), i64> {
+    let base = ctx.as_ptr() as *const u8;
+    let args = SyscallArgs {
+        kind,
+        fd: uint(base, fd)? as u32,
+        addr: match addr {
+            Some(field) => uint(base, field)?,
+            None => 0,
+        },
+        len_or_backlog: uint(base, len_or_backlog)? as i32,
+        _pad: 0,
+    };
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if SYSCALL_ARGS.insert(tid, args, 0).is_err() {
+        bump(COUNTER_UNPAIRED);
+    }
+    Ok(())
+}
+
+/// Takes this thread's stashed arguments of a `kind` call and its result.
+#[inline(always)]
+fn unstash(ctx: &TracePointContext, kind: u32, ret: Field) -> Option<(SyscallArgs, i32)> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: the value is copied out before the entry is removed.
+    let args = match unsafe { SYSCALL_ARGS.get(tid) } {
+        Some(args) if args.kind == kind => *args,
+        _ => {
+            bump(COUNTER_UNPAIRED);
+            return None;
+        }
+    };
+    let _ = SYSCALL_ARGS.remove(tid);
+    let ret = uint(ctx.as_ptr() as *const u8, ret).ok()? as i64 as i32;
+    Some((args, ret))
+}
+
+/// The socket behind `fd` after a call that returned `ret`. `None` when the
+/// descriptor is not an IPv4/IPv6 socket (then there is nothing to report).
+fn socket_after(ctx: &TracePointContext, fd: u32, ret: i32) -> Option<Local> {
+    if ret == -EBADF || ret == -ENOTSOCK {
+        return None;
+    }
+    match sock_of_fd(fd) {
+        Ok(sk) => local_end(sk).ok(),
+        Err(_) => {
+            // The call got past the socket lookup, so the walk should have
+            // worked: the kernel layout we were given may be wrong.
+            warn!(ctx, "socktrace: fd {} of a socket call did not resolve", fd);
+            None
+        }
+    }
+}
+
+fn bind_exit(ctx: &TracePointContext, args: &SyscallArgs, ret: i32) {
+    let Some(local) = socket_after(ctx, args.fd, ret) else {
+        return;
+    };
+    let mut rec = BindRecord {
+        header: header(KIND_BIND),
+        sock: local.sock,
+        family: local.family,
+        protocol: local.protocol,
+        bound_port: local.port,
+        ret,
+        ..BindRecord::default()
+    };
+    // What the caller asked for: `struct sockaddr_in` / `sockaddr_in6`.
+    // The kernel has copied it already, so the page is present; if it was
+    // not readable (EFAULT) the record still goes out, address zero.
+    let sa = args.addr as *const u8;
+    // SAFETY: bpf_probe_read_user* check the address.
+    unsafe {
+        let family: u16 = bpf_probe_read_user(sa.cast()).unwrap_or(0);
+        let port: u16 = bpf_probe_read_user(sa.add(2).cast()).unwrap_or(0);
+        rec.requested_port = u16::from_be(port);
+        let len = args.len_or_backlog;
+        let _ = match family {
+            AF_INET if local.family == AF_INET && len >= 16 => {
+                bpf_probe_read_user_buf(sa.add(4), &mut rec.addr[..4])
+            }
+            AF_INET6 if local.family == AF_INET6 && len >= 24 => {
+                bpf_probe_read_user_buf(sa.add(8), &mut rec.addr)
+            }
+            _ => Ok(()),
+        };
+    }
+    emit(&rec);
+}
+
+fn listen_exit(ctx: &TracePointContext, args: &SyscallArgs, ret: i32) {
+    let Some(local) = socket_after(ctx, args.fd, ret) else {
+        return;
+    };
+    emit(&ListenRecord {
+        header: header(KIND_LISTEN),
+        sock: local.sock,
+        addr: local.addr,
+        family: local.family,
+        protocol: local.protocol,
+        port: local.port,
+        _pad: 0,
+        backlog: args.len_or_backlog,
+        ret,
+    });
+}

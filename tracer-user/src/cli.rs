@@ -1,0 +1,84 @@
+//! The command line. Doc comments are the help text.
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "socktrace",
+    version,
+    about = "Real-time socket event tracer: every TCP state change, bind and listen, with its process",
+    after_help = "Examples:\n  \
+        socktrace                       live TCP transitions, binds and listens\n  \
+        socktrace --json | jq .         the same as JSON lines\n  \
+        socktrace --duration 10         stop after 10 seconds and print a summary",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub watch: WatchArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream socket events as they happen (the default).
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct WatchArgs {
+    /// One JSON object per line instead of columns.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this many seconds (fractions allowed), then print the summary.
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
+}
+
+impl Cli {
+    pub fn watch_args(self) -> WatchArgs {
+        match self.command {
+            Some(Command::Watch(args)) => args,
+            None => self.watch,
+        }
+    }
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(secs.is_finite() && secs > 0.0 && secs < 1e9) {
+        return Err(format!("`{s}` must be a positive number of seconds"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn watch_is_the_default() {
+        let cli = Cli::try_parse_from(["socktrace", "--json", "--duration", "1.5"]).unwrap();
+        let args = cli.watch_args();
+        assert!(args.json);
+        assert_eq!(args.duration, Some(std::time::Duration::from_millis(1500)));
+        let cli = Cli::try_parse_from(["socktrace", "watch", "--json"]).unwrap();
+        assert!(cli.watch_args().json);
+    }
+
+    #[test]
+    fn bad_durations_are_rejected() {
+        for bad in ["0", "-1", "abc", "inf", "NaN"] {
+            let err = Cli::try_parse_from(["socktrace", "--duration", bad]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+        }
+    }
+}

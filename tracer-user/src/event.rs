@@ -1,0 +1,615 @@
+//! Decoded events: owned, validated, ready to render. Decoding never trusts
+//! a record: its size and kind are checked before any field is read.
+use std::{
+    fmt,
+    hash::BuildHasher,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
+
+use serde::{Serialize, Serializer};
+use thiserror::Error;
+use tracer_common::{
+    AF_INET, AF_INET6, BindRecord, COMM_LEN, Header, IPPROTO_TCP, IPPROTO_UDP, KIND_BIND,
+    KIND_LISTEN, KIND_STATE, ListenRecord, StateRecord,
+};
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than a header")]
+    Short(usize),
+    #[error("record kind {kind} should be {expected} bytes, got {got}")]
+    Size {
+        kind: u32,
+        expected: usize,
+        got: usize,
+    },
+    #[error("unknown record kind {0}")]
+    Kind(u32),
+    #[error("unknown address family {0}")]
+    Family(u16),
+}
+
+/// One thing that happened to a socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// `CLOCK_MONOTONIC` nanoseconds.
+    pub mono_ns: u64,
+    pub task: Task,
+    pub proto: Proto,
+    /// Opaque, stable for the socket's life within one run.
+    pub sock: SockId,
+    pub detail: Detail,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Detail {
+    State {
+        local: SocketAddr,
+        remote: SocketAddr,
+        old: TcpState,
+        new: TcpState,
+    },
+    Bind {
+        /// Requested address with the port the socket ended up with (the
+        /// requested one when the call failed).
+        addr: SocketAddr,
+        requested_port: u16,
+        errno: Errno,
+    },
+    Listen {
+        addr: SocketAddr,
+        backlog: i32,
+        errno: Errno,
+    },
+}
+
+impl Event {
+    pub fn type_name(&self) -> &'static str {
+        match self.detail {
+            Detail::State { .. } => "state",
+            Detail::Bind { .. } => "bind",
+            Detail::Listen { .. } => "listen",
+        }
+    }
+
+    pub fn family(&self) -> &'static str {
+        let addr = match &self.detail {
+            Detail::State { local, .. } => local,
+            Detail::Bind { addr, .. } | Detail::Listen { addr, .. } => addr,
+        };
+        if addr.is_ipv4() { "ipv4" } else { "ipv6" }
+    }
+}
+
+/// The task a record was stamped with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Task {
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub comm: Comm,
+    /// How sure we are this task owns the socket.
+    pub source: OwnerSource,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OwnerSource {
+    /// The task made the system call.
+    Syscall,
+    /// The task that was on the CPU when the kernel changed the state. For
+    /// transitions driven by incoming packets it may be unrelated.
+    Current,
+}
+
+/// A task's command name, as the kernel keeps it (at most 15 bytes).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Comm {
+    bytes: [u8; COMM_LEN],
+    len: u8,
+}
+
+impl Comm {
+    pub fn new(raw: &[u8; COMM_LEN]) -> Comm {
+        let len = raw.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        Comm {
+            bytes: *raw,
+            len: len as u8,
+        }
+    }
+
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.bytes[..self.len as usize])
+    }
+}
+
+impl fmt::Display for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&self.as_str())
+    }
+}
+
+impl fmt::Debug for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl Serialize for Comm {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Other(u16),
+}
+
+impl Proto {
+    fn from_raw(raw: u16) -> Proto {
+        match raw {
+            IPPROTO_TCP => Proto::Tcp,
+            IPPROTO_UDP => Proto::Udp,
+            n => Proto::Other(n),
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Proto::Tcp => f.pad("tcp"),
+            Proto::Udp => f.pad("udp"),
+            Proto::Other(n) => f.pad(&format!("proto{n}")),
+        }
+    }
+}
+
+impl Serialize for Proto {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// An opaque socket id: a keyed hash of the kernel's socket address, so
+/// no kernel pointer reaches the output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SockId(pub u64);
+
+impl fmt::Display for SockId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl Serialize for SockId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// TCP states as `include/net/tcp_states.h` numbers them, named as the
+/// kernel names them without `TCP_`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TcpState {
+    Established,
+    SynSent,
+    SynRecv,
+    FinWait1,
+    FinWait2,
+    TimeWait,
+    Close,
+    CloseWait,
+    LastAck,
+    Listen,
+    Closing,
+    NewSynRecv,
+    BoundInactive,
+    Unknown(u8),
+}
+
+impl TcpState {
+    pub fn from_raw(raw: u8) -> TcpState {
+        use TcpState::*;
+        match raw {
+            1 => Established,
+            2 => SynSent,
+            3 => SynRecv,
+            4 => FinWait1,
+            5 => FinWait2,
+            6 => TimeWait,
+            7 => Close,
+            8 => CloseWait,
+            9 => LastAck,
+            10 => Listen,
+            11 => Closing,
+            12 => NewSynRecv,
+            13 => BoundInactive,
+            n => Unknown(n),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        use TcpState::*;
+        match self {
+            Established => "ESTABLISHED",
+            SynSent => "SYN_SENT",
+            SynRecv => "SYN_RECV",
+            FinWait1 => "FIN_WAIT1",
+            FinWait2 => "FIN_WAIT2",
+            TimeWait => "TIME_WAIT",
+            Close => "CLOSE",
+            CloseWait => "CLOSE_WAIT",
+            LastAck => "LAST_ACK",
+            Listen => "LISTEN",
+            Closing => "CLOSING",
+            NewSynRecv => "NEW_SYN_RECV",
+            BoundInactive => "BOUND_INACTIVE",
+            Unknown(_) => "UNKNOWN",
+        }
+    }
+}
+
+impl fmt::Display for TcpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TcpState::Unknown(n) => f.pad(&format!("STATE_{n}")),
+            s => f.pad(s.name()),
+        }
+    }
+}
+
+impl Serialize for TcpState {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A positive errno, 0 for success.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    /// From a syscall return value (0 or `-errno`).
+    fn from_ret(ret: i32) -> Errno {
+        Errno(if ret < 0 { -ret } else { 0 })
+    }
+
+    /// `"EADDRINUSE"`, or `None` for success.
+    pub fn name(&self) -> Option<String> {
+        match self.0 {
+            0 => None,
+            n => Some(match nix::errno::Errno::from_raw(n) {
+                nix::errno::Errno::UnknownErrno => format!("E{n}"),
+                known => format!("{known:?}"),
+            }),
+        }
+    }
+}
+
+/// Turns raw ring records into [`Event`]s.
+pub struct Decoder {
+    /// Per-run key for [`SockId`].
+    key: std::hash::RandomState,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder {
+            key: std::hash::RandomState::new(),
+        }
+    }
+}
+
+impl Decoder {
+    pub fn decode(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
+        let header: Header = read(bytes).ok_or(DecodeError::Short(bytes.len()))?;
+        let size = match header.kind {
+            KIND_STATE => size_of::<StateRecord>(),
+            KIND_BIND => size_of::<BindRecord>(),
+            KIND_LISTEN => size_of::<ListenRecord>(),
+            kind => return Err(DecodeError::Kind(kind)),
+        };
+        if bytes.len() != size {
+            return Err(DecodeError::Size {
+                kind: header.kind,
+                expected: size,
+                got: bytes.len(),
+            });
+        }
+        let sock_id = |ptr: u64| SockId(self.key.hash_one(ptr));
+        let task = |source| Task {
+            pid: header.pid,
+            tid: header.tid,
+            uid: header.uid,
+            comm: Comm::new(&header.comm),
+            source,
+        };
+        let event = match header.kind {
+            KIND_STATE => {
+                let r: StateRecord = read(bytes).ok_or(DecodeError::Short(bytes.len()))?;
+                Event {
+                    mono_ns: header.ts_ns,
+                    task: task(OwnerSource::Current),
+                    proto: Proto::from_raw(r.protocol),
+                    sock: sock_id(r.sock),
+                    detail: Detail::State {
+                        local: socket_addr(r.family, &r.saddr, r.sport)?,
+                        remote: socket_addr(r.family, &r.daddr, r.dport)?,
+                        old: TcpState::from_raw(r.old_state),
+                        new: TcpState::from_raw(r.new_state),
+                    },
+                }
+            }
+            KIND_BIND => {
+                let r: BindRecord = read(bytes).ok_or(DecodeError::Short(bytes.len()))?;
+                let errno = Errno::from_ret(r.ret);
+                let port = if errno.0 == 0 {
+                    r.bound_port
+                } else {
+                    r.requested_port
+                };
+                Event {
+                    mono_ns: header.ts_ns,
+                    task: task(OwnerSource::Syscall),
+                    proto: Proto::from_raw(r.protocol),
+                    sock: sock_id(r.sock),
+                    detail: Detail::Bind {
+                        addr: socket_addr(r.family, &r.addr, port)?,
+                        requested_port: r.requested_port,
+                        errno,
+                    },
+                }
+            }
+            _ => {
+                let r: ListenRecord = read(bytes).ok_or(DecodeError::Short(bytes.len()))?;
+                Event {
+                    mono_ns: header.ts_ns,
+                    task: task(OwnerSource::Syscall),
+                    proto: Proto::from_raw(r.protocol),
+                    sock: sock_id(r.sock),
+                    detail: Detail::Listen {
+                        addr: socket_addr(r.family, &r.addr, r.port)?,
+                        backlog: r.backlog,
+                        errno: Errno::from_ret(r.ret),
+                    },
+                }
+            }
+        };
+        Ok(event)
+    }
+}
+
+/// Copies a `#[repr(C)]` record out of possibly unaligned bytes.
+fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: length checked; T is a plain-old-data record (integers and
+    // arrays only, every bit pattern valid); read_unaligned copes with any
+    // alignment.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+fn socket_addr(family: u16, addr: &[u8; 16], port: u16) -> Result<SocketAddr, DecodeError> {
+    let ip = match family {
+        AF_INET => IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])),
+        AF_INET6 => IpAddr::V6(Ipv6Addr::from(*addr)),
+        other => return Err(DecodeError::Family(other)),
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_of<T>(record: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain-old-data record.
+        unsafe { std::slice::from_raw_parts((record as *const T).cast(), size_of::<T>()) }.to_vec()
+    }
+
+    fn header(kind: u32) -> Header {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..4].copy_from_slice(b"curl");
+        Header {
+            kind,
+            ts_ns: 42,
+            pid: 100,
+            tid: 101,
+            uid: 1000,
+            comm,
+            ..Header::default()
+        }
+    }
+
+    #[test]
+    fn decodes_a_v4_state_change() {
+        let mut rec = StateRecord {
+            header: header(KIND_STATE),
+            sock: 0xffff_8880_1234_5678,
+            sport: 43512,
+            dport: 8080,
+            family: AF_INET,
+            protocol: IPPROTO_TCP,
+            old_state: 7,
+            new_state: 2,
+            ..StateRecord::default()
+        };
+        rec.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        rec.daddr[..4].copy_from_slice(&[10, 1, 2, 3]);
+        let d = Decoder::default();
+        let e = d.decode(&bytes_of(&rec)).unwrap();
+        assert_eq!(e.mono_ns, 42);
+        assert_eq!((e.task.pid, e.task.tid, e.task.uid), (100, 101, 1000));
+        assert_eq!(e.task.comm.to_string(), "curl");
+        assert_eq!(e.task.source, OwnerSource::Current);
+        assert_eq!(e.proto, Proto::Tcp);
+        assert_eq!(e.family(), "ipv4");
+        assert_eq!(
+            e.detail,
+            Detail::State {
+                local: "127.0.0.1:43512".parse().unwrap(),
+                remote: "10.1.2.3:8080".parse().unwrap(),
+                old: TcpState::Close,
+                new: TcpState::SynSent,
+            }
+        );
+        // Same socket, same id; the id is not the pointer.
+        assert_eq!(d.decode(&bytes_of(&rec)).unwrap().sock, e.sock);
+        assert_ne!(e.sock.0, rec.sock);
+    }
+
+    #[test]
+    fn decodes_v6_and_v4_mapped_addresses() {
+        let mut rec = StateRecord {
+            header: header(KIND_STATE),
+            family: AF_INET6,
+            protocol: IPPROTO_TCP,
+            sport: 80,
+            dport: 5555,
+            old_state: 10,
+            new_state: 3,
+            ..StateRecord::default()
+        };
+        rec.saddr = Ipv6Addr::LOCALHOST.octets();
+        rec.daddr = Ipv4Addr::new(192, 0, 2, 7).to_ipv6_mapped().octets();
+        let e = Decoder::default().decode(&bytes_of(&rec)).unwrap();
+        let Detail::State { local, remote, .. } = e.detail else {
+            panic!("not a state event: {e:?}");
+        };
+        assert_eq!(local.to_string(), "[::1]:80");
+        assert_eq!(remote.to_string(), "[::ffff:192.0.2.7]:5555");
+        assert_eq!(e.family(), "ipv6");
+    }
+
+    #[test]
+    fn bind_reports_the_assigned_port_or_the_requested_one_on_failure() {
+        let ok = BindRecord {
+            header: header(KIND_BIND),
+            family: AF_INET,
+            protocol: IPPROTO_UDP,
+            requested_port: 0,
+            bound_port: 40000,
+            ret: 0,
+            ..BindRecord::default()
+        };
+        let e = Decoder::default().decode(&bytes_of(&ok)).unwrap();
+        assert_eq!(e.proto, Proto::Udp);
+        assert_eq!(e.task.source, OwnerSource::Syscall);
+        let Detail::Bind {
+            addr,
+            requested_port,
+            errno,
+        } = e.detail
+        else {
+            panic!("not a bind: {e:?}");
+        };
+        assert_eq!(
+            (addr.to_string(), requested_port, errno),
+            ("0.0.0.0:40000".into(), 0, Errno(0))
+        );
+
+        let failed = BindRecord {
+            requested_port: 8080,
+            bound_port: 0,
+            ret: -98,
+            protocol: IPPROTO_TCP,
+            ..ok
+        };
+        let e = Decoder::default().decode(&bytes_of(&failed)).unwrap();
+        let Detail::Bind { addr, errno, .. } = e.detail else {
+            panic!("not a bind: {e:?}");
+        };
+        assert_eq!(addr.port(), 8080);
+        assert_eq!(errno.name().as_deref(), Some("EADDRINUSE"));
+    }
+
+    #[test]
+    fn decodes_a_listen() {
+        let mut rec = ListenRecord {
+            header: header(KIND_LISTEN),
+            family: AF_INET6,
+            protocol: IPPROTO_TCP,
+            port: 8443,
+            backlog: 511,
+            ret: 0,
+            ..ListenRecord::default()
+        };
+        rec.addr = Ipv6Addr::UNSPECIFIED.octets();
+        let e = Decoder::default().decode(&bytes_of(&rec)).unwrap();
+        assert_eq!(
+            e.detail,
+            Detail::Listen {
+                addr: "[::]:8443".parse().unwrap(),
+                backlog: 511,
+                errno: Errno(0)
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_records() {
+        let d = Decoder::default();
+        assert_eq!(d.decode(&[0; 8]), Err(DecodeError::Short(8)));
+        let state = bytes_of(&StateRecord {
+            header: header(KIND_STATE),
+            family: AF_INET,
+            ..StateRecord::default()
+        });
+        assert_eq!(
+            d.decode(&state[..size_of::<BindRecord>()]),
+            Err(DecodeError::Size {
+                kind: KIND_STATE,
+                expected: size_of::<StateRecord>(),
+                got: size_of::<BindRecord>()
+            })
+        );
+        let mut unknown = state.clone();
+        unknown[0] = 99;
+        assert_eq!(d.decode(&unknown), Err(DecodeError::Kind(99)));
+        let bad_family = bytes_of(&StateRecord {
+            header: header(KIND_STATE),
+            family: 1,
+            ..StateRecord::default()
+        });
+        assert_eq!(d.decode(&bad_family), Err(DecodeError::Family(1)));
+    }
+
+    #[test]
+    fn state_names_match_the_kernel() {
+        let names: Vec<String> = (1..=13)
+            .map(|n| TcpState::from_raw(n).to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "ESTABLISHED",
+                "SYN_SENT",
+                "SYN_RECV",
+                "FIN_WAIT1",
+                "FIN_WAIT2",
+                "TIME_WAIT",
+                "CLOSE",
+                "CLOSE_WAIT",
+                "LAST_ACK",
+                "LISTEN",
+                "CLOSING",
+                "NEW_SYN_RECV",
+                "BOUND_INACTIVE"
+            ]
+        );
+        assert_eq!(TcpState::from_raw(99).to_string(), "STATE_99");
+    }
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(Errno(0).name(), None);
+        assert_eq!(Errno(111).name().as_deref(), Some("ECONNREFUSED"));
+        assert_eq!(Errno(13).name().as_deref(), Some("EACCES"));
+        assert_eq!(Errno(4000).name().as_deref(), Some("E4000"));
+    }
+}

@@ -1,0 +1,157 @@
+//! Kernel struct member offsets from the running kernel's BTF, so the
+//! programs never carry one kernel's layout.
+use btf_rs::{Btf, Type};
+use thiserror::Error;
+use tracer_common::{Field, KernelLayout};
+
+pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, Error)]
+pub enum BtfError {
+    #[error("the kernel exposes no BTF at {VMLINUX} (needs CONFIG_DEBUG_INFO_BTF=y): {0}")]
+    Missing(btf_rs::Error),
+    #[error("kernel BTF: {0}")]
+    Layout(String),
+}
+
+/// Reads the kernel's BTF and resolves every offset the programs need.
+pub fn kernel_layout() -> Result<KernelLayout, BtfError> {
+    let btf = Btf::from_file(VMLINUX).map_err(BtfError::Missing)?;
+    let f = |path: &str| member(&btf, path);
+    Ok(KernelLayout {
+        task_files: f("task_struct.files")?,
+        files_fdt: f("files_struct.fdt")?,
+        fdtable_max_fds: f("fdtable.max_fds")?,
+        fdtable_fd: f("fdtable.fd")?,
+        file_private_data: f("file.private_data")?,
+        socket_file: f("socket.file")?,
+        socket_sk: f("socket.sk")?,
+        sk_family: f("sock.__sk_common.skc_family")?,
+        sk_num: f("sock.__sk_common.skc_num")?,
+        sk_rcv_saddr: f("sock.__sk_common.skc_rcv_saddr")?,
+        sk_v6_rcv_saddr: f("sock.__sk_common.skc_v6_rcv_saddr")?,
+        sk_protocol: f("sock.sk_protocol")?,
+    })
+}
+
+/// `"struct.member.member"`: the place and size of that member, looking
+/// through anonymous unions and structs as C does.
+pub fn member(btf: &Btf, path: &str) -> Result<Field, BtfError> {
+    let err = |what: String| BtfError::Layout(format!("{path}: {what}"));
+    let mut names = path.split('.');
+    let root = names.next().unwrap_or_default();
+    let mut ty = struct_named(btf, root).ok_or_else(|| err(format!("no struct {root}")))?;
+    let mut bits = 0u32;
+    let mut found = None;
+    for name in names {
+        let (Type::Struct(s) | Type::Union(s)) = &ty else {
+            return Err(err(format!("`{name}` is inside a non-struct")));
+        };
+        let (offset, bitfield, member_ty) =
+            find_member(btf, s, name).ok_or_else(|| err(format!("no member `{name}`")))?;
+        bits += offset;
+        found = Some(bitfield);
+        ty = member_ty;
+    }
+    let bitfield = found.ok_or_else(|| err("names no member".into()))?;
+    match bitfield {
+        Some(width) => {
+            // Read the aligned 32-bit word holding it (little-endian order).
+            let word = bits / 32 * 4;
+            Ok(Field {
+                offset: checked_u16(word).map_err(err)?,
+                size: 4,
+                shift: (bits - word * 8) as u8,
+                bits: width as u8,
+                _pad: [0; 3],
+            })
+        }
+        None if bits % 8 != 0 => Err(err("not byte-aligned".into())),
+        None => {
+            let size = size_of_type(btf, &ty).ok_or_else(|| err("size unknown".into()))?;
+            let size = u8::try_from(size).map_err(|_| err(format!("{size} bytes is too big")))?;
+            Ok(Field::new(checked_u16(bits / 8).map_err(err)?, size))
+        }
+    }
+}
+
+fn checked_u16(v: u32) -> Result<u16, String> {
+    u16::try_from(v).map_err(|_| format!("offset {v} is beyond 64 KiB"))
+}
+
+fn struct_named(btf: &Btf, name: &str) -> Option<Type> {
+    btf.resolve_types_by_name(name)
+        .ok()?
+        .into_iter()
+        .find(|t| matches!(t, Type::Struct(s) if !s.members.is_empty()))
+}
+
+/// Member `name` of `s`, searching anonymous members: its bit offset from
+/// the start of `s`, its bitfield width if it is one, and its type.
+fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Option<(u32, Option<u32>, Type)> {
+    for m in &s.members {
+        let member_name = btf.resolve_name(m).unwrap_or_default();
+        let ty = strip(btf, btf.resolve_chained_type(m).ok()?)?;
+        let bitfield = m.bitfield_size().filter(|&w| w != 0);
+        if member_name == name {
+            return Some((m.bit_offset(), bitfield, ty));
+        }
+        if member_name.is_empty()
+            && let Type::Struct(inner) | Type::Union(inner) = &ty
+            && let Some((off, bf, t)) = find_member(btf, inner, name)
+        {
+            return Some((m.bit_offset() + off, bf, t));
+        }
+    }
+    None
+}
+
+/// Follows typedefs and qualifiers to the type they name.
+fn strip(btf: &Btf, mut ty: Type) -> Option<Type> {
+    loop {
+        ty = match &ty {
+            Type::Typedef(t) => btf.resolve_chained_type(t).ok()?,
+            Type::Volatile(t) | Type::Const(t) | Type::Restrict(t) => {
+                btf.resolve_chained_type(t).ok()?
+            }
+            Type::TypeTag(t) => btf.resolve_chained_type(t).ok()?,
+            _ => return Some(ty),
+        }
+    }
+}
+
+fn size_of_type(btf: &Btf, ty: &Type) -> Option<usize> {
+    Some(match ty {
+        Type::Int(i) => i.size(),
+        Type::Ptr(_) => 8,
+        Type::Enum(e) => e.size(),
+        Type::Enum64(e) => e.size(),
+        Type::Struct(s) | Type::Union(s) => s.size(),
+        Type::Array(a) => {
+            let elem = strip(btf, btf.resolve_chained_type(a).ok()?)?;
+            a.len() * size_of_type(btf, &elem)?
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitfield_maps_to_its_word() {
+        // sk_protocol as a bitfield (Linux < 5.6): 8 bits at bit 8*0x1f8+8.
+        let bits = 0x1f8 * 8 + 8;
+        let word = bits / 32 * 4;
+        let field = Field {
+            offset: word as u16,
+            size: 4,
+            shift: (bits - word * 8) as u8,
+            bits: 8,
+            _pad: [0; 3],
+        };
+        assert_eq!(field.offset, 0x1f8);
+        assert_eq!(field.extract(0x00ab_0611_u64), 0x06);
+    }
+}

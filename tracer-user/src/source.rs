@@ -1,0 +1,61 @@
+//! The ring buffer as a stream of raw records, and the kernel's loss
+//! counters. The kernel wakes us only for large batches (see `emit` in
+//! tracer-ebpf), so callers also drain on a short timer.
+use std::io;
+
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use tokio::io::{Interest, unix::AsyncFd};
+use tracer_common::{COUNTER_RING_DROPS, COUNTER_UNPAIRED};
+
+pub struct Source {
+    ring: AsyncFd<RingBuf<MapData>>,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+/// Totals of the kernel-side counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// Records the kernel could not put in the ring (it was full).
+    pub ring_drops: u64,
+    /// bind/listen exits whose entry was not seen (in flight at start).
+    pub unpaired: u64,
+}
+
+impl Source {
+    pub fn new(ring: RingBuf<MapData>, counters: PerCpuArray<MapData, u64>) -> io::Result<Source> {
+        // SAFETY: the RingBuf owns its map fd, keeps it open until it is
+        // dropped and never swaps it, as `register` requires.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        Ok(Source { ring, counters })
+    }
+
+    /// Resolves when the kernel has woken us.
+    pub async fn woken(&mut self) -> io::Result<()> {
+        let mut guard = self.ring.readable_mut().await?;
+        guard.clear_ready();
+        Ok(())
+    }
+
+    /// Hands every waiting record to `f`; returns how many there were.
+    pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> usize {
+        let ring = self.ring.get_mut();
+        let mut n = 0;
+        while let Some(item) = ring.next() {
+            f(&item);
+            n += 1;
+        }
+        n
+    }
+
+    pub fn counters(&self) -> io::Result<KernelCounters> {
+        let sum = |index: u32| -> io::Result<u64> {
+            let per_cpu = self.counters.get(&index, 0).map_err(io::Error::other)?;
+            Ok(per_cpu.iter().sum())
+        };
+        Ok(KernelCounters {
+            ring_drops: sum(COUNTER_RING_DROPS)?,
+            unpaired: sum(COUNTER_UNPAIRED)?,
+        })
+    }
+}
