@@ -31,7 +31,7 @@ pub struct WatchArgs {
     #[arg(long)]
     pub json: bool,
     /// Stop after this many seconds (fractions allowed), then print the summary.
-    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
     pub duration: Option<std::time::Duration>,
 }
 

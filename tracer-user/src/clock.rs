@@ -12,7 +12,8 @@ pub struct Clock {
 }
 
 impl Clock {
-    pub fn new() -> Clock {
+    /// The running system's clocks, read now.
+    pub fn system() -> Clock {
         let ns = |id| {
             let ts = clock_gettime(id).expect("clock_gettime cannot fail for standard clocks");
             ts.tv_sec() as i128 * 1_000_000_000 + ts.tv_nsec() as i128
@@ -36,11 +37,6 @@ impl Clock {
             wall.div_euclid(1_000_000_000) as i64,
             wall.rem_euclid(1_000_000_000) as u32,
         )
-    }
-
-    pub fn now_mono_ns() -> u64 {
-        let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
-        ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
     }
 }
 

@@ -50,7 +50,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<Summary> {
         attach_time.as_millis()
     );
 
-    let clock = Clock::new();
+    let clock = Clock::system();
     let mut render: Box<dyn Render> = if args.json {
         Box::new(Json::new(clock))
     } else {

@@ -1,1 +1,126 @@
-fn main() {}
+//! Developer tasks: `cargo xtask setup|build|run|test`. Every task first
+//! makes sure this machine can build eBPF (see `setup`).
+mod setup;
+
+use std::{
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "socktrace's build, run and test tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building the kernel programs needs (idempotent).
+    Setup,
+    /// Build socktrace (release).
+    Build,
+    /// Build socktrace (release) and run it with ARGS, as root.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Every check: fmt, clippy (user and kernel crates), unit tests, and
+    /// the integration tests against the running kernel (needs root).
+    Test,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(err) = run(cli.task) {
+        eprintln!("xtask: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(task: Task) -> Result<()> {
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    setup::ensure()?;
+    match task {
+        Task::Setup => Ok(()),
+        Task::Build => cargo(&["build", "--release", "-p", "tracer-user"]),
+        Task::Run { args } => {
+            cargo(&["build", "--release", "-p", "tracer-user"])?;
+            let bin = root.join("target/release/socktrace");
+            let err = Command::new(&bin).args(&args).exec();
+            Err(err).with_context(|| format!("running {}", bin.display()))
+        }
+        Task::Test => test(&root),
+    }
+}
+
+fn test(root: &Path) -> Result<()> {
+    step("formatting", &["fmt", "--all", "--check"])?;
+    // The kernel object is not needed to lint the loader: skip building it.
+    println!("xtask: lint (userspace)");
+    run_cargo(
+        &["clippy", "--all-targets", "--", "-D", "warnings"],
+        &[("AYA_BUILD_SKIP", "1")],
+    )?;
+    step(
+        "lint (kernel programs)",
+        &[
+            "+nightly",
+            "clippy",
+            "-p",
+            "tracer-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    step("build", &["build", "-p", "tracer-user"])?;
+    let bin = root.join("target/debug/socktrace");
+    println!("xtask: tests (unit, then integration against the running kernel)");
+    let status = Command::new("cargo")
+        .args(["test", "--workspace", "--exclude", "tracer-ebpf"])
+        .env("SOCKTRACE_BIN", &bin)
+        .status()
+        .context("running cargo test")?;
+    if !status.success() {
+        bail!("tests failed");
+    }
+    Ok(())
+}
+
+fn step(what: &str, args: &[&str]) -> Result<()> {
+    println!("xtask: {what}");
+    cargo(args)
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    run_cargo(args, &[])
+}
+
+fn run_cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
+    let status = Command::new("cargo")
+        .args(args)
+        .envs(envs.iter().copied())
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("`cargo {}` failed", args.join(" "));
+    }
+    Ok(())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}

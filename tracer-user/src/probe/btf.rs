@@ -66,7 +66,7 @@ pub fn member(btf: &Btf, path: &str) -> Result<Field, BtfError> {
                 _pad: [0; 3],
             })
         }
-        None if bits % 8 != 0 => Err(err("not byte-aligned".into())),
+        None if !bits.is_multiple_of(8) => Err(err("not byte-aligned".into())),
         None => {
             let size = size_of_type(btf, &ty).ok_or_else(|| err("size unknown".into()))?;
             let size = u8::try_from(size).map_err(|_| err(format!("{size} bytes is too big")))?;

@@ -1,0 +1,268 @@
+//! Harness: the real socktrace binary, real sockets in child processes.
+#![allow(dead_code)] // each test file uses its own share of the helpers
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, ChildStdout, Command, ExitStatus, Stdio},
+    sync::{
+        Arc, Mutex,
+        mpsc::{self, Receiver, RecvTimeoutError},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
+const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The socktrace binary `cargo xtask test` built.
+pub fn socktrace_bin() -> PathBuf {
+    let path = std::env::var_os("SOCKTRACE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/socktrace")
+        });
+    assert!(
+        path.is_file(),
+        "socktrace binary not found at {}; run the tests with `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "these tests load eBPF programs into the kernel and must run as root (`cargo xtask test` as root)"
+    );
+}
+
+/// A running `socktrace --json`.
+pub struct Tracer {
+    child: Child,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    stderr_reader: Option<thread::JoinHandle<()>>,
+    /// Every event read so far, in order.
+    pub events: Vec<Value>,
+}
+
+pub struct Finished {
+    pub status: ExitStatus,
+    pub events: Vec<Value>,
+    pub stderr: String,
+}
+
+impl Tracer {
+    /// Starts socktrace and returns once it says it is attached.
+    pub fn start(extra: &[&str]) -> Tracer {
+        require_root();
+        let mut child = Command::new(socktrace_bin())
+            .arg("--json")
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning socktrace");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (attached_tx, attached_rx) = mpsc::channel();
+        let err_pipe = child.stderr.take().expect("stderr");
+        let err_log = Arc::clone(&stderr);
+        let stderr_reader = thread::spawn(move || {
+            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+                if line.contains("attached in") {
+                    let _ = attached_tx.send(());
+                }
+                let mut log = err_log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let lines = spawn_line_reader(child.stdout.take().expect("stdout"));
+        if attached_rx.recv_timeout(ATTACH_TIMEOUT).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "socktrace did not attach within {ATTACH_TIMEOUT:?}; stderr:\n{}",
+                stderr.lock().unwrap()
+            );
+        }
+        Tracer {
+            child,
+            lines,
+            stderr,
+            stderr_reader: Some(stderr_reader),
+            events: Vec::new(),
+        }
+    }
+
+    /// Reads events until `done(all events so far)` holds; panics after a
+    /// timeout, naming `what` it waited for.
+    pub fn wait_for(&mut self, what: &str, done: impl Fn(&[Value]) -> bool) -> &[Value] {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        while !done(&self.events) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.events.push(parse(&line)),
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "timed out waiting for {what}; {} events seen; stderr:\n{}",
+                    self.events.len(),
+                    self.stderr.lock().unwrap()
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "socktrace exited while waiting for {what}; stderr:\n{}",
+                    self.stderr.lock().unwrap()
+                ),
+            }
+        }
+        &self.events
+    }
+
+    /// SIGINT, then everything it printed until it exited.
+    pub fn stop(self) -> Finished {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.finish()
+    }
+
+    /// Waits for socktrace to exit by itself (e.g. `--duration`).
+    pub fn finish(mut self) -> Finished {
+        let status = self.child.wait().expect("waiting for socktrace");
+        let rest: Vec<Value> = self.lines.iter().map(|l| parse(&l)).collect();
+        self.events.extend(rest);
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join(); // ends with the pipe
+        }
+        let stderr = self.stderr.lock().unwrap().clone();
+        Finished {
+            status,
+            events: std::mem::take(&mut self.events),
+            stderr,
+        }
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_line_reader(out: ChildStdout) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn parse(line: &str) -> Value {
+    serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("socktrace printed invalid JSON ({e}): {line}"))
+}
+
+/// A `sockops` scenario in its own process, and the JSON line it printed.
+pub struct Op {
+    pub child: Child,
+    pub report: Value,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Op {
+    pub fn start(args: &[&str]) -> Op {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sockops"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawning sockops");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("reading sockops");
+        assert!(!line.is_empty(), "sockops {args:?} printed nothing");
+        Op {
+            child,
+            report: parse(&line),
+            stdout,
+        }
+    }
+
+    /// Runs a scenario to the end; returns its report.
+    pub fn run(args: &[&str]) -> Value {
+        let op = Op::start(args);
+        let report = op.report.clone();
+        op.wait();
+        report
+    }
+
+    pub fn pid(&self) -> u64 {
+        self.report["pid"].as_u64().expect("pid")
+    }
+
+    pub fn port(&self) -> u64 {
+        self.report["port"].as_u64().expect("port")
+    }
+
+    pub fn wait(mut self) {
+        let status = self.child.wait().expect("waiting for sockops");
+        let _ = &self.stdout;
+        assert!(status.success(), "sockops failed: {status}");
+    }
+}
+
+/// Events of one type.
+pub fn of_type<'a>(events: &'a [Value], kind: &str) -> impl Iterator<Item = &'a Value> {
+    events.iter().filter(move |e| e["type"] == kind)
+}
+
+/// The socket id of the first state event matching local and remote ports.
+pub fn sock_by_ports(events: &[Value], sport: u64, dport: u64) -> Option<String> {
+    of_type(events, "state")
+        .find(|e| e["sport"] == sport && e["dport"] == dport)
+        .map(|e| e["sock"].as_str().expect("sock").to_string())
+}
+
+/// The state events of socket `sock`, in order.
+pub fn states_of<'a>(events: &'a [Value], sock: &str) -> Vec<&'a Value> {
+    of_type(events, "state")
+        .filter(|e| e["sock"] == sock)
+        .collect()
+}
+
+/// `["CLOSE -> SYN_SENT", ...]` for socket `sock`.
+pub fn transitions(events: &[Value], sock: &str) -> Vec<String> {
+    states_of(events, sock)
+        .iter()
+        .map(|e| format!("{} -> {}", str_of(&e["old_state"]), str_of(&e["new_state"])))
+        .collect()
+}
+
+fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or("?")
+}
+
+/// Whether socket `sock` has reached CLOSE.
+pub fn closed(events: &[Value], sock: Option<&String>) -> bool {
+    sock.is_some_and(|s| {
+        states_of(events, s)
+            .iter()
+            .any(|e| e["new_state"] == "CLOSE")
+    })
+}
+
+/// A port nothing listens on right now (bound, then released).
+pub fn free_port(ip: &str) -> u16 {
+    let l = std::net::TcpListener::bind((ip, 0)).expect("bind");
+    l.local_addr().expect("addr").port()
+}

@@ -1,0 +1,207 @@
+//! Makes a fresh Debian machine able to build the kernel programs, and
+//! costs only a few file checks when it already can:
+//!
+//! 1. the `nightly` toolchain (it builds the eBPF crate with `-Z build-std`)
+//!    and its `rust-src` component;
+//! 2. Debian's LLVM development package of the same major version as
+//!    nightly's LLVM;
+//! 3. bpf-linker built against that LLVM.
+//!
+//! Each install step says what it does. When one cannot run (not root, no
+//! network) it stops with the command to run by hand.
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// bpf-linker release known to build with the machine's stable Rust.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn ensure() -> Result<()> {
+    let llvm = nightly_llvm_major()?;
+    ensure_rust_src()?;
+    ensure_llvm_dev(llvm)?;
+    ensure_bpf_linker(llvm)
+}
+
+/// The LLVM major version of `rustc +nightly`.
+fn nightly_llvm_major() -> Result<u32> {
+    let out = Command::new("rustc")
+        .args(["+nightly", "-vV"])
+        .output()
+        .context("running `rustc +nightly -vV` (is rustup installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "no nightly Rust toolchain; install a dated nightly whose LLVM major Debian ships \
+             (`apt-cache search llvm-.*-dev`), e.g. \
+             `rustup toolchain install nightly-2026-05-19 --component rust-src`, \
+             and link it as `nightly` (`rustup toolchain link nightly ...`)"
+        );
+    }
+    parse_llvm_major(&String::from_utf8_lossy(&out.stdout))
+        .context("`rustc +nightly -vV` printed no LLVM version")
+}
+
+fn parse_llvm_major(version_info: &str) -> Option<u32> {
+    let version = version_info
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))?;
+    version.split('.').next()?.trim().parse().ok()
+}
+
+fn ensure_rust_src() -> Result<()> {
+    let out = Command::new("rustc")
+        .args(["+nightly", "--print", "sysroot"])
+        .output()
+        .context("running `rustc +nightly --print sysroot`")?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if sysroot
+        .join("lib/rustlib/src/rust/library/core/Cargo.toml")
+        .is_file()
+    {
+        return Ok(());
+    }
+    install(
+        "the nightly toolchain's rust-src component",
+        "rustup",
+        &["component", "add", "rust-src", "--toolchain", "nightly"],
+        &[],
+    )
+}
+
+fn ensure_llvm_dev(llvm: u32) -> Result<()> {
+    let prefix = llvm_prefix(llvm);
+    if prefix.join("bin/llvm-config").is_file() && has_libllvm(&prefix) {
+        return Ok(());
+    }
+    require_root(&format!(
+        "apt-get install -y llvm-{llvm}-dev libpolly-{llvm}-dev zlib1g-dev libzstd-dev"
+    ))?;
+    install("Debian's package lists", "apt-get", &["update"], &[])?;
+    let packages = [
+        format!("llvm-{llvm}-dev"),
+        format!("libpolly-{llvm}-dev"),
+        "zlib1g-dev".into(),
+        "libzstd-dev".into(),
+    ];
+    let mut args = vec!["install", "-y"];
+    args.extend(packages.iter().map(String::as_str));
+    install(
+        &format!("LLVM {llvm} development files (matches nightly's LLVM)"),
+        "apt-get",
+        &args,
+        &[("DEBIAN_FRONTEND", "noninteractive")],
+    )
+}
+
+fn ensure_bpf_linker(llvm: u32) -> Result<()> {
+    if let Some(linker) = find_in_path("bpf-linker")
+        && links_llvm(&linker, llvm)
+    {
+        return Ok(());
+    }
+    let feature = format!("llvm-{llvm}");
+    let prefix = llvm_prefix(llvm);
+    install(
+        &format!("bpf-linker {BPF_LINKER_VERSION} against LLVM {llvm} (about a minute)"),
+        "cargo",
+        &[
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+            "--force",
+            "--no-default-features",
+            "--features",
+            &feature,
+        ],
+        &[("LLVM_PREFIX", prefix.to_str().unwrap_or_default())],
+    )?;
+    if find_in_path("bpf-linker").is_none() {
+        bail!("bpf-linker was installed but is not on PATH; add ~/.cargo/bin to PATH");
+    }
+    Ok(())
+}
+
+fn llvm_prefix(llvm: u32) -> PathBuf {
+    PathBuf::from(format!("/usr/lib/llvm-{llvm}"))
+}
+
+fn has_libllvm(prefix: &Path) -> bool {
+    std::fs::read_dir(prefix.join("lib")).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("libLLVM"))
+    })
+}
+
+/// Whether `linker` is dynamically linked to LLVM `llvm` (bpf-linker built
+/// for another LLVM cannot read nightly's bitcode).
+fn links_llvm(linker: &Path, llvm: u32) -> bool {
+    let Ok(out) = Command::new("ldd").arg(linker).output() else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let wanted = format!("/usr/lib/llvm-{llvm}/lib/libLLVM");
+    text.contains(&wanted) && !text.contains("not found")
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = env::var_os("PATH")
+        .map(|p| env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = env::var_os("CARGO_HOME")
+        .or_else(|| env::var_os("HOME").map(|h| Path::new(&h).join(".cargo").into_os_string()))
+    {
+        dirs.push(Path::new(&home).join("bin"));
+    }
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+fn require_root(by_hand: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("installing system packages needs root; as root run: {by_hand}");
+    }
+    Ok(())
+}
+
+fn install(what: &str, program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
+    println!(
+        "xtask: setup: installing {what}: {program} {}",
+        args.join(" ")
+    );
+    let status = Command::new(program)
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("running {program}"))?;
+    if !status.success() {
+        bail!(
+            "installing {what} failed; run by hand: {}{program} {}",
+            envs.iter()
+                .map(|(k, v)| format!("{k}={v} "))
+                .collect::<String>(),
+            args.join(" ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_llvm_major() {
+        let info = "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)\nbinary: rustc\n\
+                    host: x86_64-unknown-linux-gnu\nrelease: 1.97.0-nightly\nLLVM version: 22.1.4\n";
+        assert_eq!(parse_llvm_major(info), Some(22));
+        assert_eq!(parse_llvm_major("rustc 1.0\n"), None);
+    }
+}
