@@ -293,3 +293,25 @@ fn bad_flags_get_one_line_and_exit_2() {
         assert!(stderr.starts_with("socktrace: "), "{stderr}");
     }
 }
+
+#[test]
+fn without_privileges_it_says_what_is_missing() {
+    // util-linux's setpriv drops every capability before exec.
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(socktrace_bin())
+        .output()
+        .expect("setpriv (util-linux) runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "socktrace: needs root (or CAP_BPF and CAP_PERFMON); missing: CAP_BPF, CAP_PERFMON\n"
+    );
+    assert!(out.stdout.is_empty());
+}

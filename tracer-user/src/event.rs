@@ -290,6 +290,32 @@ impl Errno {
     }
 }
 
+#[cfg(test)]
+impl Event {
+    /// An event for renderer tests: `comm` of `pid` (tid = pid, uid 0).
+    pub fn sample(mono_ns: u64, pid: u32, comm: &str, proto: Proto, detail: Detail) -> Event {
+        let mut raw = [0u8; COMM_LEN];
+        raw[..comm.len()].copy_from_slice(comm.as_bytes());
+        let source = match detail {
+            Detail::State { .. } => OwnerSource::Current,
+            _ => OwnerSource::Syscall,
+        };
+        Event {
+            mono_ns,
+            task: Task {
+                pid,
+                tid: pid,
+                uid: 0,
+                comm: Comm::new(&raw),
+                source,
+            },
+            proto,
+            sock: SockId(0xabc),
+            detail,
+        }
+    }
+}
+
 /// Turns raw ring records into [`Event`]s.
 pub struct Decoder {
     /// Per-run key for [`SockId`].

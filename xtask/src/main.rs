@@ -48,15 +48,22 @@ fn run(task: Task) -> Result<()> {
     setup::ensure()?;
     match task {
         Task::Setup => Ok(()),
-        Task::Build => cargo(&["build", "--release", "-p", "tracer-user"]),
+        Task::Build => build_release(),
         Task::Run { args } => {
-            cargo(&["build", "--release", "-p", "tracer-user"])?;
+            build_release()?;
             let bin = root.join("target/release/socktrace");
             let err = Command::new(&bin).args(&args).exec();
             Err(err).with_context(|| format!("running {}", bin.display()))
         }
         Task::Test => test(&root),
     }
+}
+
+/// Builds socktrace (release). Quietly: aya-build relays every line of the
+/// kernel crate's build as a warning, and cargo replays them on each build.
+fn build_release() -> Result<()> {
+    println!("xtask: building socktrace (release)");
+    cargo(&["build", "--quiet", "--release", "-p", "tracer-user"])
 }
 
 fn test(root: &Path) -> Result<()> {
@@ -83,7 +90,7 @@ fn test(root: &Path) -> Result<()> {
             "warnings",
         ],
     )?;
-    step("build", &["build", "-p", "tracer-user"])?;
+    step("build", &["build", "--quiet", "-p", "tracer-user"])?;
     let bin = root.join("target/debug/socktrace");
     println!("xtask: tests (unit, then integration against the running kernel)");
     let status = Command::new("cargo")

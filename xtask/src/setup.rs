@@ -74,7 +74,7 @@ fn ensure_rust_src() -> Result<()> {
 
 fn ensure_llvm_dev(llvm: u32) -> Result<()> {
     let prefix = llvm_prefix(llvm);
-    if prefix.join("bin/llvm-config").is_file() && has_libllvm(&prefix) {
+    if prefix.join("bin/llvm-config").is_file() && has_llvm_dev(&prefix) {
         return Ok(());
     }
     require_root(&format!(
@@ -131,12 +131,16 @@ fn llvm_prefix(llvm: u32) -> PathBuf {
     PathBuf::from(format!("/usr/lib/llvm-{llvm}"))
 }
 
-fn has_libllvm(prefix: &Path) -> bool {
-    std::fs::read_dir(prefix.join("lib")).is_ok_and(|entries| {
-        entries
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with("libLLVM"))
-    })
+/// Files that only the `-dev` packages ship: the unversioned libLLVM
+/// symlink and headers (llvm-N-dev), Polly's static library (libpolly-N-dev).
+fn has_llvm_dev(prefix: &Path) -> bool {
+    [
+        "lib/libLLVM.so",
+        "include/llvm/Config/llvm-config.h",
+        "lib/libPolly.a",
+    ]
+    .iter()
+    .all(|f| prefix.join(f).exists())
 }
 
 /// Whether `linker` is dynamically linked to LLVM `llvm` (bpf-linker built

@@ -131,24 +131,10 @@ impl Render for Json {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Errno, Task};
+    use crate::event::Errno;
 
     fn event(detail: Detail) -> Event {
-        let mut comm = [0u8; 16];
-        comm[..2].copy_from_slice(b"nc");
-        Event {
-            mono_ns: 5_000_000_007,
-            task: Task {
-                pid: 7,
-                tid: 8,
-                uid: 0,
-                comm: Comm::new(&comm),
-                source: OwnerSource::Syscall,
-            },
-            proto: Proto::Udp,
-            sock: SockId(0xabc),
-            detail,
-        }
+        Event::sample(5_000_000_007, 7, "nc", Proto::Udp, detail)
     }
 
     fn render(e: &Event) -> serde_json::Value {
@@ -170,7 +156,7 @@ mod tests {
             v,
             serde_json::json!({
                 "type": "bind", "time": "2026-11-25T14:55:01.000000007Z",
-                "pid": 7, "tid": 8, "uid": 0, "comm": "nc", "owner_source": "syscall",
+                "pid": 7, "tid": 7, "uid": 0, "comm": "nc", "owner_source": "syscall",
                 "proto": "udp", "family": "ipv4", "sock": "0000000000000abc",
                 "addr": "0.0.0.0", "port": 5353, "requested_port": 5353,
                 "errno": 98, "error": "EADDRINUSE"

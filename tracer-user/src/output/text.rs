@@ -72,24 +72,10 @@ impl Render for Text {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Comm, Errno, OwnerSource, Proto, SockId, Task, TcpState};
+    use crate::event::{Errno, Proto, TcpState};
 
     fn event(proto: Proto, detail: Detail) -> Event {
-        let mut comm = [0u8; 16];
-        comm[..4].copy_from_slice(b"curl");
-        Event {
-            mono_ns: 1_000_250_000,
-            task: Task {
-                pid: 4242,
-                tid: 4242,
-                uid: 0,
-                comm: Comm::new(&comm),
-                source: OwnerSource::Current,
-            },
-            proto,
-            sock: SockId(1),
-            detail,
-        }
+        Event::sample(1_000_250_000, 4242, "curl", proto, detail)
     }
 
     fn render(e: &Event) -> String {

@@ -10,7 +10,7 @@ const CAP_BPF: u32 = 39;
 
 #[derive(Debug, Error)]
 pub enum CapsError {
-    #[error("socktrace needs root (or CAP_BPF and CAP_PERFMON); missing: {0}")]
+    #[error("needs root (or CAP_BPF and CAP_PERFMON); missing: {0}")]
     Missing(String),
     #[error("cannot read capabilities from /proc/self/status: {0}")]
     Unreadable(String),

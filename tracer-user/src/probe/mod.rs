@@ -93,7 +93,9 @@ impl Probe {
             kernel: btf::kernel_layout()?,
             wakeup_bytes: options.wakeup_bytes,
         };
+        // No CO-RE relocations to do, so aya need not parse the kernel's BTF.
         let mut programs = EbpfLoader::new()
+            .btf(None)
             .override_global("CONFIG", &config, true)
             .load(OBJECT)?;
         // Must live as long as the programs: it owns the log ring's fd.
