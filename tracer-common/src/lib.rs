@@ -21,34 +21,64 @@ pub const IPPROTO_UDP: u16 = 17;
 
 pub const COMM_LEN: usize = 16;
 
-/// The task that was running when the event fired, and when it fired.
-///
-/// For bind/listen records that task made the call. For state records it
-/// is whatever ran on the CPU: the socket's owner when a syscall drove the
-/// transition, an unrelated task when an incoming packet did.
+/// Common start of every record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Header {
     pub kind: u32,
-    pub _pad0: u32,
+    pub _pad: u32,
     /// `CLOCK_MONOTONIC` nanoseconds (`bpf_ktime_get_ns`).
     pub ts_ns: u64,
+}
+
+/// `Owner::source` values: how the owner of a socket was learnt.
+/// Nothing is known about this socket's owner (it predates us and has not
+/// been touched since).
+pub const OWNER_UNKNOWN: u32 = 0;
+/// Seen in process context: the task made a call on this socket (connect,
+/// listen, bind, accept, send, recv, close, shutdown).
+pub const OWNER_SYSCALL: u32 = 1;
+/// Copied from the listener when the kernel cloned it for a new connection
+/// (not yet accepted).
+pub const OWNER_INHERITED: u32 = 2;
+
+/// The task that owns a socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
     /// Thread-group id, what userspace calls the pid.
     pub pid: u32,
     /// Kernel task id, what userspace calls the tid.
     pub tid: u32,
     pub uid: u32,
-    pub _pad1: u32,
+    /// One of the `OWNER_*` values.
+    pub source: u32,
+    /// cgroup v2 id of the task (`bpf_get_current_cgroup_id`).
+    pub cgroup_id: u64,
     pub comm: [u8; COMM_LEN],
 }
 
-/// One `sock:inet_sock_set_state` transition.
+/// `StateRecord::flags` bits.
+/// The socket received a RST (`tcp:tcp_receive_reset`).
+pub const SOCK_RST_RECEIVED: u8 = 1;
+/// The socket sent a RST (`tcp:tcp_send_reset`).
+pub const SOCK_RST_SENT: u8 = 2;
+/// The peer's FIN had arrived (`RCV_SHUTDOWN` in `sk_shutdown`).
+pub const SOCK_PEER_FIN: u8 = 4;
+
+/// One TCP state transition (`tp_btf/inet_sock_set_state`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StateRecord {
     pub header: Header,
-    /// Kernel address of the `struct sock`; userspace turns it into an opaque id.
-    pub sock: u64,
+    /// Owner of the socket, not the task that happened to run.
+    pub owner: Owner,
+    /// The socket cookie (`ss -e` shows it as `sk:`), our socket id.
+    pub cookie: u64,
+    /// Inode of the socket's network namespace.
+    pub netns: u32,
+    /// `sk_err` at this transition (why a connection failed).
+    pub sk_err: i32,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
     pub sport: u16,
@@ -58,7 +88,13 @@ pub struct StateRecord {
     /// `TCP_*` state numbers as in `include/net/tcp_states.h`.
     pub old_state: u8,
     pub new_state: u8,
-    pub _pad: [u8; 6],
+    /// `SOCK_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 5],
+    /// `tcp_sock::bytes_acked` / `bytes_received`; filled on a transition
+    /// to CLOSE only.
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
 }
 
 /// One `bind(2)` on an IPv4/IPv6 socket, seen at syscall exit.
@@ -66,7 +102,13 @@ pub struct StateRecord {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BindRecord {
     pub header: Header,
-    pub sock: u64,
+    /// The caller.
+    pub owner: Owner,
+    /// Socket cookie; 0 when the kernel had not assigned one yet.
+    pub cookie: u64,
+    pub netns: u32,
+    /// Syscall return value: 0 or `-errno`.
+    pub ret: i32,
     /// The address the caller asked for (from its `sockaddr`).
     pub addr: [u8; 16],
     pub family: u16,
@@ -75,9 +117,6 @@ pub struct BindRecord {
     pub requested_port: u16,
     /// The socket's local port after the call (the kernel's pick for 0).
     pub bound_port: u16,
-    /// Syscall return value: 0 or `-errno`.
-    pub ret: i32,
-    pub _pad: u32,
 }
 
 /// One `listen(2)` on an IPv4/IPv6 socket, seen at syscall exit.
@@ -85,7 +124,12 @@ pub struct BindRecord {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ListenRecord {
     pub header: Header,
-    pub sock: u64,
+    /// The caller.
+    pub owner: Owner,
+    pub cookie: u64,
+    pub netns: u32,
+    /// Syscall return value: 0 or `-errno`.
+    pub ret: i32,
     /// The socket's local address and port after the call.
     pub addr: [u8; 16],
     pub family: u16,
@@ -93,8 +137,7 @@ pub struct ListenRecord {
     pub port: u16,
     pub _pad: u16,
     pub backlog: i32,
-    /// Syscall return value: 0 or `-errno`.
-    pub ret: i32,
+    pub _pad2: u32,
 }
 
 /// Where a field lives inside a tracepoint record or a kernel struct.
@@ -134,25 +177,8 @@ impl Field {
     }
 }
 
-/// `sock:inet_sock_set_state` record layout, from its tracefs `format` file.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StateTpLayout {
-    pub skaddr: Field,
-    pub oldstate: Field,
-    pub newstate: Field,
-    pub sport: Field,
-    pub dport: Field,
-    pub family: Field,
-    pub protocol: Field,
-    pub saddr: Field,
-    pub daddr: Field,
-    pub saddr_v6: Field,
-    pub daddr_v6: Field,
-}
-
-/// Argument layout of the bind/listen syscall tracepoints, from their
-/// `format` files.
+/// Argument layout of the syscall tracepoints we use, from their `format`
+/// files.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyscallTpLayout {
@@ -163,10 +189,14 @@ pub struct SyscallTpLayout {
     pub listen_fd: Field,
     pub listen_backlog: Field,
     pub listen_ret: Field,
+    /// `sys_exit_accept` and `sys_exit_accept4` share one layout.
+    pub accept_ret: Field,
 }
 
-/// Kernel struct member offsets, from the running kernel's BTF. They take us
-/// from the current task to the `struct sock` behind a file descriptor.
+/// Kernel struct member offsets, from the running kernel's BTF: from the
+/// current task to the `struct sock` behind a file descriptor, and what a
+/// `struct sock` / `struct tcp_sock` says about the connection. A field
+/// with `size` 0 is missing from this kernel; the programs leave it zero.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelLayout {
@@ -178,10 +208,23 @@ pub struct KernelLayout {
     pub socket_file: Field,
     pub socket_sk: Field,
     pub sk_family: Field,
-    pub sk_num: Field,
+    pub sk_state: Field,
+    /// `inet_sock::inet_sport` (network order), as the tracepoint reports
+    /// it: `skc_num` is already cleared when a failed connect closes.
+    pub sk_sport: Field,
+    pub sk_dport: Field,
     pub sk_rcv_saddr: Field,
+    pub sk_daddr: Field,
     pub sk_v6_rcv_saddr: Field,
+    pub sk_v6_daddr: Field,
     pub sk_protocol: Field,
+    pub sk_cookie: Field,
+    pub sk_net: Field,
+    pub net_inum: Field,
+    pub sk_err: Field,
+    pub sk_shutdown: Field,
+    pub tcp_bytes_acked: Field,
+    pub tcp_bytes_received: Field,
 }
 
 /// Everything the kernel programs learn from userspace at load time. It is
@@ -189,7 +232,6 @@ pub struct KernelLayout {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
-    pub state_tp: StateTpLayout,
     pub syscall_tp: SyscallTpLayout,
     pub kernel: KernelLayout,
     /// Wake the reader only once this many bytes wait in the ring; below it
@@ -209,7 +251,9 @@ pub const COUNTER_RING_DROPS: u32 = 0;
 /// Bind/listen exits whose entry was never seen (started mid-syscall) or
 /// whose argument stash was full.
 pub const COUNTER_UNPAIRED: u32 = 1;
-pub const COUNTERS: u32 = 2;
+/// Sockets whose owner record could not be stored (allocation failed).
+pub const COUNTER_OWNER_FAILED: u32 = 2;
+pub const COUNTERS: u32 = 3;
 
 #[cfg(feature = "user")]
 mod user {

@@ -1,9 +1,7 @@
 //! Record headers and the one way records leave the kernel.
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
-    },
+    helpers::bpf_ktime_get_ns,
 };
 use tracer_common::{COUNTER_RING_DROPS, Header};
 
@@ -12,20 +10,14 @@ use crate::{
     maps::{CONFIG, EVENTS, bump},
 };
 
-/// The header for a record of `kind`, stamped with the current task.
+/// The header for a record of `kind`, stamped now.
 #[inline(always)]
 pub fn header(kind: u32) -> Header {
-    let pid_tgid = bpf_get_current_pid_tgid();
     Header {
         kind,
-        _pad0: 0,
+        _pad: 0,
         // SAFETY: helper without preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },
-        pid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        uid: bpf_get_current_uid_gid() as u32,
-        _pad1: 0,
-        comm: bpf_get_current_comm().unwrap_or_default(),
     }
 }
 

@@ -2,10 +2,13 @@
 #![no_std]
 #![no_main]
 
+mod cookie;
 mod emit;
 mod field;
 mod maps;
+mod owner;
 mod sock;
+mod sockio;
 mod state;
 mod syscalls;
 

@@ -1,9 +1,12 @@
 //! Every map and global the programs share, declared once.
+use core::ptr;
+
 use aya_ebpf::{
-    macros::map,
+    bindings::{BPF_F_NO_PREALLOC, bpf_map_type::BPF_MAP_TYPE_SK_STORAGE},
+    macros::{btf_map, map},
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{COUNTERS as N_COUNTERS, Config};
+use tracer_common::{COUNTERS as N_COUNTERS, Config, Owner};
 
 /// Layouts and tuning from the loader (`EbpfLoader::override_global`).
 /// Read it only through [`crate::field::cfg`], which stops the compiler from
@@ -36,6 +39,59 @@ pub struct SyscallArgs {
     pub len_or_backlog: i32,
     pub _pad: u32,
 }
+
+/// What we keep on each TCP socket, in the socket itself (socket-local
+/// storage): freed with the socket, so a reused address never inherits it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SockInfo {
+    pub owner: Owner,
+    /// The socket `owner` was recorded on. Storage is cloned from a listener
+    /// into each new connection (`BPF_F_CLONE`), so a different value here
+    /// means the owner is the listener's, inherited.
+    pub sk: u64,
+    /// `tracer_common::SOCK_RST_*` bits seen so far.
+    pub flags: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Copy the storage into sockets the kernel clones (accepted connections).
+const BPF_F_CLONE: usize = 1 << 9;
+
+/// A BTF-defined socket storage map, written out by hand: aya-ebpf's
+/// `SkStorage` takes neither `BPF_F_CLONE` nor a tracing context.
+#[repr(C)]
+pub struct SockStorage {
+    r#type: *const [i32; BPF_MAP_TYPE_SK_STORAGE as usize],
+    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize | BPF_F_CLONE],
+    key: *const i32,
+    value: *const SockInfo,
+}
+
+// SAFETY: the fields are BTF placeholders the loader reads from the object;
+// no code dereferences them.
+unsafe impl Sync for SockStorage {}
+
+impl SockStorage {
+    pub fn as_ptr(&self) -> *mut core::ffi::c_void {
+        ptr::from_ref(self).cast_mut().cast()
+    }
+}
+
+#[btf_map]
+pub static SOCKS: SockStorage = SockStorage {
+    r#type: ptr::null(),
+    map_flags: ptr::null(),
+    key: ptr::null(),
+    value: ptr::null(),
+};
+
+/// Owners of just-accepted sockets, by kernel socket address, from
+/// `accept(2)`'s exit (a plain tracepoint, which cannot reach socket
+/// storage). The next BTF event on the socket moves the owner into its
+/// storage and deletes the entry.
+#[map]
+pub static ACCEPTED: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(65536, 0);
 
 /// Adds one to counter `index` on this CPU.
 #[inline(always)]

@@ -1,7 +1,7 @@
-//! From a file descriptor of the current task to its `struct sock`, and what
-//! a `struct sock` says about its local end. Offsets come from BTF.
+//! Reading a `struct sock`, and finding the one behind a file descriptor.
+//! Every offset comes from BTF through `CONFIG.kernel`.
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
-use tracer_common::{AF_INET, AF_INET6};
+use tracer_common::{AF_INET, AF_INET6, Field};
 
 use crate::{
     field::{addr, cfg, ptr, uint},
@@ -49,7 +49,7 @@ pub fn local_end(sk: *const u8) -> Result<Local, i64> {
         sock: sk as u64,
         family,
         protocol: uint(sk, cfg(&k.sk_protocol))? as u16,
-        port: uint(sk, cfg(&k.sk_num))? as u16,
+        port: u16::from_be(uint(sk, cfg(&k.sk_sport))? as u16),
         addr: [0; 16],
     };
     match family {
@@ -58,4 +58,36 @@ pub fn local_end(sk: *const u8) -> Result<Local, i64> {
         _ => return Err(-97),
     }
     Ok(local)
+}
+
+/// The remote address of `sk` (whose family is `family`) into `out`, and
+/// its port in host order.
+#[inline(always)]
+pub fn remote_end(sk: *const u8, family: u16, out: &mut [u8; 16]) -> Result<u16, i64> {
+    let k = &CONFIG.kernel;
+    if family == AF_INET {
+        addr(sk, cfg(&k.sk_daddr), out)?;
+    } else {
+        addr(sk, cfg(&k.sk_v6_daddr), out)?;
+    }
+    Ok(u16::from_be(uint(sk, cfg(&k.sk_dport))? as u16))
+}
+
+/// A field that may be missing on this kernel (`size` 0): zero then.
+#[inline(always)]
+pub fn optional(base: *const u8, field: Field) -> u64 {
+    if field.size == 0 {
+        return 0;
+    }
+    uint(base, field).unwrap_or(0)
+}
+
+/// Inode of the network namespace `sk` lives in (0 if unknown).
+#[inline(always)]
+pub fn netns(sk: *const u8) -> u32 {
+    let k = &CONFIG.kernel;
+    match ptr(sk, cfg(&k.sk_net)) {
+        Ok(net) => optional(net, cfg(&k.net_inum)) as u32,
+        Err(_) => 0,
+    }
 }

@@ -1,47 +1,88 @@
-//! `sock:inet_sock_set_state`: every TCP state transition, IPv4 and IPv6.
-use aya_ebpf::{EbpfContext, macros::tracepoint, programs::TracePointContext};
-use tracer_common::{AF_INET, AF_INET6, IPPROTO_TCP, KIND_STATE, StateRecord};
+//! `inet_sock_set_state` as a BTF tracepoint: every TCP state transition,
+//! IPv4 and IPv6, stamped with the socket's owner rather than whatever task
+//! the CPU was running (often a softirq serving someone else's packet).
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::generated::bpf_get_socket_cookie, macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use tracer_common::{IPPROTO_TCP, KIND_STATE, Owner, SOCK_PEER_FIN, StateRecord};
 
 use crate::{
     emit::{emit, header},
-    field::{addr, cfg, uint},
+    field::cfg,
     maps::CONFIG,
+    owner::{claim, info, resolve},
+    sock::{local_end, netns, optional, remote_end},
 };
 
-#[tracepoint(category = "sock", name = "inet_sock_set_state")]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    let _ = try_inet_sock_set_state(&ctx);
+// include/net/tcp_states.h (UAPI-stable numbering)
+const TCP_SYN_SENT: i32 = 2;
+const TCP_FIN_WAIT1: i32 = 4;
+const TCP_CLOSE: i32 = 7;
+const TCP_CLOSE_WAIT: i32 = 8;
+const TCP_LAST_ACK: i32 = 9;
+const TCP_LISTEN: i32 = 10;
+// include/net/sock.h
+const RCV_SHUTDOWN: u64 = 1;
+
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
+    let sk: *mut c_void = ctx.arg(0);
+    let old: i32 = ctx.arg(1);
+    let new: i32 = ctx.arg(2);
+    let _ = try_inet_sock_set_state(sk, old, new);
     0
 }
 
-fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
-    let tp = &CONFIG.state_tp;
-    let base = ctx.as_ptr() as *const u8;
-    if uint(base, cfg(&tp.protocol))? != IPPROTO_TCP as u64 {
+/// Transitions only a system call on the socket makes: connect, listen,
+/// close/shutdown. The current task is then certainly the owner.
+#[inline(always)]
+fn made_by_a_syscall(old: i32, new: i32) -> bool {
+    (old == TCP_CLOSE && (new == TCP_SYN_SENT || new == TCP_LISTEN))
+        || new == TCP_FIN_WAIT1
+        || (old == TCP_CLOSE_WAIT && new == TCP_LAST_ACK)
+        || (old == TCP_LISTEN && new == TCP_CLOSE)
+}
+
+fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i64> {
+    let k = &CONFIG.kernel;
+    let base = sk as *const u8;
+    let local = local_end(base)?;
+    if local.protocol != IPPROTO_TCP {
         return Ok(());
     }
-    let family = uint(base, cfg(&tp.family))? as u16;
     let mut rec = StateRecord {
         header: header(KIND_STATE),
-        sock: uint(base, cfg(&tp.skaddr))?,
-        sport: uint(base, cfg(&tp.sport))? as u16,
-        dport: uint(base, cfg(&tp.dport))? as u16,
-        family,
+        // SAFETY: `sk` is the tracepoint's trusted socket pointer.
+        cookie: unsafe { bpf_get_socket_cookie(sk) },
+        netns: netns(base),
+        sk_err: optional(base, cfg(&k.sk_err)) as i32,
+        saddr: local.addr,
+        sport: local.port,
+        family: local.family,
         protocol: IPPROTO_TCP,
-        old_state: uint(base, cfg(&tp.oldstate))? as u8,
-        new_state: uint(base, cfg(&tp.newstate))? as u8,
+        old_state: old as u8,
+        new_state: new as u8,
         ..StateRecord::default()
     };
-    match family {
-        AF_INET => {
-            addr(base, cfg(&tp.saddr), &mut rec.saddr)?;
-            addr(base, cfg(&tp.daddr), &mut rec.daddr)?;
+    rec.dport = remote_end(base, local.family, &mut rec.daddr)?;
+    if let Some(info) = info(sk) {
+        if made_by_a_syscall(old, new) {
+            claim(info, sk);
         }
-        AF_INET6 => {
-            addr(base, cfg(&tp.saddr_v6), &mut rec.saddr)?;
-            addr(base, cfg(&tp.daddr_v6), &mut rec.daddr)?;
-        }
-        _ => return Ok(()),
+        rec.owner = resolve(info, sk);
+        rec.flags = info.flags;
+    } else {
+        rec.owner = Owner::default();
+    }
+    if optional(base, cfg(&k.sk_shutdown)) & RCV_SHUTDOWN != 0 {
+        rec.flags |= SOCK_PEER_FIN;
+    }
+    if new == TCP_CLOSE {
+        rec.bytes_acked = optional(base, cfg(&k.tcp_bytes_acked));
+        rec.bytes_received = optional(base, cfg(&k.tcp_bytes_received));
     }
     emit(&rec);
     Ok(())

@@ -1,6 +1,7 @@
-//! bind(2) and listen(2): arguments kept per thread at syscall entry, the
-//! record built at exit with the result and what the socket looks like then
-//! (the port the kernel picked, the protocol).
+//! bind(2), listen(2) and accept(2)/accept4(2). bind and listen keep their
+//! arguments per thread at entry and report at exit, with the result and
+//! what the socket looks like then (the port the kernel picked, the
+//! protocol). accept hands the new socket to the accepting task.
 use aya_ebpf::{
     EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_buf},
@@ -15,8 +16,9 @@ use tracer_common::{
 use crate::{
     emit::{emit, header},
     field::{cfg, uint},
-    maps::{CONFIG, SYSCALL_ARGS, SyscallArgs, bump},
-    sock::{Local, local_end, sock_of_fd},
+    maps::{ACCEPTED, CONFIG, SYSCALL_ARGS, SyscallArgs, bump},
+    owner::current,
+    sock::{Local, local_end, netns, optional, sock_of_fd},
 };
 
 // errno values after which the descriptor is known not to be a socket.
@@ -26,12 +28,13 @@ const ENOTSOCK: i32 = 88;
 #[tracepoint(category = "syscalls", name = "sys_enter_bind")]
 pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
     let tp = &CONFIG.syscall_tp;
+    let addr = Some(cfg(&tp.bind_addr));
     let _ = stash(
         &ctx,
         KIND_BIND,
         cfg(&tp.bind_fd),
         cfg(&tp.bind_addrlen),
-        Some(cfg(&tp.bind_addr)),
+        addr,
     );
     0
 }
@@ -62,6 +65,18 @@ pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
     if let Some((args, ret)) = unstash(&ctx, KIND_LISTEN, cfg(&CONFIG.syscall_tp.listen_ret)) {
         listen_exit(&ctx, &args, ret);
     }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept")]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    accept_exit(&ctx);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
+pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    accept_exit(&ctx);
     0
 }
 
@@ -125,13 +140,21 @@ fn socket_after(ctx: &TracePointContext, fd: u32, ret: i32) -> Option<Local> {
     }
 }
 
+/// The socket's cookie as the kernel has it (0 until someone asked for it).
+#[inline(always)]
+fn cookie(local: &Local) -> u64 {
+    optional(local.sock as *const u8, cfg(&CONFIG.kernel.sk_cookie))
+}
+
 fn bind_exit(ctx: &TracePointContext, args: &SyscallArgs, ret: i32) {
     let Some(local) = socket_after(ctx, args.fd, ret) else {
         return;
     };
     let mut rec = BindRecord {
         header: header(KIND_BIND),
-        sock: local.sock,
+        owner: current(),
+        cookie: cookie(&local),
+        netns: netns(local.sock as *const u8),
         family: local.family,
         protocol: local.protocol,
         bound_port: local.port,
@@ -167,13 +190,35 @@ fn listen_exit(ctx: &TracePointContext, args: &SyscallArgs, ret: i32) {
     };
     emit(&ListenRecord {
         header: header(KIND_LISTEN),
-        sock: local.sock,
+        owner: current(),
+        cookie: cookie(&local),
+        netns: netns(local.sock as *const u8),
+        ret,
         addr: local.addr,
         family: local.family,
         protocol: local.protocol,
         port: local.port,
-        _pad: 0,
         backlog: args.len_or_backlog,
-        ret,
+        ..ListenRecord::default()
     });
+}
+
+/// The accepting task owns the new socket from now on. Its next event moves
+/// this into the socket's storage (see `owner::resolve`).
+fn accept_exit(ctx: &TracePointContext) {
+    let Ok(fd) = uint(
+        ctx.as_ptr() as *const u8,
+        cfg(&CONFIG.syscall_tp.accept_ret),
+    ) else {
+        return;
+    };
+    let fd = fd as i64;
+    if !(0..=i32::MAX as i64).contains(&fd) {
+        return;
+    }
+    if let Ok(sk) = sock_of_fd(fd as u32)
+        && let Ok(local) = local_end(sk)
+    {
+        let _ = ACCEPTED.insert(local.sock, current(), 0);
+    }
 }

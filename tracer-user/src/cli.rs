@@ -9,7 +9,9 @@ use clap::{Args, Parser, Subcommand};
     after_help = "Examples:\n  \
         socktrace                       live TCP transitions, binds and listens\n  \
         socktrace --json | jq .         the same as JSON lines\n  \
-        socktrace --duration 10         stop after 10 seconds and print a summary",
+        socktrace --duration 10         stop after 10 seconds and print a summary\n  \
+        socktrace --lifecycle           one line per finished connection\n  \
+        socktrace --json --snapshot     existing sockets first, then events",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -33,6 +35,20 @@ pub struct WatchArgs {
     /// Stop after this many seconds (fractions allowed), then print the summary.
     #[arg(long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
     pub duration: Option<std::time::Duration>,
+    /// Text mode: one line per finished connection (like tcplife) instead
+    /// of one per transition. JSON always has both (`type: "close"`).
+    #[arg(long)]
+    pub lifecycle: bool,
+    /// First print the TCP sockets that already exist, with their owners.
+    #[arg(long)]
+    pub snapshot: bool,
+    /// The most connections followed at once (for close records); beyond
+    /// it the oldest are dropped from tracking, and the summary says so.
+    #[arg(long, value_name = "N", default_value_t = 1 << 18, value_parser = clap::value_parser!(u32).range(1..))]
+    pub track_limit: u32,
+    /// How often to look for TIME_WAIT sockets that ended (sock_diag).
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration, allow_negative_numbers = true)]
+    pub tw_poll: std::time::Duration,
 }
 
 impl Cli {

@@ -30,6 +30,12 @@ impl Clock {
         Clock { offset_ns }
     }
 
+    /// CLOCK_MONOTONIC now, in nanoseconds: the kernel's event clock.
+    pub fn mono_now(&self) -> u64 {
+        let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
+        ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+    }
+
     /// Wall-clock (seconds, nanoseconds) since the epoch.
     pub fn wall(&self, mono_ns: u64) -> (i64, u32) {
         let wall = mono_ns as i128 + self.offset_ns;

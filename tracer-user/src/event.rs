@@ -2,7 +2,6 @@
 //! a record: its size and kind are checked before any field is read.
 use std::{
     fmt,
-    hash::BuildHasher,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
@@ -10,7 +9,8 @@ use serde::{Serialize, Serializer};
 use thiserror::Error;
 use tracer_common::{
     AF_INET, AF_INET6, BindRecord, COMM_LEN, Header, IPPROTO_TCP, IPPROTO_UDP, KIND_BIND,
-    KIND_LISTEN, KIND_STATE, ListenRecord, StateRecord,
+    KIND_LISTEN, KIND_STATE, ListenRecord, OWNER_INHERITED, OWNER_SYSCALL, SOCK_PEER_FIN,
+    SOCK_RST_RECEIVED, SOCK_RST_SENT, StateRecord,
 };
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -34,20 +34,25 @@ pub enum DecodeError {
 pub struct Event {
     /// `CLOCK_MONOTONIC` nanoseconds.
     pub mono_ns: u64,
-    pub task: Task,
+    /// Who owns the socket (bind/listen: who called).
+    pub owner: Owner,
     pub proto: Proto,
-    /// Opaque, stable for the socket's life within one run.
-    pub sock: SockId,
+    /// The socket cookie; `None` when the kernel had not assigned one.
+    pub sock: Option<SockId>,
+    /// Inode of the socket's network namespace (0: unknown).
+    pub netns: u32,
     pub detail: Detail,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Detail {
     State {
         local: SocketAddr,
         remote: SocketAddr,
         old: TcpState,
         new: TcpState,
+        /// What the socket said about itself at this transition.
+        info: StateInfo,
     },
     Bind {
         /// Requested address with the port the socket ended up with (the
@@ -81,25 +86,83 @@ impl Event {
     }
 }
 
-/// The task a record was stamped with.
+/// Extra facts read from the socket at a state transition.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateInfo {
+    /// The socket's pending error (why a connection failed).
+    pub sk_err: Errno,
+    pub rst_received: bool,
+    pub rst_sent: bool,
+    /// The peer's FIN had arrived.
+    pub peer_fin: bool,
+    /// Bytes sent and acknowledged / received; on a transition to CLOSE.
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    /// For `TIME_WAIT -> CLOSE` only: how its end was learnt.
+    pub tw_end: Option<TwEnd>,
+}
+
+/// How the end of a TIME_WAIT was learnt (the kernel reports no event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TwEnd {
+    /// A sock_diag poll no longer found it: it ended at most one polling
+    /// period before `time` (expiry, reuse by a new connection, or a RST).
+    Observed,
+    /// Computed: entry time plus the kernel's TIME_WAIT length (60 s).
+    Timeout,
+}
+
+/// The task that owns a socket, and how we know.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Task {
+pub struct Owner {
     pub pid: u32,
     pub tid: u32,
     pub uid: u32,
     pub comm: Comm,
-    /// How sure we are this task owns the socket.
+    /// cgroup v2 id of the task.
+    pub cgroup_id: u64,
     pub source: OwnerSource,
+}
+
+impl Owner {
+    /// No owner known.
+    pub const UNKNOWN: Owner = Owner {
+        pid: 0,
+        tid: 0,
+        uid: 0,
+        comm: Comm::EMPTY,
+        cgroup_id: 0,
+        source: OwnerSource::Unknown,
+    };
+
+    pub fn is_known(&self) -> bool {
+        self.source != OwnerSource::Unknown
+    }
+
+    fn from_raw(raw: &tracer_common::Owner, source: OwnerSource) -> Owner {
+        Owner {
+            pid: raw.pid,
+            tid: raw.tid,
+            uid: raw.uid,
+            comm: Comm::new(&raw.comm),
+            cgroup_id: raw.cgroup_id,
+            source,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OwnerSource {
-    /// The task made the system call.
+    /// Seen in process context: the task made a call on this socket.
     Syscall,
-    /// The task that was on the CPU when the kernel changed the state. For
-    /// transitions driven by incoming packets it may be unrelated.
-    Current,
+    /// The listener's owner, for a connection not accepted yet.
+    Inherited,
+    /// Learnt outside the kernel programs: from the start-up snapshot.
+    Cached,
+    /// Not known: the socket predates socktrace and was not touched since.
+    Unknown,
 }
 
 /// A task's command name, as the kernel keeps it (at most 15 bytes).
@@ -110,6 +173,11 @@ pub struct Comm {
 }
 
 impl Comm {
+    pub const EMPTY: Comm = Comm {
+        bytes: [0; COMM_LEN],
+        len: 0,
+    };
+
     pub fn new(raw: &[u8; COMM_LEN]) -> Comm {
         let len = raw.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
         Comm {
@@ -174,14 +242,20 @@ impl Serialize for Proto {
     }
 }
 
-/// An opaque socket id: a keyed hash of the kernel's socket address, so
-/// no kernel pointer reaches the output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A socket's cookie: unique while the system runs, never a kernel pointer,
+/// and what `ss -e` prints after `sk:` (in the same hex).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SockId(pub u64);
+
+impl SockId {
+    fn from_cookie(cookie: u64) -> Option<SockId> {
+        (cookie != 0).then_some(SockId(cookie))
+    }
+}
 
 impl fmt::Display for SockId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
+        write!(f, "{:x}", self.0)
     }
 }
 
@@ -269,7 +343,7 @@ impl Serialize for TcpState {
 }
 
 /// A positive errno, 0 for success.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Errno(pub i32);
 
 impl Errno {
@@ -292,120 +366,137 @@ impl Errno {
 
 #[cfg(test)]
 impl Event {
-    /// An event for renderer tests: `comm` of `pid` (tid = pid, uid 0).
+    /// An event for renderer tests, owned by `comm` `pid` (tid = pid, uid 0).
     pub fn sample(mono_ns: u64, pid: u32, comm: &str, proto: Proto, detail: Detail) -> Event {
         let mut raw = [0u8; COMM_LEN];
         raw[..comm.len()].copy_from_slice(comm.as_bytes());
-        let source = match detail {
-            Detail::State { .. } => OwnerSource::Current,
-            _ => OwnerSource::Syscall,
-        };
         Event {
             mono_ns,
-            task: Task {
+            owner: Owner {
                 pid,
                 tid: pid,
                 uid: 0,
                 comm: Comm::new(&raw),
-                source,
+                cgroup_id: 1,
+                source: OwnerSource::Syscall,
             },
             proto,
-            sock: SockId(0xabc),
+            sock: Some(SockId(0xabc)),
+            netns: 4026531840,
             detail,
         }
     }
 }
 
 /// Turns raw ring records into [`Event`]s.
-pub struct Decoder {
-    /// Per-run key for [`SockId`].
-    key: std::hash::RandomState,
-}
-
-impl Default for Decoder {
-    fn default() -> Self {
-        Decoder {
-            key: std::hash::RandomState::new(),
-        }
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    let header: Header = read(bytes).ok_or(DecodeError::Short(bytes.len()))?;
+    let size = match header.kind {
+        KIND_STATE => size_of::<StateRecord>(),
+        KIND_BIND => size_of::<BindRecord>(),
+        KIND_LISTEN => size_of::<ListenRecord>(),
+        kind => return Err(DecodeError::Kind(kind)),
+    };
+    if bytes.len() != size {
+        return Err(DecodeError::Size {
+            kind: header.kind,
+            expected: size,
+            got: bytes.len(),
+        });
     }
+    let short = || DecodeError::Short(bytes.len());
+    let event = match header.kind {
+        KIND_STATE => {
+            let r: StateRecord = read(bytes).ok_or_else(short)?;
+            let source = match r.owner.source {
+                OWNER_SYSCALL => OwnerSource::Syscall,
+                OWNER_INHERITED => OwnerSource::Inherited,
+                _ => OwnerSource::Unknown,
+            };
+            Event {
+                mono_ns: header.ts_ns,
+                owner: match source {
+                    OwnerSource::Unknown => Owner::UNKNOWN,
+                    known => Owner::from_raw(&r.owner, known),
+                },
+                proto: Proto::from_raw(r.protocol),
+                sock: SockId::from_cookie(r.cookie),
+                netns: r.netns,
+                detail: Detail::State {
+                    local: socket_addr(r.family, &r.saddr, r.sport)?,
+                    remote: socket_addr(r.family, &r.daddr, r.dport)?,
+                    old: TcpState::from_raw(r.old_state),
+                    new: TcpState::from_raw(r.new_state),
+                    info: StateInfo {
+                        sk_err: Errno(r.sk_err.max(0)),
+                        rst_received: r.flags & SOCK_RST_RECEIVED != 0,
+                        rst_sent: r.flags & SOCK_RST_SENT != 0,
+                        peer_fin: r.flags & SOCK_PEER_FIN != 0,
+                        bytes_acked: r.bytes_acked,
+                        bytes_received: r.bytes_received,
+                        tw_end: None,
+                    },
+                },
+            }
+        }
+        KIND_BIND => {
+            let r: BindRecord = read(bytes).ok_or_else(short)?;
+            let errno = Errno::from_ret(r.ret);
+            let port = if errno.0 == 0 {
+                r.bound_port
+            } else {
+                r.requested_port
+            };
+            let detail = Detail::Bind {
+                addr: socket_addr(r.family, &r.addr, port)?,
+                requested_port: r.requested_port,
+                errno,
+            };
+            syscall_event(
+                header.ts_ns,
+                &r.owner,
+                r.protocol,
+                r.cookie,
+                r.netns,
+                detail,
+            )
+        }
+        _ => {
+            let r: ListenRecord = read(bytes).ok_or_else(short)?;
+            let detail = Detail::Listen {
+                addr: socket_addr(r.family, &r.addr, r.port)?,
+                backlog: r.backlog,
+                errno: Errno::from_ret(r.ret),
+            };
+            syscall_event(
+                header.ts_ns,
+                &r.owner,
+                r.protocol,
+                r.cookie,
+                r.netns,
+                detail,
+            )
+        }
+    };
+    Ok(event)
 }
 
-impl Decoder {
-    pub fn decode(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
-        let header: Header = read(bytes).ok_or(DecodeError::Short(bytes.len()))?;
-        let size = match header.kind {
-            KIND_STATE => size_of::<StateRecord>(),
-            KIND_BIND => size_of::<BindRecord>(),
-            KIND_LISTEN => size_of::<ListenRecord>(),
-            kind => return Err(DecodeError::Kind(kind)),
-        };
-        if bytes.len() != size {
-            return Err(DecodeError::Size {
-                kind: header.kind,
-                expected: size,
-                got: bytes.len(),
-            });
-        }
-        let sock_id = |ptr: u64| SockId(self.key.hash_one(ptr));
-        let task = |source| Task {
-            pid: header.pid,
-            tid: header.tid,
-            uid: header.uid,
-            comm: Comm::new(&header.comm),
-            source,
-        };
-        let event = match header.kind {
-            KIND_STATE => {
-                let r: StateRecord = read(bytes).ok_or(DecodeError::Short(bytes.len()))?;
-                Event {
-                    mono_ns: header.ts_ns,
-                    task: task(OwnerSource::Current),
-                    proto: Proto::from_raw(r.protocol),
-                    sock: sock_id(r.sock),
-                    detail: Detail::State {
-                        local: socket_addr(r.family, &r.saddr, r.sport)?,
-                        remote: socket_addr(r.family, &r.daddr, r.dport)?,
-                        old: TcpState::from_raw(r.old_state),
-                        new: TcpState::from_raw(r.new_state),
-                    },
-                }
-            }
-            KIND_BIND => {
-                let r: BindRecord = read(bytes).ok_or(DecodeError::Short(bytes.len()))?;
-                let errno = Errno::from_ret(r.ret);
-                let port = if errno.0 == 0 {
-                    r.bound_port
-                } else {
-                    r.requested_port
-                };
-                Event {
-                    mono_ns: header.ts_ns,
-                    task: task(OwnerSource::Syscall),
-                    proto: Proto::from_raw(r.protocol),
-                    sock: sock_id(r.sock),
-                    detail: Detail::Bind {
-                        addr: socket_addr(r.family, &r.addr, port)?,
-                        requested_port: r.requested_port,
-                        errno,
-                    },
-                }
-            }
-            _ => {
-                let r: ListenRecord = read(bytes).ok_or(DecodeError::Short(bytes.len()))?;
-                Event {
-                    mono_ns: header.ts_ns,
-                    task: task(OwnerSource::Syscall),
-                    proto: Proto::from_raw(r.protocol),
-                    sock: sock_id(r.sock),
-                    detail: Detail::Listen {
-                        addr: socket_addr(r.family, &r.addr, r.port)?,
-                        backlog: r.backlog,
-                        errno: Errno::from_ret(r.ret),
-                    },
-                }
-            }
-        };
-        Ok(event)
+/// An event of a system call: the caller owns the socket.
+fn syscall_event(
+    mono_ns: u64,
+    caller: &tracer_common::Owner,
+    protocol: u16,
+    cookie: u64,
+    netns: u32,
+    detail: Detail,
+) -> Event {
+    Event {
+        mono_ns,
+        owner: Owner::from_raw(caller, OwnerSource::Syscall),
+        proto: Proto::from_raw(protocol),
+        sock: SockId::from_cookie(cookie),
+        netns,
+        detail,
     }
 }
 
@@ -432,6 +523,7 @@ fn socket_addr(family: u16, addr: &[u8; 16], port: u16) -> Result<SocketAddr, De
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracer_common::OWNER_UNKNOWN;
 
     fn bytes_of<T>(record: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain-old-data record.
@@ -439,16 +531,23 @@ mod tests {
     }
 
     fn header(kind: u32) -> Header {
-        let mut comm = [0u8; COMM_LEN];
-        comm[..4].copy_from_slice(b"curl");
         Header {
             kind,
             ts_ns: 42,
+            ..Header::default()
+        }
+    }
+
+    fn owner(source: u32) -> tracer_common::Owner {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..4].copy_from_slice(b"curl");
+        tracer_common::Owner {
             pid: 100,
             tid: 101,
             uid: 1000,
+            source,
+            cgroup_id: 7,
             comm,
-            ..Header::default()
         }
     }
 
@@ -456,37 +555,74 @@ mod tests {
     fn decodes_a_v4_state_change() {
         let mut rec = StateRecord {
             header: header(KIND_STATE),
-            sock: 0xffff_8880_1234_5678,
+            owner: owner(OWNER_SYSCALL),
+            cookie: 0x2a,
+            netns: 4026531840,
+            sk_err: 111,
             sport: 43512,
             dport: 8080,
             family: AF_INET,
             protocol: IPPROTO_TCP,
-            old_state: 7,
-            new_state: 2,
+            old_state: 2,
+            new_state: 7,
+            flags: SOCK_RST_RECEIVED,
+            bytes_acked: 5,
+            bytes_received: 6,
             ..StateRecord::default()
         };
         rec.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         rec.daddr[..4].copy_from_slice(&[10, 1, 2, 3]);
-        let d = Decoder::default();
-        let e = d.decode(&bytes_of(&rec)).unwrap();
+        let e = decode(&bytes_of(&rec)).unwrap();
         assert_eq!(e.mono_ns, 42);
-        assert_eq!((e.task.pid, e.task.tid, e.task.uid), (100, 101, 1000));
-        assert_eq!(e.task.comm.to_string(), "curl");
-        assert_eq!(e.task.source, OwnerSource::Current);
-        assert_eq!(e.proto, Proto::Tcp);
+        assert_eq!((e.owner.pid, e.owner.tid, e.owner.uid), (100, 101, 1000));
+        assert_eq!(
+            (e.owner.comm.to_string(), e.owner.cgroup_id),
+            ("curl".into(), 7)
+        );
+        assert_eq!(e.owner.source, OwnerSource::Syscall);
+        assert_eq!(
+            (e.proto, e.sock, e.netns),
+            (Proto::Tcp, Some(SockId(42)), 4026531840)
+        );
         assert_eq!(e.family(), "ipv4");
         assert_eq!(
             e.detail,
             Detail::State {
                 local: "127.0.0.1:43512".parse().unwrap(),
                 remote: "10.1.2.3:8080".parse().unwrap(),
-                old: TcpState::Close,
-                new: TcpState::SynSent,
+                old: TcpState::SynSent,
+                new: TcpState::Close,
+                info: StateInfo {
+                    sk_err: Errno(111),
+                    rst_received: true,
+                    rst_sent: false,
+                    peer_fin: false,
+                    bytes_acked: 5,
+                    bytes_received: 6,
+                    tw_end: None,
+                },
             }
         );
-        // Same socket, same id; the id is not the pointer.
-        assert_eq!(d.decode(&bytes_of(&rec)).unwrap().sock, e.sock);
-        assert_ne!(e.sock.0, rec.sock);
+        assert_eq!(SockId(42).to_string(), "2a", "hex, as ss -e prints it");
+    }
+
+    #[test]
+    fn owner_sources() {
+        let rec = |source| StateRecord {
+            header: header(KIND_STATE),
+            owner: owner(source),
+            family: AF_INET,
+            ..StateRecord::default()
+        };
+        let inherited = decode(&bytes_of(&rec(OWNER_INHERITED))).unwrap();
+        assert_eq!(
+            (inherited.owner.source, inherited.owner.pid),
+            (OwnerSource::Inherited, 100)
+        );
+        let unknown = decode(&bytes_of(&rec(OWNER_UNKNOWN))).unwrap();
+        assert_eq!(unknown.owner, Owner::UNKNOWN);
+        assert!(!unknown.owner.is_known());
+        assert_eq!(unknown.sock, None, "cookie 0 is no id");
     }
 
     #[test]
@@ -503,7 +639,7 @@ mod tests {
         };
         rec.saddr = Ipv6Addr::LOCALHOST.octets();
         rec.daddr = Ipv4Addr::new(192, 0, 2, 7).to_ipv6_mapped().octets();
-        let e = Decoder::default().decode(&bytes_of(&rec)).unwrap();
+        let e = decode(&bytes_of(&rec)).unwrap();
         let Detail::State { local, remote, .. } = e.detail else {
             panic!("not a state event: {e:?}");
         };
@@ -516,6 +652,7 @@ mod tests {
     fn bind_reports_the_assigned_port_or_the_requested_one_on_failure() {
         let ok = BindRecord {
             header: header(KIND_BIND),
+            owner: owner(OWNER_SYSCALL),
             family: AF_INET,
             protocol: IPPROTO_UDP,
             requested_port: 0,
@@ -523,9 +660,11 @@ mod tests {
             ret: 0,
             ..BindRecord::default()
         };
-        let e = Decoder::default().decode(&bytes_of(&ok)).unwrap();
-        assert_eq!(e.proto, Proto::Udp);
-        assert_eq!(e.task.source, OwnerSource::Syscall);
+        let e = decode(&bytes_of(&ok)).unwrap();
+        assert_eq!(
+            (e.proto, e.owner.source),
+            (Proto::Udp, OwnerSource::Syscall)
+        );
         let Detail::Bind {
             addr,
             requested_port,
@@ -546,7 +685,7 @@ mod tests {
             protocol: IPPROTO_TCP,
             ..ok
         };
-        let e = Decoder::default().decode(&bytes_of(&failed)).unwrap();
+        let e = decode(&bytes_of(&failed)).unwrap();
         let Detail::Bind { addr, errno, .. } = e.detail else {
             panic!("not a bind: {e:?}");
         };
@@ -558,6 +697,7 @@ mod tests {
     fn decodes_a_listen() {
         let mut rec = ListenRecord {
             header: header(KIND_LISTEN),
+            owner: owner(OWNER_SYSCALL),
             family: AF_INET6,
             protocol: IPPROTO_TCP,
             port: 8443,
@@ -566,7 +706,7 @@ mod tests {
             ..ListenRecord::default()
         };
         rec.addr = Ipv6Addr::UNSPECIFIED.octets();
-        let e = Decoder::default().decode(&bytes_of(&rec)).unwrap();
+        let e = decode(&bytes_of(&rec)).unwrap();
         assert_eq!(
             e.detail,
             Detail::Listen {
@@ -579,15 +719,14 @@ mod tests {
 
     #[test]
     fn rejects_malformed_records() {
-        let d = Decoder::default();
-        assert_eq!(d.decode(&[0; 8]), Err(DecodeError::Short(8)));
+        assert_eq!(decode(&[0; 8]), Err(DecodeError::Short(8)));
         let state = bytes_of(&StateRecord {
             header: header(KIND_STATE),
             family: AF_INET,
             ..StateRecord::default()
         });
         assert_eq!(
-            d.decode(&state[..size_of::<BindRecord>()]),
+            decode(&state[..size_of::<BindRecord>()]),
             Err(DecodeError::Size {
                 kind: KIND_STATE,
                 expected: size_of::<StateRecord>(),
@@ -596,13 +735,13 @@ mod tests {
         );
         let mut unknown = state.clone();
         unknown[0] = 99;
-        assert_eq!(d.decode(&unknown), Err(DecodeError::Kind(99)));
+        assert_eq!(decode(&unknown), Err(DecodeError::Kind(99)));
         let bad_family = bytes_of(&StateRecord {
             header: header(KIND_STATE),
             family: 1,
             ..StateRecord::default()
         });
-        assert_eq!(d.decode(&bad_family), Err(DecodeError::Family(1)));
+        assert_eq!(decode(&bad_family), Err(DecodeError::Family(1)));
     }
 
     #[test]

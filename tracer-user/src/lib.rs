@@ -1,11 +1,15 @@
 //! socktrace: a real-time socket event tracer. The pipeline, one module a
-//! stage: probe (load/attach) -> source (ring) -> event (decode) -> output
-//! (render); `watch` wires them.
+//! stage: probe (load/attach) -> source (ring) -> event (decode) -> track
+//! (lifecycles, owners, TIME_WAIT) -> output (render); diag and proc look
+//! at sockets that predate us; `watch` wires them.
 pub mod cli;
 pub mod clock;
+pub mod diag;
 pub mod event;
 pub mod output;
 pub mod probe;
+pub mod proc;
 pub mod source;
 pub mod summary;
+pub mod track;
 pub mod watch;

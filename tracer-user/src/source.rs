@@ -5,7 +5,7 @@ use std::io;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use tokio::io::{Interest, unix::AsyncFd};
-use tracer_common::{COUNTER_RING_DROPS, COUNTER_UNPAIRED};
+use tracer_common::{COUNTER_OWNER_FAILED, COUNTER_RING_DROPS, COUNTER_UNPAIRED};
 
 pub struct Source {
     ring: AsyncFd<RingBuf<MapData>>,
@@ -19,6 +19,8 @@ pub struct KernelCounters {
     pub ring_drops: u64,
     /// bind/listen exits whose entry was not seen (in flight at start).
     pub unpaired: u64,
+    /// Sockets whose owner storage could not be allocated.
+    pub owner_failed: u64,
 }
 
 impl Source {
@@ -56,6 +58,7 @@ impl Source {
         Ok(KernelCounters {
             ring_drops: sum(COUNTER_RING_DROPS)?,
             unpaired: sum(COUNTER_UNPAIRED)?,
+            owner_failed: sum(COUNTER_OWNER_FAILED)?,
         })
     }
 }

@@ -1,16 +1,33 @@
 //! What a run saw, printed to stderr when it ends.
 use std::fmt;
 
-use crate::source::KernelCounters;
+use crate::{event::Detail, source::KernelCounters, track::Record};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
     pub state: u64,
     pub bind: u64,
     pub listen: u64,
+    pub close: u64,
     /// Ring records that failed validation and were skipped.
     pub malformed: u64,
+    /// Connections dropped from tracking to stay within its bound.
+    pub untracked: u64,
     pub kernel: KernelCounters,
+}
+
+impl Summary {
+    pub fn count(&mut self, record: &Record) {
+        match record {
+            Record::Existing(..) => {}
+            Record::Close(_) => self.close += 1,
+            Record::Event(e) => match e.detail {
+                Detail::State { .. } => self.state += 1,
+                Detail::Bind { .. } => self.bind += 1,
+                Detail::Listen { .. } => self.listen += 1,
+            },
+        }
+    }
 }
 
 impl fmt::Display for Summary {
@@ -18,18 +35,26 @@ impl fmt::Display for Summary {
         let total = self.state + self.bind + self.listen;
         write!(
             f,
-            "socktrace: {total} events (state {}, bind {}, listen {}); lost {} (ring buffer full)",
-            self.state, self.bind, self.listen, self.kernel.ring_drops
+            "socktrace: {total} events (state {}, bind {}, listen {}), {} connections closed; \
+             lost {} (ring buffer full)",
+            self.state, self.bind, self.listen, self.close, self.kernel.ring_drops
         )?;
-        if self.malformed > 0 {
-            write!(f, "; {} malformed records skipped", self.malformed)?;
-        }
-        if self.kernel.unpaired > 0 {
-            write!(
-                f,
-                "; {} bind/listen calls missed (in flight at start)",
-                self.kernel.unpaired
-            )?;
+        let extra = [
+            (self.malformed, "malformed records skipped"),
+            (
+                self.kernel.unpaired,
+                "bind/listen calls missed (in flight at start)",
+            ),
+            (self.kernel.owner_failed, "sockets without owner storage"),
+            (
+                self.untracked,
+                "connections dropped from tracking (table full)",
+            ),
+        ];
+        for (n, what) in extra {
+            if n > 0 {
+                write!(f, "; {n} {what}")?;
+            }
         }
         Ok(())
     }
@@ -45,26 +70,31 @@ mod tests {
             state: 10,
             bind: 2,
             listen: 1,
-            malformed: 0,
+            close: 3,
             kernel: KernelCounters {
                 ring_drops: 3,
-                unpaired: 0,
+                ..KernelCounters::default()
             },
+            ..Summary::default()
         };
         assert_eq!(
             s.to_string(),
-            "socktrace: 13 events (state 10, bind 2, listen 1); lost 3 (ring buffer full)"
+            "socktrace: 13 events (state 10, bind 2, listen 1), 3 connections closed; \
+             lost 3 (ring buffer full)"
         );
         let s = Summary {
             malformed: 1,
+            untracked: 4,
             kernel: KernelCounters {
                 ring_drops: 0,
                 unpaired: 2,
+                owner_failed: 0,
             },
             ..s
         };
         assert!(s.to_string().ends_with(
-            "; 1 malformed records skipped; 2 bind/listen calls missed (in flight at start)"
+            "; 1 malformed records skipped; 2 bind/listen calls missed (in flight at start); \
+             4 connections dropped from tracking (table full)"
         ));
     }
 }

@@ -1,6 +1,8 @@
-//! `socktrace watch`: attach, then ring -> decode -> render -> stdout until
-//! stopped; then detach, drain what is left and summarise.
+//! `socktrace watch`: attach, snapshot what exists, then ring -> decode ->
+//! track -> render -> stdout until stopped; then detach, drain what is left
+//! and summarise.
 use std::{
+    collections::HashSet,
     io::{self, Write},
     time::Duration,
 };
@@ -14,11 +16,14 @@ use tokio::{
 use crate::{
     cli::WatchArgs,
     clock::Clock,
-    event::{Decoder, Detail},
-    output::{Json, Render, Text},
-    probe::{Options, Probe},
+    diag::{self, Dump},
+    event::{self, Owner, SockId},
+    output::{Json, Render, Text, TextMode},
+    probe::{self, Options, Probe},
+    proc,
     source::{KernelCounters, Source},
     summary::Summary,
+    track::{Known, Record, Tracker},
 };
 
 /// How often the reader drains the ring without being woken: the most a
@@ -30,35 +35,50 @@ const WAKEUP_BYTES: u64 = 256 << 10;
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<Summary> {
-    let probe = Probe::attach(&Options {
-        wakeup_bytes: WAKEUP_BYTES,
-    })?;
     let Probe {
         programs,
         ring,
         counters,
         mut logger,
         mounted_tracefs,
+        degraded,
         attach_time,
-    } = probe;
+    } = Probe::attach(&Options {
+        wakeup_bytes: WAKEUP_BYTES,
+    })?;
     let mut source = Source::new(ring, counters).context("watching the ring buffer")?;
     if mounted_tracefs {
         eprintln!("socktrace: mounted tracefs at /sys/kernel/tracing");
     }
+    for what in &degraded {
+        eprintln!("socktrace: degraded: {what}");
+    }
+    let clock = Clock::system();
+    let mut render: Box<dyn Render> = if args.json {
+        Box::new(Json::new(clock))
+    } else if args.lifecycle {
+        Box::new(Text::new(clock, TextMode::Lifecycles))
+    } else {
+        Box::new(Text::new(clock, TextMode::Events))
+    };
+    let mut out = Output::new(io::stdout().lock());
+    let mut pipeline = Pipeline::new(args.track_limit as usize);
+    render.preamble(&mut out.buf);
+
+    // After attaching, so a socket opened meanwhile is in one or the other.
+    let now = clock.mono_now();
+    let existing = snapshot().context("snapshot of existing sockets (sock_diag)")?;
+    if args.snapshot {
+        for known in &existing {
+            render.record(&Record::Existing(known.clone(), now), &mut out.buf);
+        }
+    }
+    pipeline.tracker.preload(existing, now);
+    // Ready: tests (and people) may start acting on sockets now.
     eprintln!(
         "socktrace: attached in {} ms; Ctrl-C to stop",
         attach_time.as_millis()
     );
-
-    let clock = Clock::system();
-    let mut render: Box<dyn Render> = if args.json {
-        Box::new(Json::new(clock))
-    } else {
-        Box::new(Text::new(clock))
-    };
-    let mut out = Output::new(io::stdout().lock());
-    let mut pipeline = Pipeline::default();
-    render.preamble(&mut out.buf);
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -73,6 +93,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<Summary> {
     drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut stats_tick = interval(STATS_EVERY);
     stats_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut tw_tick = interval(args.tw_poll);
+    tw_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut reported = KernelCounters::default();
 
     loop {
@@ -88,6 +110,12 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<Summary> {
                 }
                 reported = report_losses(&source, reported)?;
             }
+            _ = tw_tick.tick() => {
+                // Everything the kernel reported before the dump first, so
+                // entries into TIME_WAIT are known when we look for ends.
+                pipeline.drain(&mut source, render.as_mut(), &mut out.buf);
+                pipeline.poll_timewaits(clock.mono_now(), render.as_mut(), &mut out.buf)?;
+            }
         }
         pipeline.drain(&mut source, render.as_mut(), &mut out.buf);
         if out.flush().is_err() {
@@ -98,6 +126,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<Summary> {
     // Detach first so nothing new arrives, then take what is left.
     drop(programs);
     pipeline.drain(&mut source, render.as_mut(), &mut out.buf);
+    pipeline.finish(render.as_mut(), &mut out.buf);
     let _ = out.flush();
     if let Some(logger) = logger.as_mut() {
         logger.flush();
@@ -105,28 +134,50 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<Summary> {
     let counters = source.counters()?;
     report_losses(&source, reported)?;
     pipeline.summary.kernel = counters;
+    pipeline.summary.untracked = pipeline.tracker.evicted;
     Ok(pipeline.summary)
 }
 
-/// Decode and render, counting as we go.
-#[derive(Default)]
+/// Every TCP socket that exists now, with its owner from /proc.
+fn snapshot() -> io::Result<Vec<Known>> {
+    let sockets = diag::dump(Dump::All)?;
+    let owners = proc::socket_owners(probe::cgroup_v2_root().as_deref());
+    Ok(sockets
+        .into_iter()
+        .map(|s| Known {
+            owner: owners.get(&s.inode).cloned().unwrap_or(Owner::UNKNOWN),
+            sock: s.sock,
+            state: s.state,
+            local: s.local,
+            remote: s.remote,
+        })
+        .collect())
+}
+
+/// Decode, track and render, counting as we go.
 struct Pipeline {
-    decoder: Decoder,
+    tracker: Tracker,
     summary: Summary,
+    records: Vec<Record>,
 }
 
 impl Pipeline {
+    fn new(track_limit: usize) -> Pipeline {
+        Pipeline {
+            tracker: Tracker::new(track_limit),
+            summary: Summary::default(),
+            records: Vec::new(),
+        }
+    }
+
     fn drain(&mut self, source: &mut Source, render: &mut dyn Render, out: &mut String) {
-        let Pipeline { decoder, summary } = self;
-        source.drain(|bytes| match decoder.decode(bytes) {
-            Ok(event) => {
-                match event.detail {
-                    Detail::State { .. } => summary.state += 1,
-                    Detail::Bind { .. } => summary.bind += 1,
-                    Detail::Listen { .. } => summary.listen += 1,
-                }
-                render.event(&event, out);
-            }
+        let Pipeline {
+            tracker,
+            summary,
+            records,
+        } = self;
+        source.drain(|bytes| match event::decode(bytes) {
+            Ok(event) => tracker.observe(event, records),
             Err(err) => {
                 if summary.malformed == 0 {
                     log::warn!("skipping malformed ring record: {err}");
@@ -134,6 +185,44 @@ impl Pipeline {
                 summary.malformed += 1;
             }
         });
+        self.emit(render, out);
+    }
+
+    /// Looks for TIME_WAIT sockets that have ended since the last poll.
+    fn poll_timewaits(
+        &mut self,
+        now: u64,
+        render: &mut dyn Render,
+        out: &mut String,
+    ) -> anyhow::Result<()> {
+        if self.tracker.timewaits.is_empty() {
+            return Ok(());
+        }
+        let present: HashSet<SockId> = diag::dump(Dump::TimeWait)
+            .context("sock_diag dump of TIME_WAIT sockets")?
+            .into_iter()
+            .map(|s| s.sock)
+            .collect();
+        let mut ended = Vec::new();
+        self.tracker.timewaits.reconcile(&present, now, &mut ended);
+        self.records.extend(ended.into_iter().map(Record::Event));
+        self.emit(render, out);
+        Ok(())
+    }
+
+    /// At exit: TIME_WAITs we saw begin end by expiry (computed).
+    fn finish(&mut self, render: &mut dyn Render, out: &mut String) {
+        let mut ended = Vec::new();
+        self.tracker.timewaits.expire_all(&mut ended);
+        self.records.extend(ended.into_iter().map(Record::Event));
+        self.emit(render, out);
+    }
+
+    fn emit(&mut self, render: &mut dyn Render, out: &mut String) {
+        for record in self.records.drain(..) {
+            self.summary.count(&record);
+            render.record(&record, out);
+        }
     }
 }
 

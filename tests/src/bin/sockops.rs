@@ -1,18 +1,30 @@
 //! Socket scenarios run as separate processes, so the tests can check that
 //! events carry the pid of the process that made each call. Each prints one
-//! JSON line with its pid and the ports it used, then does its work.
+//! JSON line (its pid, the ports it used, errno) as soon as it knows them,
+//! then does its work.
 //!
-//!   sockops tcp-server ADDR          bind ADDR:0, listen, accept one client,
-//!                                    answer "ping" with "pong", close after
-//!                                    the client does
-//!   sockops tcp-client ADDR PORT     connect, "ping", read "pong", close
-//!   sockops connect ADDR PORT        connect once, report the errno
-//!   sockops bind tcp|udp ADDR PORT   bind only, report the errno and port
-//!   sockops listen ADDR BACKLOG      listen without bind (kernel picks)
+//!   sockops tcp-server IP REQ REPLY MODE   bind IP:0, listen, accept one
+//!       client, read REQ bytes, send REPLY bytes; MODE: `wait` (close
+//!       after the client does) or `first` (close first)
+//!   sockops tcp-client IP PORT REQ REPLY MODE   connect, send REQ bytes,
+//!       read REPLY; MODE: `close` (close first), `wait` (close after the
+//!       server does) or `rst` (close with SO_LINGER 0: a reset)
+//!   sockops fork-client IP PORT REQ REPLY   connect, then fork: the child
+//!       talks and closes, the parent drops its copy; reports both pids
+//!   sockops pair IP     a listener, a client and the accepted end in one
+//!       process; waits for a line on stdin, then the client closes first
+//!   sockops connect IP PORT          connect once, report the errno
+//!   sockops syn-timeout              fill a backlog-0 listener's queue on
+//!       127.0.0.1, then connect again: the SYNs are dropped (ETIMEDOUT)
+//!   sockops bind tcp|udp IP PORT     bind only, report the errno and port
+//!   sockops listen IP BACKLOG        listen without bind (kernel picks)
+//!   sockops hold IP PORT N           open N connections, wait for a line
+//!       on stdin, close them all
 use std::{
-    io::{Read, Write},
-    net::{IpAddr, SocketAddr},
+    io::{self, BufRead, Read, Write},
+    net::{IpAddr, SocketAddr, TcpStream},
     process::ExitCode,
+    time::Duration,
 };
 
 use serde_json::json;
@@ -21,13 +33,20 @@ use socket2::{Domain, Protocol, Socket, Type};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let n = |s: &str| s.parse::<usize>().expect("a number");
     let result = match args.as_slice() {
-        ["tcp-server", addr] => tcp_server(ip(addr)),
-        ["tcp-client", addr, port] => tcp_client(sa(addr, port)),
-        ["connect", addr, port] => connect(sa(addr, port)),
-        ["bind", proto, addr, port] => bind(proto, sa(addr, port)),
-        ["listen", addr, backlog] => listen(ip(addr), backlog.parse().expect("backlog")),
-        _ => Err(std::io::Error::other(format!("bad arguments {args:?}"))),
+        ["tcp-server", ip_, req, reply, mode] => tcp_server(ip(ip_), n(req), n(reply), mode),
+        ["tcp-client", ip_, port, req, reply, mode] => {
+            tcp_client(sa(ip_, port), n(req), n(reply), mode)
+        }
+        ["fork-client", ip_, port, req, reply] => fork_client(sa(ip_, port), n(req), n(reply)),
+        ["pair", ip_] => pair(ip(ip_)),
+        ["connect", ip_, port] => connect(sa(ip_, port)),
+        ["syn-timeout"] => syn_timeout(),
+        ["bind", proto, ip_, port] => bind(proto, sa(ip_, port)),
+        ["listen", ip_, backlog] => listen(ip(ip_), backlog.parse().expect("backlog")),
+        ["hold", ip_, port, count] => hold(sa(ip_, port), n(count)),
+        _ => Err(io::Error::other(format!("bad arguments {args:?}"))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,12 +68,18 @@ fn sa(addr: &str, port: &str) -> SocketAddr {
 fn say(value: serde_json::Value) {
     let mut line = value.to_string();
     line.push('\n');
-    let mut out = std::io::stdout().lock();
+    let mut out = io::stdout().lock();
     out.write_all(line.as_bytes()).expect("stdout");
     out.flush().expect("stdout");
 }
 
-fn tcp_socket(ip: IpAddr) -> std::io::Result<Socket> {
+fn wait_for_line() -> io::Result<()> {
+    let mut line = String::new();
+    io::stdin().lock().read_line(&mut line)?;
+    Ok(())
+}
+
+fn tcp_socket(ip: IpAddr) -> io::Result<Socket> {
     Socket::new(
         Domain::for_address(SocketAddr::new(ip, 0)),
         Type::STREAM,
@@ -69,36 +94,104 @@ fn local_port(s: &Socket) -> u16 {
         .map_or(0, |a| a.port())
 }
 
-fn tcp_server(ip: IpAddr) -> std::io::Result<()> {
-    let listener = tcp_socket(ip)?;
-    listener.bind(&SocketAddr::new(ip, 0).into())?;
-    listener.listen(16)?;
-    say(json!({"pid": std::process::id(), "port": local_port(&listener)}));
-    let (conn, _) = listener.accept()?;
-    let mut conn: std::net::TcpStream = conn.into();
-    let mut buf = [0u8; 4];
-    conn.read_exact(&mut buf)?;
-    conn.write_all(b"pong")?;
-    // Wait for the client's FIN, so the client closes first.
+fn listener(ip: IpAddr, backlog: i32) -> io::Result<Socket> {
+    let l = tcp_socket(ip)?;
+    l.bind(&SocketAddr::new(ip, 0).into())?;
+    l.listen(backlog)?;
+    Ok(l)
+}
+
+/// Reads until EOF; a reset counts as the end too.
+fn read_to_end(conn: &mut TcpStream) -> io::Result<()> {
     let mut rest = Vec::new();
-    conn.read_to_end(&mut rest)?;
+    match conn.read_to_end(&mut rest) {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+fn tcp_server(ip: IpAddr, req: usize, reply: usize, mode: &str) -> io::Result<()> {
+    let l = listener(ip, 16)?;
+    say(json!({"pid": std::process::id(), "port": local_port(&l)}));
+    let (conn, _) = l.accept()?;
+    let mut conn: TcpStream = conn.into();
+    conn.read_exact(&mut vec![0u8; req])?;
+    conn.write_all(&vec![b'r'; reply])?;
+    if mode == "wait" {
+        read_to_end(&mut conn)?;
+    }
     drop(conn);
-    drop(listener);
+    if mode == "first" {
+        // Keep the process (and so the pid) until the client is done.
+        std::thread::sleep(Duration::from_millis(200));
+    }
     Ok(())
 }
 
-fn tcp_client(to: SocketAddr) -> std::io::Result<()> {
+fn tcp_client(to: SocketAddr, req: usize, reply: usize, mode: &str) -> io::Result<()> {
     let s = tcp_socket(to.ip())?;
     s.connect(&to.into())?;
     say(json!({"pid": std::process::id(), "port": local_port(&s)}));
-    let mut s: std::net::TcpStream = s.into();
-    s.write_all(b"ping")?;
-    let mut buf = [0u8; 4];
-    s.read_exact(&mut buf)?;
+    if mode == "rst" {
+        s.set_linger(Some(Duration::ZERO))?;
+    }
+    let mut s: TcpStream = s.into();
+    s.write_all(&vec![b'q'; req])?;
+    s.read_exact(&mut vec![0u8; reply])?;
+    if mode == "wait" {
+        read_to_end(&mut s)?;
+    }
     Ok(())
 }
 
-fn connect(to: SocketAddr) -> std::io::Result<()> {
+fn fork_client(to: SocketAddr, req: usize, reply: usize) -> io::Result<()> {
+    let s = tcp_socket(to.ip())?;
+    s.connect(&to.into())?;
+    let port = local_port(&s);
+    // SAFETY: this process is single-threaded; the child only does I/O on
+    // its copy of the socket and exits.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            let mut s: TcpStream = s.into();
+            let ok = s.write_all(&vec![b'q'; req]).is_ok()
+                && s.read_exact(&mut vec![0u8; reply]).is_ok();
+            drop(s);
+            // SAFETY: leaving the forked child without running the parent's
+            // destructors or atexit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        child => {
+            drop(s);
+            say(json!({"pid": std::process::id(), "child": child, "port": port}));
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(child, &mut status, 0) };
+            if status != 0 {
+                return Err(io::Error::other(format!("child failed: {status}")));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn pair(ip: IpAddr) -> io::Result<()> {
+    let l = listener(ip, 16)?;
+    let port = local_port(&l);
+    let client = tcp_socket(ip)?;
+    client.connect(&SocketAddr::new(ip, port).into())?;
+    let (server, _) = l.accept()?;
+    say(json!({"pid": std::process::id(), "port": port, "client_port": local_port(&client)}));
+    wait_for_line()?;
+    let mut client: TcpStream = client.into();
+    let mut server: TcpStream = server.into();
+    client.write_all(b"bye!")?;
+    drop(client);
+    read_to_end(&mut server)?;
+    Ok(())
+}
+
+fn connect(to: SocketAddr) -> io::Result<()> {
     let s = tcp_socket(to.ip())?;
     let errno = match s.connect(&to.into()) {
         Ok(()) => 0,
@@ -108,12 +201,26 @@ fn connect(to: SocketAddr) -> std::io::Result<()> {
     Ok(())
 }
 
-fn bind(proto: &str, at: SocketAddr) -> std::io::Result<()> {
+fn syn_timeout() -> io::Result<()> {
+    let ip = ip("127.0.0.1");
+    let l = listener(ip, 0)?;
+    let to = SocketAddr::new(ip, local_port(&l));
+    let _queued = TcpStream::connect(to)?; // fills the accept queue
+    let s = tcp_socket(ip)?;
+    let errno = match s.connect(&to.into()) {
+        Ok(()) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    };
+    say(json!({"pid": std::process::id(), "errno": errno, "port": to.port()}));
+    Ok(())
+}
+
+fn bind(proto: &str, at: SocketAddr) -> io::Result<()> {
     let domain = Domain::for_address(at);
     let s = match proto {
         "tcp" => Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?,
         "udp" => Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?,
-        other => return Err(std::io::Error::other(format!("protocol {other}?"))),
+        other => return Err(io::Error::other(format!("protocol {other}?"))),
     };
     let errno = match s.bind(&at.into()) {
         Ok(()) => 0,
@@ -123,9 +230,23 @@ fn bind(proto: &str, at: SocketAddr) -> std::io::Result<()> {
     Ok(())
 }
 
-fn listen(ip: IpAddr, backlog: i32) -> std::io::Result<()> {
+fn listen(ip: IpAddr, backlog: i32) -> io::Result<()> {
     let s = tcp_socket(ip)?;
     s.listen(backlog)?;
     say(json!({"pid": std::process::id(), "port": local_port(&s)}));
+    Ok(())
+}
+
+fn hold(to: SocketAddr, count: usize) -> io::Result<()> {
+    let conns: Vec<TcpStream> = (0..count)
+        .map(|_| TcpStream::connect(to))
+        .collect::<Result<_, _>>()?;
+    let ports: Vec<u16> = conns
+        .iter()
+        .map(|c| c.local_addr().map_or(0, |a| a.port()))
+        .collect();
+    say(json!({"pid": std::process::id(), "ports": ports}));
+    wait_for_line()?;
+    drop(conns);
     Ok(())
 }

@@ -111,8 +111,13 @@ impl Tracer {
             match self.lines.recv_timeout(left) {
                 Ok(line) => self.events.push(parse(&line)),
                 Err(RecvTimeoutError::Timeout) => panic!(
-                    "timed out waiting for {what}; {} events seen; stderr:\n{}",
+                    "timed out waiting for {what}; {} events seen, the last ones:\n{}\nstderr:\n{}",
                     self.events.len(),
+                    self.events[self.events.len().saturating_sub(40)..]
+                        .iter()
+                        .map(Value::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
                     self.stderr.lock().unwrap()
                 ),
                 Err(RecvTimeoutError::Disconnected) => panic!(
@@ -179,18 +184,29 @@ pub struct Op {
     stdout: BufReader<ChildStdout>,
 }
 
+/// The `sockops` helper binary.
+pub fn sockops_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sockops")
+}
+
 impl Op {
     pub fn start(args: &[&str]) -> Op {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sockops"))
-            .args(args)
-            .stdin(Stdio::null())
+        let mut cmd = Command::new(sockops_bin());
+        cmd.args(args);
+        Op::spawn(cmd)
+    }
+
+    /// Runs `cmd` (which runs sockops, perhaps through a wrapper).
+    pub fn spawn(mut cmd: Command) -> Op {
+        let mut child = cmd
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawning sockops");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
         stdout.read_line(&mut line).expect("reading sockops");
-        assert!(!line.is_empty(), "sockops {args:?} printed nothing");
+        assert!(!line.is_empty(), "sockops printed nothing");
         Op {
             child,
             report: parse(&line),
@@ -214,6 +230,13 @@ impl Op {
         self.report["port"].as_u64().expect("port")
     }
 
+    /// Lets a scenario that waits on stdin go on.
+    pub fn proceed(&mut self) {
+        use std::io::Write as _;
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"go\n").expect("writing to sockops");
+    }
+
     pub fn wait(mut self) {
         let status = self.child.wait().expect("waiting for sockops");
         let _ = &self.stdout;
@@ -224,6 +247,20 @@ impl Op {
 /// Events of one type.
 pub fn of_type<'a>(events: &'a [Value], kind: &str) -> impl Iterator<Item = &'a Value> {
     events.iter().filter(move |e| e["type"] == kind)
+}
+
+/// Events of socket `sock` of one type.
+pub fn of_sock<'a>(events: &'a [Value], kind: &'a str, sock: &'a str) -> Vec<&'a Value> {
+    of_type(events, kind)
+        .filter(|e| e["sock"] == sock)
+        .collect()
+}
+
+/// The one close record of socket `sock`.
+pub fn close_of<'a>(events: &'a [Value], sock: &'a str) -> &'a Value {
+    let closes = of_sock(events, "close", sock);
+    assert_eq!(closes.len(), 1, "close records of {sock}: {closes:?}");
+    closes[0]
 }
 
 /// The socket id of the first state event matching local and remote ports.
@@ -252,13 +289,26 @@ fn str_of(v: &Value) -> &str {
     v.as_str().unwrap_or("?")
 }
 
-/// Whether socket `sock` has reached CLOSE.
+/// Whether socket `sock` has ended (CLOSE, or TIME_WAIT for a connection).
 pub fn closed(events: &[Value], sock: Option<&String>) -> bool {
     sock.is_some_and(|s| {
         states_of(events, s)
             .iter()
-            .any(|e| e["new_state"] == "CLOSE")
+            .any(|e| e["new_state"] == "CLOSE" || e["new_state"] == "TIME_WAIT")
     })
+}
+
+/// Whether connection `sock` has its close record.
+pub fn has_close(events: &[Value], sock: Option<&String>) -> bool {
+    sock.is_some_and(|s| of_type(events, "close").any(|e| e["sock"] == s.as_str()))
+}
+
+/// The socket id of the connection from `sport` to `dport`, found by a
+/// transition after its ports were set.
+pub fn conn(events: &[Value], sport: u64, dport: u64) -> Option<String> {
+    of_type(events, "state")
+        .find(|e| e["sport"] == sport && e["dport"] == dport && e["old_state"] != "CLOSE")
+        .map(|e| e["sock"].as_str().expect("sock").to_string())
 }
 
 /// A port nothing listens on right now (bound, then released).

@@ -1,16 +1,18 @@
-//! Rendering events: columns for people, JSON lines for programs. Renderers
-//! append to a caller-owned buffer so a whole batch goes out in one write.
+//! Rendering records: columns for people, JSON lines for programs.
+//! Renderers append to a caller-owned buffer so a whole batch goes out in
+//! one write.
 mod json;
 mod text;
 
 pub use json::Json;
-pub use text::Text;
+pub use text::{Text, TextMode};
 
-use crate::event::Event;
+use crate::track::Record;
 
 pub trait Render {
-    /// Appends a line (with its newline) for `event` to `out`.
-    fn event(&mut self, event: &Event, out: &mut String);
-    /// Appends what goes before the first event, if anything.
+    /// Appends the line (with its newline) for `record` to `out`, if this
+    /// renderer shows such records.
+    fn record(&mut self, record: &Record, out: &mut String);
+    /// Appends what goes before the first record, if anything.
     fn preamble(&mut self, _out: &mut String) {}
 }

@@ -1,46 +1,96 @@
-//! One aligned line per event, for people.
+//! Aligned lines for people: one per transition, bind and listen, or (with
+//! `--lifecycle`) one per finished connection, as tcplife prints them.
 use std::fmt::Write as _;
 
 use super::Render;
 use crate::{
     clock::{Clock, Style, TimeFormatter},
-    event::{Detail, Event},
+    event::{Detail, Event, Owner},
+    track::{Close, Known, Opener, Record, Side},
 };
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextMode {
+    /// Every transition, bind and listen.
+    Events,
+    /// One line per finished connection.
+    Lifecycles,
+}
 
 pub struct Text {
     time: TimeFormatter,
+    mode: TextMode,
 }
 
 impl Text {
-    pub fn new(clock: Clock) -> Text {
+    pub fn new(clock: Clock, mode: TextMode) -> Text {
         Text {
             time: TimeFormatter::new(clock, Style::LocalTime),
+            mode,
         }
     }
 }
 
-const COLUMNS: &str = "TIME            PID     COMM            PROTO LOCAL                    REMOTE                   EVENT";
+const EVENT_COLUMNS: &str = "TIME            PID     COMM            PROTO LOCAL                    REMOTE                   EVENT";
+const CLOSE_COLUMNS: &str = "TIME            PID     COMM            LOCAL                    REMOTE                   TX_KB    RX_KB    MS         OPEN    END";
+
+/// `pid comm` columns; `-` for an owner we do not know.
+fn owner_columns(owner: &Owner, out: &mut String) {
+    let _ = if owner.is_known() {
+        write!(out, " {:<7} {:<15} ", owner.pid, owner.comm)
+    } else {
+        write!(out, " {:<7} {:<15} ", "-", "-")
+    };
+}
 
 impl Render for Text {
     fn preamble(&mut self, out: &mut String) {
-        out.push_str(COLUMNS);
+        out.push_str(match self.mode {
+            TextMode::Events => EVENT_COLUMNS,
+            TextMode::Lifecycles => CLOSE_COLUMNS,
+        });
         out.push('\n');
+    }
+
+    fn record(&mut self, record: &Record, out: &mut String) {
+        match (record, self.mode) {
+            (Record::Existing(k, at), TextMode::Events) => self.existing(k, *at, out),
+            (Record::Event(e), TextMode::Events) => self.event(e, out),
+            (Record::Close(c), TextMode::Lifecycles) => self.close(c, out),
+            _ => {}
+        }
+    }
+}
+
+impl Text {
+    fn existing(&mut self, k: &Known, at: u64, out: &mut String) {
+        self.time.write(at, out);
+        owner_columns(&k.owner, out);
+        let _ = writeln!(
+            out,
+            "tcp   {:<24} {:<24} exists: {}",
+            k.local, k.remote, k.state
+        );
     }
 
     fn event(&mut self, e: &Event, out: &mut String) {
         self.time.write(e.mono_ns, out);
-        let _ = write!(
-            out,
-            " {:<7} {:<15} {:<5} ",
-            e.task.pid, e.task.comm, e.proto
-        );
+        owner_columns(&e.owner, out);
+        let _ = write!(out, "{:<5} ", e.proto);
         let _ = match &e.detail {
             Detail::State {
                 local,
                 remote,
                 old,
                 new,
-            } => write!(out, "{local:<24} {remote:<24} {old} -> {new}"),
+                info,
+            } => {
+                let _ = write!(out, "{local:<24} {remote:<24} {old} -> {new}");
+                match info.tw_end {
+                    Some(how) => write!(out, " ({})", tw_end_words(how)),
+                    None => Ok(()),
+                }
+            }
             Detail::Bind {
                 addr,
                 requested_port,
@@ -67,64 +117,164 @@ impl Render for Text {
         };
         out.push('\n');
     }
+
+    fn close(&mut self, c: &Close, out: &mut String) {
+        self.time.write(c.mono_ns, out);
+        owner_columns(&c.owner, out);
+        let kb = |bytes: u64| bytes.div_ceil(1024);
+        let _ = write!(
+            out,
+            "{:<24} {:<24} {:<8} {:<8} {:<10.3} {:<7} {}",
+            c.local,
+            c.remote,
+            kb(c.bytes_sent),
+            kb(c.bytes_received),
+            c.duration_ns as f64 / 1e6,
+            match c.opener {
+                Opener::Active => "active",
+                Opener::Passive => "passive",
+                Opener::Listener | Opener::Unknown => "-",
+            },
+            end_words(c),
+        );
+        out.push('\n');
+    }
+}
+
+fn tw_end_words(how: crate::event::TwEnd) -> &'static str {
+    match how {
+        crate::event::TwEnd::Observed => "seen gone",
+        crate::event::TwEnd::Timeout => "expired",
+    }
+}
+
+/// How a connection ended, in a few words.
+fn end_words(c: &Close) -> String {
+    if let Some(f) = c.failure {
+        let errno = f.errno.name().unwrap_or_default();
+        return format!("{:?} {errno}", f.reason)
+            .to_lowercase()
+            .trim()
+            .to_string();
+    }
+    match (c.reset_by, c.time_wait, c.closed_first) {
+        (Some(Side::Local), ..) => "reset sent".into(),
+        (Some(Side::Remote), ..) => "reset received".into(),
+        (None, true, _) => "time-wait".into(),
+        (None, false, Some(Side::Local)) => "closed".into(),
+        (None, false, Some(Side::Remote)) => "peer closed".into(),
+        (None, false, None) => "closed".into(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Errno, Proto, TcpState};
+    use crate::event::{Errno, Proto, StateInfo, TcpState};
 
     fn event(proto: Proto, detail: Detail) -> Event {
         Event::sample(1_000_250_000, 4242, "curl", proto, detail)
     }
 
-    fn render(e: &Event) -> String {
+    fn render(mode: TextMode, r: &Record) -> String {
         let mut out = String::new();
-        let mut text = Text::new(Clock::with_offset(0));
-        text.event(e, &mut out);
+        let mut text = Text::new(Clock::with_offset(0), mode);
+        text.record(r, &mut out);
         // Drop the local-time part, which depends on the machine's zone.
-        out.split_once('.').unwrap().1.to_string()
+        out.split_once('.')
+            .map(|(_, rest)| rest.to_string())
+            .unwrap_or_default()
     }
 
     #[test]
     fn state_line() {
-        let line = render(&event(
+        let mut e = event(
             Proto::Tcp,
             Detail::State {
                 local: "127.0.0.1:43512".parse().unwrap(),
                 remote: "[::1]:8080".parse().unwrap(),
                 old: TcpState::Close,
                 new: TcpState::SynSent,
+                info: StateInfo::default(),
             },
-        ));
+        );
         assert_eq!(
-            line,
+            render(TextMode::Events, &Record::Event(e.clone())),
             "000250 4242    curl            tcp   127.0.0.1:43512          [::1]:8080               CLOSE -> SYN_SENT\n"
+        );
+        e.owner = Owner::UNKNOWN;
+        assert!(
+            render(TextMode::Events, &Record::Event(e.clone()))
+                .starts_with("000250 -       -               tcp")
+        );
+        assert_eq!(
+            render(TextMode::Lifecycles, &Record::Event(e)),
+            "",
+            "events are not lifecycles"
         );
     }
 
     #[test]
     fn bind_and_listen_lines() {
-        let bind = render(&event(
-            Proto::Udp,
-            Detail::Bind {
-                addr: "0.0.0.0:40000".parse().unwrap(),
-                requested_port: 0,
-                errno: Errno(0),
-            },
-        ));
-        assert!(bind.ends_with("udp   0.0.0.0:40000            -                        bind (port 0: kernel chose)\n"), "{bind}");
-        let failed = render(&event(
+        let bind = render(
+            TextMode::Events,
+            &Record::Event(event(
+                Proto::Udp,
+                Detail::Bind {
+                    addr: "0.0.0.0:40000".parse().unwrap(),
+                    requested_port: 0,
+                    errno: Errno(0),
+                },
+            )),
+        );
+        assert!(
+            bind.ends_with("udp   0.0.0.0:40000            -                        bind (port 0: kernel chose)\n"),
+            "{bind}"
+        );
+        let failed = render(
+            TextMode::Events,
+            &Record::Event(event(
+                Proto::Tcp,
+                Detail::Listen {
+                    addr: "0.0.0.0:80".parse().unwrap(),
+                    backlog: 5,
+                    errno: Errno(98),
+                },
+            )),
+        );
+        assert!(
+            failed.ends_with("listen backlog 5 failed EADDRINUSE\n"),
+            "{failed}"
+        );
+    }
+
+    #[test]
+    fn lifecycle_line() {
+        let e = event(
             Proto::Tcp,
             Detail::Listen {
                 addr: "0.0.0.0:80".parse().unwrap(),
                 backlog: 5,
-                errno: Errno(98),
+                errno: Errno(0),
             },
-        ));
-        assert!(
-            failed.ends_with("listen backlog 5 failed EADDRINUSE\n"),
-            "{failed}"
+        );
+        let close = Close {
+            closed_first: Some(Side::Local),
+            duration_ns: 2_500_000,
+            bytes_sent: 2048,
+            bytes_received: 1,
+            time_wait: true,
+            ..Close::sample(
+                e.mono_ns,
+                e.owner.clone(),
+                "127.0.0.1:40000",
+                "127.0.0.1:80",
+            )
+        };
+        let line = render(TextMode::Lifecycles, &Record::Close(close));
+        assert_eq!(
+            line,
+            "000250 4242    curl            127.0.0.1:40000          127.0.0.1:80             2        1        2.500      active  time-wait\n"
         );
     }
 }

@@ -15,10 +15,20 @@ pub enum BtfError {
 }
 
 /// Reads the kernel's BTF and resolves every offset the programs need.
-pub fn kernel_layout() -> Result<KernelLayout, BtfError> {
+/// Members that only optional features use may be missing: those come back
+/// with size 0, and the second value says what is lost.
+pub fn kernel_layout() -> Result<(KernelLayout, Vec<String>), BtfError> {
     let btf = open().map_err(BtfError::Missing)?;
     let f = |path: &str| member(&btf, path);
-    Ok(KernelLayout {
+    let mut degraded = Vec::new();
+    let mut optional = |path: &str, lost: &str| match member(&btf, path) {
+        Ok(field) => field,
+        Err(err) => {
+            degraded.push(format!("{lost}: {err}"));
+            Field::default()
+        }
+    };
+    let layout = KernelLayout {
         task_files: f("task_struct.files")?,
         files_fdt: f("files_struct.fdt")?,
         fdtable_max_fds: f("fdtable.max_fds")?,
@@ -27,11 +37,30 @@ pub fn kernel_layout() -> Result<KernelLayout, BtfError> {
         socket_file: f("socket.file")?,
         socket_sk: f("socket.sk")?,
         sk_family: f("sock.__sk_common.skc_family")?,
-        sk_num: f("sock.__sk_common.skc_num")?,
+        sk_state: f("sock.__sk_common.skc_state")?,
+        sk_sport: f("inet_sock.inet_sport")?,
+        sk_dport: f("sock.__sk_common.skc_dport")?,
         sk_rcv_saddr: f("sock.__sk_common.skc_rcv_saddr")?,
+        sk_daddr: f("sock.__sk_common.skc_daddr")?,
         sk_v6_rcv_saddr: f("sock.__sk_common.skc_v6_rcv_saddr")?,
+        sk_v6_daddr: f("sock.__sk_common.skc_v6_daddr")?,
         sk_protocol: f("sock.sk_protocol")?,
-    })
+        sk_cookie: optional(
+            "sock.__sk_common.skc_cookie",
+            "bind and listen events carry no socket id",
+        ),
+        sk_net: optional("sock.__sk_common.skc_net.net", "no network namespaces"),
+        net_inum: optional("net.ns.inum", "no network namespaces"),
+        sk_err: optional("sock.sk_err", "failed connections do not say why"),
+        sk_shutdown: optional(
+            "sock.sk_shutdown",
+            "TIME_WAIT entry is not told from an orphaned FIN_WAIT2",
+        ),
+        tcp_bytes_acked: optional("tcp_sock.bytes_acked", "no byte counts"),
+        tcp_bytes_received: optional("tcp_sock.bytes_received", "no byte counts"),
+    };
+    degraded.dedup();
+    Ok((layout, degraded))
 }
 
 /// Mapping the file and reading only the types we need takes a few ms;
@@ -149,13 +178,14 @@ mod tests {
     /// without root) and checks what C says about each member.
     #[test]
     fn resolves_the_running_kernel() {
-        let k = kernel_layout().expect("this machine's BTF");
+        let (k, degraded) = kernel_layout().expect("this machine's BTF");
+        assert_eq!(degraded, Vec::<String>::new());
         for ptr in [k.task_files, k.files_fdt, k.fdtable_fd, k.file_private_data] {
             assert_eq!((ptr.size, ptr.bits), (8, 0), "{ptr:?}");
         }
         assert_eq!((k.socket_file.size, k.socket_sk.size), (8, 8));
         assert_eq!(k.fdtable_max_fds.size, 4);
-        assert_eq!((k.sk_family.size, k.sk_num.size), (2, 2));
+        assert_eq!((k.sk_family.size, k.sk_sport.size), (2, 2));
         assert_eq!((k.sk_rcv_saddr.size, k.sk_v6_rcv_saddr.size), (4, 16));
         // __sk_common is the first member of struct sock.
         assert!(k.sk_family.offset < k.sk_protocol.offset);

@@ -1,35 +1,60 @@
 //! Load and attach: checks what the kernel and our privileges allow, mounts
 //! tracefs if needed, resolves every field offset from the running kernel,
-//! and hands the ring buffer and counters to the reader.
+//! and hands the ring buffer and counters to the reader. Optional hooks
+//! that this kernel lacks are skipped and named in `Probe::degraded`.
 mod btf;
 mod caps;
+mod cgroup;
 mod tracefs;
 
 use std::time::Instant;
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{BtfTracePoint, CgroupAttachMode, CgroupSock, TracePoint},
 };
 use aya_log::EbpfLogger;
 use thiserror::Error;
-use tracer_common::{Config, StateTpLayout, SyscallTpLayout};
+use tracer_common::{Config, SyscallTpLayout};
 
-pub use self::tracefs::{Format, Tracefs, TracefsError};
+pub use self::{
+    cgroup::v2_root as cgroup_v2_root,
+    tracefs::{Format, Tracefs, TracefsError},
+};
 
 /// The kernel object built from `tracer-ebpf` by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
-/// Tracepoints we attach to, with what a kernel lacking them is missing.
-const STATE_TP: (&str, &str, &str) = ("sock", "inet_sock_set_state", "needs Linux 4.16+");
 const NEEDS_SYSCALL_TPS: &str = "needs CONFIG_FTRACE_SYSCALLS";
-const PROGRAMS: [(&str, &str, &str); 5] = [
-    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
-    ("sys_enter_bind", "syscalls", "sys_enter_bind"),
-    ("sys_exit_bind", "syscalls", "sys_exit_bind"),
-    ("sys_enter_listen", "syscalls", "sys_enter_listen"),
-    ("sys_exit_listen", "syscalls", "sys_exit_listen"),
+
+/// Syscall tracepoint programs: (program, tracepoint name).
+const SYSCALL_PROGRAMS: [(&str, &str); 6] = [
+    ("sys_enter_bind", "sys_enter_bind"),
+    ("sys_exit_bind", "sys_exit_bind"),
+    ("sys_enter_listen", "sys_enter_listen"),
+    ("sys_exit_listen", "sys_exit_listen"),
+    ("sys_exit_accept", "sys_exit_accept"),
+    ("sys_exit_accept4", "sys_exit_accept4"),
+];
+
+/// BTF tracepoint programs, with what is lost when one cannot attach
+/// (`None`: socktrace cannot work without it).
+const BTF_PROGRAMS: [(&str, Option<&str>); 5] = [
+    ("inet_sock_set_state", None),
+    (
+        "sock_send_length",
+        Some("owners are not learnt from send() (needs Linux 6.3+)"),
+    ),
+    (
+        "sock_recv_length",
+        Some("owners are not learnt from recv() (needs Linux 6.3+)"),
+    ),
+    (
+        "tcp_receive_reset",
+        Some("resets received are not reported"),
+    ),
+    ("tcp_send_reset", Some("resets sent are not reported")),
 ];
 
 #[derive(Debug, Error)]
@@ -44,6 +69,8 @@ pub enum ProbeError {
     Tracefs(#[from] TracefsError),
     #[error(transparent)]
     Btf(#[from] btf::BtfError),
+    #[error("reading kernel BTF for the BTF tracepoints: {0}")]
+    KernelBtf(#[from] aya::BtfError),
     #[error("loading the kernel programs failed: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("program {name}: {source}")]
@@ -51,8 +78,8 @@ pub enum ProbeError {
         name: &'static str,
         source: aya::programs::ProgramError,
     },
-    #[error("map {0} is missing from the kernel object")]
-    Map(&'static str),
+    #[error("{0} is missing from the kernel object")]
+    Missing(&'static str),
     #[error("map {name}: {source}")]
     MapType {
         name: &'static str,
@@ -75,6 +102,8 @@ pub struct Probe {
     pub logger: Option<EbpfLogger<&'static dyn log::Log>>,
     /// We mounted tracefs (worth saying: the user did not ask for it).
     pub mounted_tracefs: bool,
+    /// Features this kernel or host does not give us, and what that costs.
+    pub degraded: Vec<String>,
     /// From the start of `attach` to the last program attached.
     pub attach_time: std::time::Duration,
 }
@@ -87,15 +116,14 @@ impl Probe {
         }
         caps::check()?;
         let (tracefs, mounted_tracefs) = Tracefs::find_or_mount()?;
+        let (kernel, mut degraded) = btf::kernel_layout()?;
         let config = Config {
-            state_tp: state_layout(&tracefs)?,
             syscall_tp: syscall_layout(&tracefs)?,
-            kernel: btf::kernel_layout()?,
+            kernel,
             wakeup_bytes: options.wakeup_bytes,
         };
-        // No CO-RE relocations to do, so aya need not parse the kernel's BTF.
         let mut programs = EbpfLoader::new()
-            .btf(None)
+            .btf(None) // no CO-RE relocations to do
             .override_global("CONFIG", &config, true)
             .load(OBJECT)?;
         // Must live as long as the programs: it owns the log ring's fd.
@@ -106,15 +134,36 @@ impl Probe {
                 None
             }
         };
-        for (name, category, tracepoint) in PROGRAMS {
+        let kernel_btf = Btf::from_sys_fs()?;
+        for (name, lost) in BTF_PROGRAMS {
+            let result = btf_program(&mut programs, name)
+                .and_then(|p| {
+                    p.load(name, &kernel_btf)?;
+                    p.attach()
+                })
+                .map_err(|source| ProbeError::Program { name, source });
+            match (result, lost) {
+                (Ok(_), _) => {}
+                (Err(err), None) => return Err(err),
+                (Err(err), Some(lost)) => degraded.push(format!("{lost}: {err}")),
+            }
+        }
+        for (name, tracepoint) in SYSCALL_PROGRAMS {
             let program_err = |source| ProbeError::Program { name, source };
             let program: &mut TracePoint = programs
                 .program_mut(name)
-                .ok_or(ProbeError::Map(name))?
+                .ok_or(ProbeError::Missing(name))?
                 .try_into()
                 .map_err(program_err)?;
             program.load().map_err(program_err)?;
-            program.attach(category, tracepoint).map_err(program_err)?;
+            program
+                .attach("syscalls", tracepoint)
+                .map_err(program_err)?;
+        }
+        if let Err(why) = attach_sock_create(&mut programs) {
+            degraded.push(format!(
+                "bind events of sockets never used since may carry no socket id: {why}"
+            ));
         }
         let ring = take_map(&mut programs, "EVENTS")?;
         let counters = take_map(&mut programs, "COUNTERS")?;
@@ -124,42 +173,55 @@ impl Probe {
             counters,
             logger,
             mounted_tracefs,
+            degraded,
             attach_time: started.elapsed(),
         })
     }
+}
+
+fn btf_program<'a>(
+    programs: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut BtfTracePoint, aya::programs::ProgramError> {
+    let program = programs
+        .program_mut(name)
+        .ok_or(aya::programs::ProgramError::UnexpectedProgramType)?;
+    program.try_into()
+}
+
+/// Gives sockets their cookie at creation, from the root of cgroup v2.
+fn attach_sock_create(programs: &mut Ebpf) -> Result<(), String> {
+    let root = cgroup::v2_root().ok_or("cgroup v2 is not mounted")?;
+    let dir = std::fs::File::open(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let program: &mut CgroupSock = programs
+        .program_mut("sock_create")
+        .ok_or("no sock_create program")?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    program.load().map_err(|e| format!("{e}"))?;
+    // Through a BPF link, which coexists with other programs on the cgroup
+    // (the kernel refuses attach flags on links).
+    program
+        .attach(dir, CgroupAttachMode::Single)
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(())
 }
 
 fn take_map<M>(programs: &mut Ebpf, name: &'static str) -> Result<M, ProbeError>
 where
     M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let map = programs.take_map(name).ok_or(ProbeError::Map(name))?;
+    let map = programs.take_map(name).ok_or(ProbeError::Missing(name))?;
     M::try_from(map).map_err(|source| ProbeError::MapType { name, source })
-}
-
-fn state_layout(tracefs: &Tracefs) -> Result<StateTpLayout, TracefsError> {
-    let (category, name, why) = STATE_TP;
-    let f = tracefs.format(category, name, why)?;
-    Ok(StateTpLayout {
-        skaddr: f.field("skaddr", &[8])?,
-        oldstate: f.field("oldstate", &[4])?,
-        newstate: f.field("newstate", &[4])?,
-        sport: f.field("sport", &[2])?,
-        dport: f.field("dport", &[2])?,
-        family: f.field("family", &[2])?,
-        // A __u8 before Linux 5.6, a __u16 since.
-        protocol: f.field("protocol", &[1, 2])?,
-        saddr: f.field("saddr", &[4])?,
-        daddr: f.field("daddr", &[4])?,
-        saddr_v6: f.field("saddr_v6", &[16])?,
-        daddr_v6: f.field("daddr_v6", &[16])?,
-    })
 }
 
 fn syscall_layout(tracefs: &Tracefs) -> Result<SyscallTpLayout, TracefsError> {
     let syscall = |name| tracefs.format("syscalls", name, NEEDS_SYSCALL_TPS);
     let (enter_bind, exit_bind) = (syscall("sys_enter_bind")?, syscall("sys_exit_bind")?);
     let (enter_listen, exit_listen) = (syscall("sys_enter_listen")?, syscall("sys_exit_listen")?);
+    let accept_ret = syscall("sys_exit_accept4")?.field("ret", &[8])?;
+    // One program layout serves both accept exits.
+    syscall("sys_exit_accept")?.same_field("ret", accept_ret)?;
     Ok(SyscallTpLayout {
         bind_fd: enter_bind.field("fd", &[4, 8])?,
         bind_addr: enter_bind.field("umyaddr", &[8])?,
@@ -168,5 +230,6 @@ fn syscall_layout(tracefs: &Tracefs) -> Result<SyscallTpLayout, TracefsError> {
         listen_fd: enter_listen.field("fd", &[4, 8])?,
         listen_backlog: enter_listen.field("backlog", &[4, 8])?,
         listen_ret: exit_listen.field("ret", &[8])?,
+        accept_ret,
     })
 }

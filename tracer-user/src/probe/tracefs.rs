@@ -119,6 +119,19 @@ impl Format {
         }
         Ok(field)
     }
+
+    /// Checks that field `name` is where `expected` says (one program
+    /// serving two tracepoints relies on it).
+    pub fn same_field(&self, name: &str, expected: Field) -> Result<(), TracefsError> {
+        let field = self.field(name, &[expected.size])?;
+        if field != expected {
+            return Err(TracefsError::Layout {
+                tracepoint: self.tracepoint.clone(),
+                problem: format!("field `{name}` is at {field:?}, expected {expected:?}"),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// `\tfield:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;` -> ("saddr", 32, 4)

@@ -1,0 +1,532 @@
+//! Connections end to end: every transition owned by the right process,
+//! close records, TIME_WAIT on the right side, failures that say why.
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+const REQ: u64 = 1000;
+const REPLY: u64 = 3000;
+
+struct Conversation {
+    events: Vec<Value>,
+    server_pid: u64,
+    client_pid: u64,
+    port: u64,
+    cport: u64,
+    /// The client's, the accepted one's and the listener's socket ids.
+    client: String,
+    accepted: String,
+    listener: String,
+}
+
+/// A server and a client process talking over `ip`; `server` and `client`
+/// are their sockops modes. Returns once both ends have closed.
+fn converse(tracer: &mut Tracer, ip: &str, server: &str, client: &str) -> Conversation {
+    let (req, reply) = (REQ.to_string(), REPLY.to_string());
+    let s = Op::start(&["tcp-server", ip, &req, &reply, server]);
+    let port = s.port();
+    let c = Op::start(&["tcp-client", ip, &port.to_string(), &req, &reply, client]);
+    let cport = c.port();
+    let (server_pid, client_pid) = (s.pid(), c.pid());
+    c.wait();
+    s.wait();
+    let events = tracer.wait_for("both ends and the listener to close", |ev| {
+        let listener = of_type(ev, "listen")
+            .find(|e| e["pid"] == server_pid)
+            .map(|e| e["sock"].as_str().unwrap().to_string());
+        has_close(ev, sock_by_ports(ev, cport, port).as_ref())
+            && has_close(ev, conn(ev, port, cport).as_ref())
+            && closed(ev, listener.as_ref())
+    });
+    let listener = of_type(events, "listen")
+        .find(|e| e["pid"] == server_pid)
+        .unwrap();
+    Conversation {
+        server_pid,
+        client_pid,
+        port,
+        cport,
+        client: sock_by_ports(events, cport, port).unwrap(),
+        accepted: conn(events, port, cport).unwrap(),
+        listener: listener["sock"].as_str().unwrap().to_string(),
+        events: events.to_vec(),
+    }
+}
+
+fn owners(events: &[Value], sock: &str) -> Vec<(u64, String)> {
+    states_of(events, sock)
+        .iter()
+        .map(|e| {
+            (
+                e["pid"].as_u64().unwrap_or(0),
+                e["owner_source"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn client_closes_first(ip: &str, family: &str) {
+    let mut tracer = Tracer::start(&[]);
+    let c = converse(&mut tracer, ip, "wait", "close");
+    let ev = &c.events;
+
+    // The listener: bind, listen and its transitions are one socket (the
+    // cookie), all the server's.
+    let bind = of_sock(ev, "bind", &c.listener);
+    assert_eq!(bind.len(), 1, "{bind:?}");
+    assert_eq!(
+        (&bind[0]["pid"], &bind[0]["port"]),
+        (&c.server_pid.into(), &c.port.into())
+    );
+    assert_eq!(
+        transitions(ev, &c.listener),
+        ["CLOSE -> LISTEN", "LISTEN -> CLOSE"]
+    );
+    let syscall = |pid: u64| (pid, "syscall".to_string());
+    assert_eq!(
+        owners(ev, &c.listener),
+        [syscall(c.server_pid), syscall(c.server_pid)]
+    );
+
+    // The client: active open, active close, so it ends in TIME_WAIT; every
+    // transition is the client's, including those run by the server's
+    // packets.
+    assert_eq!(
+        transitions(ev, &c.client),
+        [
+            "CLOSE -> SYN_SENT",
+            "SYN_SENT -> ESTABLISHED",
+            "ESTABLISHED -> FIN_WAIT1",
+            "FIN_WAIT1 -> FIN_WAIT2",
+            "FIN_WAIT2 -> TIME_WAIT",
+        ]
+    );
+    assert_eq!(owners(ev, &c.client), vec![syscall(c.client_pid); 5]);
+    for e in states_of(ev, &c.client) {
+        assert_eq!((&e["family"], &e["proto"]), (&family.into(), &"tcp".into()));
+        assert_eq!((&e["daddr"], &e["dport"]), (&ip.into(), &c.port.into()));
+        assert_eq!(e["comm"], "sockops");
+    }
+
+    // The accepted socket: the listener's owner until accept, the server's
+    // own after; never the client, whose packets drove most of it.
+    assert_eq!(
+        transitions(ev, &c.accepted),
+        [
+            "LISTEN -> SYN_RECV",
+            "SYN_RECV -> ESTABLISHED",
+            "ESTABLISHED -> CLOSE_WAIT",
+            "CLOSE_WAIT -> LAST_ACK",
+            "LAST_ACK -> CLOSE",
+        ]
+    );
+    let inherited = (c.server_pid, "inherited".to_string());
+    assert_eq!(
+        owners(ev, &c.accepted),
+        [
+            inherited.clone(),
+            inherited,
+            syscall(c.server_pid),
+            syscall(c.server_pid),
+            syscall(c.server_pid)
+        ]
+    );
+    for e in states_of(ev, &c.accepted) {
+        assert_eq!(
+            (&e["sport"], &e["dport"]),
+            (&c.port.into(), &c.cport.into()),
+            "no zero peer"
+        );
+    }
+
+    let close = close_of(ev, &c.client);
+    assert_eq!(
+        (&close["pid"], &close["opened"]),
+        (&c.client_pid.into(), &"active".into())
+    );
+    assert_eq!(
+        (&close["closed_first"], &close["time_wait"]),
+        (&"local".into(), &true.into())
+    );
+    assert_eq!(
+        (&close["reset_by"], &close["failure"]),
+        (&Value::Null, &Value::Null)
+    );
+    assert_eq!(
+        (&close["bytes_sent"], &close["bytes_received"]),
+        (&REQ.into(), &REPLY.into())
+    );
+    assert_eq!(
+        (&close["sport"], &close["dport"]),
+        (&c.cport.into(), &c.port.into())
+    );
+    let state_ms = close["state_ms"].as_object().unwrap();
+    let visited: Vec<&String> = state_ms.keys().collect();
+    assert_eq!(
+        visited,
+        ["ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "SYN_SENT"]
+    );
+    let sum: f64 = state_ms.values().map(|v| v.as_f64().unwrap()).sum();
+    assert!(
+        (sum - close["duration_ms"].as_f64().unwrap()).abs() < 0.01,
+        "{close}"
+    );
+
+    let close = close_of(ev, &c.accepted);
+    assert_eq!(
+        (&close["pid"], &close["opened"]),
+        (&c.server_pid.into(), &"passive".into())
+    );
+    assert_eq!(
+        (&close["closed_first"], &close["time_wait"]),
+        (&"remote".into(), &false.into())
+    );
+    assert_eq!(
+        (&close["bytes_sent"], &close["bytes_received"]),
+        (&REPLY.into(), &REQ.into())
+    );
+    assert!(
+        of_sock(ev, "close", &c.listener).is_empty(),
+        "a listener is no connection"
+    );
+
+    // Stopping ends the TIME_WAIT by its computed expiry: 60 s after entry.
+    let done = tracer.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    let tw: Vec<&Value> = states_of(&done.events, &c.client)
+        .into_iter()
+        .filter(|e| e["old_state"] == "TIME_WAIT")
+        .collect();
+    assert_eq!(tw.len(), 1, "{tw:?}");
+    assert_eq!(
+        (&tw[0]["new_state"], &tw[0]["timewait_end"]),
+        (&"CLOSE".into(), &"timeout".into())
+    );
+    assert_eq!(tw[0]["pid"], c.client_pid);
+    let entered = states_of(&done.events, &c.client)[4]["time"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secs = |t: &str| -> f64 {
+        let hms = t.split('T').nth(1).unwrap().trim_end_matches('Z');
+        let parts: Vec<f64> = hms.split(':').map(|p| p.parse().unwrap()).collect();
+        parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
+    };
+    let waited = (secs(tw[0]["time"].as_str().unwrap()) - secs(&entered)).rem_euclid(86400.0);
+    assert!((waited - 60.0).abs() < 1e-6, "TIME_WAIT lasted {waited} s");
+}
+
+#[test]
+fn client_closes_first_ipv4() {
+    client_closes_first("127.0.0.1", "ipv4");
+}
+
+#[test]
+fn client_closes_first_ipv6() {
+    client_closes_first("::1", "ipv6");
+}
+
+#[test]
+fn server_closes_first() {
+    let mut tracer = Tracer::start(&[]);
+    let c = converse(&mut tracer, "127.0.0.1", "first", "wait");
+    let ev = &c.events;
+    assert_eq!(
+        transitions(ev, &c.accepted),
+        [
+            "LISTEN -> SYN_RECV",
+            "SYN_RECV -> ESTABLISHED",
+            "ESTABLISHED -> FIN_WAIT1",
+            "FIN_WAIT1 -> FIN_WAIT2",
+            "FIN_WAIT2 -> TIME_WAIT",
+        ]
+    );
+    assert!(
+        owners(ev, &c.accepted)
+            .iter()
+            .all(|(pid, _)| *pid == c.server_pid)
+    );
+    assert_eq!(
+        transitions(ev, &c.client),
+        [
+            "CLOSE -> SYN_SENT",
+            "SYN_SENT -> ESTABLISHED",
+            "ESTABLISHED -> CLOSE_WAIT",
+            "CLOSE_WAIT -> LAST_ACK",
+            "LAST_ACK -> CLOSE",
+        ]
+    );
+    assert!(
+        owners(ev, &c.client)
+            .iter()
+            .all(|(pid, src)| *pid == c.client_pid && src == "syscall")
+    );
+    let server = close_of(ev, &c.accepted);
+    assert_eq!(
+        (&server["closed_first"], &server["time_wait"]),
+        (&"local".into(), &true.into())
+    );
+    let client = close_of(ev, &c.client);
+    assert_eq!(
+        (&client["closed_first"], &client["time_wait"]),
+        (&"remote".into(), &false.into())
+    );
+}
+
+#[test]
+fn reset_says_which_side_sent_it() {
+    let mut tracer = Tracer::start(&[]);
+    let c = converse(&mut tracer, "127.0.0.1", "wait", "rst");
+    let ev = &c.events;
+    assert_eq!(
+        transitions(ev, &c.client),
+        [
+            "CLOSE -> SYN_SENT",
+            "SYN_SENT -> ESTABLISHED",
+            "ESTABLISHED -> CLOSE"
+        ]
+    );
+    let client = close_of(ev, &c.client);
+    assert_eq!(
+        (&client["reset_by"], &client["time_wait"]),
+        (&"local".into(), &false.into())
+    );
+    assert_eq!(client["pid"], c.client_pid);
+    assert_eq!(
+        transitions(ev, &c.accepted).last().unwrap(),
+        "ESTABLISHED -> CLOSE"
+    );
+    let server = close_of(ev, &c.accepted);
+    assert_eq!(
+        (&server["reset_by"], &server["failure"]),
+        (&"remote".into(), &Value::Null)
+    );
+    assert_eq!(server["pid"], c.server_pid);
+}
+
+#[test]
+fn refused_connect_says_refused() {
+    let mut tracer = Tracer::start(&[]);
+    let port = free_port("127.0.0.1") as u64;
+    let report = Op::run(&["connect", "127.0.0.1", &port.to_string()]);
+    let pid = report["pid"].clone();
+    assert_eq!(report["errno"], libc::ECONNREFUSED);
+    let events = tracer.wait_for("the close record", |ev| {
+        of_type(ev, "close").any(|e| e["dport"] == port && e["pid"] == pid)
+    });
+    let close = of_type(events, "close")
+        .find(|e| e["dport"] == port)
+        .unwrap();
+    assert_eq!(
+        close["failure"],
+        serde_json::json!({"reason": "refused", "errno": 111, "error": "ECONNREFUSED"})
+    );
+    assert_eq!(
+        (&close["opened"], &close["reset_by"]),
+        (&"active".into(), &"remote".into())
+    );
+}
+
+/// A network namespace of the test's own, deleted when dropped.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Netns {
+        let name = format!("socktrace-test-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let status = Command::new("ip")
+                .args(args)
+                .status()
+                .expect("ip (iproute2) runs");
+            assert!(status.success(), "ip {args:?}");
+        };
+        ip(&["netns", "add", &name]);
+        let ns = Netns(name);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(format!("/run/netns/{}", self.0))
+            .expect("netns file")
+            .ino()
+    }
+
+    fn exec(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.0]).args(args);
+        cmd
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn unanswered_connect_says_timed_out() {
+    require_root();
+    let ns = Netns::new();
+    // One SYN retry: ETIMEDOUT after about 3 s instead of 2 minutes.
+    let status = ns
+        .exec(&["sysctl", "-qw", "net.ipv4.tcp_syn_retries=1"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut tracer = Tracer::start(&[]);
+    // The listener's accept queue is full, so the kernel drops the SYNs.
+    let op = Op::spawn(ns.exec(&[sockops_bin(), "syn-timeout"]));
+    let (pid, port) = (op.pid(), op.port());
+    assert_eq!(op.report["errno"], libc::ETIMEDOUT);
+    op.wait();
+    let events = tracer.wait_for("the timed-out close", |ev| {
+        of_type(ev, "close").any(|e| e["pid"] == pid && e["failure"] != Value::Null)
+    });
+    let close = of_type(events, "close")
+        .find(|e| e["pid"] == pid && e["failure"] != Value::Null)
+        .unwrap();
+    assert_eq!(
+        close["failure"],
+        serde_json::json!({"reason": "timed_out", "errno": 110, "error": "ETIMEDOUT"})
+    );
+    assert_eq!(close["dport"], port);
+    assert_eq!(close["netns"], ns.inode(), "the test namespace's inode");
+}
+
+#[test]
+fn socket_used_after_fork_belongs_to_the_child() {
+    let mut tracer = Tracer::start(&[]);
+    let s = Op::start(&[
+        "tcp-server",
+        "127.0.0.1",
+        &REQ.to_string(),
+        &REPLY.to_string(),
+        "wait",
+    ]);
+    let port = s.port();
+    let f = Op::start(&[
+        "fork-client",
+        "127.0.0.1",
+        &port.to_string(),
+        &REQ.to_string(),
+        &REPLY.to_string(),
+    ]);
+    let (parent, child, cport) = (f.pid(), f.report["child"].as_u64().unwrap(), f.port());
+    f.wait();
+    s.wait();
+    let events = tracer.wait_for("the client's close record", |ev| {
+        has_close(ev, sock_by_ports(ev, cport, port).as_ref())
+    });
+    let sock = sock_by_ports(events, cport, port).unwrap();
+    let pids: Vec<u64> = owners(events, &sock).iter().map(|(pid, _)| *pid).collect();
+    assert_eq!(
+        pids,
+        [parent, parent, child, child, child],
+        "{:?}",
+        transitions(events, &sock)
+    );
+    assert_eq!(close_of(events, &sock)["pid"], child);
+}
+
+#[test]
+fn connection_opened_before_start() {
+    require_root();
+    let mut pair = Op::start(&["pair", "127.0.0.1"]);
+    let (pid, port, cport) = (
+        pair.pid(),
+        pair.port(),
+        pair.report["client_port"].as_u64().unwrap(),
+    );
+    let mut tracer = Tracer::start(&["--snapshot"]);
+    pair.proceed();
+    pair.wait();
+    let events = tracer.wait_for("both close records", |ev| {
+        has_close(ev, conn(ev, cport, port).as_ref())
+            && has_close(ev, conn(ev, port, cport).as_ref())
+    });
+    // The snapshot named all three sockets and their owner.
+    let existing: Vec<&Value> = of_type(events, "socket")
+        .filter(|e| e["pid"] == pid)
+        .collect();
+    let mut states: Vec<(&str, u64)> = existing
+        .iter()
+        .map(|e| (e["state"].as_str().unwrap(), e["sport"].as_u64().unwrap()))
+        .collect();
+    states.sort();
+    let mut expected = [
+        ("ESTABLISHED", port),
+        ("ESTABLISHED", cport),
+        ("LISTEN", port),
+    ];
+    expected.sort();
+    assert_eq!(states, expected);
+    // Its later events carry that owner, learnt from the snapshot or from
+    // the close itself.
+    let client = conn(events, cport, port).unwrap();
+    assert_eq!(
+        existing
+            .iter()
+            .filter(|e| e["sock"] == client.as_str())
+            .count(),
+        1,
+        "same id as ss"
+    );
+    for e in states_of(events, &client) {
+        assert_eq!(e["pid"], pid, "{e}");
+    }
+    let close = close_of(events, &client);
+    assert_eq!(
+        (&close["pid"], &close["predates_start"]),
+        (&pid.into(), &true.into())
+    );
+    assert_eq!(close["closed_first"], "local");
+}
+
+#[test]
+fn more_connections_than_the_tracker_holds() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepter = std::thread::spawn(move || {
+        (0..40)
+            .map(|_| listener.accept().unwrap().0)
+            .collect::<Vec<_>>()
+    });
+    let mut tracer = Tracer::start(&["--track-limit", "8"]);
+    let mut hold = Op::start(&["hold", "127.0.0.1", &port.to_string(), "40"]);
+    let pid = hold.pid();
+    let ports: Vec<u64> = hold.report["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    let accepted = accepter.join().unwrap();
+    hold.proceed();
+    hold.wait();
+    drop(accepted);
+    let events = tracer.wait_for("40 client sockets to end", |ev| {
+        ports
+            .iter()
+            .all(|&p| closed(ev, sock_by_ports(ev, p, port as u64).as_ref()))
+    });
+    // Every transition of every client socket is still the client's.
+    for &p in &ports {
+        let sock = sock_by_ports(events, p, port as u64).unwrap();
+        assert!(
+            owners(events, &sock).iter().all(|(owner, _)| *owner == pid),
+            "{p}"
+        );
+    }
+    let done = tracer.stop();
+    let summary = done.stderr.lines().last().unwrap_or_default().to_string();
+    assert!(
+        summary.contains("connections dropped from tracking (table full)"),
+        "{summary}"
+    );
+}

@@ -1,0 +1,73 @@
+//! Events that tell us who uses a socket, or how it ends: a task sending or
+//! receiving on it owns it; a reset sent or received explains its close.
+use core::ffi::c_void;
+
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use tracer_common::{IPPROTO_TCP, SOCK_RST_RECEIVED, SOCK_RST_SENT};
+
+use crate::{
+    field::{cfg, uint},
+    maps::CONFIG,
+    owner::{claim_if_new, info},
+};
+
+// Mini-sockets without the full `struct sock` (include/net/tcp_states.h).
+const TCP_TIME_WAIT: u64 = 6;
+const TCP_NEW_SYN_RECV: u64 = 12;
+
+/// Whether `sk` is a full TCP socket: send/recv fire for every family, and
+/// a reset may be sent on behalf of a timewait or request mini-socket.
+#[inline(always)]
+fn is_tcp(sk: *mut c_void) -> bool {
+    let k = &CONFIG.kernel;
+    let base = sk as *const u8;
+    !sk.is_null()
+        && !matches!(
+            uint(base, cfg(&k.sk_state)),
+            Ok(TCP_TIME_WAIT | TCP_NEW_SYN_RECV) | Err(_)
+        )
+        && uint(base, cfg(&k.sk_protocol)) == Ok(IPPROTO_TCP as u64)
+}
+
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn sock_send_length(ctx: BtfTracePointContext) -> u32 {
+    claim_user(ctx.arg(0));
+    0
+}
+
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn sock_recv_length(ctx: BtfTracePointContext) -> u32 {
+    claim_user(ctx.arg(0));
+    0
+}
+
+#[inline(always)]
+fn claim_user(sk: *mut c_void) {
+    if is_tcp(sk)
+        && let Some(info) = info(sk)
+    {
+        claim_if_new(info, sk);
+    }
+}
+
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> u32 {
+    mark(ctx.arg(0), SOCK_RST_RECEIVED);
+    0
+}
+
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn tcp_send_reset(ctx: BtfTracePointContext) -> u32 {
+    // sk is NULL for a reset answering a segment no socket wanted.
+    mark(ctx.arg(0), SOCK_RST_SENT);
+    0
+}
+
+#[inline(always)]
+fn mark(sk: *mut c_void, flag: u8) {
+    if is_tcp(sk)
+        && let Some(info) = info(sk)
+    {
+        info.flags |= flag;
+    }
+}

@@ -1,0 +1,143 @@
+//! sock_diag (NETLINK_SOCK_DIAG) dumps of TCP sockets, the way `ss` gets
+//! them: for the start-up snapshot and to see TIME_WAIT sockets end.
+use std::{io, net::SocketAddr};
+
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_sock_diag::{
+    AF_INET, AF_INET6, IPPROTO_TCP, SockDiagMessage,
+    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+};
+use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_SOCK_DIAG};
+
+use crate::event::{SockId, TcpState};
+
+/// One TCP socket as sock_diag reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiagSocket {
+    pub sock: SockId,
+    pub state: TcpState,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub uid: u32,
+    /// 0 for sockets no file refers to (timewait, orphans).
+    pub inode: u32,
+}
+
+/// Which sockets to dump.
+#[derive(Clone, Copy, Debug)]
+pub enum Dump {
+    All,
+    TimeWait,
+}
+
+/// Every IPv4 and IPv6 TCP socket in this network namespace matching `which`.
+pub fn dump(which: Dump) -> io::Result<Vec<DiagSocket>> {
+    let states = match which {
+        Dump::All => StateFlags::all(),
+        Dump::TimeWait => StateFlags::TIME_WAIT,
+    };
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+    socket.bind_auto()?;
+    socket.connect(&NlAddr::new(0, 0))?;
+    let mut found = Vec::new();
+    for (family, id) in [
+        (AF_INET, SocketId::new_v4()),
+        (AF_INET6, SocketId::new_v6()),
+    ] {
+        request(&socket, family, states, id)?;
+        receive(&socket, &mut found)?;
+    }
+    Ok(found)
+}
+
+fn request(socket: &Socket, family: u8, states: StateFlags, id: SocketId) -> io::Result<()> {
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let mut packet = NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::empty(),
+            states,
+            socket_id: id,
+        })
+        .into(),
+    );
+    packet.finalize();
+    let mut buf = vec![0; packet.buffer_len()];
+    packet.serialize(&mut buf);
+    socket.send(&buf, 0)?;
+    Ok(())
+}
+
+fn receive(socket: &Socket, found: &mut Vec<DiagSocket>) -> io::Result<()> {
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let size = socket.recv(&mut &mut buf[..], 0)?;
+        let mut offset = 0;
+        while offset < size {
+            let message = NetlinkMessage::<SockDiagMessage>::deserialize(&buf[offset..size])
+                .map_err(|e| io::Error::other(format!("sock_diag: {e}")))?;
+            let len = message.header.length as usize;
+            match message.payload {
+                NetlinkPayload::Done(_) => return Ok(()),
+                NetlinkPayload::Error(e) => {
+                    return Err(io::Error::other(format!("sock_diag: {e}")));
+                }
+                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
+                    let h = &r.header;
+                    let id = &h.socket_id;
+                    found.push(DiagSocket {
+                        sock: SockId(cookie(&id.cookie)),
+                        state: TcpState::from_raw(h.state),
+                        local: SocketAddr::new(id.source_address, id.source_port),
+                        remote: SocketAddr::new(id.destination_address, id.destination_port),
+                        uid: h.uid,
+                        inode: h.inode,
+                    });
+                }
+                _ => {}
+            }
+            if len == 0 {
+                break;
+            }
+            offset += len;
+        }
+    }
+}
+
+/// `idiag_cookie` is two native-endian u32s, low word first (as ss reads it).
+fn cookie(raw: &[u8; 8]) -> u64 {
+    let lo = u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]) as u64;
+    let hi = u32::from_ne_bytes([raw[4], raw[5], raw[6], raw[7]]) as u64;
+    hi << 32 | lo
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_words() {
+        let mut raw = [0u8; 8];
+        raw[..4].copy_from_slice(&0x1234u32.to_ne_bytes());
+        raw[4..].copy_from_slice(&1u32.to_ne_bytes());
+        assert_eq!(cookie(&raw), 0x1_0000_1234);
+    }
+
+    /// Needs no privileges: sock_diag dumps are open to everyone.
+    #[test]
+    fn sees_a_listener_of_ours() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = listener.local_addr().unwrap();
+        let all = dump(Dump::All).unwrap();
+        let ours: Vec<_> = all.iter().filter(|s| s.local == local).collect();
+        assert_eq!(ours.len(), 1, "{ours:?}");
+        assert_eq!(ours[0].state, TcpState::Listen);
+        assert_ne!(ours[0].inode, 0);
+        assert_ne!(ours[0].sock.0, 0);
+    }
+}

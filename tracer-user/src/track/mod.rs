@@ -1,0 +1,381 @@
+//! Following each TCP socket through its life (pure: events in, records
+//! out). The tracker
+//! - fills in owners the kernel did not know (sockets found by the start-up
+//!   snapshot) and endpoints that were not set yet;
+//! - reports TIME_WAIT as it really happens: the full socket shows
+//!   `FIN_WAIT2 -> CLOSE` when its timewait mini-socket takes over, which
+//!   the tracker turns into `FIN_WAIT2 -> TIME_WAIT` (and `timewait` later
+//!   supplies `TIME_WAIT -> CLOSE`);
+//! - emits one [`Close`] record when a connection ends.
+mod close;
+mod timewait;
+
+use std::{collections::HashMap, net::SocketAddr};
+
+pub use close::{Close, Failure, Opener, Reason, Side};
+pub use timewait::{TW_LEN_NS, TimeWaits};
+
+use crate::event::{Detail, Event, Owner, OwnerSource, SockId, StateInfo, TcpState};
+
+/// What the pipeline renders: events as the kernel saw them (corrected as
+/// above) and the records the tracker derives.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    /// A socket that existed at start (`--snapshot`).
+    Existing(Known, u64),
+    Event(Event),
+    Close(Close),
+}
+
+/// A socket known before its events arrive (from the start-up snapshot).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Known {
+    pub sock: SockId,
+    pub state: TcpState,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub owner: Owner,
+}
+
+/// One socket we follow.
+#[derive(Clone, Debug)]
+struct Conn {
+    first_ns: u64,
+    state: TcpState,
+    state_since_ns: u64,
+    /// Nanoseconds spent in each state left so far, in order of first visit.
+    spent: Vec<(TcpState, u64)>,
+    opener: Opener,
+    closed_first: Option<Side>,
+    local: SocketAddr,
+    remote: SocketAddr,
+    owner: Owner,
+    /// Known from the snapshot, not from its first transition.
+    predates_us: bool,
+    /// Our FIN was acknowledged (FIN_WAIT1 -> FIN_WAIT2 seen).
+    fin_acked: bool,
+}
+
+pub struct Tracker {
+    conns: HashMap<SockId, Conn>,
+    /// Owners of listeners by local address, for connections they spawn
+    /// when the kernel did not know the listener's owner.
+    listeners: HashMap<SocketAddr, Owner>,
+    capacity: usize,
+    /// Sockets dropped from tracking to stay within `capacity`.
+    pub evicted: u64,
+    pub timewaits: TimeWaits,
+}
+
+impl Tracker {
+    pub fn new(capacity: usize) -> Tracker {
+        Tracker {
+            conns: HashMap::new(),
+            listeners: HashMap::new(),
+            capacity,
+            evicted: 0,
+            timewaits: TimeWaits::default(),
+        }
+    }
+
+    /// Sockets that existed before we started, with their owners.
+    pub fn preload(&mut self, known: impl IntoIterator<Item = Known>, now_ns: u64) {
+        for k in known {
+            if k.state == TcpState::Listen {
+                if k.owner.is_known() {
+                    self.listeners.insert(k.local, k.owner.clone());
+                }
+                continue;
+            }
+            if k.state == TcpState::TimeWait {
+                self.timewaits
+                    .enter(k.sock, k.local, k.remote, k.owner, 0, None);
+                continue;
+            }
+            self.insert(
+                k.sock,
+                Conn {
+                    first_ns: now_ns,
+                    state: k.state,
+                    state_since_ns: now_ns,
+                    spent: Vec::new(),
+                    opener: Opener::Unknown,
+                    closed_first: None,
+                    local: k.local,
+                    remote: k.remote,
+                    owner: k.owner,
+                    predates_us: true,
+                    fin_acked: false,
+                },
+            );
+        }
+    }
+
+    /// Feeds one event; appends what to render to `out`.
+    pub fn observe(&mut self, mut event: Event, out: &mut Vec<Record>) {
+        let (
+            Some(sock),
+            Detail::State {
+                mut local,
+                mut remote,
+                old,
+                new,
+                info,
+            },
+        ) = (event.sock, event.detail)
+        else {
+            out.push(Record::Event(event));
+            return;
+        };
+        if new == TcpState::Listen || old == TcpState::Listen && new == TcpState::Close {
+            self.listener(local, old, new, &event.owner);
+        }
+        let tracked = old != TcpState::Listen || new != TcpState::Close;
+        if !self.conns.contains_key(&sock) {
+            if !tracked || new == TcpState::Close {
+                // A socket we never saw before ends now: report what we can.
+                out.push(Record::Event(event));
+                return;
+            }
+            let conn = Conn::first(&event, local, remote, old);
+            self.insert(sock, conn);
+        }
+        let conn = self.conns.get_mut(&sock).expect("tracked above");
+        conn.update(
+            &mut event.owner,
+            &mut local,
+            &mut remote,
+            event.mono_ns,
+            old,
+            new,
+        );
+        if !event.owner.is_known()
+            && conn.opener == Opener::Passive
+            && let Some(owner) = self.listeners.get(&conn.local)
+        {
+            event.owner = cached(owner);
+            conn.owner = event.owner.clone();
+        }
+        let enters_time_wait = new == TcpState::Close
+            && matches!(old, TcpState::FinWait2 | TcpState::Closing)
+            && !info.rst_received
+            && (info.peer_fin || old == TcpState::Closing);
+        event.detail = Detail::State {
+            local,
+            remote,
+            old,
+            new: if enters_time_wait {
+                TcpState::TimeWait
+            } else {
+                new
+            },
+            info,
+        };
+        if new != TcpState::Close {
+            out.push(Record::Event(event));
+            return;
+        }
+        let conn = self.conns.remove(&sock).expect("tracked above");
+        if conn.opener == Opener::Listener {
+            out.push(Record::Event(event));
+            return;
+        }
+        if enters_time_wait {
+            self.timewaits.enter(
+                sock,
+                conn.local,
+                conn.remote,
+                conn.owner.clone(),
+                event.netns,
+                Some(event.mono_ns),
+            );
+        }
+        let close = conn.close(sock, &event, old, info, enters_time_wait);
+        out.push(Record::Event(event));
+        out.push(Record::Close(close));
+    }
+
+    fn listener(&mut self, local: SocketAddr, old: TcpState, new: TcpState, owner: &Owner) {
+        if new == TcpState::Close && old == TcpState::Listen {
+            self.listeners.remove(&local);
+        } else if owner.is_known() && local.port() != 0 {
+            self.listeners.insert(local, owner.clone());
+        }
+    }
+
+    fn insert(&mut self, sock: SockId, conn: Conn) {
+        if self.conns.len() >= self.capacity
+            && !self.conns.contains_key(&sock)
+            && let Some(victim) = self.conns.keys().next().copied()
+        {
+            self.conns.remove(&victim);
+            self.evicted += 1;
+        }
+        self.conns.insert(sock, conn);
+    }
+
+    /// Sockets followed right now.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+}
+
+fn cached(owner: &Owner) -> Owner {
+    Owner {
+        source: OwnerSource::Cached,
+        ..owner.clone()
+    }
+}
+
+impl Conn {
+    fn first(event: &Event, local: SocketAddr, remote: SocketAddr, old: TcpState) -> Conn {
+        let opener = match old {
+            TcpState::Close => Opener::Active,
+            TcpState::Listen => Opener::Passive,
+            _ => Opener::Unknown,
+        };
+        Conn {
+            first_ns: event.mono_ns,
+            state: old,
+            state_since_ns: event.mono_ns,
+            spent: Vec::new(),
+            opener,
+            closed_first: None,
+            local,
+            remote,
+            owner: event.owner.clone(),
+            predates_us: false,
+            fin_acked: false,
+        }
+    }
+
+    /// Applies one transition; fills gaps in the event from what we know.
+    fn update(
+        &mut self,
+        owner: &mut Owner,
+        local: &mut SocketAddr,
+        remote: &mut SocketAddr,
+        now_ns: u64,
+        old: TcpState,
+        new: TcpState,
+    ) {
+        if new == TcpState::Listen {
+            self.opener = Opener::Listener;
+        }
+        if self.state != TcpState::Close || !self.spent.is_empty() {
+            self.spend(old, now_ns.saturating_sub(self.state_since_ns));
+        }
+        self.state = new;
+        self.state_since_ns = now_ns;
+        if old == TcpState::FinWait1 && new == TcpState::FinWait2 {
+            self.fin_acked = true;
+        }
+        if self.closed_first.is_none() {
+            self.closed_first = match new {
+                TcpState::FinWait1 => Some(Side::Local),
+                TcpState::CloseWait => Some(Side::Remote),
+                _ => None,
+            };
+        }
+        // Endpoints: keep the most complete, and backfill the event.
+        fill(&mut self.local, local);
+        fill(&mut self.remote, remote);
+        if owner.is_known() {
+            self.owner = owner.clone();
+        } else if self.owner.is_known() {
+            *owner = cached(&self.owner);
+        }
+    }
+
+    fn spend(&mut self, state: TcpState, ns: u64) {
+        // CLOSE before the first transition; LISTEN is the state a new
+        // connection's socket inherits from its listener for an instant.
+        if matches!(state, TcpState::Close | TcpState::Listen) {
+            return;
+        }
+        match self.spent.iter_mut().find(|(s, _)| *s == state) {
+            Some((_, total)) => *total += ns,
+            None => self.spent.push((state, ns)),
+        }
+    }
+
+    fn close(
+        self,
+        sock: SockId,
+        event: &Event,
+        old: TcpState,
+        info: StateInfo,
+        time_wait: bool,
+    ) -> Close {
+        let established =
+            self.spent.iter().any(|(s, _)| *s == TcpState::Established) || self.predates_us;
+        // The kernel counts sequence space: our SYN (when we opened; a
+        // listener's SYN-ACK is acked before the socket exists), our FIN
+        // once acknowledged, the peer's FIN once received. Data only, here.
+        let syn = u64::from(self.opener == Opener::Active && established);
+        let fin_acked = self.fin_acked
+            || (!info.rst_received && matches!(old, TcpState::LastAck | TcpState::Closing));
+        let bytes_sent = info.bytes_acked.saturating_sub(syn + u64::from(fin_acked));
+        let bytes_received = info.bytes_received.saturating_sub(u64::from(info.peer_fin));
+        // An established connection that ends without FIN handshake, RST
+        // received or error was aborted here: the kernel sends the RST
+        // just after this transition (close with SO_LINGER 0 or unread data).
+        let aborted = !time_wait
+            && info.sk_err.0 == 0
+            && matches!(
+                old,
+                TcpState::Established
+                    | TcpState::CloseWait
+                    | TcpState::SynRecv
+                    | TcpState::FinWait1
+            );
+        Close {
+            mono_ns: event.mono_ns,
+            sock,
+            owner: event.owner.clone(),
+            proto: event.proto,
+            netns: event.netns,
+            local: self.local,
+            remote: self.remote,
+            opener: self.opener,
+            closed_first: if time_wait {
+                Some(Side::Local)
+            } else {
+                self.closed_first
+            },
+            reset_by: if info.rst_received {
+                Some(Side::Remote)
+            } else if info.rst_sent || aborted {
+                Some(Side::Local)
+            } else {
+                None
+            },
+            failure: (!established).then(|| Failure::from(old, info)),
+            duration_ns: event.mono_ns.saturating_sub(self.first_ns),
+            spent: self.spent,
+            bytes_sent,
+            bytes_received,
+            time_wait,
+            predates_us: self.predates_us,
+        }
+    }
+}
+
+/// Replaces a zero address or port in `seen` with the one we know, or
+/// learns the one the event brings.
+fn fill(known: &mut SocketAddr, seen: &mut SocketAddr) {
+    if seen.ip().is_unspecified() && !known.ip().is_unspecified() {
+        seen.set_ip(known.ip());
+    }
+    if seen.port() == 0 && known.port() != 0 {
+        seen.set_port(known.port());
+    }
+    *known = *seen;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,458 @@
+//! The tracker on event streams as the kernel produces them (the orders
+//! below are the ones the integration tests observe on Linux 6.18).
+use super::*;
+use crate::event::{Comm, Errno, Proto, TwEnd};
+
+const CLIENT: u32 = 100;
+const SERVER: u32 = 200;
+
+fn owner(pid: u32, source: OwnerSource) -> Owner {
+    let mut comm = [0u8; 16];
+    comm[..4].copy_from_slice(b"test");
+    Owner {
+        pid,
+        tid: pid,
+        uid: 0,
+        comm: Comm::new(&comm),
+        cgroup_id: 1,
+        source,
+    }
+}
+
+fn ev(
+    ms: u64,
+    sock: u64,
+    pid: Option<u32>,
+    (local, remote): (&str, &str),
+    (old, new): (TcpState, TcpState),
+    info: StateInfo,
+) -> Event {
+    Event {
+        mono_ns: ms * 1_000_000,
+        owner: pid.map_or(Owner::UNKNOWN, |p| owner(p, OwnerSource::Syscall)),
+        proto: Proto::Tcp,
+        sock: Some(SockId(sock)),
+        netns: 1,
+        detail: Detail::State {
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            old,
+            new,
+            info,
+        },
+    }
+}
+
+fn run(tracker: &mut Tracker, events: Vec<Event>) -> Vec<Record> {
+    let mut out = Vec::new();
+    for e in events {
+        tracker.observe(e, &mut out);
+    }
+    out
+}
+
+fn states(records: &[Record], sock: u64) -> Vec<(TcpState, TcpState)> {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Event(Event {
+                sock: Some(SockId(s)),
+                detail: Detail::State { old, new, .. },
+                ..
+            }) if *s == sock => Some((*old, *new)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn close(records: &[Record], sock: u64) -> &super::Close {
+    let closes: Vec<&super::Close> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Close(c) if c.sock == SockId(sock) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closes.len(), 1, "{records:#?}");
+    closes[0]
+}
+
+use TcpState::*;
+
+const C: (&str, &str) = ("127.0.0.1:40000", "127.0.0.1:8080");
+const S: (&str, &str) = ("127.0.0.1:8080", "127.0.0.1:40000");
+const NONE: StateInfo = StateInfo {
+    sk_err: Errno(0),
+    rst_received: false,
+    rst_sent: false,
+    peer_fin: false,
+    bytes_acked: 0,
+    bytes_received: 0,
+    tw_end: None,
+};
+
+/// Client closes first: 1000 bytes out, 3000 back.
+fn conversation() -> Vec<Event> {
+    let fin = StateInfo {
+        peer_fin: true,
+        ..NONE
+    };
+    vec![
+        ev(
+            0,
+            1,
+            Some(SERVER),
+            ("127.0.0.1:8080", "0.0.0.0:0"),
+            (Close, Listen),
+            NONE,
+        ),
+        ev(
+            1,
+            2,
+            Some(CLIENT),
+            ("127.0.0.1:0", "127.0.0.1:8080"),
+            (Close, SynSent),
+            NONE,
+        ),
+        ev(2, 2, Some(CLIENT), C, (SynSent, Established), NONE),
+        ev(2, 3, Some(SERVER), S, (Listen, SynRecv), NONE),
+        ev(3, 3, Some(SERVER), S, (SynRecv, Established), NONE),
+        ev(10, 2, Some(CLIENT), C, (Established, FinWait1), NONE),
+        ev(10, 3, Some(SERVER), S, (Established, CloseWait), fin),
+        ev(11, 3, Some(SERVER), S, (CloseWait, LastAck), fin),
+        ev(11, 2, Some(CLIENT), C, (FinWait1, FinWait2), NONE),
+        ev(
+            11,
+            2,
+            Some(CLIENT),
+            C,
+            (FinWait2, Close),
+            StateInfo {
+                bytes_acked: 1002,
+                bytes_received: 3001,
+                ..fin
+            },
+        ),
+        ev(
+            12,
+            3,
+            Some(SERVER),
+            S,
+            (LastAck, Close),
+            StateInfo {
+                bytes_acked: 3001,
+                bytes_received: 1001,
+                ..fin
+            },
+        ),
+        ev(
+            20,
+            1,
+            Some(SERVER),
+            ("127.0.0.1:8080", "0.0.0.0:0"),
+            (Listen, Close),
+            NONE,
+        ),
+    ]
+}
+
+#[test]
+fn the_active_closer_enters_time_wait() {
+    let mut t = Tracker::new(16);
+    let out = run(&mut t, conversation());
+    assert_eq!(
+        states(&out, 2),
+        [
+            (Close, SynSent),
+            (SynSent, Established),
+            (Established, FinWait1),
+            (FinWait1, FinWait2),
+            (FinWait2, TimeWait)
+        ]
+    );
+    let c = close(&out, 2);
+    assert_eq!(
+        (c.opener, c.closed_first, c.time_wait),
+        (Opener::Active, Some(Side::Local), true)
+    );
+    assert_eq!(
+        (c.bytes_sent, c.bytes_received),
+        (1000, 3000),
+        "SYN and FINs are not data"
+    );
+    assert_eq!(
+        (c.duration_ns, c.failure, c.reset_by),
+        (10_000_000, None, None)
+    );
+    assert_eq!(
+        c.spent,
+        [
+            (SynSent, 1_000_000),
+            (Established, 8_000_000),
+            (FinWait1, 1_000_000),
+            (FinWait2, 0)
+        ]
+    );
+    let s = close(&out, 3);
+    assert_eq!(
+        (s.opener, s.closed_first, s.time_wait),
+        (Opener::Passive, Some(Side::Remote), false)
+    );
+    assert_eq!((s.bytes_sent, s.bytes_received), (3000, 1000));
+    assert_eq!(s.owner.pid, SERVER);
+    assert!(
+        !out.iter()
+            .any(|r| matches!(r, Record::Close(c) if c.sock == SockId(1))),
+        "listener"
+    );
+    assert_eq!(
+        (t.timewaits.len(), t.len()),
+        (1, 0),
+        "only the TIME_WAIT remains"
+    );
+}
+
+#[test]
+fn time_wait_ends_when_a_dump_misses_it_or_by_expiry() {
+    let mut t = Tracker::new(16);
+    run(&mut t, conversation());
+    let mut ended = Vec::new();
+    // Still there at the next dump: nothing ends.
+    t.timewaits
+        .reconcile(&[SockId(2)].into(), 1_000_000_000, &mut ended);
+    assert!(ended.is_empty());
+    // Gone 2 s in: ended early (reuse, RST), seen by that dump.
+    t.timewaits
+        .reconcile(&Default::default(), 2_000_000_000, &mut ended);
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].mono_ns, 2_000_000_000);
+    let Detail::State { old, new, info, .. } = ended[0].detail else {
+        panic!()
+    };
+    assert_eq!(
+        (old, new, info.tw_end),
+        (TimeWait, Close, Some(TwEnd::Observed))
+    );
+    assert_eq!(ended[0].owner.pid, CLIENT);
+
+    // Gone after its 60 s: it expired, at exactly entry + 60 s.
+    let mut t = Tracker::new(16);
+    run(&mut t, conversation());
+    let mut ended = Vec::new();
+    t.timewaits
+        .reconcile(&Default::default(), 75_000_000_000, &mut ended);
+    assert_eq!(ended[0].mono_ns, 11_000_000 + TW_LEN_NS);
+    let Detail::State { info, .. } = ended[0].detail else {
+        panic!()
+    };
+    assert_eq!(info.tw_end, Some(TwEnd::Timeout));
+}
+
+#[test]
+fn a_dump_started_before_the_entry_does_not_end_it() {
+    let mut t = Tracker::new(16);
+    run(&mut t, conversation());
+    let mut ended = Vec::new();
+    t.timewaits
+        .reconcile(&Default::default(), 5_000_000, &mut ended);
+    assert!(ended.is_empty());
+    assert_eq!(t.timewaits.len(), 1);
+}
+
+#[test]
+fn refused_and_timed_out_connects() {
+    let mut t = Tracker::new(16);
+    let refused = StateInfo {
+        sk_err: Errno(111),
+        rst_received: true,
+        ..NONE
+    };
+    let timed_out = StateInfo {
+        sk_err: Errno(110),
+        ..NONE
+    };
+    let out = run(
+        &mut t,
+        vec![
+            ev(
+                0,
+                5,
+                Some(CLIENT),
+                ("127.0.0.1:0", "127.0.0.1:9"),
+                (Close, SynSent),
+                NONE,
+            ),
+            ev(
+                1,
+                5,
+                Some(CLIENT),
+                ("127.0.0.1:0", "127.0.0.1:9"),
+                (SynSent, Close),
+                refused,
+            ),
+            ev(
+                0,
+                6,
+                Some(CLIENT),
+                ("10.0.0.1:0", "10.0.0.2:80"),
+                (Close, SynSent),
+                NONE,
+            ),
+            ev(
+                3000,
+                6,
+                Some(CLIENT),
+                ("10.0.0.1:0", "10.0.0.2:80"),
+                (SynSent, Close),
+                timed_out,
+            ),
+        ],
+    );
+    let c = close(&out, 5);
+    assert_eq!(
+        c.failure,
+        Some(Failure {
+            reason: close::Reason::Refused,
+            errno: Errno(111)
+        })
+    );
+    assert_eq!(c.reset_by, Some(Side::Remote));
+    let c = close(&out, 6);
+    assert_eq!(c.failure.unwrap().reason, close::Reason::TimedOut);
+    assert_eq!(c.reset_by, None);
+}
+
+#[test]
+fn an_abort_is_a_reset_we_sent() {
+    let mut t = Tracker::new(16);
+    let out = run(
+        &mut t,
+        vec![
+            ev(
+                0,
+                7,
+                Some(CLIENT),
+                ("127.0.0.1:0", "127.0.0.1:8080"),
+                (Close, SynSent),
+                NONE,
+            ),
+            ev(1, 7, Some(CLIENT), C, (SynSent, Established), NONE),
+            ev(2, 7, Some(CLIENT), C, (Established, Close), NONE),
+        ],
+    );
+    let c = close(&out, 7);
+    assert_eq!(
+        (c.reset_by, c.failure, c.time_wait),
+        (Some(Side::Local), None, false)
+    );
+}
+
+#[test]
+fn owners_from_the_snapshot_fill_unknown_ones() {
+    let mut t = Tracker::new(16);
+    let server = owner(SERVER, OwnerSource::Cached);
+    t.preload(
+        [
+            Known {
+                sock: SockId(1),
+                state: Listen,
+                local: "127.0.0.1:8080".parse().unwrap(),
+                remote: "0.0.0.0:0".parse().unwrap(),
+                owner: server.clone(),
+            },
+            Known {
+                sock: SockId(9),
+                state: Established,
+                local: "127.0.0.1:5000".parse().unwrap(),
+                remote: "127.0.0.1:6000".parse().unwrap(),
+                owner: owner(CLIENT, OwnerSource::Cached),
+            },
+        ],
+        0,
+    );
+    let out = run(
+        &mut t,
+        vec![
+            // A connection to the pre-existing listener: the kernel never
+            // saw the listener's owner.
+            ev(1, 3, None, S, (Listen, SynRecv), NONE),
+            // A pre-existing connection ends; its owner comes from the snapshot.
+            ev(
+                2,
+                9,
+                None,
+                ("127.0.0.1:5000", "127.0.0.1:6000"),
+                (Established, FinWait1),
+                NONE,
+            ),
+        ],
+    );
+    let owners: Vec<(u32, OwnerSource)> = out
+        .iter()
+        .map(|r| match r {
+            Record::Event(e) => (e.owner.pid, e.owner.source),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        owners,
+        [(SERVER, OwnerSource::Cached), (CLIENT, OwnerSource::Cached)]
+    );
+}
+
+#[test]
+fn zero_ports_are_filled_from_what_the_socket_showed() {
+    let mut t = Tracker::new(16);
+    let out = run(
+        &mut t,
+        vec![
+            ev(
+                0,
+                4,
+                Some(SERVER),
+                ("127.0.0.1:8080", "127.0.0.1:0"),
+                (Listen, SynRecv),
+                NONE,
+            ),
+            ev(1, 4, Some(SERVER), S, (SynRecv, Established), NONE),
+        ],
+    );
+    assert_eq!(t.len(), 1);
+    let Record::Event(first) = &out[0] else {
+        panic!()
+    };
+    let Detail::State { remote, .. } = first.detail else {
+        panic!()
+    };
+    assert_eq!(
+        remote.port(),
+        0,
+        "not known yet when the first event went out"
+    );
+    let Record::Event(second) = &out[1] else {
+        panic!()
+    };
+    let Detail::State { remote, .. } = second.detail else {
+        panic!()
+    };
+    assert_eq!(remote.port(), 40000);
+}
+
+#[test]
+fn the_table_is_bounded_and_counts_what_it_drops() {
+    let mut t = Tracker::new(4);
+    let opens: Vec<Event> = (0..10)
+        .map(|i| {
+            ev(
+                i,
+                100 + i,
+                Some(CLIENT),
+                ("127.0.0.1:0", "127.0.0.1:80"),
+                (Close, SynSent),
+                NONE,
+            )
+        })
+        .collect();
+    run(&mut t, opens);
+    assert_eq!((t.len(), t.evicted), (4, 6));
+}

@@ -1,0 +1,119 @@
+//! TIME_WAIT sockets after their full socket is gone. The kernel reports
+//! no event when a timewait mini-socket ends, so we learn it from sock_diag
+//! dumps (what `ss -tan state time-wait` sees): an entry missing from a dump
+//! has ended. Where we know when it started, its end by expiry is exact
+//! (entry + 60 s); an earlier end (reuse, RST) is known to the poll period.
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+};
+
+use crate::event::{Detail, Event, Owner, Proto, SockId, StateInfo, TcpState, TwEnd};
+
+/// `TCP_TIMEWAIT_LEN`: 60 s in every kernel (not a sysctl).
+pub const TW_LEN_NS: u64 = 60_000_000_000;
+
+#[derive(Clone, Debug)]
+struct Entry {
+    local: SocketAddr,
+    remote: SocketAddr,
+    owner: Owner,
+    netns: u32,
+    /// When it entered TIME_WAIT; `None` if it already was at start.
+    since_ns: Option<u64>,
+}
+
+#[derive(Default)]
+pub struct TimeWaits {
+    entries: HashMap<SockId, Entry>,
+}
+
+impl TimeWaits {
+    pub fn enter(
+        &mut self,
+        sock: SockId,
+        local: SocketAddr,
+        remote: SocketAddr,
+        owner: Owner,
+        netns: u32,
+        since_ns: Option<u64>,
+    ) {
+        self.entries.insert(
+            sock,
+            Entry {
+                local,
+                remote,
+                owner,
+                netns,
+                since_ns,
+            },
+        );
+    }
+
+    /// Sockets in TIME_WAIT now, as far as we know.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// A dump that started at `dump_ns` listed `present`. Every entry that
+    /// was already in TIME_WAIT then and is missing has ended: appends its
+    /// `TIME_WAIT -> CLOSE` to `out`.
+    pub fn reconcile(&mut self, present: &HashSet<SockId>, dump_ns: u64, out: &mut Vec<Event>) {
+        let mut ended: Vec<SockId> = self
+            .entries
+            .iter()
+            .filter(|(sock, e)| {
+                !present.contains(sock) && e.since_ns.is_none_or(|since| since < dump_ns)
+            })
+            .map(|(sock, _)| *sock)
+            .collect();
+        ended.sort();
+        for sock in ended {
+            let entry = self.entries.remove(&sock).expect("listed above");
+            let (mono_ns, how) = match entry.since_ns {
+                Some(since) if since + TW_LEN_NS <= dump_ns => (since + TW_LEN_NS, TwEnd::Timeout),
+                _ => (dump_ns, TwEnd::Observed),
+            };
+            out.push(end_event(sock, entry, mono_ns, how));
+        }
+    }
+
+    /// At exit: every entry still waiting ends by expiry, if we know when
+    /// it began (computed, not observed).
+    pub fn expire_all(&mut self, out: &mut Vec<Event>) {
+        let mut known: Vec<(SockId, Entry)> = self
+            .entries
+            .drain()
+            .filter(|(_, e)| e.since_ns.is_some())
+            .collect();
+        known.sort_by_key(|(sock, e)| (e.since_ns, *sock));
+        for (sock, entry) in known {
+            let at = entry.since_ns.unwrap_or_default() + TW_LEN_NS;
+            out.push(end_event(sock, entry, at, TwEnd::Timeout));
+        }
+    }
+}
+
+fn end_event(sock: SockId, e: Entry, mono_ns: u64, how: TwEnd) -> Event {
+    Event {
+        mono_ns,
+        owner: e.owner,
+        proto: Proto::Tcp,
+        sock: Some(sock),
+        netns: e.netns,
+        detail: Detail::State {
+            local: e.local,
+            remote: e.remote,
+            old: TcpState::TimeWait,
+            new: TcpState::Close,
+            info: StateInfo {
+                tw_end: Some(how),
+                ..StateInfo::default()
+            },
+        },
+    }
+}
