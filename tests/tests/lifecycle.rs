@@ -530,3 +530,129 @@ fn more_connections_than_the_tracker_holds() {
         "{summary}"
     );
 }
+
+/// The cgroup v2 mount (`/sys/fs/cgroup/unified` on hybrid hosts).
+fn cgroup_v2_root() -> std::path::PathBuf {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mountinfo
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let mut f = left.split_whitespace();
+            (right.starts_with("cgroup2 ") && f.nth(3)? == "/").then(|| f.next().unwrap().into())
+        })
+        .expect("cgroup v2 is mounted")
+}
+
+/// A cgroup of the test's own, removed when dropped.
+struct TestCgroup(std::path::PathBuf);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn events_name_the_cgroup_and_the_container() {
+    use std::os::unix::{fs::MetadataExt as _, process::CommandExt as _};
+    require_root();
+    let id = format!("{:064x}", std::process::id());
+    let name = format!("docker-{id}.scope");
+    let cgroup = TestCgroup(cgroup_v2_root().join(&name));
+    std::fs::create_dir(&cgroup.0).unwrap();
+    let inode = std::fs::metadata(&cgroup.0).unwrap().ino();
+
+    let mut tracer = Tracer::start(&[]);
+    let port = free_port("127.0.0.1").to_string();
+    let procs = cgroup.0.join("cgroup.procs");
+    let mut cmd = Command::new(sockops_bin());
+    cmd.args(["connect", "127.0.0.1", &port]);
+    // SAFETY: only a write(2) between fork and exec: into the cgroup.
+    unsafe { cmd.pre_exec(move || std::fs::write(&procs, b"0")) };
+    let op = Op::spawn(cmd);
+    let pid = op.pid();
+    op.wait();
+    let events = tracer.wait_for("the close record", |ev| {
+        of_type(ev, "close").any(|e| e["pid"] == pid)
+    });
+    for e in events.iter().filter(|e| e["pid"] == pid) {
+        assert_eq!(e["cgroup_id"], inode, "{e}");
+        assert_eq!(e["cgroup"], format!("/{name}"), "{e}");
+        assert_eq!(e["container"], id.as_str(), "{e}");
+    }
+}
+
+#[test]
+fn time_wait_ended_by_reuse_is_seen_gone() {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut c, _) = listener.accept().unwrap();
+            c.read_exact(&mut vec![0; REQ as usize]).unwrap();
+            c.write_all(&vec![0; REPLY as usize]).unwrap();
+            let _ = c.read_to_end(&mut Vec::new());
+        }
+    });
+    let lport = free_port("127.0.0.1");
+    let client = || {
+        let mut cmd = Command::new(sockops_bin());
+        cmd.args(["tcp-client", "127.0.0.1", &port.to_string()])
+            .args([REQ.to_string(), REPLY.to_string(), "close".into()])
+            .env("SOCKOPS_LOCAL_PORT", lport.to_string());
+        Op::spawn(cmd)
+    };
+    let mut tracer = Tracer::start(&["--tw-poll", "0.2"]);
+    let first = client();
+    let pid = first.pid();
+    first.wait();
+    let events = tracer.wait_for("the first client's TIME_WAIT", |ev| {
+        of_type(ev, "close").any(|e| e["pid"] == pid && e["time_wait"] == true)
+    });
+    let sock = sock_by_ports(events, lport as u64, port as u64).unwrap();
+    // What the events say is in TIME_WAIT is what ss sees.
+    let ours: Vec<String> = of_type(events, "state")
+        .filter(|e| e["new_state"] == "TIME_WAIT" && e["sport"] == lport)
+        .map(|e| {
+            format!(
+                "{}:{} {}:{}",
+                e["saddr"].as_str().unwrap(),
+                e["sport"],
+                e["daddr"].as_str().unwrap(),
+                e["dport"]
+            )
+        })
+        .collect();
+    let filter = format!("sport = :{lport}");
+    let ss = Command::new("ss")
+        .args(["-tanH", "state", "time-wait", &filter])
+        .output()
+        .unwrap();
+    let seen: Vec<String> = String::from_utf8_lossy(&ss.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().skip(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(ours, seen);
+    // Linux lets a connect reuse a loopback TIME_WAIT (tcp_tw_reuse=2) once
+    // its last timestamp is a second old.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    client().wait();
+    server.join().unwrap();
+    let events = tracer.wait_for("the TIME_WAIT to be seen gone", |ev| {
+        states_of(ev, &sock)
+            .iter()
+            .any(|e| e["old_state"] == "TIME_WAIT")
+    });
+    let states = states_of(events, &sock);
+    let end = states.last().unwrap();
+    assert_eq!(
+        (&end["new_state"], &end["timewait_end"]),
+        (&"CLOSE".into(), &"observed".into())
+    );
+    assert_eq!(
+        (&end["pid"], &end["sport"], &end["dport"]),
+        (&pid.into(), &lport.into(), &port.into())
+    );
+}

@@ -122,6 +122,8 @@ pub struct Owner {
     pub comm: Comm,
     /// cgroup v2 id of the task.
     pub cgroup_id: u64,
+    /// What `cgroup_id` names, once resolved (see `proc::Cgroups`).
+    pub cgroup: Option<std::sync::Arc<crate::proc::Cgroup>>,
     pub source: OwnerSource,
 }
 
@@ -133,6 +135,7 @@ impl Owner {
         uid: 0,
         comm: Comm::EMPTY,
         cgroup_id: 0,
+        cgroup: None,
         source: OwnerSource::Unknown,
     };
 
@@ -147,6 +150,7 @@ impl Owner {
             uid: raw.uid,
             comm: Comm::new(&raw.comm),
             cgroup_id: raw.cgroup_id,
+            cgroup: None,
             source,
         }
     }
@@ -378,6 +382,7 @@ impl Event {
                 uid: 0,
                 comm: Comm::new(&raw),
                 cgroup_id: 1,
+                cgroup: None,
                 source: OwnerSource::Syscall,
             },
             proto,

@@ -1,10 +1,13 @@
-//! Who holds a socket, from /proc (as `ss -p` finds out): for sockets that
-//! existed before socktrace started, which the kernel programs never saw.
+//! Process details from /proc and cgroupfs: who holds a socket (as `ss -p`
+//! finds out), for sockets that predate us; and which cgroup (and
+//! container) a cgroup id names.
 use std::{
     collections::HashMap,
     fs,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
 use crate::event::{Comm, Owner, OwnerSource};
@@ -63,6 +66,7 @@ fn process(pid: u32, cgroup_root: Option<&Path>) -> Owner {
         uid,
         comm: Comm::new(&raw),
         cgroup_id: cgroup_root.map_or(0, |root| cgroup_id(pid, root)),
+        cgroup: None,
         source: OwnerSource::Cached,
     }
 }
@@ -79,9 +83,127 @@ fn cgroup_id(pid: u32, root: &Path) -> u64 {
         .map_or(0, |m| m.ino())
 }
 
+/// A cgroup: its path below the cgroup v2 root and the container it is,
+/// when the path names one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cgroup {
+    pub path: Arc<str>,
+    pub container: Option<Arc<str>>,
+}
+
+/// cgroup ids (the inode numbers of cgroup v2 directories) to cgroups,
+/// cached. An unknown id triggers a walk of the tree, at most once a second.
+pub struct Cgroups {
+    root: Option<PathBuf>,
+    known: HashMap<u64, Arc<Cgroup>>,
+    last_walk: Option<Instant>,
+}
+
+const REWALK_AFTER: Duration = Duration::from_secs(1);
+
+impl Cgroups {
+    pub fn new(root: Option<PathBuf>) -> Cgroups {
+        Cgroups {
+            root,
+            known: HashMap::new(),
+            last_walk: None,
+        }
+    }
+
+    /// Fills in `owner.cgroup` from its id.
+    pub fn resolve(&mut self, owner: &mut Owner) {
+        if owner.cgroup.is_none() {
+            owner.cgroup = self.get(owner.cgroup_id);
+        }
+    }
+
+    pub fn get(&mut self, id: u64) -> Option<Arc<Cgroup>> {
+        if id == 0 {
+            return None;
+        }
+        if let Some(cgroup) = self.known.get(&id) {
+            return Some(Arc::clone(cgroup));
+        }
+        let root = self.root.as_ref()?;
+        if self.last_walk.is_some_and(|at| at.elapsed() < REWALK_AFTER) {
+            return None;
+        }
+        self.last_walk = Some(Instant::now());
+        walk(root, Path::new("/"), &mut self.known);
+        self.known.get(&id).cloned()
+    }
+}
+
+fn walk(dir: &Path, rel: &Path, known: &mut HashMap<u64, Arc<Cgroup>>) {
+    let Ok(meta) = fs::metadata(dir) else {
+        return;
+    };
+    let path: Arc<str> = rel.to_string_lossy().into();
+    known.entry(meta.ino()).or_insert_with(|| {
+        Arc::new(Cgroup {
+            container: container_id(&path).map(Arc::from),
+            path,
+        })
+    });
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            walk(&entry.path(), &rel.join(entry.file_name()), known);
+        }
+    }
+}
+
+/// The container id in a cgroup path, for the layouts of Docker
+/// (`docker-ID.scope`, `/docker/ID`), containerd (`cri-containerd-ID.scope`,
+/// `/kubepods/.../ID`), CRI-O (`crio-ID.scope`) and Podman (`libpod-ID`).
+pub fn container_id(path: &str) -> Option<&str> {
+    let is_id = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    path.rsplit('/').find_map(|part| {
+        let part = part.strip_suffix(".scope").unwrap_or(part);
+        let id = ["docker-", "cri-containerd-", "crio-", "libpod-"]
+            .iter()
+            .find_map(|prefix| part.strip_prefix(prefix))
+            .unwrap_or(part);
+        is_id(id).then_some(id)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_ids_of_common_runtimes() {
+        let id = "4c0f9e2b8f1d3a5b6c7d8e9f00112233445566778899aabbccddeeff00112233";
+        for path in [
+            format!("/system.slice/docker-{id}.scope"),
+            format!("/docker/{id}"),
+            format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{id}.scope"
+            ),
+            format!("/kubepods/besteffort/pod0a1b/{id}"),
+            format!("/machine.slice/libpod-{id}.scope/container"),
+            format!("/kubepods.slice/crio-{id}.scope"),
+        ] {
+            assert_eq!(container_id(&path), Some(id), "{path}");
+        }
+        assert_eq!(container_id("/system.slice/ssh.service"), None);
+        assert_eq!(container_id("/"), None);
+    }
+
+    #[test]
+    fn resolves_the_root_cgroup() {
+        let Some(root) = crate::probe::cgroup_v2_root() else {
+            panic!("cgroup v2 is not mounted on this machine");
+        };
+        let id = fs::metadata(&root).unwrap().ino();
+        let mut cgroups = Cgroups::new(Some(root));
+        let cgroup = cgroups.get(id).expect("the root cgroup");
+        assert_eq!((&*cgroup.path, cgroup.container.as_deref()), ("/", None));
+        assert_eq!(cgroups.get(u64::MAX), None, "unknown ids are not invented");
+    }
 
     #[test]
     fn parses_socket_links() {

@@ -20,7 +20,7 @@ use crate::{
     event::{self, Owner, SockId},
     output::{Json, Render, Text, TextMode},
     probe::{self, Options, Probe},
-    proc,
+    proc::{self, Cgroups},
     source::{KernelCounters, Source},
     summary::Summary,
     track::{Known, Record, Tracker},
@@ -67,7 +67,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<Summary> {
 
     // After attaching, so a socket opened meanwhile is in one or the other.
     let now = clock.mono_now();
-    let existing = snapshot().context("snapshot of existing sockets (sock_diag)")?;
+    let mut existing = snapshot().context("snapshot of existing sockets (sock_diag)")?;
+    for known in &mut existing {
+        pipeline.cgroups.resolve(&mut known.owner);
+    }
     if args.snapshot {
         for known in &existing {
             render.record(&Record::Existing(known.clone(), now), &mut out.buf);
@@ -156,6 +159,7 @@ fn snapshot() -> io::Result<Vec<Known>> {
 
 /// Decode, track and render, counting as we go.
 struct Pipeline {
+    cgroups: Cgroups,
     tracker: Tracker,
     summary: Summary,
     records: Vec<Record>,
@@ -164,6 +168,7 @@ struct Pipeline {
 impl Pipeline {
     fn new(track_limit: usize) -> Pipeline {
         Pipeline {
+            cgroups: Cgroups::new(probe::cgroup_v2_root()),
             tracker: Tracker::new(track_limit),
             summary: Summary::default(),
             records: Vec::new(),
@@ -172,12 +177,16 @@ impl Pipeline {
 
     fn drain(&mut self, source: &mut Source, render: &mut dyn Render, out: &mut String) {
         let Pipeline {
+            cgroups,
             tracker,
             summary,
             records,
         } = self;
         source.drain(|bytes| match event::decode(bytes) {
-            Ok(event) => tracker.observe(event, records),
+            Ok(mut event) => {
+                cgroups.resolve(&mut event.owner);
+                tracker.observe(event, records);
+            }
             Err(err) => {
                 if summary.malformed == 0 {
                     log::warn!("skipping malformed ring record: {err}");

@@ -8,7 +8,8 @@
 //!       after the client does) or `first` (close first)
 //!   sockops tcp-client IP PORT REQ REPLY MODE   connect, send REQ bytes,
 //!       read REPLY; MODE: `close` (close first), `wait` (close after the
-//!       server does) or `rst` (close with SO_LINGER 0: a reset)
+//!       server does) or `rst` (close with SO_LINGER 0: a reset). With
+//!       SOCKOPS_LOCAL_PORT set, connect from that port (SO_REUSEADDR).
 //!   sockops fork-client IP PORT REQ REPLY   connect, then fork: the child
 //!       talks and closes, the parent drops its copy; reports both pids
 //!   sockops pair IP     a listener, a client and the accepted end in one
@@ -130,6 +131,11 @@ fn tcp_server(ip: IpAddr, req: usize, reply: usize, mode: &str) -> io::Result<()
 
 fn tcp_client(to: SocketAddr, req: usize, reply: usize, mode: &str) -> io::Result<()> {
     let s = tcp_socket(to.ip())?;
+    if let Ok(port) = std::env::var("SOCKOPS_LOCAL_PORT") {
+        s.set_reuse_address(true)?;
+        let port = port.parse().map_err(io::Error::other)?;
+        s.bind(&SocketAddr::new(to.ip(), port).into())?;
+    }
     s.connect(&to.into())?;
     say(json!({"pid": std::process::id(), "port": local_port(&s)}));
     if mode == "rst" {

@@ -45,12 +45,15 @@ impl Serialize for OwnerFields<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let o = self.0;
         let known = o.is_known();
-        let mut map = s.serialize_map(Some(6))?;
+        let cgroup = o.cgroup.as_deref().filter(|_| known);
+        let mut map = s.serialize_map(Some(8))?;
         map.serialize_entry("pid", &known.then_some(o.pid))?;
         map.serialize_entry("tid", &known.then_some(o.tid))?;
         map.serialize_entry("uid", &known.then_some(o.uid))?;
         map.serialize_entry("comm", &known.then(|| o.comm.as_str()))?;
         map.serialize_entry("cgroup_id", &known.then_some(o.cgroup_id))?;
+        map.serialize_entry("cgroup", &cgroup.map(|c| &*c.path))?;
+        map.serialize_entry("container", &cgroup.and_then(|c| c.container.as_deref()))?;
         map.serialize_entry("owner_source", &o.source)?;
         map.end()
     }
@@ -333,6 +336,7 @@ mod tests {
             serde_json::json!({
                 "type": "bind", "time": "2026-11-25T14:55:01.000000007Z",
                 "pid": 7, "tid": 7, "uid": 0, "comm": "nc", "cgroup_id": 1,
+                "cgroup": null, "container": null,
                 "owner_source": "syscall", "proto": "udp", "family": "ipv4",
                 "netns": 4026531840u32, "sock": "abc",
                 "addr": "0.0.0.0", "port": 5353, "requested_port": 5353,

@@ -15,6 +15,7 @@ fn owner(pid: u32, source: OwnerSource) -> Owner {
         uid: 0,
         comm: Comm::new(&comm),
         cgroup_id: 1,
+        cgroup: None,
         source,
     }
 }
