@@ -121,7 +121,7 @@ impl Text {
     fn close(&mut self, c: &Close, out: &mut String) {
         self.time.write(c.mono_ns, out);
         owner_columns(&c.owner, out);
-        let kb = |bytes: u64| bytes.div_ceil(1024);
+        let kb = |bytes: u64| bytes / 1024; // as tcplife rounds
         let _ = write!(
             out,
             "{:<24} {:<24} {:<8} {:<8} {:<10.3} {:<7} {}",
@@ -144,18 +144,18 @@ impl Text {
 fn tw_end_words(how: crate::event::TwEnd) -> &'static str {
     match how {
         crate::event::TwEnd::Observed => "seen gone",
-        crate::event::TwEnd::Timeout => "expired",
+        crate::event::TwEnd::Timeout => "60 s expiry",
     }
 }
 
 /// How a connection ended, in a few words.
 fn end_words(c: &Close) -> String {
     if let Some(f) = c.failure {
-        let errno = f.errno.name().unwrap_or_default();
-        return format!("{:?} {errno}", f.reason)
-            .to_lowercase()
-            .trim()
-            .to_string();
+        let reason = format!("{:?}", f.reason).to_lowercase();
+        return match f.errno.name() {
+            Some(errno) => format!("{reason} ({errno})"),
+            None => reason,
+        };
     }
     match (c.reset_by, c.time_wait, c.closed_first) {
         (Some(Side::Local), ..) => "reset sent".into(),
@@ -274,7 +274,7 @@ mod tests {
         let line = render(TextMode::Lifecycles, &Record::Close(close));
         assert_eq!(
             line,
-            "000250 4242    curl            127.0.0.1:40000          127.0.0.1:80             2        1        2.500      active  time-wait\n"
+            "000250 4242    curl            127.0.0.1:40000          127.0.0.1:80             2        0        2.500      active  time-wait\n"
         );
     }
 }
