@@ -190,3 +190,32 @@ fn without_privileges_it_says_what_is_missing() {
     );
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn a_port_filter_drops_other_sockets_in_the_kernel() {
+    // Our sockets use other ports; nothing may reach the ring (the summary
+    // counts every record read from it, before any userspace filtering).
+    let wanted = free_port("127.0.0.1");
+    let tracer = Tracer::start(&["--port", &wanted.to_string(), "--duration", "2"]);
+    let report = Op::run(&["bind", "tcp", "127.0.0.1", "0"]);
+    let other = Op::start(&["tcp-server", "127.0.0.1", "1", "1", "wait"]);
+    let port = other.port().to_string();
+    Op::run(&["tcp-client", "127.0.0.1", &port, "1", "1", "close"]);
+    other.wait();
+    // And one bind of the wanted port, which must come through.
+    let wanted_bind = Op::run(&["bind", "udp", "127.0.0.1", &wanted.to_string()]);
+    let done = tracer.finish();
+    assert!(done.status.success(), "{}", done.stderr);
+    assert_ne!(report["port"], wanted);
+    let kinds: Vec<(&str, u64)> = done
+        .events
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap(), e["pid"].as_u64().unwrap_or(0)))
+        .collect();
+    assert_eq!(kinds, [("bind", wanted_bind["pid"].as_u64().unwrap())]);
+    let summary = done.stderr.lines().last().unwrap_or_default();
+    assert!(
+        summary.starts_with("socktrace: 1 events (state 0, bind 1, listen 0)"),
+        "{summary}"
+    );
+}

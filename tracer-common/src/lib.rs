@@ -237,7 +237,15 @@ pub struct Config {
     /// Wake the reader only once this many bytes wait in the ring; below it
     /// the reader's timer collects them. 0 wakes it for every record.
     pub wakeup_bytes: u64,
+    /// Report only sockets with one of these local or remote ports (the
+    /// first `filter_ports_len`); none when the length is 0.
+    pub filter_ports: [u16; MAX_FILTER_PORTS],
+    pub filter_ports_len: u32,
+    pub _pad: u32,
 }
+
+/// How many `--port` values the kernel can check.
+pub const MAX_FILTER_PORTS: usize = 8;
 
 impl Config {
     /// The all-zero value the kernel object is built with; the loader

@@ -5,6 +5,7 @@
 mod cookie;
 mod emit;
 mod field;
+mod filter;
 mod maps;
 mod owner;
 mod sock;

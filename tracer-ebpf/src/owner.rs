@@ -56,14 +56,13 @@ pub fn claim(info: &mut SockInfo, sk: *mut c_void) {
     info.sk = sk as u64;
 }
 
-/// Like [`claim`], but only if the current task is not the owner already.
+/// Like [`claim`], but only if the current process is not the owner
+/// already (threads of one process share their sockets; the first thread
+/// seen stays the `tid`).
 #[inline(always)]
 pub fn claim_if_new(info: &mut SockInfo, sk: *mut c_void) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if info.sk != sk as u64
-        || info.owner.pid != (pid_tgid >> 32) as u32
-        || info.owner.tid != pid_tgid as u32
-    {
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if info.sk != sk as u64 || info.owner.pid != pid {
         claim(info, sk);
     }
 }

@@ -7,6 +7,7 @@ use tracer_common::{IPPROTO_TCP, SOCK_RST_RECEIVED, SOCK_RST_SENT};
 
 use crate::{
     field::{cfg, uint},
+    filter::sock_wanted,
     maps::CONFIG,
     owner::{claim_if_new, info},
 };
@@ -22,6 +23,7 @@ fn is_tcp(sk: *mut c_void) -> bool {
     let k = &CONFIG.kernel;
     let base = sk as *const u8;
     !sk.is_null()
+        && sock_wanted(base)
         && !matches!(
             uint(base, cfg(&k.sk_state)),
             Ok(TCP_TIME_WAIT | TCP_NEW_SYN_RECV) | Err(_)

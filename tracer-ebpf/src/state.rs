@@ -12,6 +12,7 @@ use tracer_common::{IPPROTO_TCP, KIND_STATE, Owner, SOCK_PEER_FIN, StateRecord};
 use crate::{
     emit::{emit, header},
     field::cfg,
+    filter::sock_wanted,
     maps::CONFIG,
     owner::{claim, info, resolve},
     sock::{local_end, netns, optional, remote_end},
@@ -49,10 +50,15 @@ fn made_by_a_syscall(old: i32, new: i32) -> bool {
 fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i64> {
     let k = &CONFIG.kernel;
     let base = sk as *const u8;
+    if !sock_wanted(base) {
+        return Ok(());
+    }
     let local = local_end(base)?;
     if local.protocol != IPPROTO_TCP {
         return Ok(());
     }
+    let mut daddr = [0u8; 16];
+    let dport = remote_end(base, local.family, &mut daddr)?;
     let mut rec = StateRecord {
         header: header(KIND_STATE),
         // SAFETY: `sk` is the tracepoint's trusted socket pointer.
@@ -60,14 +66,15 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
         netns: netns(base),
         sk_err: optional(base, cfg(&k.sk_err)) as i32,
         saddr: local.addr,
+        daddr,
         sport: local.port,
+        dport,
         family: local.family,
         protocol: IPPROTO_TCP,
         old_state: old as u8,
         new_state: new as u8,
         ..StateRecord::default()
     };
-    rec.dport = remote_end(base, local.family, &mut rec.daddr)?;
     if let Some(info) = info(sk) {
         if made_by_a_syscall(old, new) {
             claim(info, sk);

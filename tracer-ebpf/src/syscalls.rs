@@ -10,12 +10,14 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use tracer_common::{
-    AF_INET, AF_INET6, BindRecord, COUNTER_UNPAIRED, Field, KIND_BIND, KIND_LISTEN, ListenRecord,
+    AF_INET, AF_INET6, BindRecord, COUNTER_UNPAIRED, Field, IPPROTO_TCP, KIND_BIND, KIND_LISTEN,
+    ListenRecord,
 };
 
 use crate::{
     emit::{emit, header},
     field::{cfg, uint},
+    filter::{ports_wanted, sock_wanted},
     maps::{ACCEPTED, CONFIG, SYSCALL_ARGS, SyscallArgs, bump},
     owner::current,
     sock::{Local, local_end, netns, optional, sock_of_fd},
@@ -150,6 +152,12 @@ fn bind_exit(ctx: &TracePointContext, args: &SyscallArgs, ret: i32) {
     let Some(local) = socket_after(ctx, args.fd, ret) else {
         return;
     };
+    let sa = args.addr as *const u8;
+    // SAFETY: bpf_probe_read_user checks the address.
+    let requested = u16::from_be(unsafe { bpf_probe_read_user(sa.add(2).cast()) }.unwrap_or(0));
+    if !ports_wanted(local.port, requested) {
+        return;
+    }
     let mut rec = BindRecord {
         header: header(KIND_BIND),
         owner: current(),
@@ -164,12 +172,10 @@ fn bind_exit(ctx: &TracePointContext, args: &SyscallArgs, ret: i32) {
     // What the caller asked for: `struct sockaddr_in` / `sockaddr_in6`.
     // The kernel has copied it already, so the page is present; if it was
     // not readable (EFAULT) the record still goes out, address zero.
-    let sa = args.addr as *const u8;
+    rec.requested_port = requested;
     // SAFETY: bpf_probe_read_user* check the address.
     unsafe {
         let family: u16 = bpf_probe_read_user(sa.cast()).unwrap_or(0);
-        let port: u16 = bpf_probe_read_user(sa.add(2).cast()).unwrap_or(0);
-        rec.requested_port = u16::from_be(port);
         let len = args.len_or_backlog;
         let _ = match family {
             AF_INET if local.family == AF_INET && len >= 16 => {
@@ -188,6 +194,9 @@ fn listen_exit(ctx: &TracePointContext, args: &SyscallArgs, ret: i32) {
     let Some(local) = socket_after(ctx, args.fd, ret) else {
         return;
     };
+    if !ports_wanted(local.port, 0) {
+        return;
+    }
     emit(&ListenRecord {
         header: header(KIND_LISTEN),
         owner: current(),
@@ -216,9 +225,11 @@ fn accept_exit(ctx: &TracePointContext) {
     if !(0..=i32::MAX as i64).contains(&fd) {
         return;
     }
-    if let Ok(sk) = sock_of_fd(fd as u32)
-        && let Ok(local) = local_end(sk)
-    {
-        let _ = ACCEPTED.insert(local.sock, current(), 0);
+    let Ok(sk) = sock_of_fd(fd as u32) else {
+        return;
+    };
+    let tcp = uint(sk, cfg(&CONFIG.kernel.sk_protocol)) == Ok(IPPROTO_TCP as u64);
+    if tcp && sock_wanted(sk) {
+        let _ = ACCEPTED.insert(sk as u64, current(), 0);
     }
 }

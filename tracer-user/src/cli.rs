@@ -42,6 +42,16 @@ pub struct WatchArgs {
     /// First print the TCP sockets that already exist, with their owners.
     #[arg(long)]
     pub snapshot: bool,
+    /// Only sockets with this local or remote port (repeatable, up to 8;
+    /// decided in the kernel, so other sockets cost almost nothing).
+    #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub ports: Vec<u16>,
+    /// Scheduling niceness of the reader, -20..19. Below 0 (the default) a
+    /// busy host cannot starve it into dropping events; 0 keeps the
+    /// scheduler's default share.
+    #[arg(long, value_name = "N", default_value_t = -10, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub nice: i32,
     /// The most connections followed at once (for close records); beyond
     /// it the oldest are dropped from tracking, and the summary says so.
     #[arg(long, value_name = "N", default_value_t = 1 << 18, value_parser = clap::value_parser!(u32).range(1..))]
@@ -52,11 +62,20 @@ pub struct WatchArgs {
 }
 
 impl Cli {
-    pub fn watch_args(self) -> WatchArgs {
-        match self.command {
+    /// The `watch` arguments, checked beyond what clap checks.
+    pub fn watch_args(self) -> Result<WatchArgs, String> {
+        let args = match self.command {
             Some(Command::Watch(args)) => args,
             None => self.watch,
+        };
+        if args.ports.len() > tracer_common::MAX_FILTER_PORTS {
+            return Err(format!(
+                "at most {} --port values, got {}",
+                tracer_common::MAX_FILTER_PORTS,
+                args.ports.len()
+            ));
         }
+        Ok(args)
     }
 }
 
@@ -83,11 +102,28 @@ mod tests {
     #[test]
     fn watch_is_the_default() {
         let cli = Cli::try_parse_from(["socktrace", "--json", "--duration", "1.5"]).unwrap();
-        let args = cli.watch_args();
+        let args = cli.watch_args().unwrap();
         assert!(args.json);
         assert_eq!(args.duration, Some(std::time::Duration::from_millis(1500)));
         let cli = Cli::try_parse_from(["socktrace", "watch", "--json"]).unwrap();
-        assert!(cli.watch_args().json);
+        assert!(cli.watch_args().unwrap().json);
+    }
+
+    #[test]
+    fn ports() {
+        let cli = Cli::try_parse_from(["socktrace", "--port", "80", "--port", "443"]).unwrap();
+        assert_eq!(cli.watch_args().unwrap().ports, [80, 443]);
+        let err = Cli::try_parse_from(["socktrace", "--port", "0"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        let nine: Vec<String> = (1..=9)
+            .flat_map(|p| ["--port".into(), p.to_string()])
+            .collect();
+        let cli =
+            Cli::try_parse_from(std::iter::once("socktrace".to_string()).chain(nine)).unwrap();
+        assert_eq!(
+            cli.watch_args().unwrap_err(),
+            "at most 8 --port values, got 9"
+        );
     }
 
     #[test]

@@ -20,6 +20,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let args = match cli.watch_args() {
+        Ok(args) => args,
+        Err(err) => {
+            eprintln!("socktrace: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -30,7 +37,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(watch::run(cli.watch_args())) {
+    match runtime.block_on(watch::run(args)) {
         Ok(summary) => {
             eprintln!("{summary}");
             ExitCode::SUCCESS

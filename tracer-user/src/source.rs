@@ -21,6 +21,9 @@ pub struct KernelCounters {
     pub unpaired: u64,
     /// Sockets whose owner storage could not be allocated.
     pub owner_failed: u64,
+    /// Times a program of ours did not run because another BPF program was
+    /// running on that CPU (from the kernel's program statistics).
+    pub recursion_misses: u64,
 }
 
 impl Source {
@@ -50,6 +53,7 @@ impl Source {
         n
     }
 
+    /// Our counters; `recursion_misses` is left for the caller to fill.
     pub fn counters(&self) -> io::Result<KernelCounters> {
         let sum = |index: u32| -> io::Result<u64> {
             let per_cpu = self.counters.get(&index, 0).map_err(io::Error::other)?;
@@ -59,6 +63,7 @@ impl Source {
             ring_drops: sum(COUNTER_RING_DROPS)?,
             unpaired: sum(COUNTER_UNPAIRED)?,
             owner_failed: sum(COUNTER_OWNER_FAILED)?,
+            recursion_misses: 0,
         })
     }
 }

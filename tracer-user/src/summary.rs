@@ -19,7 +19,7 @@ pub struct Summary {
 impl Summary {
     pub fn count(&mut self, record: &Record) {
         match record {
-            Record::Existing(..) => {}
+            Record::Existing(..) | Record::Loss(..) => {}
             Record::Close(_) => self.close += 1,
             Record::Event(e) => match e.detail {
                 Detail::State { .. } => self.state += 1,
@@ -36,8 +36,13 @@ impl fmt::Display for Summary {
         write!(
             f,
             "socktrace: {total} events (state {}, bind {}, listen {}), {} connections closed; \
-             lost {} (ring buffer full)",
-            self.state, self.bind, self.listen, self.close, self.kernel.ring_drops
+             lost {} (ring buffer full) + {} (another BPF program was running)",
+            self.state,
+            self.bind,
+            self.listen,
+            self.close,
+            self.kernel.ring_drops,
+            self.kernel.recursion_misses
         )?;
         let extra = [
             (self.malformed, "malformed records skipped"),
@@ -80,7 +85,7 @@ mod tests {
         assert_eq!(
             s.to_string(),
             "socktrace: 13 events (state 10, bind 2, listen 1), 3 connections closed; \
-             lost 3 (ring buffer full)"
+             lost 3 (ring buffer full) + 0 (another BPF program was running)"
         );
         let s = Summary {
             malformed: 1,
@@ -88,7 +93,7 @@ mod tests {
             kernel: KernelCounters {
                 ring_drops: 0,
                 unpaired: 2,
-                owner_failed: 0,
+                ..KernelCounters::default()
             },
             ..s
         };

@@ -45,8 +45,17 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<Summary> {
         attach_time,
     } = Probe::attach(&Options {
         wakeup_bytes: WAKEUP_BYTES,
+        ports: args.ports.clone(),
     })?;
     let mut source = Source::new(ring, counters).context("watching the ring buffer")?;
+    // SAFETY: setpriority on this process only.
+    if args.nice != 0 && unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, args.nice) } != 0 {
+        let err = io::Error::last_os_error();
+        eprintln!(
+            "socktrace: cannot set niceness {}: {err}; may drop events under load",
+            args.nice
+        );
+    }
     if mounted_tracefs {
         eprintln!("socktrace: mounted tracefs at /sys/kernel/tracing");
     }
@@ -61,19 +70,26 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<Summary> {
     } else {
         Box::new(Text::new(clock, TextMode::Events))
     };
-    let mut out = Output::new(io::stdout().lock());
+    let mut out = Output::new();
     let mut pipeline = Pipeline::new(args.track_limit as usize);
     render.preamble(&mut out.buf);
 
     // After attaching, so a socket opened meanwhile is in one or the other.
     let now = clock.mono_now();
     let mut existing = snapshot().context("snapshot of existing sockets (sock_diag)")?;
+    // The kernel filters events; the snapshot is ours to filter.
+    existing.retain(|k| {
+        args.ports.is_empty()
+            || args.ports.contains(&k.local.port())
+            || args.ports.contains(&k.remote.port())
+    });
     for known in &mut existing {
         pipeline.cgroups.resolve(&mut known.owner);
     }
     if args.snapshot {
         for known in &existing {
             render.record(&Record::Existing(known.clone(), now), &mut out.buf);
+            out.flush_if_full();
         }
     }
     pipeline.tracker.preload(existing, now);
@@ -111,34 +127,47 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<Summary> {
                 if let Some(logger) = logger.as_mut() {
                     logger.flush();
                 }
-                reported = report_losses(&source, reported)?;
+                let now = losses(&source, &programs)?;
+                pipeline.report_losses(reported, now, clock.mono_now(), render.as_mut(), &mut out);
+                reported = now;
             }
             _ = tw_tick.tick() => {
                 // Everything the kernel reported before the dump first, so
                 // entries into TIME_WAIT are known when we look for ends.
-                pipeline.drain(&mut source, render.as_mut(), &mut out.buf);
-                pipeline.poll_timewaits(clock.mono_now(), render.as_mut(), &mut out.buf)?;
+                pipeline.drain(&mut source, render.as_mut(), &mut out);
+                pipeline.poll_timewaits(clock.mono_now(), render.as_mut(), &mut out)?;
             }
         }
-        pipeline.drain(&mut source, render.as_mut(), &mut out.buf);
-        if out.flush().is_err() {
+        pipeline.drain(&mut source, render.as_mut(), &mut out);
+        out.flush();
+        if out.closed {
             break; // stdout closed (`| head`): stop quietly.
         }
     }
 
     // Detach first so nothing new arrives, then take what is left.
+    let mut last = losses(&source, &programs)?;
     drop(programs);
-    pipeline.drain(&mut source, render.as_mut(), &mut out.buf);
-    pipeline.finish(render.as_mut(), &mut out.buf);
-    let _ = out.flush();
+    pipeline.drain(&mut source, render.as_mut(), &mut out);
+    pipeline.finish(render.as_mut(), &mut out);
     if let Some(logger) = logger.as_mut() {
         logger.flush();
     }
-    let counters = source.counters()?;
-    report_losses(&source, reported)?;
-    pipeline.summary.kernel = counters;
+    let misses = last.recursion_misses;
+    last = source.counters()?;
+    last.recursion_misses = misses;
+    pipeline.report_losses(reported, last, clock.mono_now(), render.as_mut(), &mut out);
+    out.flush();
+    pipeline.summary.kernel = last;
     pipeline.summary.untracked = pipeline.tracker.evicted;
     Ok(pipeline.summary)
+}
+
+/// The kernel's loss counters now.
+fn losses(source: &Source, programs: &aya::Ebpf) -> anyhow::Result<KernelCounters> {
+    let mut counters = source.counters().context("reading loss counters")?;
+    counters.recursion_misses = probe::total_recursion_misses(programs);
+    Ok(counters)
 }
 
 /// Every TCP socket that exists now, with its owner from /proc.
@@ -175,17 +204,19 @@ impl Pipeline {
         }
     }
 
-    fn drain(&mut self, source: &mut Source, render: &mut dyn Render, out: &mut String) {
+    fn drain(&mut self, source: &mut Source, render: &mut dyn Render, out: &mut Output) {
         let Pipeline {
             cgroups,
             tracker,
             summary,
             records,
         } = self;
+        // Record by record, so nothing piles up however much is waiting.
         source.drain(|bytes| match event::decode(bytes) {
             Ok(mut event) => {
                 cgroups.resolve(&mut event.owner);
                 tracker.observe(event, records);
+                emit(records, summary, render, out);
             }
             Err(err) => {
                 if summary.malformed == 0 {
@@ -194,7 +225,6 @@ impl Pipeline {
                 summary.malformed += 1;
             }
         });
-        self.emit(render, out);
     }
 
     /// Looks for TIME_WAIT sockets that have ended since the last poll.
@@ -202,7 +232,7 @@ impl Pipeline {
         &mut self,
         now: u64,
         render: &mut dyn Render,
-        out: &mut String,
+        out: &mut Output,
     ) -> anyhow::Result<()> {
         if self.tracker.timewaits.is_empty() {
             return Ok(());
@@ -220,53 +250,97 @@ impl Pipeline {
     }
 
     /// At exit: TIME_WAITs we saw begin end by expiry (computed).
-    fn finish(&mut self, render: &mut dyn Render, out: &mut String) {
+    fn finish(&mut self, render: &mut dyn Render, out: &mut Output) {
         let mut ended = Vec::new();
         self.tracker.timewaits.expire_all(&mut ended);
         self.records.extend(ended.into_iter().map(Record::Event));
         self.emit(render, out);
     }
 
-    fn emit(&mut self, render: &mut dyn Render, out: &mut String) {
-        for record in self.records.drain(..) {
-            self.summary.count(&record);
-            render.record(&record, out);
+    fn emit(&mut self, render: &mut dyn Render, out: &mut Output) {
+        emit(&mut self.records, &mut self.summary, render, out);
+    }
+
+    /// Says what the kernel could not deliver since `before`: on stderr,
+    /// and as a `loss` record.
+    fn report_losses(
+        &mut self,
+        before: KernelCounters,
+        now: KernelCounters,
+        mono_ns: u64,
+        render: &mut dyn Render,
+        out: &mut Output,
+    ) {
+        let dropped = now.ring_drops - before.ring_drops;
+        let missed = now.recursion_misses - before.recursion_misses;
+        if dropped > 0 {
+            eprintln!(
+                "socktrace: lost {dropped} events: ring buffer full ({} lost so far)",
+                now.ring_drops
+            );
+        }
+        if missed > 0 {
+            eprintln!(
+                "socktrace: lost {missed} events: another BPF program was running \
+                 ({} lost so far)",
+                now.recursion_misses
+            );
+        }
+        if dropped > 0 || missed > 0 {
+            self.records.push(Record::Loss(now, mono_ns));
+            self.emit(render, out);
         }
     }
 }
 
-/// Says on stderr what the kernel could not deliver since `before`.
-fn report_losses(source: &Source, before: KernelCounters) -> anyhow::Result<KernelCounters> {
-    let now = source.counters().context("reading loss counters")?;
-    if now.ring_drops > before.ring_drops {
-        eprintln!(
-            "socktrace: lost {} events: ring buffer full ({} lost so far)",
-            now.ring_drops - before.ring_drops,
-            now.ring_drops
-        );
+/// Renders and counts `records`, emptying it.
+fn emit(
+    records: &mut Vec<Record>,
+    summary: &mut Summary,
+    render: &mut dyn Render,
+    out: &mut Output,
+) {
+    for record in records.drain(..) {
+        summary.count(&record);
+        render.record(&record, &mut out.buf);
+        out.flush_if_full();
     }
-    Ok(now)
 }
 
-/// stdout with one write per batch.
-struct Output<W: Write> {
-    writer: W,
+/// stdout, written in large chunks. A write error (a closed pipe) stops
+/// the output for good and is reported through `closed`.
+struct Output {
+    writer: io::StdoutLock<'static>,
     buf: String,
+    closed: bool,
 }
 
-impl<W: Write> Output<W> {
-    fn new(writer: W) -> Self {
+/// Write out once this much is buffered, even in the middle of a batch.
+const OUTPUT_CHUNK: usize = 1 << 20;
+
+impl Output {
+    fn new() -> Self {
         Output {
-            writer,
-            buf: String::with_capacity(1 << 16),
+            writer: io::stdout().lock(),
+            buf: String::with_capacity(OUTPUT_CHUNK + (1 << 12)),
+            closed: false,
         }
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        if !self.buf.is_empty() {
-            self.writer.write_all(self.buf.as_bytes())?;
-            self.buf.clear();
+    fn flush_if_full(&mut self) {
+        if self.buf.len() >= OUTPUT_CHUNK {
+            self.flush();
         }
-        self.writer.flush()
+    }
+
+    fn flush(&mut self) {
+        if !self.closed && !self.buf.is_empty() {
+            self.closed = self
+                .writer
+                .write_all(self.buf.as_bytes())
+                .and_then(|()| self.writer.flush())
+                .is_err();
+        }
+        self.buf.clear();
     }
 }

@@ -1,5 +1,6 @@
 //! Developer tasks: `cargo xtask setup|build|run|test`. Every task first
 //! makes sure this machine can build eBPF (see `setup`).
+mod bench;
 mod setup;
 
 use std::{
@@ -32,6 +33,9 @@ enum Task {
     /// Every check: fmt, clippy (user and kernel crates), unit tests, and
     /// the integration tests against the running kernel (needs root).
     Test,
+    /// What tracing costs under connection churn, vs no tracer (needs root);
+    /// writes bench/RESULTS.md and the README's performance section.
+    Bench,
 }
 
 fn main() {
@@ -56,6 +60,7 @@ fn run(task: Task) -> Result<()> {
             Err(err).with_context(|| format!("running {}", bin.display()))
         }
         Task::Test => test(&root),
+        Task::Bench => bench::run(&root),
     }
 }
 

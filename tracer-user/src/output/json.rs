@@ -291,13 +291,32 @@ impl Render for Json {
     fn record(&mut self, record: &Record, out: &mut String) {
         self.scratch.clear();
         let mono_ns = match record {
-            Record::Existing(_, at) => *at,
+            Record::Existing(_, at) | Record::Loss(_, at) => *at,
             Record::Event(e) => e.mono_ns,
             Record::Close(c) => c.mono_ns,
         };
         self.time.write(mono_ns, &mut self.scratch);
         match record {
             Record::Existing(known, _) => self.existing(known, out),
+            Record::Loss(counters, _) => {
+                #[derive(Serialize)]
+                struct Loss<'a> {
+                    #[serde(rename = "type")]
+                    kind: &'static str,
+                    time: &'a str,
+                    ring_drops: u64,
+                    recursion_misses: u64,
+                }
+                push_json(
+                    &Loss {
+                        kind: "loss",
+                        time: &self.scratch,
+                        ring_drops: counters.ring_drops,
+                        recursion_misses: counters.recursion_misses,
+                    },
+                    out,
+                );
+            }
             Record::Event(e) => self.event(e, out),
             Record::Close(c) => self.close(c, out),
         }

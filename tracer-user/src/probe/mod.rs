@@ -5,6 +5,7 @@
 mod btf;
 mod caps;
 mod cgroup;
+mod stats;
 mod tracefs;
 
 use std::time::Instant;
@@ -16,10 +17,11 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use thiserror::Error;
-use tracer_common::{Config, SyscallTpLayout};
+use tracer_common::{Config, MAX_FILTER_PORTS, SyscallTpLayout};
 
 pub use self::{
     cgroup::v2_root as cgroup_v2_root,
+    stats::total_recursion_misses,
     tracefs::{Format, Tracefs, TracefsError},
 };
 
@@ -78,6 +80,8 @@ pub enum ProbeError {
         name: &'static str,
         source: aya::programs::ProgramError,
     },
+    #[error("at most {MAX_FILTER_PORTS} --port values, got {0}")]
+    TooManyPorts(usize),
     #[error("{0} is missing from the kernel object")]
     Missing(&'static str),
     #[error("map {name}: {source}")]
@@ -87,10 +91,12 @@ pub enum ProbeError {
     },
 }
 
-/// Tuning the loader passes to the kernel programs.
+/// Tuning and filters the loader passes to the kernel programs.
 pub struct Options {
     /// Wake the reader once this many bytes are waiting (see `Config`).
     pub wakeup_bytes: u64,
+    /// Report only sockets with one of these ports (all when empty).
+    pub ports: Vec<u16>,
 }
 
 /// Loaded and attached programs. Dropping `programs` detaches them all;
@@ -117,10 +123,18 @@ impl Probe {
         caps::check()?;
         let (tracefs, mounted_tracefs) = Tracefs::find_or_mount()?;
         let (kernel, mut degraded) = btf::kernel_layout()?;
+        if options.ports.len() > MAX_FILTER_PORTS {
+            return Err(ProbeError::TooManyPorts(options.ports.len()));
+        }
+        let mut filter_ports = [0; MAX_FILTER_PORTS];
+        filter_ports[..options.ports.len()].copy_from_slice(&options.ports);
         let config = Config {
             syscall_tp: syscall_layout(&tracefs)?,
             kernel,
             wakeup_bytes: options.wakeup_bytes,
+            filter_ports,
+            filter_ports_len: options.ports.len() as u32,
+            _pad: 0,
         };
         let mut programs = EbpfLoader::new()
             .btf(None) // no CO-RE relocations to do

@@ -23,6 +23,8 @@ use crate::event::{Detail, Event, Owner, OwnerSource, SockId, StateInfo, TcpStat
 pub enum Record {
     /// A socket that existed at start (`--snapshot`).
     Existing(Known, u64),
+    /// The kernel's loss counters changed (totals so far), at this time.
+    Loss(crate::source::KernelCounters, u64),
     Event(Event),
     Close(Close),
 }

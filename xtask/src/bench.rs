@@ -1,0 +1,398 @@
+//! `cargo xtask bench`: what tracing costs a busy host. A connection-churn
+//! load (tests/src/bin/churn.rs) runs alone, then under socktrace in each
+//! mode, interleaved (A B A B ...) for several rounds; medians are reported
+//! in bench/RESULTS.md and the README's performance section.
+use std::{
+    fmt::Write as _,
+    fs,
+    io::{BufRead, BufReader},
+    os::unix::process::ExitStatusExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+const ROUNDS: usize = 3;
+const SECONDS: f64 = 5.0;
+const THREADS: usize = 4;
+
+/// A way to run the tracer (or not) during the load.
+struct Mode {
+    name: &'static str,
+    /// socktrace arguments; `None`: no tracer.
+    args: Option<&'static [&'static str]>,
+    /// Whether its output lists every transition (to count deliveries).
+    streams: Stream,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Stream {
+    None,
+    Text,
+    Json,
+}
+
+const MODES: [Mode; 4] = [
+    Mode {
+        name: "no tracer",
+        args: None,
+        streams: Stream::None,
+    },
+    Mode {
+        name: "socktrace (text)",
+        args: Some(&[]),
+        streams: Stream::Text,
+    },
+    Mode {
+        name: "socktrace --json",
+        args: Some(&["--json"]),
+        streams: Stream::Json,
+    },
+    Mode {
+        name: "socktrace --json --port 1 (matches nothing)",
+        args: Some(&["--json", "--port", "1"]),
+        streams: Stream::None,
+    },
+];
+
+/// One run of the load, with or without the tracer.
+#[derive(Default, Clone)]
+struct Run {
+    rate: f64,
+    connections: u64,
+    /// Transitions of the load's connections that the tracer wrote.
+    delivered: u64,
+    /// What the tracer said it lost (ring full + recursion misses).
+    reported_lost: u64,
+    recursion_misses: u64,
+    cpu_s: f64,
+    peak_rss_kb: u64,
+    attach_s: f64,
+}
+
+pub fn run(root: &Path) -> Result<()> {
+    println!("xtask: bench: building release binaries");
+    super::cargo(&[
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "tracer-user",
+        "-p",
+        "socktrace-tests",
+    ])?;
+    let bin = root.join("target/release");
+    let out_dir = root.join("target/bench");
+    fs::create_dir_all(&out_dir)?;
+
+    println!("xtask: bench: calibrating transitions per connection (slow run, 2000 connections)");
+    let per_conn = calibrate(&bin, &out_dir)?;
+    println!("xtask: bench: {per_conn:.2} transitions per connection");
+
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); MODES.len()];
+    for round in 1..=ROUNDS {
+        for (i, mode) in MODES.iter().enumerate() {
+            let run = measure(&bin, &out_dir, mode)
+                .with_context(|| format!("round {round}, {}", mode.name))?;
+            println!(
+                "xtask: bench: round {round}/{ROUNDS} {:<45} {:>8.0} conn/s",
+                mode.name, run.rate
+            );
+            runs[i].push(run);
+        }
+    }
+    let table = table(&runs, per_conn);
+    let results = root.join("bench/RESULTS.md");
+    fs::create_dir_all(results.parent().unwrap())?;
+    fs::write(&results, report(&table)?)?;
+    update_readme(&root.join("README.md"), &table)?;
+    println!("{table}");
+    println!(
+        "xtask: bench: wrote {} and the README's performance section",
+        results.display()
+    );
+    Ok(())
+}
+
+fn churn(bin: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin.join("churn"));
+    cmd.args(args).stdout(Stdio::piped());
+    cmd
+}
+
+/// Starts socktrace with `args`, output to `out`; returns once attached.
+fn start_tracer(bin: &Path, args: &[&str], out: &Path) -> Result<(Child, f64)> {
+    let started = Instant::now();
+    let mut child = Command::new(bin.join("socktrace"))
+        .args(args)
+        .stdout(fs::File::create(out)?)
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting socktrace")?;
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        let Some(line) = lines.next() else {
+            bail!("socktrace exited before attaching");
+        };
+        if line?.contains("attached in") {
+            break;
+        }
+    }
+    let attach = started.elapsed().as_secs_f64();
+    // Keep draining stderr into a file so the tracer never blocks on it.
+    let err_path = out.with_extension("err");
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in lines.map_while(Result::ok) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        let _ = fs::write(err_path, text);
+    });
+    Ok((child, attach))
+}
+
+/// SIGINT, then the tracer's CPU time and peak RSS from wait4(2).
+fn stop_tracer(child: Child) -> Result<(f64, u64)> {
+    let pid = child.id() as i32;
+    // SAFETY: signalling and reaping our own child.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let mut status = 0;
+    // SAFETY: rusage is plain data, filled by the kernel.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: our own child; the pointers are valid for the call.
+    if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } != pid {
+        bail!("wait4 on socktrace failed");
+    }
+    let status = std::process::ExitStatus::from_raw(status);
+    if !status.success() {
+        bail!("socktrace exited with {status}");
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok((
+        secs(usage.ru_utime) + secs(usage.ru_stime),
+        usage.ru_maxrss as u64,
+    ))
+}
+
+fn run_churn(cmd: &mut Command) -> Result<(u64, f64, u16)> {
+    let out = cmd.output().context("running churn")?;
+    if !out.status.success() {
+        bail!("churn failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> Result<f64> {
+        let at = text.find(&format!("\"{name}\":")).context("churn output")? + name.len() + 3;
+        let end = text[at..].find([',', '}']).context("churn output")? + at;
+        Ok(text[at..end].parse()?)
+    };
+    Ok((
+        field("connections")? as u64,
+        field("seconds")?,
+        field("port")? as u16,
+    ))
+}
+
+/// Transitions per connection, counted on a slow run traced as JSON.
+fn calibrate(bin: &Path, dir: &Path) -> Result<f64> {
+    let out = dir.join("calibrate.json");
+    let (tracer, _) = start_tracer(bin, &["--json"], &out)?;
+    let (conns, _, port) = run_churn(&mut churn(
+        bin,
+        &["--threads", "1", "--connections", "2000"],
+    ))?;
+    std::thread::sleep(Duration::from_millis(300));
+    stop_tracer(tracer)?;
+    let transitions = count(&out, port, Stream::Json)?;
+    Ok(transitions as f64 / conns as f64)
+}
+
+fn measure(bin: &Path, dir: &Path, mode: &Mode) -> Result<Run> {
+    let secs = SECONDS.to_string();
+    let threads = THREADS.to_string();
+    let mut load = churn(bin, &["--threads", &threads, "--seconds", &secs]);
+    let Some(args) = mode.args else {
+        let (connections, seconds, _) = run_churn(&mut load)?;
+        return Ok(Run {
+            rate: connections as f64 / seconds,
+            connections,
+            ..Run::default()
+        });
+    };
+    let out = dir.join("run.out");
+    let (tracer, attach_s) = start_tracer(bin, args, &out)?;
+    let (connections, seconds, port) = run_churn(&mut load)?;
+    let (cpu_s, peak_rss_kb) = stop_tracer(tracer)?;
+    std::thread::sleep(Duration::from_millis(100)); // the stderr copier
+    let err = fs::read_to_string(out.with_extension("err")).unwrap_or_default();
+    let (ring, recursion) = lost(&err);
+    let delivered = count(&out, port, mode.streams)?;
+    Ok(Run {
+        rate: connections as f64 / seconds,
+        connections,
+        delivered,
+        reported_lost: ring + recursion,
+        recursion_misses: recursion,
+        cpu_s,
+        peak_rss_kb,
+        attach_s,
+    })
+}
+
+/// "lost N (ring buffer full) + M (another BPF program was running)"
+fn lost(summary: &str) -> (u64, u64) {
+    let line = summary
+        .lines()
+        .rev()
+        .find(|l| l.contains(" events (state "))
+        .unwrap_or("");
+    let number_before = |marker: &str| -> u64 {
+        line.find(marker)
+            .and_then(|at| line[..at].trim_end().rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        number_before("(ring buffer full)"),
+        number_before("(another BPF program"),
+    )
+}
+
+/// Transitions of connections to or from `port` in a tracer's output.
+/// Streamed: the bench's own memory must stay small, since a child's peak
+/// RSS (from wait4) starts from its parent's at fork.
+fn count(path: &Path, port: u16, stream: Stream) -> Result<u64> {
+    let file = fs::File::open(path).with_context(|| path.display().to_string())?;
+    let lines = BufReader::new(file).lines().map_while(Result::ok);
+    let n = match stream {
+        Stream::None => 0,
+        Stream::Json => {
+            let (s, d) = (format!("\"sport\":{port},"), format!("\"dport\":{port},"));
+            lines
+                .filter(|l| {
+                    l.starts_with("{\"type\":\"state\"") && (l.contains(&s) || l.contains(&d))
+                })
+                .filter(|l| !l.contains("\"old_state\":\"TIME_WAIT\""))
+                .count()
+        }
+        Stream::Text => {
+            let p = format!(":{port} ");
+            lines
+                .filter(|l| l.contains(" -> ") && l.contains(&p) && !l.contains("TIME_WAIT -> "))
+                .count()
+        }
+    };
+    Ok(n as u64)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The results as a Markdown table: medians over the rounds; each ratio is
+/// against the no-tracer run of the same round.
+fn table(runs: &[Vec<Run>], per_conn: f64) -> String {
+    let mut t = String::from(
+        "| mode | conn/s | vs no tracer | delivered / happened | lost, reported (recursion) | \
+         tracer CPU | CPU per event | peak RSS | launch to attached |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    let baseline = &runs[0];
+    for (mode, runs) in MODES.iter().zip(runs) {
+        let m = |f: &dyn Fn(&Run) -> f64| median(runs.iter().map(f).collect());
+        let rate = m(&|r| r.rate);
+        let ratio = median(
+            runs.iter()
+                .zip(baseline)
+                .map(|(r, b)| r.rate / b.rate)
+                .collect(),
+        );
+        let _ = write!(t, "| {} | {rate:.0} | {ratio:.2} |", mode.name);
+        if mode.args.is_none() {
+            t.push_str(" | | | | | |\n");
+            continue;
+        }
+        let happened = |r: &Run| r.connections as f64 * per_conn;
+        let delivered = match mode.streams {
+            Stream::None => "(filtered out)".to_string(),
+            _ => format!("{:.2} %", m(&|r| 100.0 * r.delivered as f64 / happened(r))),
+        };
+        let events = |r: &Run| match mode.streams {
+            Stream::None => happened(r),
+            _ => r.delivered as f64,
+        };
+        let _ = writeln!(
+            t,
+            " {delivered} | {:.0} ({:.0}) | {:.2} s | {:.2} µs | {:.1} MB | {:.3} s |",
+            m(&|r| r.reported_lost as f64),
+            m(&|r| r.recursion_misses as f64),
+            m(&|r| r.cpu_s),
+            m(&|r| 1e6 * r.cpu_s / events(r).max(1.0)),
+            m(&|r| r.peak_rss_kb as f64 / 1024.0),
+            m(&|r| r.attach_s),
+        );
+    }
+    t
+}
+
+fn machine() -> String {
+    let cmd = |c: &str, args: &[&str]| {
+        Command::new(c)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    format!(
+        "{} CPUs ({model}), kernel {}, {}",
+        cpus,
+        cmd("uname", &["-r"]),
+        cmd("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+    )
+}
+
+fn report(table: &str) -> Result<String> {
+    Ok(format!(
+        "# socktrace benchmark\n\n\
+         Written by `cargo xtask bench`. {}.\n\n\
+         Load: `churn` (tests/src/bin/churn.rs), {THREADS} client threads and {THREADS} server \
+         threads on loopback, clients close first, destinations spread over 64 addresses of \
+         127.0.0.0/8, {SECONDS} s a run. Modes interleaved, {ROUNDS} rounds, medians; ratios \
+         against the no-tracer run of the same round. \"happened\" is connections x \
+         transitions per connection, calibrated on a slow traced run. Tracer output goes to a \
+         file; CPU and peak RSS of the tracer come from wait4(2).\n\n{table}",
+        machine()
+    ))
+}
+
+const START: &str = "<!-- bench:start -->";
+const END: &str = "<!-- bench:end -->";
+
+/// Replaces the README's performance section with the new table.
+fn update_readme(path: &PathBuf, table: &str) -> Result<()> {
+    let readme = fs::read_to_string(path)?;
+    let (Some(a), Some(b)) = (readme.find(START), readme.find(END)) else {
+        bail!("README.md has no {START} ... {END} section");
+    };
+    let section = format!(
+        "{START}\nFrom `cargo xtask bench` on {}:\n\n{table}{END}",
+        machine()
+    );
+    fs::write(
+        path,
+        format!("{}{section}{}", &readme[..a], &readme[b + END.len()..]),
+    )?;
+    Ok(())
+}
