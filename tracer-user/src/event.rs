@@ -5,7 +5,6 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use serde::{Serialize, Serializer};
 use thiserror::Error;
 use tracer_common::{
     AF_INET, AF_INET6, BindRecord, COMM_LEN, Header, IPPROTO_TCP, IPPROTO_UDP, KIND_BIND,
@@ -103,14 +102,22 @@ pub struct StateInfo {
 }
 
 /// How the end of a TIME_WAIT was learnt (the kernel reports no event).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TwEnd {
     /// A sock_diag poll no longer found it: it ended at most one polling
     /// period before `time` (expiry, reuse by a new connection, or a RST).
     Observed,
     /// Computed: entry time plus the kernel's TIME_WAIT length (60 s).
     Timeout,
+}
+
+impl TwEnd {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TwEnd::Observed => "observed",
+            TwEnd::Timeout => "timeout",
+        }
+    }
 }
 
 /// The task that owns a socket, and how we know.
@@ -156,8 +163,7 @@ impl Owner {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OwnerSource {
     /// Seen in process context: the task made a call on this socket.
     Syscall,
@@ -167,6 +173,17 @@ pub enum OwnerSource {
     Cached,
     /// Not known: the socket predates socktrace and was not touched since.
     Unknown,
+}
+
+impl OwnerSource {
+    pub fn name(&self) -> &'static str {
+        match self {
+            OwnerSource::Syscall => "syscall",
+            OwnerSource::Inherited => "inherited",
+            OwnerSource::Cached => "cached",
+            OwnerSource::Unknown => "unknown",
+        }
+    }
 }
 
 /// A task's command name, as the kernel keeps it (at most 15 bytes).
@@ -207,12 +224,6 @@ impl fmt::Debug for Comm {
     }
 }
 
-impl Serialize for Comm {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.as_str())
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
     Tcp,
@@ -240,12 +251,6 @@ impl fmt::Display for Proto {
     }
 }
 
-impl Serialize for Proto {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
 /// A socket's cookie: unique while the system runs, never a kernel pointer,
 /// and what `ss -e` prints after `sk:` (in the same hex).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -260,12 +265,6 @@ impl SockId {
 impl fmt::Display for SockId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:x}", self.0)
-    }
-}
-
-impl Serialize for SockId {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
     }
 }
 
@@ -337,12 +336,6 @@ impl fmt::Display for TcpState {
             TcpState::Unknown(n) => f.pad(&format!("STATE_{n}")),
             s => f.pad(s.name()),
         }
-    }
-}
-
-impl Serialize for TcpState {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
     }
 }
 

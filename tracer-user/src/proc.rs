@@ -10,6 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use rustc_hash::FxHashMap;
+
 use crate::event::{Comm, Owner, OwnerSource};
 
 /// Owners of every socket inode some process has open. Where several
@@ -95,7 +97,7 @@ pub struct Cgroup {
 /// cached. An unknown id triggers a walk of the tree, at most once a second.
 pub struct Cgroups {
     root: Option<PathBuf>,
-    known: HashMap<u64, Arc<Cgroup>>,
+    known: FxHashMap<u64, Arc<Cgroup>>,
     last_walk: Option<Instant>,
 }
 
@@ -105,7 +107,7 @@ impl Cgroups {
     pub fn new(root: Option<PathBuf>) -> Cgroups {
         Cgroups {
             root,
-            known: HashMap::new(),
+            known: FxHashMap::default(),
             last_walk: None,
         }
     }
@@ -134,7 +136,7 @@ impl Cgroups {
     }
 }
 
-fn walk(dir: &Path, rel: &Path, known: &mut HashMap<u64, Arc<Cgroup>>) {
+fn walk(dir: &Path, rel: &Path, known: &mut FxHashMap<u64, Arc<Cgroup>>) {
     let Ok(meta) = fs::metadata(dir) else {
         return;
     };

@@ -2,12 +2,12 @@
 //! track -> render -> stdout until stopped; then detach, drain what is left
 //! and summarise.
 use std::{
-    collections::HashSet,
     io::{self, Write},
     time::Duration,
 };
 
 use anyhow::Context as _;
+use rustc_hash::FxHashSet;
 use tokio::{
     signal::unix::{SignalKind, signal},
     time::{MissedTickBehavior, interval},
@@ -237,7 +237,7 @@ impl Pipeline {
         if self.tracker.timewaits.is_empty() {
             return Ok(());
         }
-        let present: HashSet<SockId> = diag::dump(Dump::TimeWait)
+        let present: FxHashSet<SockId> = diag::dump(Dump::TimeWait)
             .context("sock_diag dump of TIME_WAIT sockets")?
             .into_iter()
             .map(|s| s.sock)

@@ -1,14 +1,14 @@
 //! JSON lines: one object per record, `type` first, owner fields `null`
-//! when the owner is unknown.
-use std::net::{IpAddr, SocketAddr};
+//! when the owner is unknown. Written by hand into the output buffer (the
+//! hot path of `--json`); the tests parse every kind of line back.
+use std::net::SocketAddr;
 
-use serde::{Serialize, Serializer, ser::SerializeMap};
-
-use super::Render;
+use super::{Render, jsonw::Obj};
 use crate::{
     clock::{Clock, Style, TimeFormatter},
-    event::{Detail, Errno, Event, Owner, Proto, SockId, TcpState, TwEnd},
-    track::{Close, Known, Opener, Record, Side},
+    event::{Detail, Errno, Event, Owner, Proto, SockId},
+    source::KernelCounters,
+    track::{Close, Known, Record},
 };
 
 pub struct Json {
@@ -25,266 +25,157 @@ impl Json {
     }
 }
 
-/// Fields every line has.
-#[derive(Serialize)]
-struct Common<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    time: &'a str,
-    #[serde(flatten)]
-    owner: OwnerFields<'a>,
+/// What every line has after `type` and `time`.
+fn common(
+    o: &mut Obj<'_>,
+    owner: &Owner,
     proto: Proto,
-    family: &'static str,
+    addr: &SocketAddr,
     netns: u32,
     sock: Option<SockId>,
+) {
+    let known = owner.is_known();
+    let cgroup = owner.cgroup.as_deref().filter(|_| known);
+    o.opt("pid", known.then_some(owner.pid), uint)
+        .opt("tid", known.then_some(owner.tid), uint)
+        .opt("uid", known.then_some(owner.uid), uint);
+    match known {
+        true => o.string("comm", &owner.comm.as_str()),
+        false => o.null("comm"),
+    };
+    o.opt("cgroup_id", known.then_some(owner.cgroup_id), uint);
+    match cgroup {
+        Some(c) => o.string("cgroup", &c.path),
+        None => o.null("cgroup"),
+    };
+    match cgroup.and_then(|c| c.container.as_deref()) {
+        Some(id) => o.string("container", id),
+        None => o.null("container"),
+    };
+    o.name("owner_source", owner.source.name())
+        .shown("proto", proto)
+        .name("family", if addr.is_ipv4() { "ipv4" } else { "ipv6" })
+        .uint("netns", netns.into());
+    match sock {
+        Some(sock) => o.shown("sock", sock),
+        None => o.null("sock"),
+    };
 }
 
-struct OwnerFields<'a>(&'a Owner);
-
-impl Serialize for OwnerFields<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let o = self.0;
-        let known = o.is_known();
-        let cgroup = o.cgroup.as_deref().filter(|_| known);
-        let mut map = s.serialize_map(Some(8))?;
-        map.serialize_entry("pid", &known.then_some(o.pid))?;
-        map.serialize_entry("tid", &known.then_some(o.tid))?;
-        map.serialize_entry("uid", &known.then_some(o.uid))?;
-        map.serialize_entry("comm", &known.then(|| o.comm.as_str()))?;
-        map.serialize_entry("cgroup_id", &known.then_some(o.cgroup_id))?;
-        map.serialize_entry("cgroup", &cgroup.map(|c| &*c.path))?;
-        map.serialize_entry("container", &cgroup.and_then(|c| c.container.as_deref()))?;
-        map.serialize_entry("owner_source", &o.source)?;
-        map.end()
-    }
+fn uint<T: Into<u64>>(o: &mut Obj<'_>, key: &str, v: T) {
+    o.uint(key, v.into());
 }
 
-#[derive(Serialize)]
-struct Line<'a, D: Serialize> {
-    #[serde(flatten)]
-    common: Common<'a>,
-    #[serde(flatten)]
-    detail: D,
+fn endpoints(o: &mut Obj<'_>, local: &SocketAddr, remote: &SocketAddr) {
+    o.ip("saddr", local.ip())
+        .uint("sport", local.port().into())
+        .ip("daddr", remote.ip())
+        .uint("dport", remote.port().into());
 }
 
-#[derive(Serialize)]
-#[serde(untagged)]
-enum EventDetail {
-    State {
-        saddr: IpAddr,
-        sport: u16,
-        daddr: IpAddr,
-        dport: u16,
-        old_state: TcpState,
-        new_state: TcpState,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        timewait_end: Option<TwEnd>,
-    },
-    Bind {
-        addr: IpAddr,
-        port: u16,
-        requested_port: u16,
-        errno: i32,
-        error: Option<String>,
-    },
-    Listen {
-        addr: IpAddr,
-        port: u16,
-        backlog: i32,
-        errno: i32,
-        error: Option<String>,
-    },
-}
-
-#[derive(Serialize)]
-struct CloseDetail<'a> {
-    saddr: IpAddr,
-    sport: u16,
-    daddr: IpAddr,
-    dport: u16,
-    opened: Opener,
-    closed_first: Option<Side>,
-    reset_by: Option<Side>,
-    failure: Option<FailureFields>,
-    time_wait: bool,
-    duration_ms: f64,
-    state_ms: StateMs<'a>,
-    bytes_sent: u64,
-    bytes_received: u64,
-    predates_start: bool,
-}
-
-#[derive(Serialize)]
-struct FailureFields {
-    reason: crate::track::Reason,
-    errno: i32,
-    error: Option<String>,
-}
-
-struct StateMs<'a>(&'a [(TcpState, u64)]);
-
-impl Serialize for StateMs<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (state, ns) in self.0 {
-            map.serialize_entry(state.name(), &ms(*ns))?;
-        }
-        map.end()
-    }
-}
-
-fn ms(ns: u64) -> f64 {
-    (ns as f64 / 1e3).round() / 1e3
-}
-
-fn family(addr: &SocketAddr) -> &'static str {
-    if addr.is_ipv4() { "ipv4" } else { "ipv6" }
-}
-
-fn errno_fields(errno: Errno) -> (i32, Option<String>) {
-    (errno.0, errno.name())
+fn errno(o: &mut Obj<'_>, errno: Errno) {
+    o.int("errno", errno.0.into());
+    match errno.name() {
+        Some(name) => o.name("error", &name),
+        None => o.null("error"),
+    };
 }
 
 impl Json {
-    fn common<'a>(&'a self, kind: &'static str, e: &'a Event) -> Common<'a> {
-        Common {
-            kind,
-            time: &self.scratch,
-            owner: OwnerFields(&e.owner),
-            proto: e.proto,
-            family: e.family(),
-            netns: e.netns,
-            sock: e.sock,
-        }
-    }
-
-    fn event(&mut self, event: &Event, out: &mut String) {
-        let detail = match &event.detail {
+    fn event(&mut self, e: &Event, out: &mut String) {
+        let local = match &e.detail {
+            Detail::State { local, .. } => local,
+            Detail::Bind { addr, .. } | Detail::Listen { addr, .. } => addr,
+        };
+        let mut o = Obj::new(out, e.type_name());
+        o.name("time", &self.scratch);
+        common(&mut o, &e.owner, e.proto, local, e.netns, e.sock);
+        match &e.detail {
             Detail::State {
                 local,
                 remote,
                 old,
                 new,
                 info,
-            } => EventDetail::State {
-                saddr: local.ip(),
-                sport: local.port(),
-                daddr: remote.ip(),
-                dport: remote.port(),
-                old_state: *old,
-                new_state: *new,
-                timewait_end: info.tw_end,
-            },
+            } => {
+                endpoints(&mut o, local, remote);
+                o.name("old_state", old.name())
+                    .name("new_state", new.name());
+                if let Some(how) = info.tw_end {
+                    o.name("timewait_end", how.name());
+                }
+            }
             Detail::Bind {
                 addr,
                 requested_port,
-                errno,
+                errno: e,
             } => {
-                let (errno, error) = errno_fields(*errno);
-                EventDetail::Bind {
-                    addr: addr.ip(),
-                    port: addr.port(),
-                    requested_port: *requested_port,
-                    errno,
-                    error,
-                }
+                o.ip("addr", addr.ip())
+                    .uint("port", addr.port().into())
+                    .uint("requested_port", (*requested_port).into());
+                errno(&mut o, *e);
             }
             Detail::Listen {
                 addr,
                 backlog,
-                errno,
+                errno: e,
             } => {
-                let (errno, error) = errno_fields(*errno);
-                EventDetail::Listen {
-                    addr: addr.ip(),
-                    port: addr.port(),
-                    backlog: *backlog,
-                    errno,
-                    error,
-                }
+                o.ip("addr", addr.ip())
+                    .uint("port", addr.port().into())
+                    .int("backlog", (*backlog).into());
+                errno(&mut o, *e);
             }
-        };
-        let line = Line {
-            common: self.common(event.type_name(), event),
-            detail,
-        };
-        push_json(&line, out);
+        }
+        o.end();
     }
 
     fn existing(&mut self, k: &Known, out: &mut String) {
-        #[derive(Serialize)]
-        struct SocketDetail {
-            saddr: IpAddr,
-            sport: u16,
-            daddr: IpAddr,
-            dport: u16,
-            state: TcpState,
-        }
-        let line = Line {
-            common: Common {
-                kind: "socket",
-                time: &self.scratch,
-                owner: OwnerFields(&k.owner),
-                proto: Proto::Tcp,
-                family: family(&k.local),
-                netns: 0,
-                sock: Some(k.sock),
-            },
-            detail: SocketDetail {
-                saddr: k.local.ip(),
-                sport: k.local.port(),
-                daddr: k.remote.ip(),
-                dport: k.remote.port(),
-                state: k.state,
-            },
-        };
-        push_json(&line, out);
+        let mut o = Obj::new(out, "socket");
+        o.name("time", &self.scratch);
+        common(&mut o, &k.owner, Proto::Tcp, &k.local, 0, Some(k.sock));
+        endpoints(&mut o, &k.local, &k.remote);
+        o.name("state", k.state.name());
+        o.end();
     }
 
     fn close(&mut self, c: &Close, out: &mut String) {
-        let line = Line {
-            common: Common {
-                kind: "close",
-                time: &self.scratch,
-                owner: OwnerFields(&c.owner),
-                proto: c.proto,
-                family: family(&c.local),
-                netns: c.netns,
-                sock: Some(c.sock),
-            },
-            detail: CloseDetail {
-                saddr: c.local.ip(),
-                sport: c.local.port(),
-                daddr: c.remote.ip(),
-                dport: c.remote.port(),
-                opened: c.opener,
-                closed_first: c.closed_first,
-                reset_by: c.reset_by,
-                failure: c.failure.map(|f| {
-                    let (errno, error) = errno_fields(f.errno);
-                    FailureFields {
-                        reason: f.reason,
-                        errno,
-                        error,
-                    }
-                }),
-                time_wait: c.time_wait,
-                duration_ms: ms(c.duration_ns),
-                state_ms: StateMs(&c.spent),
-                bytes_sent: c.bytes_sent,
-                bytes_received: c.bytes_received,
-                predates_start: c.predates_us,
-            },
-        };
-        push_json(&line, out);
+        let mut o = Obj::new(out, "close");
+        o.name("time", &self.scratch);
+        common(&mut o, &c.owner, c.proto, &c.local, c.netns, Some(c.sock));
+        endpoints(&mut o, &c.local, &c.remote);
+        o.name("opened", c.opener.name())
+            .opt("closed_first", c.closed_first, |o, k, side| {
+                o.name(k, side.name());
+            })
+            .opt("reset_by", c.reset_by, |o, k, side| {
+                o.name(k, side.name());
+            })
+            .opt("failure", c.failure, |o, k, f| {
+                o.object(k, |o| {
+                    o.name("reason", f.reason.name());
+                    errno(o, f.errno);
+                });
+            })
+            .bool("time_wait", c.time_wait)
+            .millis("duration_ms", c.duration_ns)
+            .object("state_ms", |o| {
+                for (state, ns) in &c.spent {
+                    o.millis(state.name(), *ns);
+                }
+            })
+            .uint("bytes_sent", c.bytes_sent)
+            .uint("bytes_received", c.bytes_received)
+            .bool("predates_start", c.predates_us);
+        o.end();
     }
-}
 
-fn push_json(line: &impl Serialize, out: &mut String) {
-    // Serializing plain structs to a String cannot fail.
-    let json = serde_json::to_string(line).expect("serializing a record");
-    out.push_str(&json);
-    out.push('\n');
+    fn loss(&mut self, k: &KernelCounters, out: &mut String) {
+        Obj::new(out, "loss")
+            .name("time", &self.scratch)
+            .uint("ring_drops", k.ring_drops)
+            .uint("recursion_misses", k.recursion_misses)
+            .end();
+    }
 }
 
 impl Render for Json {
@@ -298,25 +189,7 @@ impl Render for Json {
         self.time.write(mono_ns, &mut self.scratch);
         match record {
             Record::Existing(known, _) => self.existing(known, out),
-            Record::Loss(counters, _) => {
-                #[derive(Serialize)]
-                struct Loss<'a> {
-                    #[serde(rename = "type")]
-                    kind: &'static str,
-                    time: &'a str,
-                    ring_drops: u64,
-                    recursion_misses: u64,
-                }
-                push_json(
-                    &Loss {
-                        kind: "loss",
-                        time: &self.scratch,
-                        ring_drops: counters.ring_drops,
-                        recursion_misses: counters.recursion_misses,
-                    },
-                    out,
-                );
-            }
+            Record::Loss(counters, _) => self.loss(counters, out),
             Record::Event(e) => self.event(e, out),
             Record::Close(c) => self.close(c, out),
         }
@@ -327,8 +200,8 @@ impl Render for Json {
 mod tests {
     use super::*;
     use crate::{
-        event::{Errno, StateInfo},
-        track::{Failure, Reason},
+        event::{StateInfo, TcpState},
+        track::{Failure, Reason, Side},
     };
 
     fn event(detail: Detail) -> Event {

@@ -2,6 +2,7 @@
 //! Renderers append to a caller-owned buffer so a whole batch goes out in
 //! one write.
 mod json;
+mod jsonw;
 mod text;
 
 pub use json::Json;

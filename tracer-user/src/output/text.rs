@@ -131,9 +131,8 @@ impl Text {
             kb(c.bytes_received),
             c.duration_ns as f64 / 1e6,
             match c.opener {
-                Opener::Active => "active",
-                Opener::Passive => "passive",
                 Opener::Listener | Opener::Unknown => "-",
+                known => known.name(),
             },
             end_words(c),
         );
@@ -151,10 +150,10 @@ fn tw_end_words(how: crate::event::TwEnd) -> &'static str {
 /// How a connection ended, in a few words.
 fn end_words(c: &Close) -> String {
     if let Some(f) = c.failure {
-        let reason = format!("{:?}", f.reason).to_lowercase();
+        let reason = f.reason.name();
         return match f.errno.name() {
             Some(errno) => format!("{reason} ({errno})"),
-            None => reason,
+            None => reason.to_string(),
         };
     }
     match (c.reset_by, c.time_wait, c.closed_first) {

@@ -1,36 +1,49 @@
 //! The record of a finished connection (tcplife's line, and more).
 use std::net::SocketAddr;
 
-use serde::Serialize;
-
 use crate::event::{Errno, Owner, Proto, SockId, StateInfo, TcpState};
 
 /// How a connection started.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Opener {
     /// We connected (CLOSE -> SYN_SENT).
     Active,
     /// A listener accepted it (LISTEN -> SYN_RECV).
     Passive,
     /// A listening socket, not a connection.
-    #[serde(skip)]
     Listener,
     /// It was already open when we started.
     Unknown,
 }
 
 /// One end of a connection, seen from the socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
     Local,
     Remote,
 }
 
+impl Side {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Side::Local => "local",
+            Side::Remote => "remote",
+        }
+    }
+}
+
+impl Opener {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Opener::Active => "active",
+            Opener::Passive => "passive",
+            Opener::Listener | Opener::Unknown => "unknown",
+        }
+    }
+}
+
 /// Why a connection never got established.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
     /// The peer answered with a RST (nothing listening).
     Refused,
@@ -44,6 +57,19 @@ pub enum Reason {
     Aborted,
     /// Something else; see `errno`.
     Other,
+}
+
+impl Reason {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Reason::Refused => "refused",
+            Reason::TimedOut => "timed_out",
+            Reason::Unreachable => "unreachable",
+            Reason::Reset => "reset",
+            Reason::Aborted => "aborted",
+            Reason::Other => "other",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

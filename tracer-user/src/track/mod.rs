@@ -10,7 +10,9 @@
 mod close;
 mod timewait;
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::net::SocketAddr;
+
+use rustc_hash::FxHashMap;
 
 pub use close::{Close, Failure, Opener, Reason, Side};
 pub use timewait::{TW_LEN_NS, TimeWaits};
@@ -59,10 +61,10 @@ struct Conn {
 }
 
 pub struct Tracker {
-    conns: HashMap<SockId, Conn>,
+    conns: FxHashMap<SockId, Conn>,
     /// Owners of listeners by local address, for connections they spawn
     /// when the kernel did not know the listener's owner.
-    listeners: HashMap<SocketAddr, Owner>,
+    listeners: FxHashMap<SocketAddr, Owner>,
     capacity: usize,
     /// Sockets dropped from tracking to stay within `capacity`.
     pub evicted: u64,
@@ -72,8 +74,8 @@ pub struct Tracker {
 impl Tracker {
     pub fn new(capacity: usize) -> Tracker {
         Tracker {
-            conns: HashMap::new(),
-            listeners: HashMap::new(),
+            conns: FxHashMap::default(),
+            listeners: FxHashMap::default(),
             capacity,
             evicted: 0,
             timewaits: TimeWaits::default(),

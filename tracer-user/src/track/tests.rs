@@ -219,8 +219,11 @@ fn time_wait_ends_when_a_dump_misses_it_or_by_expiry() {
     run(&mut t, conversation());
     let mut ended = Vec::new();
     // Still there at the next dump: nothing ends.
-    t.timewaits
-        .reconcile(&[SockId(2)].into(), 1_000_000_000, &mut ended);
+    t.timewaits.reconcile(
+        &[SockId(2)].into_iter().collect(),
+        1_000_000_000,
+        &mut ended,
+    );
     assert!(ended.is_empty());
     // Gone 2 s in: ended early (reuse, RST), seen by that dump.
     t.timewaits

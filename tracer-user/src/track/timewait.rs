@@ -3,10 +3,9 @@
 //! dumps (what `ss -tan state time-wait` sees): an entry missing from a dump
 //! has ended. Where we know when it started, its end by expiry is exact
 //! (entry + 60 s); an earlier end (reuse, RST) is known to the poll period.
-use std::{
-    collections::{HashMap, HashSet},
-    net::SocketAddr,
-};
+use std::net::SocketAddr;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::event::{Detail, Event, Owner, Proto, SockId, StateInfo, TcpState, TwEnd};
 
@@ -25,7 +24,7 @@ struct Entry {
 
 #[derive(Default)]
 pub struct TimeWaits {
-    entries: HashMap<SockId, Entry>,
+    entries: FxHashMap<SockId, Entry>,
 }
 
 impl TimeWaits {
@@ -62,7 +61,7 @@ impl TimeWaits {
     /// A dump that started at `dump_ns` listed `present`. Every entry that
     /// was already in TIME_WAIT then and is missing has ended: appends its
     /// `TIME_WAIT -> CLOSE` to `out`.
-    pub fn reconcile(&mut self, present: &HashSet<SockId>, dump_ns: u64, out: &mut Vec<Event>) {
+    pub fn reconcile(&mut self, present: &FxHashSet<SockId>, dump_ns: u64, out: &mut Vec<Event>) {
         let mut ended: Vec<SockId> = self
             .entries
             .iter()
