@@ -25,7 +25,7 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(N_COUNTERS
 /// Arguments of a bind/listen in flight, by thread id, kept from syscall
 /// entry to exit. LRU so a thread that never returns cannot fill it.
 #[map]
-pub static SYSCALL_ARGS: LruHashMap<u32, SyscallArgs> = LruHashMap::with_max_entries(16384, 0);
+pub static SYSCALL_ARGS: LruHashMap<u32, SyscallArgs> = LruHashMap::with_max_entries(4096, 0);
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -91,7 +91,7 @@ pub static SOCKS: SockStorage = SockStorage {
 /// storage). The next BTF event on the socket moves the owner into its
 /// storage and deletes the entry.
 #[map]
-pub static ACCEPTED: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(65536, 0);
+pub static ACCEPTED: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(8192, 0);
 
 /// Adds one to counter `index` on this CPU.
 #[inline(always)]

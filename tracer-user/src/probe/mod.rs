@@ -122,7 +122,8 @@ impl Probe {
         }
         caps::check()?;
         let (tracefs, mounted_tracefs) = Tracefs::find_or_mount()?;
-        let (kernel, mut degraded) = btf::kernel_layout()?;
+        let kernel_btf = btf::kernel()?;
+        let (kernel, mut degraded) = btf::kernel_layout(&kernel_btf)?;
         if options.ports.len() > MAX_FILTER_PORTS {
             return Err(ProbeError::TooManyPorts(options.ports.len()));
         }
@@ -148,11 +149,13 @@ impl Probe {
                 None
             }
         };
-        let kernel_btf = Btf::from_sys_fs()?;
+        let names = BTF_PROGRAMS.map(|(name, _)| name);
+        let typedefs = btf::trace_typedefs(&kernel_btf, &names);
+        let trace_btf = Btf::parse(&typedefs, aya::Endianness::default())?;
         for (name, lost) in BTF_PROGRAMS {
             let result = btf_program(&mut programs, name)
                 .and_then(|p| {
-                    p.load(name, &kernel_btf)?;
+                    p.load(name, &trace_btf)?;
                     p.attach()
                 })
                 .map_err(|source| ProbeError::Program { name, source });
