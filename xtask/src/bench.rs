@@ -204,7 +204,8 @@ fn calibrate(bin: &Path, dir: &Path) -> Result<f64> {
         bin,
         &["--threads", "1", "--connections", "2000"],
     ))?;
-    std::thread::sleep(Duration::from_millis(300));
+    // Let every connection finish its last transitions (delayed ACKs).
+    std::thread::sleep(Duration::from_secs(2));
     stop_tracer(tracer)?;
     let transitions = count(&out, port, Stream::Json)?;
     Ok(transitions as f64 / conns as f64)
