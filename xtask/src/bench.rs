@@ -18,13 +18,20 @@ const ROUNDS: usize = 3;
 const SECONDS: f64 = 5.0;
 const THREADS: usize = 4;
 
-/// A way to run the tracer (or not) during the load.
+/// A way to run a tracer (or none) during the load.
 struct Mode {
     name: &'static str,
-    /// socktrace arguments; `None`: no tracer.
-    args: Option<&'static [&'static str]>,
-    /// Whether its output lists every transition (to count deliveries).
+    tracer: Tracer,
+    /// What its output lists, to count deliveries.
     streams: Stream,
+}
+
+#[derive(Clone, Copy)]
+enum Tracer {
+    None,
+    Socktrace(&'static [&'static str]),
+    /// The peer: a bpftrace one-liner printing every transition.
+    Bpftrace,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -32,30 +39,52 @@ enum Stream {
     None,
     Text,
     Json,
+    Bpftrace,
 }
 
-const MODES: [Mode; 4] = [
-    Mode {
-        name: "no tracer",
-        args: None,
-        streams: Stream::None,
-    },
-    Mode {
-        name: "socktrace (text)",
-        args: Some(&[]),
-        streams: Stream::Text,
-    },
-    Mode {
-        name: "socktrace --json",
-        args: Some(&["--json"]),
-        streams: Stream::Json,
-    },
-    Mode {
-        name: "socktrace --json --port 1 (matches nothing)",
-        args: Some(&["--json", "--port", "1"]),
-        streams: Stream::None,
-    },
-];
+/// bpftrace's equivalent of `socktrace` streaming every transition.
+const BPFTRACE_PROGRAM: &str = "tracepoint:sock:inet_sock_set_state { \
+    printf(\"%d %s %d %d %d %d\\n\", pid, comm, args->sport, args->dport, \
+    args->oldstate, args->newstate); }";
+
+fn modes() -> Vec<Mode> {
+    let mut modes = vec![
+        Mode {
+            name: "no tracer",
+            tracer: Tracer::None,
+            streams: Stream::None,
+        },
+        Mode {
+            name: "socktrace (text)",
+            tracer: Tracer::Socktrace(&[]),
+            streams: Stream::Text,
+        },
+        Mode {
+            name: "socktrace --json",
+            tracer: Tracer::Socktrace(&["--json"]),
+            streams: Stream::Json,
+        },
+        Mode {
+            name: "socktrace --json --port 1 (matches nothing)",
+            tracer: Tracer::Socktrace(&["--json", "--port", "1"]),
+            streams: Stream::None,
+        },
+    ];
+    if Command::new("bpftrace")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        modes.push(Mode {
+            name: "peer: bpftrace one-liner",
+            tracer: Tracer::Bpftrace,
+            streams: Stream::Bpftrace,
+        });
+    } else {
+        println!("xtask: bench: bpftrace is not installed: no peer row");
+    }
+    modes
+}
 
 /// One run of the load, with or without the tracer.
 #[derive(Default, Clone)]
@@ -64,7 +93,8 @@ struct Run {
     connections: u64,
     /// Transitions of the load's connections that the tracer wrote.
     delivered: u64,
-    /// What the tracer said it lost (ring full + recursion misses).
+    /// What the tracer said it lost (ring or perf buffer full + recursion
+    /// misses).
     reported_lost: u64,
     recursion_misses: u64,
     cpu_s: f64,
@@ -91,9 +121,10 @@ pub fn run(root: &Path) -> Result<()> {
     let per_conn = calibrate(&bin, &out_dir)?;
     println!("xtask: bench: {per_conn:.2} transitions per connection");
 
-    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); MODES.len()];
+    let modes = modes();
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); modes.len()];
     for round in 1..=ROUNDS {
-        for (i, mode) in MODES.iter().enumerate() {
+        for (i, mode) in modes.iter().enumerate() {
             let run = measure(&bin, &out_dir, mode)
                 .with_context(|| format!("round {round}, {}", mode.name))?;
             println!(
@@ -103,7 +134,7 @@ pub fn run(root: &Path) -> Result<()> {
             runs[i].push(run);
         }
     }
-    let table = table(&runs, per_conn);
+    let table = table(&modes, &runs, per_conn);
     let results = root.join("bench/RESULTS.md");
     fs::create_dir_all(results.parent().unwrap())?;
     fs::write(&results, report(&table)?)?;
@@ -122,9 +153,33 @@ fn churn(bin: &Path, args: &[&str]) -> Command {
     cmd
 }
 
-/// Starts socktrace with `args`, output to `out`; returns once attached.
-fn start_tracer(bin: &Path, args: &[&str], out: &Path) -> Result<(Child, f64)> {
+/// Starts the tracer, output to `out`; returns once it is attached, and
+/// how long that took.
+fn start_tracer(bin: &Path, tracer: Tracer, out: &Path) -> Result<(Child, f64)> {
     let started = Instant::now();
+    let err_path = out.with_extension("err");
+    if let Tracer::Bpftrace = tracer {
+        let child = Command::new("bpftrace")
+            .args(["-o", &out.to_string_lossy(), "-e", BPFTRACE_PROGRAM])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&err_path)?)
+            .spawn()
+            .context("starting bpftrace")?;
+        // It writes "Attaching 1 probe..." to its output, then attaches.
+        while !fs::read_to_string(out)
+            .unwrap_or_default()
+            .contains("Attaching")
+        {
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("bpftrace did not attach within a minute");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        return Ok((child, started.elapsed().as_secs_f64()));
+    }
+    let Tracer::Socktrace(args) = tracer else {
+        bail!("no tracer to start");
+    };
     let mut child = Command::new(bin.join("socktrace"))
         .args(args)
         .stdout(fs::File::create(out)?)
@@ -143,7 +198,6 @@ fn start_tracer(bin: &Path, args: &[&str], out: &Path) -> Result<(Child, f64)> {
     }
     let attach = started.elapsed().as_secs_f64();
     // Keep draining stderr into a file so the tracer never blocks on it.
-    let err_path = out.with_extension("err");
     std::thread::spawn(move || {
         let mut text = String::new();
         for line in lines.map_while(Result::ok) {
@@ -199,7 +253,7 @@ fn run_churn(cmd: &mut Command) -> Result<(u64, f64, u16)> {
 /// Transitions per connection, counted on a slow run traced as JSON.
 fn calibrate(bin: &Path, dir: &Path) -> Result<f64> {
     let out = dir.join("calibrate.json");
-    let (tracer, _) = start_tracer(bin, &["--json"], &out)?;
+    let (tracer, _) = start_tracer(bin, Tracer::Socktrace(&["--json"]), &out)?;
     let (conns, _, port) = run_churn(&mut churn(
         bin,
         &["--threads", "1", "--connections", "2000"],
@@ -215,7 +269,7 @@ fn measure(bin: &Path, dir: &Path, mode: &Mode) -> Result<Run> {
     let secs = SECONDS.to_string();
     let threads = THREADS.to_string();
     let mut load = churn(bin, &["--threads", &threads, "--seconds", &secs]);
-    let Some(args) = mode.args else {
+    if let Tracer::None = mode.tracer {
         let (connections, seconds, _) = run_churn(&mut load)?;
         return Ok(Run {
             rate: connections as f64 / seconds,
@@ -224,12 +278,14 @@ fn measure(bin: &Path, dir: &Path, mode: &Mode) -> Result<Run> {
         });
     };
     let out = dir.join("run.out");
-    let (tracer, attach_s) = start_tracer(bin, args, &out)?;
+    let (tracer, attach_s) = start_tracer(bin, mode.tracer, &out)?;
     let (connections, seconds, port) = run_churn(&mut load)?;
     let (cpu_s, peak_rss_kb) = stop_tracer(tracer)?;
     std::thread::sleep(Duration::from_millis(100)); // the stderr copier
-    let err = fs::read_to_string(out.with_extension("err")).unwrap_or_default();
-    let (ring, recursion) = lost(&err);
+    let (ring, recursion) = match mode.tracer {
+        Tracer::Bpftrace => (bpftrace_lost(&out)?, 0),
+        _ => lost(&fs::read_to_string(out.with_extension("err")).unwrap_or_default()),
+    };
     let delivered = count(&out, port, mode.streams)?;
     Ok(Run {
         rate: connections as f64 / seconds,
@@ -261,6 +317,22 @@ fn lost(summary: &str) -> (u64, u64) {
     )
 }
 
+/// Events bpftrace said it lost ("Lost N events" in its output).
+fn bpftrace_lost(out: &Path) -> Result<u64> {
+    let file = fs::File::open(out)?;
+    Ok(BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| {
+            l.strip_prefix("Lost ")?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum())
+}
+
 /// Transitions of connections to or from `port` in a tracer's output.
 /// Streamed: the bench's own memory must stay small, since a child's peak
 /// RSS (from wait4) starts from its parent's at fork.
@@ -284,6 +356,16 @@ fn count(path: &Path, port: u16, stream: Stream) -> Result<u64> {
                 .filter(|l| l.contains(" -> ") && l.contains(&p) && !l.contains("TIME_WAIT -> "))
                 .count()
         }
+        // "pid comm sport dport old new"
+        Stream::Bpftrace => {
+            let p = port.to_string();
+            lines
+                .filter(|l| {
+                    let f: Vec<&str> = l.rsplitn(5, ' ').collect();
+                    f.len() == 5 && (f[3] == p || f[2] == p)
+                })
+                .count()
+        }
     };
     Ok(n as u64)
 }
@@ -295,14 +377,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// The results as a Markdown table: medians over the rounds; each ratio is
 /// against the no-tracer run of the same round.
-fn table(runs: &[Vec<Run>], per_conn: f64) -> String {
+fn table(modes: &[Mode], runs: &[Vec<Run>], per_conn: f64) -> String {
     let mut t = String::from(
         "| mode | conn/s | vs no tracer | delivered / happened | lost, reported (recursion) | \
          tracer CPU | CPU per event | peak RSS | launch to attached |\n\
          |---|---|---|---|---|---|---|---|---|\n",
     );
     let baseline = &runs[0];
-    for (mode, runs) in MODES.iter().zip(runs) {
+    for (mode, runs) in modes.iter().zip(runs) {
         let m = |f: &dyn Fn(&Run) -> f64| median(runs.iter().map(f).collect());
         let rate = m(&|r| r.rate);
         let ratio = median(
@@ -312,7 +394,7 @@ fn table(runs: &[Vec<Run>], per_conn: f64) -> String {
                 .collect(),
         );
         let _ = write!(t, "| {} | {rate:.0} | {ratio:.2} |", mode.name);
-        if mode.args.is_none() {
+        if matches!(mode.tracer, Tracer::None) {
             t.push_str(" | | | | | |\n");
             continue;
         }
