@@ -154,11 +154,22 @@ fn fork_client(to: SocketAddr, req: usize, reply: usize) -> io::Result<()> {
     let s = tcp_socket(to.ip())?;
     s.connect(&to.into())?;
     let port = local_port(&s);
+    // The child talks only once the parent has dropped its copy, so the
+    // child's close is the one that ends the connection.
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills the two descriptors.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let [read_end, write_end] = fds;
     // SAFETY: this process is single-threaded; the child only does I/O on
     // its copy of the socket and exits.
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
         0 => {
+            let mut go = [0u8; 1];
+            // SAFETY: reading one byte from our pipe.
+            unsafe { libc::read(read_end, go.as_mut_ptr().cast(), 1) };
             let mut s: TcpStream = s.into();
             let ok = s.write_all(&vec![b'q'; req]).is_ok()
                 && s.read_exact(&mut vec![0u8; reply]).is_ok();
@@ -170,6 +181,8 @@ fn fork_client(to: SocketAddr, req: usize, reply: usize) -> io::Result<()> {
         child => {
             drop(s);
             say(json!({"pid": std::process::id(), "child": child, "port": port}));
+            // SAFETY: writing one byte to our pipe.
+            unsafe { libc::write(write_end, b"g".as_ptr().cast(), 1) };
             let mut status = 0;
             // SAFETY: waiting for our own child.
             unsafe { libc::waitpid(child, &mut status, 0) };
