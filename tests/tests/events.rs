@@ -219,3 +219,29 @@ fn a_port_filter_drops_other_sockets_in_the_kernel() {
         "{summary}"
     );
 }
+
+#[test]
+fn sigterm_stops_cleanly_with_everything_drained() {
+    let mut tracer = Tracer::start(&[]);
+    let report = Op::run(&["listen", "127.0.0.1", "3"]);
+    let pid = report["pid"].clone();
+    tracer.wait_for("the listen", |ev| {
+        of_type(ev, "listen").any(|e| e["pid"] == pid)
+    });
+    let done = tracer.signal(libc::SIGTERM);
+    assert!(done.status.success(), "exit: {}", done.status);
+    let summary = done.stderr.lines().last().unwrap_or_default();
+    assert!(
+        summary.contains("listen 1") || summary.contains("listen "),
+        "{summary}"
+    );
+    // The listener's LISTEN -> CLOSE came before the signal: it is there.
+    let sock = of_type(&done.events, "listen")
+        .find(|e| e["pid"] == pid)
+        .unwrap()["sock"]
+        .clone();
+    assert!(
+        of_type(&done.events, "state").any(|e| e["sock"] == sock && e["new_state"] == "CLOSE"),
+        "drained before exit"
+    );
+}

@@ -131,8 +131,13 @@ impl Tracer {
 
     /// SIGINT, then everything it printed until it exited.
     pub fn stop(self) -> Finished {
+        self.signal(libc::SIGINT)
+    }
+
+    /// Sends `signal`, then everything it printed until it exited.
+    pub fn signal(self, signal: i32) -> Finished {
         // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        unsafe { libc::kill(self.child.id() as i32, signal) };
         self.finish()
     }
 
