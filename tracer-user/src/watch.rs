@@ -17,7 +17,7 @@ use crate::{
     cli::WatchArgs,
     clock::Clock,
     diag::{self, Dump},
-    event::{self, Owner, SockId},
+    event::{self, Owner},
     output::{Json, Render, Text, TextMode},
     probe::{self, Options, Probe},
     proc::{self, Cgroups},
@@ -76,13 +76,11 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<Summary> {
 
     // After attaching, so a socket opened meanwhile is in one or the other.
     let now = clock.mono_now();
-    let mut existing = snapshot().context("snapshot of existing sockets (sock_diag)")?;
     // The kernel filters events; the snapshot is ours to filter.
-    existing.retain(|k| {
-        args.ports.is_empty()
-            || args.ports.contains(&k.local.port())
-            || args.ports.contains(&k.remote.port())
-    });
+    let wanted = |local: u16, remote: u16| {
+        args.ports.is_empty() || args.ports.contains(&local) || args.ports.contains(&remote)
+    };
+    let mut existing = snapshot(wanted).context("snapshot of existing sockets (sock_diag)")?;
     for known in &mut existing {
         pipeline.cgroups.resolve(&mut known.owner);
     }
@@ -170,20 +168,23 @@ fn losses(source: &Source, programs: &aya::Ebpf) -> anyhow::Result<KernelCounter
     Ok(counters)
 }
 
-/// Every TCP socket that exists now, with its owner from /proc.
-fn snapshot() -> io::Result<Vec<Known>> {
-    let sockets = diag::dump(Dump::All)?;
+/// Every TCP socket that exists now and that `wanted(local port, remote
+/// port)`, with its owner from /proc.
+fn snapshot(wanted: impl Fn(u16, u16) -> bool) -> io::Result<Vec<Known>> {
     let owners = proc::socket_owners(probe::cgroup_v2_root().as_deref());
-    Ok(sockets
-        .into_iter()
-        .map(|s| Known {
-            owner: owners.get(&s.inode).cloned().unwrap_or(Owner::UNKNOWN),
-            sock: s.sock,
-            state: s.state,
-            local: s.local,
-            remote: s.remote,
-        })
-        .collect())
+    let mut known = Vec::new();
+    diag::for_each(Dump::All, |s| {
+        if wanted(s.local.port(), s.remote.port()) {
+            known.push(Known {
+                owner: owners.get(&s.inode).cloned().unwrap_or(Owner::UNKNOWN),
+                sock: s.sock,
+                state: s.state,
+                local: s.local,
+                remote: s.remote,
+            });
+        }
+    })?;
+    Ok(known)
 }
 
 /// Decode, track and render, counting as we go.
@@ -237,11 +238,11 @@ impl Pipeline {
         if self.tracker.timewaits.is_empty() {
             return Ok(());
         }
-        let present: FxHashSet<SockId> = diag::dump(Dump::TimeWait)
-            .context("sock_diag dump of TIME_WAIT sockets")?
-            .into_iter()
-            .map(|s| s.sock)
-            .collect();
+        let mut present = FxHashSet::default();
+        diag::for_each(Dump::TimeWait, |s| {
+            present.insert(s.sock);
+        })
+        .context("sock_diag dump of TIME_WAIT sockets")?;
         let mut ended = Vec::new();
         self.tracker.timewaits.reconcile(&present, now, &mut ended);
         self.records.extend(ended.into_iter().map(Record::Event));
