@@ -1,5 +1,7 @@
 //! Kernel struct member offsets from the running kernel's BTF, so the
 //! programs never carry one kernel's layout.
+use std::collections::HashMap;
+
 use btf_rs::{Backend, Btf, Type};
 use thiserror::Error;
 use tracer_common::{Field, KernelLayout};
@@ -23,9 +25,23 @@ pub fn kernel() -> Result<Btf, BtfError> {
 /// features use may be missing: those come back with size 0, and the
 /// second value says what is lost.
 pub fn kernel_layout(btf: &Btf) -> Result<(KernelLayout, Vec<String>), BtfError> {
-    let f = |path: &str| member(btf, path);
+    let roots = structs(
+        btf,
+        &[
+            "task_struct",
+            "files_struct",
+            "fdtable",
+            "file",
+            "socket",
+            "sock",
+            "inet_sock",
+            "tcp_sock",
+            "net",
+        ],
+    );
+    let f = |path: &str| member(btf, &roots, path);
     let mut degraded = Vec::new();
-    let mut optional = |path: &str, lost: &str| match member(btf, path) {
+    let mut optional = |path: &str, lost: &str| match member(btf, &roots, path) {
         Ok(field) => field,
         Err(err) => {
             degraded.push(format!("{lost}: {err}"));
@@ -129,13 +145,45 @@ fn open() -> Result<Btf, btf_rs::Error> {
     Btf::from_file_with_backend(VMLINUX, Backend::Mmap).or_else(|_| Btf::from_file(VMLINUX))
 }
 
+/// Every type named one of `names`, found in one pass over the BTF (a
+/// lookup by name is a pass of its own, ~1 ms on vmlinux).
+fn named(btf: &Btf, names: &[impl AsRef<str>]) -> Vec<(String, Type)> {
+    let alternatives: Vec<String> = names.iter().map(|n| regex::escape(n.as_ref())).collect();
+    let Ok(re) = regex::Regex::new(&format!("^(?:{})$", alternatives.join("|"))) else {
+        return Vec::new();
+    };
+    btf.resolve_types_by_regex(&re)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|ty| {
+            let name = btf.resolve_name(ty.as_btf_type()?).ok()?;
+            Some((name, ty))
+        })
+        .collect()
+}
+
+/// The structs (with members: not forward declarations) named `names`.
+pub fn structs(btf: &Btf, names: &[&str]) -> HashMap<String, Type> {
+    let mut found = HashMap::new();
+    for (name, ty) in named(btf, names) {
+        if matches!(&ty, Type::Struct(s) if !s.members.is_empty()) {
+            found.entry(name).or_insert(ty);
+        }
+    }
+    found
+}
+
 /// `"struct.member.member"`: the place and size of that member, looking
-/// through anonymous unions and structs as C does.
-pub fn member(btf: &Btf, path: &str) -> Result<Field, BtfError> {
+/// through anonymous unions and structs as C does. The struct must be in
+/// `roots` (see [`structs`]).
+pub fn member(btf: &Btf, roots: &HashMap<String, Type>, path: &str) -> Result<Field, BtfError> {
     let err = |what: String| BtfError::Layout(format!("{path}: {what}"));
     let mut names = path.split('.');
     let root = names.next().unwrap_or_default();
-    let mut ty = struct_named(btf, root).ok_or_else(|| err(format!("no struct {root}")))?;
+    let mut ty = roots
+        .get(root)
+        .cloned()
+        .ok_or_else(|| err(format!("no struct {root}")))?;
     let mut bits = 0u32;
     let mut found = None;
     for name in names {
@@ -172,13 +220,6 @@ pub fn member(btf: &Btf, path: &str) -> Result<Field, BtfError> {
 
 fn checked_u16(v: u32) -> Result<u16, String> {
     u16::try_from(v).map_err(|_| format!("offset {v} is beyond 64 KiB"))
-}
-
-fn struct_named(btf: &Btf, name: &str) -> Option<Type> {
-    btf.resolve_types_by_name(name)
-        .ok()?
-        .into_iter()
-        .find(|t| matches!(t, Type::Struct(s) if !s.members.is_empty()))
 }
 
 /// Member `name` of `s`, searching anonymous members: its bit offset from
@@ -277,12 +318,18 @@ mod tests {
     #[test]
     fn unknown_members_are_named_in_the_error() {
         let btf = open().unwrap();
-        let err = member(&btf, "sock.no_such_member").unwrap_err().to_string();
+        let roots = structs(&btf, &["sock", "no_such_struct"]);
+        assert_eq!(roots.keys().collect::<Vec<_>>(), ["sock"]);
+        let err = member(&btf, &roots, "sock.no_such_member")
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "kernel BTF: sock.no_such_member: no member `no_such_member`"
         );
-        let err = member(&btf, "no_such_struct.x").unwrap_err().to_string();
+        let err = member(&btf, &roots, "no_such_struct.x")
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "kernel BTF: no_such_struct.x: no struct no_such_struct"
