@@ -53,7 +53,8 @@ pub struct WatchArgs {
           value_parser = clap::value_parser!(i32).range(-20..=19))]
     pub nice: i32,
     /// The most connections followed at once (for close records); beyond
-    /// it the oldest are dropped from tracking, and the summary says so.
+    /// it some are dropped from tracking (their close records are lost),
+    /// and the summary says how many.
     #[arg(long, value_name = "N", default_value_t = 1 << 18, value_parser = clap::value_parser!(u32).range(1..))]
     pub track_limit: u32,
     /// How often to look for TIME_WAIT sockets that ended (sock_diag).

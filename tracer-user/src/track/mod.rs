@@ -66,7 +66,8 @@ pub struct Tracker {
     /// when the kernel did not know the listener's owner.
     listeners: FxHashMap<SocketAddr, Owner>,
     capacity: usize,
-    /// Sockets dropped from tracking to stay within `capacity`.
+    /// Sockets dropped from tracking (an arbitrary one each time) to stay
+    /// within `capacity`.
     pub evicted: u64,
     pub timewaits: TimeWaits,
 }
