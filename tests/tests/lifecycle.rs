@@ -25,6 +25,7 @@ struct Conversation {
 /// A server and a client process talking over `ip`; `server` and `client`
 /// are their sockops modes. Returns once both ends have closed.
 fn converse(tracer: &mut Tracer, ip: &str, server: &str, client: &str) -> Conversation {
+    require_time_wait_room();
     let (req, reply) = (REQ.to_string(), REPLY.to_string());
     let s = Op::start(&["tcp-server", ip, &req, &reply, server]);
     let port = s.port();
@@ -443,7 +444,8 @@ fn connection_opened_before_start() {
         pair.port(),
         pair.report["client_port"].as_u64().unwrap(),
     );
-    let mut tracer = Tracer::start(&["--snapshot"]);
+    // Only the pair's sockets: the host may hold many others.
+    let mut tracer = Tracer::start(&["--snapshot", "--port", &port.to_string()]);
     pair.proceed();
     pair.wait();
     let events = tracer.wait_for("both close records", |ev| {
@@ -604,6 +606,7 @@ fn time_wait_ended_by_reuse_is_seen_gone() {
             .env("SOCKOPS_LOCAL_PORT", lport.to_string());
         Op::spawn(cmd)
     };
+    require_time_wait_room();
     let mut tracer = Tracer::start(&["--tw-poll", "0.2"]);
     let first = client();
     let pid = first.pid();

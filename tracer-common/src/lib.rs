@@ -65,6 +65,9 @@ pub const SOCK_RST_RECEIVED: u8 = 1;
 pub const SOCK_RST_SENT: u8 = 2;
 /// The peer's FIN had arrived (`RCV_SHUTDOWN` in `sk_shutdown`).
 pub const SOCK_PEER_FIN: u8 = 4;
+/// The network namespace's TIME_WAIT bucket table was full at a close: no
+/// timewait socket could take over (`TcpExtTCPTimeWaitOverflow`).
+pub const SOCK_TW_FULL: u8 = 8;
 
 /// One TCP state transition (`tp_btf/inet_sock_set_state`).
 #[repr(C)]
@@ -223,6 +226,9 @@ pub struct KernelLayout {
     pub net_inum: Field,
     pub sk_err: Field,
     pub sk_shutdown: Field,
+    /// `net.ipv4.tcp_death_row`: TIME_WAIT sockets (+1) and their limit.
+    pub net_tw_count: Field,
+    pub net_tw_max: Field,
     pub tcp_bytes_acked: Field,
     pub tcp_bytes_received: Field,
 }

@@ -82,6 +82,24 @@ pub fn optional(base: *const u8, field: Field) -> u64 {
     uint(base, field).unwrap_or(0)
 }
 
+/// Whether the TIME_WAIT bucket table of `sk`'s namespace is full, as
+/// `inet_twsk_alloc` judges it (false if unknown on this kernel).
+#[inline(always)]
+pub fn tw_table_full(sk: *const u8) -> bool {
+    let k = &CONFIG.kernel;
+    let (count, max) = (cfg(&k.net_tw_count), cfg(&k.net_tw_max));
+    if count.size == 0 || max.size == 0 {
+        return false;
+    }
+    let Ok(net) = ptr(sk, cfg(&k.sk_net)) else {
+        return false;
+    };
+    let count = optional(net, count) as i64;
+    let max = optional(net, max) as u32 as i32 as i64;
+    // inet_twsk_alloc refuses when refcount - 1 >= max.
+    count > max
+}
+
 /// Inode of the network namespace `sk` lives in (0 if unknown).
 #[inline(always)]
 pub fn netns(sk: *const u8) -> u32 {

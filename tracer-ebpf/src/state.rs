@@ -7,7 +7,7 @@ use aya_ebpf::{
     helpers::generated::bpf_get_socket_cookie, macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use tracer_common::{IPPROTO_TCP, KIND_STATE, Owner, SOCK_PEER_FIN, StateRecord};
+use tracer_common::{IPPROTO_TCP, KIND_STATE, Owner, SOCK_PEER_FIN, SOCK_TW_FULL, StateRecord};
 
 use crate::{
     emit::{emit, header},
@@ -15,16 +15,18 @@ use crate::{
     filter::sock_wanted,
     maps::CONFIG,
     owner::{claim, info, resolve},
-    sock::{local_end, netns, optional, remote_end},
+    sock::{local_end, netns, optional, remote_end, tw_table_full},
 };
 
 // include/net/tcp_states.h (UAPI-stable numbering)
 const TCP_SYN_SENT: i32 = 2;
 const TCP_FIN_WAIT1: i32 = 4;
+const TCP_FIN_WAIT2: i32 = 5;
 const TCP_CLOSE: i32 = 7;
 const TCP_CLOSE_WAIT: i32 = 8;
 const TCP_LAST_ACK: i32 = 9;
 const TCP_LISTEN: i32 = 10;
+const TCP_CLOSING: i32 = 11;
 // include/net/sock.h
 const RCV_SHUTDOWN: u64 = 1;
 
@@ -86,6 +88,9 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
     }
     if optional(base, cfg(&k.sk_shutdown)) & RCV_SHUTDOWN != 0 {
         rec.flags |= SOCK_PEER_FIN;
+    }
+    if new == TCP_CLOSE && (old == TCP_FIN_WAIT2 || old == TCP_CLOSING) && tw_table_full(base) {
+        rec.flags |= SOCK_TW_FULL;
     }
     if new == TCP_CLOSE {
         rec.bytes_acked = optional(base, cfg(&k.tcp_bytes_acked));

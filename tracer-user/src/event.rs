@@ -9,7 +9,7 @@ use thiserror::Error;
 use tracer_common::{
     AF_INET, AF_INET6, BindRecord, COMM_LEN, Header, IPPROTO_TCP, IPPROTO_UDP, KIND_BIND,
     KIND_LISTEN, KIND_STATE, ListenRecord, OWNER_INHERITED, OWNER_SYSCALL, SOCK_PEER_FIN,
-    SOCK_RST_RECEIVED, SOCK_RST_SENT, StateRecord,
+    SOCK_RST_RECEIVED, SOCK_RST_SENT, SOCK_TW_FULL, StateRecord,
 };
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -94,6 +94,8 @@ pub struct StateInfo {
     pub rst_sent: bool,
     /// The peer's FIN had arrived.
     pub peer_fin: bool,
+    /// The TIME_WAIT bucket table was full: no timewait socket took over.
+    pub tw_table_full: bool,
     /// Bytes sent and acknowledged / received; on a transition to CLOSE.
     pub bytes_acked: u64,
     pub bytes_received: u64,
@@ -430,6 +432,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                         rst_received: r.flags & SOCK_RST_RECEIVED != 0,
                         rst_sent: r.flags & SOCK_RST_SENT != 0,
                         peer_fin: r.flags & SOCK_PEER_FIN != 0,
+                        tw_table_full: r.flags & SOCK_TW_FULL != 0,
                         bytes_acked: r.bytes_acked,
                         bytes_received: r.bytes_received,
                         tw_end: None,
@@ -595,6 +598,7 @@ mod tests {
                     rst_received: true,
                     rst_sent: false,
                     peer_fin: false,
+                    tw_table_full: false,
                     bytes_acked: 5,
                     bytes_received: 6,
                     tw_end: None,

@@ -96,6 +96,7 @@ fn test(root: &Path) -> Result<()> {
         ],
     )?;
     step("build", &["build", "--quiet", "-p", "tracer-user"])?;
+    wait_for_time_wait_room();
     let bin = root.join("target/debug/socktrace");
     println!("xtask: tests (unit, then integration against the running kernel)");
     let status = Command::new("cargo")
@@ -107,6 +108,33 @@ fn test(root: &Path) -> Result<()> {
         bail!("tests failed");
     }
     Ok(())
+}
+
+/// The connection tests need room for TIME_WAIT sockets; right after
+/// `cargo xtask bench` the kernel's table may be full for up to a minute.
+fn wait_for_time_wait_room() {
+    let read = || -> Option<(u64, u64)> {
+        let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+        let line = sockstat.lines().find_map(|l| l.strip_prefix("TCP: "))?;
+        let tw = line
+            .split_whitespace()
+            .skip_while(|w| *w != "tw")
+            .nth(1)?
+            .parse()
+            .ok()?;
+        let max = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_max_tw_buckets").ok()?;
+        Some((tw, max.trim().parse().ok()?))
+    };
+    let started = std::time::Instant::now();
+    while let Some((tw, max)) = read() {
+        if tw + 1000 < max || started.elapsed() > std::time::Duration::from_secs(75) {
+            break;
+        }
+        if started.elapsed().as_secs().is_multiple_of(10) {
+            println!("xtask: waiting for TIME_WAIT sockets to expire ({tw} of at most {max})");
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
 fn step(what: &str, args: &[&str]) -> Result<()> {

@@ -16,7 +16,7 @@ use std::{
 use serde_json::Value;
 
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
-const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The socktrace binary `cargo xtask test` built.
 pub fn socktrace_bin() -> PathBuf {
@@ -109,7 +109,14 @@ impl Tracer {
         while !done(&self.events) {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) => self.events.push(parse(&line)),
+                Ok(line) => {
+                    self.events.push(parse(&line));
+                    // Take whatever else is waiting before checking again:
+                    // the check looks at every event so far.
+                    while let Ok(line) = self.lines.try_recv() {
+                        self.events.push(parse(&line));
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => panic!(
                     "timed out waiting for {what}; {} events seen, the last ones:\n{}\nstderr:\n{}",
                     self.events.len(),
@@ -320,4 +327,32 @@ pub fn conn(events: &[Value], sport: u64, dport: u64) -> Option<String> {
 pub fn free_port(ip: &str) -> u16 {
     let l = std::net::TcpListener::bind((ip, 0)).expect("bind");
     l.local_addr().expect("addr").port()
+}
+
+/// Fails clearly when this network namespace cannot take another TIME_WAIT
+/// socket (its bucket table is full, e.g. right after a benchmark): the
+/// kernel then closes sockets without TIME_WAIT, and socktrace says so.
+pub fn require_time_wait_room() {
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").expect("sockstat");
+    let tw: u64 = sockstat
+        .lines()
+        .find_map(|l| l.strip_prefix("TCP: "))
+        .and_then(|l| {
+            l.split_whitespace()
+                .skip_while(|w| *w != "tw")
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .expect("TCP tw count in /proc/net/sockstat");
+    let max: u64 = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_max_tw_buckets")
+        .expect("tcp_max_tw_buckets")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert!(
+        tw + 100 < max,
+        "this host holds {tw} TIME_WAIT sockets of at most {max}: the kernel creates no more, \
+         so this test cannot see one; run it again once they expire (60 s)"
+    );
 }

@@ -76,6 +76,14 @@ pub fn kernel_layout(btf: &Btf) -> Result<(KernelLayout, Vec<String>), BtfError>
             "sock.sk_shutdown",
             "TIME_WAIT entry is not told from an orphaned FIN_WAIT2",
         ),
+        net_tw_count: optional(
+            "net.ipv4.tcp_death_row.tw_refcount",
+            "a TIME_WAIT the kernel could not create (bucket table full) is reported as entered",
+        ),
+        net_tw_max: optional(
+            "net.ipv4.tcp_death_row.sysctl_max_tw_buckets",
+            "a TIME_WAIT the kernel could not create (bucket table full) is reported as entered",
+        ),
         tcp_bytes_acked: optional("tcp_sock.bytes_acked", "no byte counts"),
         tcp_bytes_received: optional("tcp_sock.bytes_received", "no byte counts"),
     };
@@ -295,6 +303,17 @@ mod tests {
             "{:?}",
             k.sk_protocol
         );
+        assert_eq!(
+            (k.sk_state.size, k.sk_dport.size, k.sk_cookie.size),
+            (1, 2, 8)
+        );
+        assert_eq!(
+            (k.sk_daddr.size, k.sk_v6_daddr.size, k.net_inum.size),
+            (4, 16, 4)
+        );
+        assert_eq!((k.sk_err.size, k.sk_shutdown.size), (4, 1));
+        assert_eq!((k.net_tw_count.size, k.net_tw_max.size), (4, 4));
+        assert_eq!((k.tcp_bytes_acked.size, k.tcp_bytes_received.size), (8, 8));
     }
 
     #[test]

@@ -161,9 +161,13 @@ impl Tracker {
             event.owner = cached(owner);
             conn.owner = event.owner.clone();
         }
+        // A timewait socket took over (unless the kernel's bucket table was
+        // full), after the peer's FIN: TIME_WAIT proper, not its FIN_WAIT2
+        // substate.
         let enters_time_wait = new == TcpState::Close
             && matches!(old, TcpState::FinWait2 | TcpState::Closing)
             && !info.rst_received
+            && !info.tw_table_full
             && (info.peer_fin || old == TcpState::Closing);
         event.detail = Detail::State {
             local,

@@ -87,6 +87,7 @@ const NONE: StateInfo = StateInfo {
     rst_received: false,
     rst_sent: false,
     peer_fin: false,
+    tw_table_full: false,
     bytes_acked: 0,
     bytes_received: 0,
     tw_end: None,
@@ -211,6 +212,28 @@ fn the_active_closer_enters_time_wait() {
         (1, 0),
         "only the TIME_WAIT remains"
     );
+}
+
+#[test]
+fn no_time_wait_when_the_kernel_could_not_create_one() {
+    // The TIME_WAIT bucket table is full: no timewait socket takes over.
+    let mut events = conversation();
+    for e in &mut events {
+        if let Detail::State {
+            old: FinWait2,
+            info,
+            ..
+        } = &mut e.detail
+        {
+            info.tw_table_full = true;
+        }
+    }
+    let mut t = Tracker::new(16);
+    let out = run(&mut t, events);
+    assert_eq!(states(&out, 2).last(), Some(&(FinWait2, Close)));
+    let c = close(&out, 2);
+    assert_eq!((c.time_wait, c.closed_first), (false, Some(Side::Local)));
+    assert!(t.timewaits.is_empty());
 }
 
 #[test]
