@@ -63,7 +63,8 @@ pub struct Owner {
 pub const SOCK_RST_RECEIVED: u8 = 1;
 /// The socket sent a RST (`tcp:tcp_send_reset`).
 pub const SOCK_RST_SENT: u8 = 2;
-/// The peer's FIN had arrived (`RCV_SHUTDOWN` in `sk_shutdown`).
+/// The peer's FIN had arrived (`RCV_SHUTDOWN` in `sk_shutdown`); checked
+/// on a transition to CLOSE only.
 pub const SOCK_PEER_FIN: u8 = 4;
 /// The network namespace's TIME_WAIT bucket table was full at a close: no
 /// timewait socket could take over (`TcpExtTCPTimeWaitOverflow`).
@@ -80,7 +81,8 @@ pub struct StateRecord {
     pub cookie: u64,
     /// Inode of the socket's network namespace.
     pub netns: u32,
-    /// `sk_err` at this transition (why a connection failed).
+    /// `sk_err` (why a connection failed); filled on a transition to CLOSE
+    /// only.
     pub sk_err: i32,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],

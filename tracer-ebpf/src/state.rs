@@ -66,7 +66,6 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
         // SAFETY: `sk` is the tracepoint's trusted socket pointer.
         cookie: unsafe { bpf_get_socket_cookie(sk) },
         netns: netns(base),
-        sk_err: optional(base, cfg(&k.sk_err)) as i32,
         saddr: local.addr,
         daddr,
         sport: local.port,
@@ -86,13 +85,15 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
     } else {
         rec.owner = Owner::default();
     }
-    if optional(base, cfg(&k.sk_shutdown)) & RCV_SHUTDOWN != 0 {
-        rec.flags |= SOCK_PEER_FIN;
-    }
-    if new == TCP_CLOSE && (old == TCP_FIN_WAIT2 || old == TCP_CLOSING) && tw_table_full(base) {
-        rec.flags |= SOCK_TW_FULL;
-    }
+    // How it ended: only a close needs these (userspace reads them there).
     if new == TCP_CLOSE {
+        rec.sk_err = optional(base, cfg(&k.sk_err)) as i32;
+        if optional(base, cfg(&k.sk_shutdown)) & RCV_SHUTDOWN != 0 {
+            rec.flags |= SOCK_PEER_FIN;
+        }
+        if (old == TCP_FIN_WAIT2 || old == TCP_CLOSING) && tw_table_full(base) {
+            rec.flags |= SOCK_TW_FULL;
+        }
         rec.bytes_acked = optional(base, cfg(&k.tcp_bytes_acked));
         rec.bytes_received = optional(base, cfg(&k.tcp_bytes_received));
     }
