@@ -76,25 +76,33 @@ impl Event {
         }
     }
 
-    pub fn family(&self) -> &'static str {
-        let addr = match &self.detail {
+    /// The socket's own address: the local end of a transition, the
+    /// address of a bind or listen.
+    pub fn local(&self) -> &SocketAddr {
+        match &self.detail {
             Detail::State { local, .. } => local,
             Detail::Bind { addr, .. } | Detail::Listen { addr, .. } => addr,
-        };
-        if addr.is_ipv4() { "ipv4" } else { "ipv6" }
+        }
     }
+}
+
+/// `"ipv4"` or `"ipv6"`, as the output names an address's family.
+pub fn family_name(addr: &SocketAddr) -> &'static str {
+    if addr.is_ipv4() { "ipv4" } else { "ipv6" }
 }
 
 /// Extra facts read from the socket at a state transition.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StateInfo {
-    /// The socket's pending error (why a connection failed).
+    /// The socket's pending error (why a connection failed); on a
+    /// transition to CLOSE.
     pub sk_err: Errno,
     pub rst_received: bool,
     pub rst_sent: bool,
-    /// The peer's FIN had arrived.
+    /// The peer's FIN had arrived; on a transition to CLOSE.
     pub peer_fin: bool,
-    /// The TIME_WAIT bucket table was full: no timewait socket took over.
+    /// The TIME_WAIT bucket table was full: no timewait socket took over;
+    /// on a transition to CLOSE.
     pub tw_table_full: bool,
     /// Bytes sent and acknowledged / received; on a transition to CLOSE.
     pub bytes_acked: u64,
@@ -585,7 +593,7 @@ mod tests {
             (e.proto, e.sock, e.netns),
             (Proto::Tcp, Some(SockId(42)), 4026531840)
         );
-        assert_eq!(e.family(), "ipv4");
+        assert_eq!(family_name(e.local()), "ipv4");
         assert_eq!(
             e.detail,
             Detail::State {
@@ -647,7 +655,7 @@ mod tests {
         };
         assert_eq!(local.to_string(), "[::1]:80");
         assert_eq!(remote.to_string(), "[::ffff:192.0.2.7]:5555");
-        assert_eq!(e.family(), "ipv6");
+        assert_eq!(family_name(e.local()), "ipv6");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use super::{Render, jsonw::Obj};
 use crate::{
     clock::{Clock, Style, TimeFormatter},
-    event::{Detail, Errno, Event, Owner, Proto, SockId},
+    event::{Detail, Errno, Event, Owner, Proto, SockId, family_name},
     source::KernelCounters,
     track::{Close, Known, Record},
 };
@@ -54,7 +54,7 @@ fn common(
     };
     o.name("owner_source", owner.source.name())
         .shown("proto", proto)
-        .name("family", if addr.is_ipv4() { "ipv4" } else { "ipv6" })
+        .name("family", family_name(addr))
         .uint("netns", netns.into());
     match sock {
         Some(sock) => o.shown("sock", sock),
@@ -83,13 +83,9 @@ fn errno(o: &mut Obj<'_>, errno: Errno) {
 
 impl Json {
     fn event(&mut self, e: &Event, out: &mut String) {
-        let local = match &e.detail {
-            Detail::State { local, .. } => local,
-            Detail::Bind { addr, .. } | Detail::Listen { addr, .. } => addr,
-        };
         let mut o = Obj::new(out, e.type_name());
         o.name("time", &self.scratch);
-        common(&mut o, &e.owner, e.proto, local, e.netns, e.sock);
+        common(&mut o, &e.owner, e.proto, e.local(), e.netns, e.sock);
         match &e.detail {
             Detail::State {
                 local,
