@@ -212,10 +212,16 @@ fn a_port_filter_drops_other_sockets_in_the_kernel() {
         .iter()
         .map(|e| (e["type"].as_str().unwrap(), e["pid"].as_u64().unwrap_or(0)))
         .collect();
-    assert_eq!(kinds, [("bind", wanted_bind["pid"].as_u64().unwrap())]);
+    // The UDP socket's close is its release.
+    let pid = wanted_bind["pid"].as_u64().unwrap();
+    assert_eq!(kinds, [("bind", pid), ("release", pid)]);
+    let release = &done.events[1];
+    assert_eq!(release["port"], wanted);
+    assert_eq!(release["proto"], "udp");
+    assert_eq!(release["sock"], done.events[0]["sock"]);
     let summary = done.stderr.lines().last().unwrap_or_default();
     assert!(
-        summary.starts_with("socktrace: 1 events (state 0, bind 1, listen 0)"),
+        summary.starts_with("socktrace: 2 events (state 0, bind 1, listen 0, release 1)"),
         "{summary}"
     );
 }

@@ -13,6 +13,8 @@ pub const KIND_STATE: u32 = 1;
 pub const KIND_BIND: u32 = 2;
 /// `Header::kind` of a [`ListenRecord`].
 pub const KIND_LISTEN: u32 = 3;
+/// `Header::kind` of a [`ReleaseRecord`].
+pub const KIND_RELEASE: u32 = 4;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
@@ -145,6 +147,66 @@ pub struct ListenRecord {
     pub _pad2: u32,
 }
 
+/// The last close of an explicitly bound socket that never listened nor
+/// connected (a UDP server, or a TCP bind never followed by `listen`), seen
+/// by `cgroup/sock_release` in the closing task's context.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReleaseRecord {
+    pub header: Header,
+    /// The closing task.
+    pub owner: Owner,
+    pub cookie: u64,
+    pub netns: u32,
+    pub _pad: u32,
+    /// The socket's local address and port at its close.
+    pub addr: [u8; 16],
+    pub family: u16,
+    pub protocol: u16,
+    pub port: u16,
+    pub _pad2: u16,
+}
+
+/// `TallyKey::role`: which end of the connection this socket was.
+/// It connected (CLOSE -> SYN_SENT).
+pub const ROLE_CLIENT: u8 = 1;
+/// A listener accepted it (-> SYN_RECV).
+pub const ROLE_SERVER: u8 = 2;
+
+/// What `socktrace timewait` counts in the kernel, by owner and
+/// destination, instead of streaming every transition (`TALLIES` map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TallyKey {
+    pub netns: u32,
+    /// Owner's pid (0: unknown, or the overflow row when everything is 0).
+    pub pid: u32,
+    pub family: u16,
+    /// `ROLE_*`; 0 when the start of the connection was not seen.
+    pub role: u8,
+    pub _pad: u8,
+    /// The service port: the remote port of a client socket, the local
+    /// port of a server socket (so ephemeral ports do not multiply keys).
+    pub port: u16,
+    pub _pad2: u16,
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+}
+
+/// Totals for one [`TallyKey`] since the programs were loaded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Connections that ended by entering TIME_WAIT (this side closed first).
+    pub time_waits: u64,
+    /// Connections that ended (any way).
+    pub closes: u64,
+    /// Of `closes`, those that lived less than `Config::short_ns`.
+    pub short: u64,
+    /// The owner's name at the last update.
+    pub comm: [u8; COMM_LEN],
+}
+
 /// Where a field lives inside a tracepoint record or a kernel struct.
 ///
 /// `size` is in bytes. For a bitfield (`struct sock::sk_protocol` before
@@ -249,8 +311,18 @@ pub struct Config {
     /// first `filter_ports_len`); none when the length is 0.
     pub filter_ports: [u16; MAX_FILTER_PORTS],
     pub filter_ports_len: u32,
-    pub _pad: u32,
+    /// `MODE_*` bits: what the programs do with what they see.
+    pub mode: u32,
+    /// A connection shorter than this counts as short in `Tally::short`.
+    pub short_ns: u64,
 }
+
+/// `Config::mode`: stream every TCP transition (`watch`).
+pub const MODE_STREAM: u32 = 1;
+/// Stream only transitions into and out of LISTEN (`listeners`).
+pub const MODE_LISTENERS: u32 = 2;
+/// Count connection ends in `TALLIES` (`timewait`).
+pub const MODE_TALLY: u32 = 4;
 
 /// How many `--port` values the kernel can check.
 pub const MAX_FILTER_PORTS: usize = 8;
@@ -269,11 +341,17 @@ pub const COUNTER_RING_DROPS: u32 = 0;
 pub const COUNTER_UNPAIRED: u32 = 1;
 /// Sockets whose owner record could not be stored (allocation failed).
 pub const COUNTER_OWNER_FAILED: u32 = 2;
-pub const COUNTERS: u32 = 3;
+/// Tallies that went to the overflow row because `TALLIES` was full.
+pub const COUNTER_TALLY_OVERFLOW: u32 = 3;
+pub const COUNTERS: u32 = 4;
 
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain-old-data: `#[repr(C)]`, integers and arrays only, and
     // every bit pattern is valid.
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TallyKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Tally {}
 }

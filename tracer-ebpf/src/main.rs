@@ -8,10 +8,12 @@ mod field;
 mod filter;
 mod maps;
 mod owner;
+mod release;
 mod sock;
 mod sockio;
 mod state;
 mod syscalls;
+mod tally;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -4,9 +4,9 @@ use core::ptr;
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, bpf_map_type::BPF_MAP_TYPE_SK_STORAGE},
     macros::{btf_map, map},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use tracer_common::{COUNTERS as N_COUNTERS, Config, Owner};
+use tracer_common::{COUNTERS as N_COUNTERS, Config, Owner, Tally, TallyKey};
 
 /// Layouts and tuning from the loader (`EbpfLoader::override_global`).
 /// Read it only through [`crate::field::cfg`], which stops the compiler from
@@ -50,9 +50,13 @@ pub struct SockInfo {
     /// into each new connection (`BPF_F_CLONE`), so a different value here
     /// means the owner is the listener's, inherited.
     pub sk: u64,
+    /// When the connection started (-> SYN_SENT or -> SYN_RECV), or 0.
+    pub opened_ns: u64,
     /// `tracer_common::SOCK_RST_*` bits seen so far.
     pub flags: u8,
-    pub _pad: [u8; 7],
+    /// `tracer_common::ROLE_*`, or 0 before the connection started.
+    pub role: u8,
+    pub _pad: [u8; 6],
 }
 
 /// Copy the storage into sockets the kernel clones (accepted connections).
@@ -92,6 +96,29 @@ pub static SOCKS: SockStorage = SockStorage {
 /// storage and deletes the entry.
 #[map]
 pub static ACCEPTED: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(8192, 0);
+
+/// Explicitly bound sockets that have not listened or connected yet, by
+/// cookie, with where they are bound: `sock_release` reports the end of
+/// these (a listener's end is its LISTEN -> CLOSE transition). Its context
+/// cannot show the address, hence the copy.
+#[map]
+pub static BOUND: LruHashMap<u64, Bound> = LruHashMap::with_max_entries(65536, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Bound {
+    pub netns: u32,
+    pub family: u16,
+    pub protocol: u16,
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub _pad: [u8; 6],
+}
+
+/// `socktrace timewait`'s counters. When full, new keys count in the
+/// all-zero key, which the loader inserts first.
+#[map]
+pub static TALLIES: PerCpuHashMap<TallyKey, Tally> = PerCpuHashMap::with_max_entries(16384, 0);
 
 /// Adds one to counter `index` on this CPU.
 #[inline(always)]

@@ -7,7 +7,10 @@ use aya_ebpf::{
     helpers::generated::bpf_get_socket_cookie, macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use tracer_common::{IPPROTO_TCP, KIND_STATE, Owner, SOCK_PEER_FIN, SOCK_TW_FULL, StateRecord};
+use tracer_common::{
+    IPPROTO_TCP, KIND_STATE, MODE_LISTENERS, MODE_STREAM, MODE_TALLY, ROLE_CLIENT, ROLE_SERVER,
+    SOCK_PEER_FIN, SOCK_RST_RECEIVED, SOCK_TW_FULL, StateRecord,
+};
 
 use crate::{
     emit::{emit, header},
@@ -15,11 +18,14 @@ use crate::{
     filter::sock_wanted,
     maps::CONFIG,
     owner::{claim, info, resolve},
+    release::forget_bound,
     sock::{local_end, netns, optional, remote_end, tw_table_full},
+    tally::count_close,
 };
 
 // include/net/tcp_states.h (UAPI-stable numbering)
 const TCP_SYN_SENT: i32 = 2;
+const TCP_SYN_RECV: i32 = 3;
 const TCP_FIN_WAIT1: i32 = 4;
 const TCP_FIN_WAIT2: i32 = 5;
 const TCP_CLOSE: i32 = 7;
@@ -52,7 +58,15 @@ fn made_by_a_syscall(old: i32, new: i32) -> bool {
 fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i64> {
     let k = &CONFIG.kernel;
     let base = sk as *const u8;
-    if !sock_wanted(base) {
+    let mode = cfg(&CONFIG.mode);
+    if mode & (MODE_STREAM | MODE_LISTENERS) != 0 && (new == TCP_LISTEN || new == TCP_SYN_SENT) {
+        forget_bound(sk);
+    }
+    let stream = mode & MODE_STREAM != 0
+        || (mode & MODE_LISTENERS != 0 && (old == TCP_LISTEN || new == TCP_LISTEN));
+    let tally = mode & MODE_TALLY != 0
+        && (new == TCP_SYN_SENT || new == TCP_SYN_RECV || (new == TCP_CLOSE && old != TCP_LISTEN));
+    if !(stream || tally) || !sock_wanted(base) {
         return Ok(());
     }
     let local = local_end(base)?;
@@ -76,14 +90,22 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
         new_state: new as u8,
         ..StateRecord::default()
     };
+    let (mut opened_ns, mut role) = (0, 0);
     if let Some(info) = info(sk) {
         if made_by_a_syscall(old, new) {
             claim(info, sk);
         }
+        if new == TCP_SYN_SENT || new == TCP_SYN_RECV {
+            info.opened_ns = rec.header.ts_ns;
+            info.role = if new == TCP_SYN_SENT {
+                ROLE_CLIENT
+            } else {
+                ROLE_SERVER
+            };
+        }
         rec.owner = resolve(info, sk);
         rec.flags = info.flags;
-    } else {
-        rec.owner = Owner::default();
+        (opened_ns, role) = (info.opened_ns, info.role);
     }
     // How it ended: only a close needs these (userspace reads them there).
     if new == TCP_CLOSE {
@@ -96,7 +118,23 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
         }
         rec.bytes_acked = optional(base, cfg(&k.tcp_bytes_acked));
         rec.bytes_received = optional(base, cfg(&k.tcp_bytes_received));
+        if tally && old != TCP_LISTEN {
+            let short = opened_ns != 0 && rec.header.ts_ns - opened_ns < cfg(&CONFIG.short_ns);
+            count_close(&rec, role, enters_time_wait(old, rec.flags), short);
+        }
     }
-    emit(&rec);
+    if stream {
+        emit(&rec);
+    }
     Ok(())
+}
+
+/// Whether this close hands the connection to a timewait socket: after
+/// the peer's FIN (or in CLOSING), no RST, and room in the kernel's table.
+/// Userspace's tracker decides the same from the same bits.
+#[inline(always)]
+fn enters_time_wait(old: i32, flags: u8) -> bool {
+    (old == TCP_FIN_WAIT2 || old == TCP_CLOSING)
+        && flags & (SOCK_RST_RECEIVED | SOCK_TW_FULL) == 0
+        && (flags & SOCK_PEER_FIN != 0 || old == TCP_CLOSING)
 }

@@ -18,7 +18,7 @@ use crate::{
     emit::{emit, header},
     field::{cfg, uint},
     filter::{ports_wanted, sock_wanted},
-    maps::{ACCEPTED, CONFIG, SYSCALL_ARGS, SyscallArgs, bump},
+    maps::{ACCEPTED, BOUND, Bound, CONFIG, SYSCALL_ARGS, SyscallArgs, bump},
     owner::current,
     sock::{Local, local_end, netns, optional, sock_of_fd},
 };
@@ -186,6 +186,17 @@ fn bind_exit(ctx: &TracePointContext, args: &SyscallArgs, ret: i32) {
             }
             _ => Ok(()),
         };
+    }
+    if ret == 0 && rec.cookie != 0 {
+        let bound = Bound {
+            netns: rec.netns,
+            family: rec.family,
+            protocol: rec.protocol,
+            addr: rec.addr,
+            port: rec.bound_port,
+            _pad: [0; 6],
+        };
+        let _ = BOUND.insert(&rec.cookie, &bound, 0);
     }
     emit(&rec);
 }

@@ -8,8 +8,8 @@ use std::{
 use thiserror::Error;
 use tracer_common::{
     AF_INET, AF_INET6, BindRecord, COMM_LEN, Header, IPPROTO_TCP, IPPROTO_UDP, KIND_BIND,
-    KIND_LISTEN, KIND_STATE, ListenRecord, OWNER_INHERITED, OWNER_SYSCALL, SOCK_PEER_FIN,
-    SOCK_RST_RECEIVED, SOCK_RST_SENT, SOCK_TW_FULL, StateRecord,
+    KIND_LISTEN, KIND_RELEASE, KIND_STATE, ListenRecord, OWNER_INHERITED, OWNER_SYSCALL,
+    ReleaseRecord, SOCK_PEER_FIN, SOCK_RST_RECEIVED, SOCK_RST_SENT, SOCK_TW_FULL, StateRecord,
 };
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -65,6 +65,9 @@ pub enum Detail {
         backlog: i32,
         errno: Errno,
     },
+    /// The last close of a socket that was bound but never listened nor
+    /// connected (a UDP server, a TCP bind without listen).
+    Release { addr: SocketAddr },
 }
 
 impl Event {
@@ -73,6 +76,7 @@ impl Event {
             Detail::State { .. } => "state",
             Detail::Bind { .. } => "bind",
             Detail::Listen { .. } => "listen",
+            Detail::Release { .. } => "release",
         }
     }
 
@@ -81,7 +85,9 @@ impl Event {
     pub fn local(&self) -> &SocketAddr {
         match &self.detail {
             Detail::State { local, .. } => local,
-            Detail::Bind { addr, .. } | Detail::Listen { addr, .. } => addr,
+            Detail::Bind { addr, .. } | Detail::Listen { addr, .. } | Detail::Release { addr } => {
+                addr
+            }
         }
     }
 }
@@ -403,6 +409,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         KIND_STATE => size_of::<StateRecord>(),
         KIND_BIND => size_of::<BindRecord>(),
         KIND_LISTEN => size_of::<ListenRecord>(),
+        KIND_RELEASE => size_of::<ReleaseRecord>(),
         kind => return Err(DecodeError::Kind(kind)),
     };
     if bytes.len() != size {
@@ -460,6 +467,20 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 addr: socket_addr(r.family, &r.addr, port)?,
                 requested_port: r.requested_port,
                 errno,
+            };
+            syscall_event(
+                header.ts_ns,
+                &r.owner,
+                r.protocol,
+                r.cookie,
+                r.netns,
+                detail,
+            )
+        }
+        KIND_RELEASE => {
+            let r: ReleaseRecord = read(bytes).ok_or_else(short)?;
+            let detail = Detail::Release {
+                addr: socket_addr(r.family, &r.addr, r.port)?,
             };
             syscall_event(
                 header.ts_ns,

@@ -8,6 +8,7 @@ pub struct Summary {
     pub state: u64,
     pub bind: u64,
     pub listen: u64,
+    pub release: u64,
     pub close: u64,
     /// Ring records that failed validation and were skipped.
     pub malformed: u64,
@@ -25,6 +26,7 @@ impl Summary {
                 Detail::State { .. } => self.state += 1,
                 Detail::Bind { .. } => self.bind += 1,
                 Detail::Listen { .. } => self.listen += 1,
+                Detail::Release { .. } => self.release += 1,
             },
         }
     }
@@ -32,14 +34,15 @@ impl Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let total = self.state + self.bind + self.listen;
+        let total = self.state + self.bind + self.listen + self.release;
         write!(
             f,
-            "socktrace: {total} events (state {}, bind {}, listen {}), {} connections closed; \
-             lost {} (ring buffer full) + {} (another BPF program was running)",
+            "socktrace: {total} events (state {}, bind {}, listen {}, release {}), {} connections \
+             closed; lost {} (ring buffer full) + {} (another BPF program was running)",
             self.state,
             self.bind,
             self.listen,
+            self.release,
             self.close,
             self.kernel.ring_drops,
             self.kernel.recursion_misses
@@ -84,8 +87,8 @@ mod tests {
         };
         assert_eq!(
             s.to_string(),
-            "socktrace: 13 events (state 10, bind 2, listen 1), 3 connections closed; \
-             lost 3 (ring buffer full) + 0 (another BPF program was running)"
+            "socktrace: 13 events (state 10, bind 2, listen 1, release 0), 3 connections \
+             closed; lost 3 (ring buffer full) + 0 (another BPF program was running)"
         );
         let s = Summary {
             malformed: 1,

@@ -19,7 +19,7 @@ use crate::{
     diag::{self, Dump},
     event::{self, Owner},
     output::{Json, Render, Text, TextMode},
-    probe::{self, Options, Probe},
+    probe::{self, Mode, Options, Probe},
     proc::{self, Cgroups},
     source::{KernelCounters, Source},
     summary::Summary,
@@ -39,6 +39,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<Summary> {
         programs,
         ring,
         counters,
+        tallies: _,
         mut logger,
         mounted_tracefs,
         degraded,
@@ -46,6 +47,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<Summary> {
     } = Probe::attach(&Options {
         wakeup_bytes: WAKEUP_BYTES,
         ports: args.ports.clone(),
+        mode: Mode::Watch,
     })?;
     let mut source = Source::new(ring, counters).context("watching the ring buffer")?;
     // SAFETY: setpriority on this process only.

@@ -121,6 +121,9 @@ impl Json {
                     .int("backlog", (*backlog).into());
                 errno(&mut o, *e);
             }
+            Detail::Release { addr } => {
+                o.ip("addr", addr.ip()).uint("port", addr.port().into());
+            }
         }
         o.end();
     }

@@ -114,6 +114,7 @@ impl Text {
                     None => Ok(()),
                 }
             }
+            Detail::Release { addr } => write!(out, "{addr:<24} {:<24} closed (bound)", "-"),
         };
         out.push('\n');
     }

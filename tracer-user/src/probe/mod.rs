@@ -12,12 +12,15 @@ use std::time::Instant;
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
     programs::{BtfTracePoint, CgroupAttachMode, CgroupSock, TracePoint},
 };
 use aya_log::EbpfLogger;
 use thiserror::Error;
-use tracer_common::{Config, MAX_FILTER_PORTS, SyscallTpLayout};
+use tracer_common::{
+    Config, MAX_FILTER_PORTS, MODE_LISTENERS, MODE_STREAM, MODE_TALLY, SyscallTpLayout, Tally,
+    TallyKey,
+};
 
 pub use self::{
     cgroup::v2_root as cgroup_v2_root,
@@ -30,14 +33,15 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tr
 
 const NEEDS_SYSCALL_TPS: &str = "needs CONFIG_FTRACE_SYSCALLS";
 
-/// Syscall tracepoint programs: (program, tracepoint name).
-const SYSCALL_PROGRAMS: [(&str, &str); 6] = [
-    ("sys_enter_bind", "sys_enter_bind"),
-    ("sys_exit_bind", "sys_exit_bind"),
-    ("sys_enter_listen", "sys_enter_listen"),
-    ("sys_exit_listen", "sys_exit_listen"),
-    ("sys_exit_accept", "sys_exit_accept"),
-    ("sys_exit_accept4", "sys_exit_accept4"),
+/// Syscall tracepoint programs (each attached to the tracepoint of its
+/// name): bind and listen, then the accept hand-over.
+const SYSCALL_PROGRAMS: [&str; 6] = [
+    "sys_enter_bind",
+    "sys_exit_bind",
+    "sys_enter_listen",
+    "sys_exit_listen",
+    "sys_exit_accept",
+    "sys_exit_accept4",
 ];
 
 /// BTF tracepoint programs, with what is lost when one cannot attach
@@ -82,6 +86,8 @@ pub enum ProbeError {
     },
     #[error("at most {MAX_FILTER_PORTS} --port values, got {0}")]
     TooManyPorts(usize),
+    #[error("counting CPUs: {0}")]
+    Cpus(std::io::Error),
     #[error("{0} is missing from the kernel object")]
     Missing(&'static str),
     #[error("map {name}: {source}")]
@@ -97,6 +103,50 @@ pub struct Options {
     pub wakeup_bytes: u64,
     /// Report only sockets with one of these ports (all when empty).
     pub ports: Vec<u16>,
+    pub mode: Mode,
+}
+
+/// What the kernel programs are asked to do; each mode attaches only the
+/// hooks it needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Stream every transition, bind, listen and bound-socket release.
+    Watch,
+    /// Stream binds, listens, releases and LISTEN transitions only.
+    Listeners,
+    /// Stream nothing; count connection ends in `TALLIES`. Connections
+    /// shorter than `short` count as short.
+    Timewait { short: std::time::Duration },
+}
+
+impl Mode {
+    fn bits(self) -> u32 {
+        match self {
+            Mode::Watch => MODE_STREAM,
+            Mode::Listeners => MODE_LISTENERS,
+            Mode::Timewait { .. } => MODE_TALLY,
+        }
+    }
+
+    /// Whether `program` has a job in this mode.
+    fn wants(self, program: &str) -> bool {
+        match self {
+            Mode::Watch => true,
+            Mode::Listeners => !matches!(
+                program,
+                "sock_send_length"
+                    | "sock_recv_length"
+                    | "tcp_receive_reset"
+                    | "tcp_send_reset"
+                    | "sys_exit_accept"
+                    | "sys_exit_accept4"
+            ),
+            // A RST received decides whether a close is a TIME_WAIT.
+            Mode::Timewait { .. } => {
+                matches!(program, "inet_sock_set_state" | "tcp_receive_reset")
+            }
+        }
+    }
 }
 
 /// Loaded and attached programs. Dropping `programs` detaches them all;
@@ -105,6 +155,8 @@ pub struct Probe {
     pub programs: Ebpf,
     pub ring: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// `Mode::Timewait`'s counters, by owner and destination.
+    pub tallies: Option<PerCpuHashMap<MapData, TallyKey, Tally>>,
     pub logger: Option<EbpfLogger<&'static dyn log::Log>>,
     /// We mounted tracefs (worth saying: the user did not ask for it).
     pub mounted_tracefs: bool,
@@ -135,7 +187,11 @@ impl Probe {
             wakeup_bytes: options.wakeup_bytes,
             filter_ports,
             filter_ports_len: options.ports.len() as u32,
-            _pad: 0,
+            mode: options.mode.bits(),
+            short_ns: match options.mode {
+                Mode::Timewait { short } => short.as_nanos().try_into().unwrap_or(u64::MAX),
+                _ => 0,
+            },
         };
         let mut programs = EbpfLoader::new()
             .btf(None) // no CO-RE relocations to do
@@ -153,6 +209,9 @@ impl Probe {
         let typedefs = btf::trace_typedefs(&kernel_btf, &names);
         let trace_btf = Btf::parse(&typedefs, aya::Endianness::default())?;
         for (name, lost) in BTF_PROGRAMS {
+            if !options.mode.wants(name) {
+                continue;
+            }
             let result = btf_program(&mut programs, name)
                 .and_then(|p| {
                     p.load(name, &trace_btf)?;
@@ -165,7 +224,10 @@ impl Probe {
                 (Err(err), Some(lost)) => degraded.push(format!("{lost}: {err}")),
             }
         }
-        for (name, tracepoint) in SYSCALL_PROGRAMS {
+        for name in SYSCALL_PROGRAMS {
+            if !options.mode.wants(name) {
+                continue;
+            }
             let program_err = |source| ProbeError::Program { name, source };
             let program: &mut TracePoint = programs
                 .program_mut(name)
@@ -173,21 +235,51 @@ impl Probe {
                 .try_into()
                 .map_err(program_err)?;
             program.load().map_err(program_err)?;
-            program
-                .attach("syscalls", tracepoint)
-                .map_err(program_err)?;
+            program.attach("syscalls", name).map_err(program_err)?;
         }
-        if let Err(why) = attach_sock_create(&mut programs) {
-            degraded.push(format!(
-                "bind events of sockets never used since may carry no socket id: {why}"
-            ));
+        if matches!(options.mode, Mode::Watch | Mode::Listeners) {
+            let hooks = [
+                (
+                    "sock_create",
+                    "bind events of sockets never used since may carry no socket id",
+                ),
+                (
+                    "sock_release",
+                    "ends of bound sockets that never listen (UDP) are not seen",
+                ),
+            ];
+            for (name, lost) in hooks {
+                if let Err(why) = attach_cgroup_sock(&mut programs, name) {
+                    degraded.push(format!("{lost}: {why}"));
+                }
+            }
         }
         let ring = take_map(&mut programs, "EVENTS")?;
         let counters = take_map(&mut programs, "COUNTERS")?;
+        let tallies = match options.mode {
+            Mode::Timewait { .. } => {
+                let mut tallies: PerCpuHashMap<MapData, TallyKey, Tally> =
+                    take_map(&mut programs, "TALLIES")?;
+                // The overflow row must exist before the map can fill up.
+                let map_err = |source| ProbeError::MapType {
+                    name: "TALLIES",
+                    source,
+                };
+                let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
+                let zero = PerCpuValues::try_from(vec![Tally::default(); cpus])
+                    .map_err(ProbeError::Cpus)?;
+                tallies
+                    .insert(TallyKey::default(), zero, 0)
+                    .map_err(map_err)?;
+                Some(tallies)
+            }
+            _ => None,
+        };
         Ok(Probe {
             programs,
             ring,
             counters,
+            tallies,
             logger,
             mounted_tracefs,
             degraded,
@@ -206,13 +298,13 @@ fn btf_program<'a>(
     program.try_into()
 }
 
-/// Gives sockets their cookie at creation, from the root of cgroup v2.
-fn attach_sock_create(programs: &mut Ebpf) -> Result<(), String> {
+/// Attaches cgroup/sock program `name` to the root of cgroup v2.
+fn attach_cgroup_sock(programs: &mut Ebpf, name: &str) -> Result<(), String> {
     let root = cgroup::v2_root().ok_or("cgroup v2 is not mounted")?;
     let dir = std::fs::File::open(&root).map_err(|e| format!("{}: {e}", root.display()))?;
     let program: &mut CgroupSock = programs
-        .program_mut("sock_create")
-        .ok_or("no sock_create program")?
+        .program_mut(name)
+        .ok_or_else(|| format!("no {name} program"))?
         .try_into()
         .map_err(|e| format!("{e}"))?;
     program.load().map_err(|e| format!("{e}"))?;

@@ -1,0 +1,52 @@
+//! The end of explicitly bound sockets that never listened nor connected
+//! (UDP servers, TCP binds without `listen`): no TCP transition marks it,
+//! so `cgroup/sock_release` does, in the closing task's context.
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    EbpfContext, helpers::generated::bpf_get_socket_cookie, macros::cgroup_sock,
+    programs::SockContext,
+};
+use tracer_common::{KIND_RELEASE, ReleaseRecord};
+
+use crate::{
+    emit::{emit, header},
+    filter::ports_wanted,
+    maps::BOUND,
+    owner::current,
+};
+
+#[cgroup_sock(sock_release)]
+pub fn sock_release(ctx: SockContext) -> i32 {
+    // SAFETY: a cgroup/sock program's context is the socket.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: the value is copied before the entry is removed.
+    let Some(bound) = (unsafe { BOUND.get(&cookie) }).copied() else {
+        return 1;
+    };
+    let _ = BOUND.remove(&cookie);
+    if !ports_wanted(bound.port, 0) {
+        return 1;
+    }
+    let rec = ReleaseRecord {
+        header: header(KIND_RELEASE),
+        owner: current(),
+        cookie,
+        netns: bound.netns,
+        addr: bound.addr,
+        family: bound.family,
+        protocol: bound.protocol,
+        port: bound.port,
+        ..ReleaseRecord::default()
+    };
+    emit(&rec);
+    1 // allow: we only watch
+}
+
+/// `sk` listens or connects from now on: its end is a TCP transition.
+#[inline(always)]
+pub fn forget_bound(sk: *mut c_void) {
+    // SAFETY: `sk` is a trusted BTF socket pointer.
+    let cookie = unsafe { bpf_get_socket_cookie(sk) };
+    let _ = BOUND.remove(&cookie);
+}

@@ -1,0 +1,58 @@
+//! `socktrace timewait`: connection ends counted in the kernel by owner and
+//! destination, so a busy host streams nothing per connection.
+use aya_ebpf::bindings::BPF_NOEXIST;
+use tracer_common::{COUNTER_TALLY_OVERFLOW, ROLE_SERVER, StateRecord, Tally, TallyKey};
+
+use crate::maps::{TALLIES, bump};
+
+const EEXIST: i32 = -17;
+
+/// Counts the close `rec` of a connection whose side was `role`.
+#[inline(always)]
+pub fn count_close(rec: &StateRecord, role: u8, time_wait: bool, short: bool) {
+    let key = TallyKey {
+        netns: rec.netns,
+        pid: rec.owner.pid,
+        family: rec.family,
+        role,
+        port: if role == ROLE_SERVER {
+            rec.sport
+        } else {
+            rec.dport
+        },
+        laddr: rec.saddr,
+        raddr: rec.daddr,
+        ..TallyKey::default()
+    };
+    let Some(tally) = slot(&key, rec) else {
+        return;
+    };
+    // SAFETY: this CPU's slot of a per-CPU map value; nothing else on this
+    // CPU runs this program meanwhile.
+    let tally = unsafe { &mut *tally };
+    tally.closes += 1;
+    tally.time_waits += u64::from(time_wait);
+    tally.short += u64::from(short);
+    tally.comm = rec.owner.comm;
+}
+
+/// The counters for `key`, created if new; the overflow row when the map
+/// is full. Per CPU, so counting needs no atomics; userspace sums.
+#[inline(always)]
+fn slot(key: &TallyKey, rec: &StateRecord) -> Option<*mut Tally> {
+    if let Some(p) = TALLIES.get_ptr_mut(key) {
+        return Some(p);
+    }
+    let fresh = Tally {
+        comm: rec.owner.comm,
+        ..Tally::default()
+    };
+    match TALLIES.insert(key, &fresh, BPF_NOEXIST.into()) {
+        Ok(()) => TALLIES.get_ptr_mut(key),
+        Err(EEXIST) => TALLIES.get_ptr_mut(key), // another CPU was first
+        Err(_) => {
+            bump(COUNTER_TALLY_OVERFLOW);
+            TALLIES.get_ptr_mut(&TallyKey::default())
+        }
+    }
+}
