@@ -344,6 +344,16 @@ impl TcpState {
             Unknown(_) => "UNKNOWN",
         }
     }
+
+    /// The inverse of [`TcpState::name`]. `"UNKNOWN"` names a state this
+    /// build does not know, without its number: it reads as `Unknown(0)`.
+    pub fn from_name(name: &str) -> Option<TcpState> {
+        match name {
+            "UNKNOWN" => Some(TcpState::Unknown(0)),
+            // 1..=13: the states `from_raw` names.
+            _ => (1..=13).map(TcpState::from_raw).find(|s| s.name() == name),
+        }
+    }
 }
 
 impl fmt::Display for TcpState {
@@ -799,6 +809,18 @@ mod tests {
             ]
         );
         assert_eq!(TcpState::from_raw(99).to_string(), "STATE_99");
+    }
+
+    #[test]
+    fn state_names_read_back() {
+        for n in 1..=13 {
+            let state = TcpState::from_raw(n);
+            assert_eq!(TcpState::from_name(state.name()), Some(state));
+        }
+        assert_eq!(TcpState::from_name("TIME_WAIT"), Some(TcpState::TimeWait));
+        assert_eq!(TcpState::from_name("UNKNOWN"), Some(TcpState::Unknown(0)));
+        assert_eq!(TcpState::from_name("time_wait"), None);
+        assert_eq!(TcpState::from_name("STATE_99"), None);
     }
 
     #[test]
