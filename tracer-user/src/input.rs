@@ -15,13 +15,15 @@
 //! parsed from `time`: analyses only use differences between them.
 //!
 //! **What JSON does not carry** (and reads back as shown):
-//! - a state event's [`StateInfo`] besides `tw_end`: `sk_err`, the RST and
-//!   FIN flags, `tw_table_full` and the byte counts are default (the close
-//!   record says what they meant);
+//! - a state event's [`StateInfo`](crate::event::StateInfo) besides
+//!   `tw_end`: `sk_err`, the RST and FIN flags, `tw_table_full` and the
+//!   byte counts are default (the close record says what they meant);
 //! - durations (`duration_ns`, `spent`): rounded to the microsecond;
 //! - the loss counters `unpaired` and `owner_failed`: 0;
-//! - [`Opener::Listener`] (never in a close record) reads as `Unknown`;
-//! - [`TcpState::Unknown`]`(n)` reads as `Unknown(0)`;
+//! - [`Opener::Listener`](crate::track::Opener::Listener) (never in a
+//!   close record) reads as `Unknown`;
+//! - [`TcpState::Unknown`](crate::event::TcpState::Unknown)`(n)` reads as
+//!   `Unknown(0)`;
 //! - a `comm` that was not UTF-8 reads as its lossy text;
 //! - an owner's cgroup is rebuilt from its path and container id, one
 //!   `Arc` per record (live ones share it); an unresolved one stays `None`.
