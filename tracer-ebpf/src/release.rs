@@ -21,10 +21,10 @@ pub fn sock_release(ctx: SockContext) -> i32 {
     // SAFETY: a cgroup/sock program's context is the socket.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: the value is copied before the entry is removed.
-    let Some(bound) = (unsafe { BOUND.get(&cookie) }).copied() else {
+    let Some(bound) = (unsafe { BOUND.get(cookie) }).copied() else {
         return 1;
     };
-    let _ = BOUND.remove(&cookie);
+    let _ = BOUND.remove(cookie);
     if !ports_wanted(bound.port, 0) {
         return 1;
     }
@@ -48,5 +48,5 @@ pub fn sock_release(ctx: SockContext) -> i32 {
 pub fn forget_bound(sk: *mut c_void) {
     // SAFETY: `sk` is a trusted BTF socket pointer.
     let cookie = unsafe { bpf_get_socket_cookie(sk) };
-    let _ = BOUND.remove(&cookie);
+    let _ = BOUND.remove(cookie);
 }

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     IPPROTO_TCP, KIND_STATE, MODE_LISTENERS, MODE_STREAM, MODE_TALLY, ROLE_CLIENT, ROLE_SERVER,
-    SOCK_PEER_FIN, SOCK_RST_RECEIVED, SOCK_TW_FULL, StateRecord,
+    SOCK_PEER_FIN, SOCK_RST_RECEIVED, SOCK_RST_SENT, SOCK_TW_FULL, StateRecord,
 };
 
 use crate::{
@@ -64,8 +64,13 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
     }
     let stream = mode & MODE_STREAM != 0
         || (mode & MODE_LISTENERS != 0 && (old == TCP_LISTEN || new == TCP_LISTEN));
+    // Tallies need the starts (and the listener's owner, which accepted
+    // connections inherit) and the ends.
     let tally = mode & MODE_TALLY != 0
-        && (new == TCP_SYN_SENT || new == TCP_SYN_RECV || (new == TCP_CLOSE && old != TCP_LISTEN));
+        && (new == TCP_SYN_SENT
+            || new == TCP_SYN_RECV
+            || new == TCP_LISTEN
+            || (new == TCP_CLOSE && old != TCP_LISTEN));
     if !(stream || tally) || !sock_wanted(base) {
         return Ok(());
     }
@@ -129,12 +134,13 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
     Ok(())
 }
 
-/// Whether this close hands the connection to a timewait socket: after
-/// the peer's FIN (or in CLOSING), no RST, and room in the kernel's table.
+/// Whether this close hands the connection to a timewait socket: from
+/// FIN_WAIT2 or CLOSING, without a RST and with room in the kernel's table.
+/// The timewait socket may start in its FIN_WAIT2 substate (we were
+/// orphaned before the peer's FIN) and turns TIME_WAIT when that FIN comes.
 /// Userspace's tracker decides the same from the same bits.
 #[inline(always)]
 fn enters_time_wait(old: i32, flags: u8) -> bool {
     (old == TCP_FIN_WAIT2 || old == TCP_CLOSING)
-        && flags & (SOCK_RST_RECEIVED | SOCK_TW_FULL) == 0
-        && (flags & SOCK_PEER_FIN != 0 || old == TCP_CLOSING)
+        && flags & (SOCK_RST_RECEIVED | SOCK_RST_SENT | SOCK_TW_FULL) == 0
 }

@@ -196,7 +196,7 @@ fn bind_exit(ctx: &TracePointContext, args: &SyscallArgs, ret: i32) {
             port: rec.bound_port,
             _pad: [0; 6],
         };
-        let _ = BOUND.insert(&rec.cookie, &bound, 0);
+        let _ = BOUND.insert(rec.cookie, bound, 0);
     }
     emit(&rec);
 }

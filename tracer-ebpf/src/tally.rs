@@ -47,12 +47,12 @@ fn slot(key: &TallyKey, rec: &StateRecord) -> Option<*mut Tally> {
         comm: rec.owner.comm,
         ..Tally::default()
     };
-    match TALLIES.insert(key, &fresh, BPF_NOEXIST.into()) {
+    match TALLIES.insert(key, fresh, BPF_NOEXIST.into()) {
         Ok(()) => TALLIES.get_ptr_mut(key),
         Err(EEXIST) => TALLIES.get_ptr_mut(key), // another CPU was first
         Err(_) => {
             bump(COUNTER_TALLY_OVERFLOW);
-            TALLIES.get_ptr_mut(&TallyKey::default())
+            TALLIES.get_ptr_mut(TallyKey::default())
         }
     }
 }

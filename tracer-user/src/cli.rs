@@ -1,4 +1,6 @@
 //! The command line. Doc comments are the help text.
+use std::time::Duration;
+
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -11,7 +13,11 @@ use clap::{Args, Parser, Subcommand};
         socktrace --json | jq .         the same as JSON lines\n  \
         socktrace --duration 10         stop after 10 seconds and print a summary\n  \
         socktrace --lifecycle           one line per finished connection\n  \
-        socktrace --json --snapshot     existing sockets first, then events",
+        socktrace --json --snapshot     existing sockets first, then events\n  \
+        socktrace listeners --short 100 listeners that live under 100 ms\n  \
+        socktrace timewait              TIME_WAIT churn and port pressure, every second\n  \
+        socktrace record run.jsonl      keep the event stream for later\n  \
+        socktrace analyze run.jsonl --report timewait",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -25,23 +31,27 @@ pub struct Cli {
 pub enum Command {
     /// Stream socket events as they happen (the default).
     Watch(WatchArgs),
+    /// Catch listeners and bound sockets however short their life, and
+    /// failed binds, with who did it.
+    Listeners(ListenersArgs),
+    /// TIME_WAIT churn: who creates it, towards where, ephemeral-port
+    /// pressure. Counted in the kernel: cheap on a busy host.
+    Timewait(TimewaitArgs),
+    /// Write the JSON event stream to FILE (with a header line) for `analyze`.
+    Record(RecordArgs),
+    /// Run an analysis on a recording (`-`: standard input).
+    Analyze(AnalyzeArgs),
 }
 
+/// Options every live mode has.
 #[derive(Debug, Args, Clone)]
-pub struct WatchArgs {
+pub struct Common {
     /// One JSON object per line instead of columns.
     #[arg(long)]
     pub json: bool,
     /// Stop after this many seconds (fractions allowed), then print the summary.
     #[arg(long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
-    pub duration: Option<std::time::Duration>,
-    /// Text mode: one line per finished connection (like tcplife) instead
-    /// of one per transition. JSON always has both (`type: "close"`).
-    #[arg(long)]
-    pub lifecycle: bool,
-    /// First print the TCP sockets that already exist, with their owners.
-    #[arg(long)]
-    pub snapshot: bool,
+    pub duration: Option<Duration>,
     /// Only sockets with this local or remote port (repeatable, up to 8;
     /// decided in the kernel, so other sockets cost almost nothing).
     #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
@@ -52,6 +62,19 @@ pub struct WatchArgs {
     #[arg(long, value_name = "N", default_value_t = -10, allow_negative_numbers = true,
           value_parser = clap::value_parser!(i32).range(-20..=19))]
     pub nice: i32,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Text mode: one line per finished connection (like tcplife) instead
+    /// of one per transition. JSON always has both (`type: "close"`).
+    #[arg(long)]
+    pub lifecycle: bool,
+    /// First print the TCP sockets that already exist, with their owners.
+    #[arg(long)]
+    pub snapshot: bool,
     /// The most connections followed at once (for close records); beyond
     /// it some are dropped from tracking (their close records are lost),
     /// and the summary says how many.
@@ -59,35 +82,132 @@ pub struct WatchArgs {
     pub track_limit: u32,
     /// How often to look for TIME_WAIT sockets that ended (sock_diag).
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration, allow_negative_numbers = true)]
-    pub tw_poll: std::time::Duration,
+    pub tw_poll: Duration,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ListenersArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub short: Short,
+    /// Print the table every SECS too, not only at the end.
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
+    pub interval: Option<Duration>,
+}
+
+/// The threshold of "short-lived".
+#[derive(Debug, Args, Clone, Copy)]
+pub struct Short {
+    /// Flag listeners (and, for timewait, connections) that lived less
+    /// than MS milliseconds.
+    #[arg(long = "short", value_name = "MS", default_value = "1000", value_parser = parse_millis)]
+    pub short: Duration,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TimewaitArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub report: TimewaitReport,
+}
+
+/// How the TIME_WAIT report looks, live or offline.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct TimewaitReport {
+    /// Report every SECS.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration, allow_negative_numbers = true)]
+    pub interval: Duration,
+    /// Rows per table.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub top: u32,
+    /// Warn when a destination holds more than PCT % of the ephemeral ports.
+    #[arg(long, value_name = "PCT", default_value_t = 50, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub threshold: u8,
+    #[command(flatten)]
+    pub short: Short,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RecordArgs {
+    /// Where to write (created 0600; an existing file is refused unless
+    /// --force).
+    #[arg(value_name = "FILE")]
+    pub file: std::path::PathBuf,
+    /// Overwrite FILE if it exists.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub watch: WatchArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct AnalyzeArgs {
+    /// A recording (`socktrace record` or `socktrace --json`); `-` reads
+    /// standard input.
+    #[arg(value_name = "FILE")]
+    pub file: std::path::PathBuf,
+    /// Which analysis to run.
+    #[arg(long, value_enum, default_value_t = Report::Summary)]
+    pub report: Report,
+    /// JSON lines instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub timewait: TimewaitReport,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Report {
+    Listeners,
+    Timewait,
+    Lifecycles,
+    Summary,
 }
 
 impl Cli {
-    /// The `watch` arguments, checked beyond what clap checks.
-    pub fn watch_args(self) -> Result<WatchArgs, String> {
-        let args = match self.command {
-            Some(Command::Watch(args)) => args,
-            None => self.watch,
+    /// The command to run (`watch` when none is named), checked beyond
+    /// what clap checks.
+    pub fn command(self) -> Result<Command, String> {
+        let command = self.command.unwrap_or(Command::Watch(self.watch));
+        let common = match &command {
+            Command::Watch(w) | Command::Record(RecordArgs { watch: w, .. }) => Some(&w.common),
+            Command::Listeners(l) => Some(&l.common),
+            Command::Timewait(t) => Some(&t.common),
+            Command::Analyze(_) => None,
         };
-        if args.ports.len() > tracer_common::MAX_FILTER_PORTS {
+        if let Some(common) = common
+            && common.ports.len() > tracer_common::MAX_FILTER_PORTS
+        {
             return Err(format!(
                 "at most {} --port values, got {}",
                 tracer_common::MAX_FILTER_PORTS,
-                args.ports.len()
+                common.ports.len()
             ));
         }
-        Ok(args)
+        Ok(command)
     }
 }
 
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+fn parse_millis(s: &str) -> Result<Duration, String> {
+    let ms: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of milliseconds"))?;
+    if !(ms.is_finite() && ms > 0.0 && ms < 1e12) {
+        return Err(format!("`{s}` must be a positive number of milliseconds"));
+    }
+    Ok(Duration::from_secs_f64(ms / 1e3))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
         .map_err(|_| format!("`{s}` is not a number of seconds"))?;
     if !(secs.is_finite() && secs > 0.0 && secs < 1e9) {
         return Err(format!("`{s}` must be a positive number of seconds"));
     }
-    Ok(std::time::Duration::from_secs_f64(secs))
+    Ok(Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]
@@ -100,31 +220,68 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    fn watch(args: &[&str]) -> Result<WatchArgs, String> {
+        let cli = Cli::try_parse_from(std::iter::once("socktrace").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        match cli.command()? {
+            Command::Watch(w) => Ok(w),
+            other => Err(format!("not watch: {other:?}")),
+        }
+    }
+
     #[test]
     fn watch_is_the_default() {
-        let cli = Cli::try_parse_from(["socktrace", "--json", "--duration", "1.5"]).unwrap();
-        let args = cli.watch_args().unwrap();
-        assert!(args.json);
-        assert_eq!(args.duration, Some(std::time::Duration::from_millis(1500)));
-        let cli = Cli::try_parse_from(["socktrace", "watch", "--json"]).unwrap();
-        assert!(cli.watch_args().unwrap().json);
+        let args = watch(&["--json", "--duration", "1.5"]).unwrap();
+        assert!(args.common.json);
+        assert_eq!(args.common.duration, Some(Duration::from_millis(1500)));
+        assert!(watch(&["watch", "--json"]).unwrap().common.json);
     }
 
     #[test]
     fn ports() {
-        let cli = Cli::try_parse_from(["socktrace", "--port", "80", "--port", "443"]).unwrap();
-        assert_eq!(cli.watch_args().unwrap().ports, [80, 443]);
+        assert_eq!(
+            watch(&["--port", "80", "--port", "443"])
+                .unwrap()
+                .common
+                .ports,
+            [80, 443]
+        );
         let err = Cli::try_parse_from(["socktrace", "--port", "0"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
         let nine: Vec<String> = (1..=9)
             .flat_map(|p| ["--port".into(), p.to_string()])
             .collect();
-        let cli =
-            Cli::try_parse_from(std::iter::once("socktrace".to_string()).chain(nine)).unwrap();
-        assert_eq!(
-            cli.watch_args().unwrap_err(),
-            "at most 8 --port values, got 9"
-        );
+        let nine: Vec<&str> = nine.iter().map(String::as_str).collect();
+        assert_eq!(watch(&nine).unwrap_err(), "at most 8 --port values, got 9");
+    }
+
+    #[test]
+    fn subcommands() {
+        let cli = Cli::try_parse_from(["socktrace", "listeners", "--short", "50"]).unwrap();
+        let Command::Listeners(l) = cli.command().unwrap() else {
+            panic!("listeners expected");
+        };
+        assert_eq!(l.short.short, Duration::from_millis(50));
+        let cli = Cli::try_parse_from(["socktrace", "timewait", "--top", "3"]).unwrap();
+        let Command::Timewait(t) = cli.command().unwrap() else {
+            panic!("timewait expected");
+        };
+        assert_eq!((t.report.top, t.report.threshold), (3, 50));
+        assert_eq!(t.report.interval, Duration::from_secs(1));
+        let cli = Cli::try_parse_from(["socktrace", "analyze", "-", "--report", "listeners"]);
+        let Command::Analyze(a) = cli.unwrap().command().unwrap() else {
+            panic!("analyze expected");
+        };
+        assert_eq!((a.report, a.file.to_str()), (Report::Listeners, Some("-")));
+        for bad in [
+            &["listeners", "--short", "0"][..],
+            &["timewait", "--threshold", "101"],
+            &["analyze", "x", "--report", "nope"],
+            &["record"],
+        ] {
+            let args = std::iter::once("socktrace").chain(bad.iter().copied());
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct DiagSocket {
 pub enum Dump {
     All,
     TimeWait,
+    /// Every state but TIME_WAIT and LISTEN: connections in use.
+    Connections,
 }
 
 /// Hands every IPv4 and IPv6 TCP socket of this network namespace that
@@ -39,6 +41,7 @@ pub fn for_each(which: Dump, mut f: impl FnMut(DiagSocket)) -> io::Result<()> {
     let states = match which {
         Dump::All => StateFlags::all(),
         Dump::TimeWait => StateFlags::TIME_WAIT,
+        Dump::Connections => StateFlags::all() - StateFlags::TIME_WAIT - StateFlags::LISTEN,
     };
     let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
     socket.bind_auto()?;

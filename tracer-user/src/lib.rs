@@ -1,17 +1,25 @@
 //! socktrace: a real-time socket event tracer. The pipeline, one module a
 //! stage: probe (load/attach) -> source (ring) -> event (decode) -> track
 //! (lifecycles, owners, TIME_WAIT) -> output (render); diag and proc look
-//! at sockets that predate us; `watch` wires them. `input` reads the JSON
-//! lines back into the same records, for offline analyses.
+//! at sockets that predate us; `watch` wires them. `analysis` holds the
+//! answers (listeners, TIME_WAIT churn, lifecycles), pure; `tallies` feeds
+//! the TIME_WAIT one from the kernel's counters; `input` reads JSON lines
+//! back into records and `offline` runs the analyses on them.
+pub mod analysis;
 pub mod cli;
 pub mod clock;
 pub mod diag;
 pub mod event;
+pub mod host;
 pub mod input;
+pub mod offline;
 pub mod output;
 pub mod probe;
 pub mod proc;
+pub mod record;
+pub mod session;
 pub mod source;
 pub mod summary;
+pub mod tallies;
 pub mod track;
 pub mod watch;

@@ -2,7 +2,11 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use socktrace::{cli::Cli, watch};
+use socktrace::{
+    cli::{Cli, Command},
+    offline, record, tallies,
+    watch::{self, Plan},
+};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
@@ -20,8 +24,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let args = match cli.watch_args() {
-        Ok(args) => args,
+    let command = match cli.command() {
+        Ok(command) => command,
         Err(err) => {
             eprintln!("socktrace: {err}");
             return ExitCode::from(2);
@@ -37,9 +41,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(watch::run(args)) {
+    let result = runtime.block_on(async {
+        match command {
+            Command::Watch(args) => watch::run(Plan::watch(args)).await.map(Some),
+            Command::Listeners(args) => watch::run(Plan::listeners(args)).await.map(Some),
+            Command::Record(args) => watch::run(record::plan(args)?).await.map(Some),
+            Command::Timewait(args) => tallies::run(args).await.map(Some),
+            Command::Analyze(args) => offline::run(&args).map(|()| None),
+        }
+    });
+    match result {
         Ok(summary) => {
-            eprintln!("{summary}");
+            if let Some(summary) = summary {
+                eprintln!("{summary}");
+            }
             ExitCode::SUCCESS
         }
         Err(err) => {

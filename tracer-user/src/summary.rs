@@ -1,9 +1,23 @@
-//! What a run saw, printed to stderr when it ends.
-use std::fmt;
+//! What a run saw, printed to stderr when it ends (and, with `--json`, as
+//! a `summary` line): counts by kind, where TIME_WAIT sockets went,
+//! short-lived listeners, and everything lost.
+use std::{fmt, net::SocketAddr};
 
-use crate::{event::Detail, source::KernelCounters, track::Record};
+use rustc_hash::FxHashMap;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+use crate::{
+    analysis::listeners::Listeners,
+    event::{Detail, TcpState},
+    source::KernelCounters,
+    track::Record,
+};
+
+/// Listeners shorter than this are short-lived in the summary.
+pub const SHORT_LISTENER_NS: u64 = 1_000_000_000;
+/// Destinations named in the summary.
+const TOP: usize = 5;
+
+#[derive(Debug)]
 pub struct Summary {
     pub state: u64,
     pub bind: u64,
@@ -15,15 +29,60 @@ pub struct Summary {
     /// Connections dropped from tracking to stay within its bound.
     pub untracked: u64,
     pub kernel: KernelCounters,
+    /// TIME_WAIT entries by remote end.
+    pub time_waits: FxHashMap<SocketAddr, u64>,
+    /// Listeners (and bound sockets) that closed, and of those, the
+    /// short-lived ones (< 1 s), by `proto port comm`.
+    pub listeners_closed: u64,
+    pub short_listeners: FxHashMap<String, u64>,
+    listeners: Listeners,
+}
+
+impl Default for Summary {
+    fn default() -> Self {
+        Summary {
+            state: 0,
+            bind: 0,
+            listen: 0,
+            release: 0,
+            close: 0,
+            malformed: 0,
+            untracked: 0,
+            kernel: KernelCounters::default(),
+            time_waits: FxHashMap::default(),
+            listeners_closed: 0,
+            short_listeners: FxHashMap::default(),
+            listeners: Listeners::new(SHORT_LISTENER_NS),
+        }
+    }
 }
 
 impl Summary {
     pub fn count(&mut self, record: &Record) {
+        if let Some(note) = self.listeners.observe(record)
+            && let crate::analysis::listeners::What::Closed { short, .. } = note.what
+        {
+            self.listeners_closed += 1;
+            if short {
+                let comm = if note.owner.is_known() {
+                    note.owner.comm.as_str().into_owned()
+                } else {
+                    "-".into()
+                };
+                let key = format!("{} {} {}", note.proto, note.addr.port(), comm);
+                *self.short_listeners.entry(key).or_default() += 1;
+            }
+        }
         match record {
             Record::Existing(..) | Record::Loss(..) => {}
             Record::Close(_) => self.close += 1,
             Record::Event(e) => match e.detail {
-                Detail::State { .. } => self.state += 1,
+                Detail::State { new, remote, .. } => {
+                    self.state += 1;
+                    if new == TcpState::TimeWait {
+                        *self.time_waits.entry(remote).or_default() += 1;
+                    }
+                }
                 Detail::Bind { .. } => self.bind += 1,
                 Detail::Listen { .. } => self.listen += 1,
                 Detail::Release { .. } => self.release += 1,
@@ -32,8 +91,43 @@ impl Summary {
     }
 }
 
+/// The `n` largest of `counts`, largest first (ties by key).
+pub fn top<K: Ord + Clone>(counts: &FxHashMap<K, u64>, n: usize) -> Vec<(K, u64)> {
+    let mut all: Vec<(K, u64)> = counts.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    all.truncate(n);
+    all
+}
+
+fn list<K: fmt::Display>(items: &[(K, u64)]) -> String {
+    let parts: Vec<String> = items.iter().map(|(k, n)| format!("{k} ({n})")).collect();
+    parts.join(", ")
+}
+
 impl fmt::Display for Summary {
+    /// Lines for what was seen (only those with something to say), then
+    /// the counts and losses, always last.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let entered: u64 = self.time_waits.values().sum();
+        if entered > 0 {
+            writeln!(
+                f,
+                "socktrace: {entered} connections entered TIME_WAIT; most towards {}",
+                list(&top(&self.time_waits, TOP))
+            )?;
+        }
+        if self.listeners_closed > 0 {
+            let short: u64 = self.short_listeners.values().sum();
+            write!(
+                f,
+                "socktrace: {} listeners closed, {short} of them short-lived (< 1 s)",
+                self.listeners_closed
+            )?;
+            if short > 0 {
+                write!(f, ": {}", list(&top(&self.short_listeners, TOP)))?;
+            }
+            writeln!(f)?;
+        }
         let total = self.state + self.bind + self.listen + self.release;
         write!(
             f,

@@ -1,6 +1,6 @@
-//! `socktrace watch`: attach, snapshot what exists, then ring -> decode ->
-//! track -> render -> stdout until stopped; then detach, drain what is left
-//! and summarise.
+//! The streaming modes (`watch`, `listeners`, `record`): attach, snapshot
+//! what exists, then ring -> decode -> track -> render -> output until
+//! stopped; then detach, drain what is left and summarise.
 use std::{
     io::{self, Write},
     time::Duration,
@@ -8,19 +8,18 @@ use std::{
 
 use anyhow::Context as _;
 use rustc_hash::FxHashSet;
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    time::{MissedTickBehavior, interval},
-};
+use tokio::time::{MissedTickBehavior, interval};
 
 use crate::{
-    cli::WatchArgs,
+    analysis::listeners::Listeners,
+    cli::{Common, ListenersArgs, WatchArgs},
     clock::Clock,
     diag::{self, Dump},
     event::{self, Owner},
-    output::{Json, Render, Text, TextMode},
+    output::{Json, ListenersView, Render, Text, TextMode, summary_line},
     probe::{self, Mode, Options, Probe},
     proc::{self, Cgroups},
+    session::{self, Stop},
     source::{KernelCounters, Source},
     summary::Summary,
     track::{Known, Record, Tracker},
@@ -34,7 +33,87 @@ const WAKEUP_BYTES: u64 = 256 << 10;
 /// How often loss counters are checked and kernel log lines collected.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
-pub async fn run(args: WatchArgs) -> anyhow::Result<Summary> {
+/// What to stream, how to show it and where.
+pub struct Plan {
+    pub common: Common,
+    pub mode: Mode,
+    /// Print the sockets that exist at start (`--snapshot`).
+    pub snapshot: bool,
+    pub track_limit: usize,
+    pub tw_poll: Duration,
+    /// Call the view's periodic report this often.
+    pub interval: Option<Duration>,
+    pub view: View,
+    /// Where lines go (stdout, or `record`'s file).
+    pub output: Box<dyn Write>,
+    /// A first line before anything else (`record`'s header).
+    pub header: Option<String>,
+}
+
+/// How records are shown.
+pub enum View {
+    Text(TextMode),
+    Json,
+    /// `listeners`: lines when listeners open and close, then a table.
+    Listeners {
+        short: Duration,
+        json: bool,
+    },
+}
+
+impl Plan {
+    /// `socktrace watch`: every event, as text or JSON, on stdout.
+    pub fn watch(args: WatchArgs) -> Plan {
+        let view = match (args.common.json, args.lifecycle) {
+            (true, _) => View::Json,
+            (false, true) => View::Text(TextMode::Lifecycles),
+            (false, false) => View::Text(TextMode::Events),
+        };
+        Plan {
+            mode: Mode::Watch,
+            snapshot: args.snapshot,
+            track_limit: args.track_limit as usize,
+            tw_poll: args.tw_poll,
+            interval: None,
+            view,
+            output: Box::new(io::stdout().lock()),
+            header: None,
+            common: args.common,
+        }
+    }
+
+    /// `socktrace listeners`.
+    pub fn listeners(args: ListenersArgs) -> Plan {
+        Plan {
+            mode: Mode::Listeners,
+            // Listeners that predate us must be known to see them close.
+            snapshot: true,
+            track_limit: 1 << 18,
+            tw_poll: Duration::from_secs(1),
+            interval: args.interval,
+            view: View::Listeners {
+                short: args.short.short,
+                json: args.common.json,
+            },
+            output: Box::new(io::stdout().lock()),
+            header: None,
+            common: args.common,
+        }
+    }
+}
+
+pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
+    let Plan {
+        common: args,
+        mode,
+        snapshot: print_snapshot,
+        track_limit,
+        tw_poll,
+        interval: report_every,
+        view,
+        output,
+        header,
+    } = plan;
     let Probe {
         programs,
         ring,
@@ -47,33 +126,27 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<Summary> {
     } = Probe::attach(&Options {
         wakeup_bytes: WAKEUP_BYTES,
         ports: args.ports.clone(),
-        mode: Mode::Watch,
+        mode,
     })?;
     let mut source = Source::new(ring, counters).context("watching the ring buffer")?;
-    // SAFETY: setpriority on this process only.
-    if args.nice != 0 && unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, args.nice) } != 0 {
-        let err = io::Error::last_os_error();
-        eprintln!(
-            "socktrace: cannot set niceness {}: {err}; may drop events under load",
-            args.nice
-        );
-    }
-    if mounted_tracefs {
-        eprintln!("socktrace: mounted tracefs at /sys/kernel/tracing");
-    }
-    for what in &degraded {
-        eprintln!("socktrace: degraded: {what}");
-    }
+    session::announce(mounted_tracefs, &degraded, args.nice);
     let clock = Clock::system();
-    let mut render: Box<dyn Render> = if args.json {
-        Box::new(Json::new(clock))
-    } else if args.lifecycle {
-        Box::new(Text::new(clock, TextMode::Lifecycles))
-    } else {
-        Box::new(Text::new(clock, TextMode::Events))
+    let json = matches!(view, View::Json | View::Listeners { json: true, .. });
+    let mut render: Box<dyn Render> = match view {
+        View::Json => Box::new(Json::new(clock)),
+        View::Text(mode) => Box::new(Text::new(clock, mode)),
+        View::Listeners { short, json } => Box::new(ListenersView::new(
+            clock,
+            Listeners::new(short.as_nanos().try_into().unwrap_or(u64::MAX)),
+            json,
+        )),
     };
-    let mut out = Output::new();
-    let mut pipeline = Pipeline::new(args.track_limit as usize);
+    let mut out = Output::new(output);
+    let mut pipeline = Pipeline::new(track_limit);
+    if let Some(header) = header {
+        out.buf.push_str(&header);
+        out.buf.push('\n');
+    }
     render.preamble(&mut out.buf);
 
     // After attaching, so a socket opened meanwhile is in one or the other.
@@ -86,7 +159,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<Summary> {
     for known in &mut existing {
         pipeline.cgroups.resolve(&mut known.owner);
     }
-    if args.snapshot {
+    if print_snapshot {
         for known in &existing {
             render.record(&Record::Existing(known.clone(), now), &mut out.buf);
             out.flush_if_full();
@@ -99,28 +172,22 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<Summary> {
         attach_time.as_millis()
     );
 
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let deadline = async {
-        match args.duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(deadline);
+    let mut stop = Stop::new(args.duration)?;
     let mut drain_tick = interval(DRAIN_EVERY);
     drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut stats_tick = interval(STATS_EVERY);
     stats_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut tw_tick = interval(args.tw_poll);
+    let mut tw_tick = interval(tw_poll);
     tw_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The view's periodic report; never, unless asked for.
+    let mut report_tick = interval(report_every.unwrap_or(Duration::from_secs(1 << 30)));
+    report_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    report_tick.reset();
     let mut reported = KernelCounters::default();
 
     loop {
         tokio::select! {
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = &mut deadline => break,
+            _ = stop.wait() => break,
             woken = source.woken() => woken.context("waiting on the ring buffer")?,
             _ = drain_tick.tick() => {}
             _ = stats_tick.tick() => {
@@ -130,6 +197,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<Summary> {
                 let now = losses(&source, &programs)?;
                 pipeline.report_losses(reported, now, clock.mono_now(), render.as_mut(), &mut out);
                 reported = now;
+            }
+            _ = report_tick.tick() => {
+                pipeline.drain(&mut source, render.as_mut(), &mut out);
+                render.tick(clock.mono_now(), &mut out.buf);
             }
             _ = tw_tick.tick() => {
                 // Everything the kernel reported before the dump first, so
@@ -157,9 +228,14 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<Summary> {
     last = source.counters()?;
     last.recursion_misses = misses;
     pipeline.report_losses(reported, last, clock.mono_now(), render.as_mut(), &mut out);
+    render.finish(clock.mono_now(), &mut out.buf);
     out.flush();
     pipeline.summary.kernel = last;
     pipeline.summary.untracked = pipeline.tracker.evicted;
+    if json {
+        summary_line(&pipeline.summary, &mut out.buf);
+        out.flush();
+    }
     Ok(pipeline.summary)
 }
 
@@ -310,10 +386,10 @@ fn emit(
     }
 }
 
-/// stdout, written in large chunks. A write error (a closed pipe) stops
-/// the output for good and is reported through `closed`.
+/// The output, written in large chunks. A write error (a closed pipe)
+/// stops the output for good and is reported through `closed`.
 struct Output {
-    writer: io::StdoutLock<'static>,
+    writer: Box<dyn Write>,
     buf: String,
     closed: bool,
 }
@@ -322,9 +398,9 @@ struct Output {
 const OUTPUT_CHUNK: usize = 1 << 20;
 
 impl Output {
-    fn new() -> Self {
+    fn new(writer: Box<dyn Write>) -> Self {
         Output {
-            writer: io::stdout().lock(),
+            writer,
             buf: String::with_capacity(OUTPUT_CHUNK + (1 << 12)),
             closed: false,
         }

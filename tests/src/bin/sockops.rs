@@ -21,6 +21,8 @@
 //!   sockops listen IP BACKLOG        listen without bind (kernel picks)
 //!   sockops hold IP PORT N           open N connections, wait for a line
 //!       on stdin, close them all
+//!   sockops listen-cycle IP PORT N MICROS   N times: bind IP:PORT, listen,
+//!       sleep MICROS, close (a server restarting in a loop)
 use std::{
     io::{self, BufRead, Read, Write},
     net::{IpAddr, SocketAddr, TcpStream},
@@ -47,6 +49,9 @@ fn main() -> ExitCode {
         ["bind", proto, ip_, port] => bind(proto, sa(ip_, port)),
         ["listen", ip_, backlog] => listen(ip(ip_), backlog.parse().expect("backlog")),
         ["hold", ip_, port, count] => hold(sa(ip_, port), n(count)),
+        ["listen-cycle", ip_, port, count, micros] => {
+            listen_cycle(sa(ip_, port), n(count), n(micros))
+        }
         _ => Err(io::Error::other(format!("bad arguments {args:?}"))),
     };
     match result {
@@ -267,5 +272,18 @@ fn hold(to: SocketAddr, count: usize) -> io::Result<()> {
     say(json!({"pid": std::process::id(), "ports": ports}));
     wait_for_line()?;
     drop(conns);
+    Ok(())
+}
+
+fn listen_cycle(addr: SocketAddr, count: usize, micros: usize) -> io::Result<()> {
+    say(json!({ "pid": std::process::id(), "port": addr.port() }));
+    for _ in 0..count {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        s.bind(&addr.into())?;
+        s.listen(16)?;
+        std::thread::sleep(Duration::from_micros(micros as u64));
+        drop(s);
+    }
     Ok(())
 }

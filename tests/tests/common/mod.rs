@@ -59,12 +59,19 @@ pub struct Finished {
 }
 
 impl Tracer {
-    /// Starts socktrace and returns once it says it is attached.
+    /// Starts `socktrace --json EXTRA` and returns once it is attached.
     pub fn start(extra: &[&str]) -> Tracer {
+        let mut args = vec!["--json"];
+        args.extend_from_slice(extra);
+        Tracer::command(&args)
+    }
+
+    /// Starts `socktrace ARGS` (which must make it print JSON lines) and
+    /// returns once it says it is attached.
+    pub fn command(args: &[&str]) -> Tracer {
         require_root();
         let mut child = Command::new(socktrace_bin())
-            .arg("--json")
-            .args(extra)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -8,6 +8,7 @@ use crate::{
     clock::{Clock, Style, TimeFormatter},
     event::{Detail, Errno, Event, Owner, Proto, SockId, family_name},
     source::KernelCounters,
+    summary::{Summary, top},
     track::{Close, Known, Record},
 };
 
@@ -26,7 +27,7 @@ impl Json {
 }
 
 /// What every line has after `type` and `time`.
-fn common(
+pub(super) fn common(
     o: &mut Obj<'_>,
     owner: &Owner,
     proto: Proto,
@@ -62,7 +63,7 @@ fn common(
     };
 }
 
-fn uint<T: Into<u64>>(o: &mut Obj<'_>, key: &str, v: T) {
+pub(super) fn uint<T: Into<u64>>(o: &mut Obj<'_>, key: &str, v: T) {
     o.uint(key, v.into());
 }
 
@@ -73,7 +74,7 @@ fn endpoints(o: &mut Obj<'_>, local: &SocketAddr, remote: &SocketAddr) {
         .uint("dport", remote.port().into());
 }
 
-fn errno(o: &mut Obj<'_>, errno: Errno) {
+pub(super) fn errno(o: &mut Obj<'_>, errno: Errno) {
     o.int("errno", errno.0.into());
     match errno.name() {
         Some(name) => o.name("error", &name),
@@ -175,6 +176,44 @@ impl Json {
             .uint("recursion_misses", k.recursion_misses)
             .end();
     }
+}
+
+/// The end-of-run summary as one `summary` line.
+pub fn summary_line(s: &Summary, out: &mut String) {
+    Obj::new(out, "summary")
+        .object("events", |o| {
+            o.uint("state", s.state)
+                .uint("bind", s.bind)
+                .uint("listen", s.listen)
+                .uint("release", s.release)
+                .uint("close", s.close);
+        })
+        .array(
+            "time_wait_destinations",
+            top(&s.time_waits, 10),
+            |o, (addr, n)| {
+                o.ip("daddr", addr.ip())
+                    .uint("dport", addr.port().into())
+                    .uint("entries", n);
+            },
+        )
+        .uint("listeners_closed", s.listeners_closed)
+        .array(
+            "short_lived_listeners",
+            top(&s.short_listeners, 10),
+            |o, (what, n)| {
+                o.string("listener", &what).uint("count", n);
+            },
+        )
+        .object("lost", |o| {
+            o.uint("ring_drops", s.kernel.ring_drops)
+                .uint("recursion_misses", s.kernel.recursion_misses)
+                .uint("malformed", s.malformed)
+                .uint("unpaired", s.kernel.unpaired)
+                .uint("owner_failed", s.kernel.owner_failed)
+                .uint("untracked", s.untracked);
+        })
+        .end();
 }
 
 impl Render for Json {

@@ -126,6 +126,42 @@ impl<'a> Obj<'a> {
         self
     }
 
+    /// An array of objects, one per item, each written by `fill`.
+    pub fn array<T>(
+        &mut self,
+        key: &str,
+        items: impl IntoIterator<Item = T>,
+        mut fill: impl FnMut(&mut Obj<'_>, T),
+    ) -> &mut Self {
+        let out = self.key(key);
+        out.push('[');
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push('{');
+            let mut inner = Obj { out, first: true };
+            fill(&mut inner, item);
+            inner.out.push('}');
+        }
+        out.push(']');
+        self
+    }
+
+    /// An array of unsigned integers.
+    pub fn uints(&mut self, key: &str, values: impl IntoIterator<Item = u64>) -> &mut Self {
+        let out = self.key(key);
+        out.push('[');
+        for (i, v) in values.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(itoa::Buffer::new().format(v));
+        }
+        out.push(']');
+        self
+    }
+
     /// Ends the object and the line.
     pub fn end(&mut self) {
         self.out.push_str("}\n");

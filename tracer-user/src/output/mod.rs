@@ -3,10 +3,16 @@
 //! one write.
 mod json;
 mod jsonw;
+mod lifecycles;
+mod listeners;
 mod text;
+mod timewait;
 
-pub use json::Json;
+pub use json::{Json, summary_line};
+pub use lifecycles::lifecycles;
+pub use listeners::ListenersView;
 pub use text::{Text, TextMode};
+pub use timewait::TimewaitView;
 
 use crate::track::Record;
 
@@ -16,4 +22,18 @@ pub trait Render {
     fn record(&mut self, record: &Record, out: &mut String);
     /// Appends what goes before the first record, if anything.
     fn preamble(&mut self, _out: &mut String) {}
+    /// Every `--interval`: appends a periodic report, if this view has one.
+    fn tick(&mut self, _now_ns: u64, _out: &mut String) {}
+    /// At the end: appends the final report, if this view has one.
+    fn finish(&mut self, _now_ns: u64, _out: &mut String) {}
+}
+
+/// A duration for people: `850 ns`, `44 µs`, `1.25 ms`, `3.40 s`.
+pub fn human_ns(ns: u64) -> String {
+    match ns {
+        0..1_000 => format!("{ns} ns"),
+        1_000..1_000_000 => format!("{} µs", ns / 1_000),
+        1_000_000..1_000_000_000 => format!("{:.2} ms", ns as f64 / 1e6),
+        _ => format!("{:.2} s", ns as f64 / 1e9),
+    }
 }

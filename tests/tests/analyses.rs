@@ -1,0 +1,232 @@
+//! The analyses against real sockets: `listeners` catching a listener that
+//! cycles 100 times at about a millisecond a life, failed binds and UDP
+//! servers; `timewait` counting hundreds of real connections exactly, by
+//! side, from the kernel's tallies; `record` then `analyze` offline.
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn churn_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_churn")
+}
+
+/// Runs the churn load: `n` connections to a server on `port`, `close`
+/// (client|server) closing first. Returns its pid.
+fn churn(port: u16, n: u64, close: &str) -> u32 {
+    let child = Command::new(churn_bin())
+        .args(["--threads", "2", "--addrs", "4", "--port", &port.to_string()])
+        .args(["--connections", &n.to_string(), "--close", close])
+        .spawn()
+        .expect("spawning churn");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("churn");
+    assert!(out.status.success(), "churn failed: {:?}", out.status);
+    pid
+}
+
+fn listener_notes<'a>(events: &'a [Value], event: &'a str, port: u16) -> Vec<&'a Value> {
+    of_type(events, "listener")
+        .filter(|e| e["event"] == event && e["port"] == port)
+        .collect()
+}
+
+#[test]
+fn a_listener_cycling_100_times_is_caught_every_time() {
+    let port = free_port("127.0.0.1");
+    let mut tracer = Tracer::command(&["listeners", "--json", "--short", "1000"]);
+    let cycle = Op::run(&["listen-cycle", "127.0.0.1", &port.to_string(), "100", "1000"]);
+    let pid = cycle["pid"].clone();
+    tracer.wait_for("100 listener closes", |ev| {
+        listener_notes(ev, "close", port).len() >= 100
+    });
+    let done = tracer.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    let opens = listener_notes(&done.events, "open", port);
+    let closes = listener_notes(&done.events, "close", port);
+    assert_eq!((opens.len(), closes.len()), (100, 100));
+    for note in opens.iter().chain(&closes) {
+        assert_eq!(note["pid"], pid, "{note}");
+        assert_eq!(note["kind"], "listen");
+        assert_eq!(note["proto"], "tcp");
+    }
+    assert!(opens.iter().all(|n| n["backlog"] == 16));
+    for close in &closes {
+        let ms = close["lifetime_ms"].as_f64().expect("timed");
+        // It slept 1 ms listening: at least that, and short by any measure.
+        assert!((1.0..1000.0).contains(&ms), "{close}");
+        assert_eq!(close["short"], true);
+    }
+    // The table at exit: one row, 100 cycles, all short, none open.
+    let table = of_type(&done.events, "listeners").last().expect("table");
+    let rows: Vec<&Value> = table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["port"] == port)
+        .collect();
+    assert_eq!(rows.len(), 1, "{table}");
+    let row = rows[0];
+    assert_eq!((&row["cycles"], &row["short"], &row["open"]), (&100.into(), &100.into(), &0.into()));
+    assert_eq!(row["pids"], serde_json::json!([pid]));
+    assert!(row["min_ms"].as_f64().unwrap() >= 1.0, "{row}");
+    // And the summary says so too.
+    let summary = of_type(&done.events, "summary").last().expect("summary");
+    assert!(summary["listeners_closed"].as_u64().unwrap() >= 100, "{summary}");
+}
+
+#[test]
+fn failed_binds_and_udp_servers_are_listeners_too() {
+    let port = free_port("127.0.0.1");
+    let mut tracer = Tracer::command(&["listeners", "--json"]);
+    let mut holder = Op::start(&["listen-cycle", "127.0.0.1", &port.to_string(), "1", "3000000"]);
+    let _ = &mut holder;
+    let refused = Op::run(&["bind", "tcp", "127.0.0.1", &port.to_string()]);
+    assert_eq!(refused["errno"], 98, "{refused}"); // EADDRINUSE
+    let udp_port = free_port("127.0.0.1");
+    let udp = Op::run(&["bind", "udp", "127.0.0.1", &udp_port.to_string()]);
+    tracer.wait_for("the failed bind and the UDP socket's close", |ev| {
+        !listener_notes(ev, "bind_failed", port).is_empty()
+            && !listener_notes(ev, "close", udp_port).is_empty()
+    });
+    holder.wait();
+    let done = tracer.stop();
+    let failed = listener_notes(&done.events, "bind_failed", port)[0];
+    assert_eq!(failed["pid"], refused["pid"]);
+    assert_eq!(failed["error"], "EADDRINUSE");
+    let opened = listener_notes(&done.events, "open", udp_port)[0];
+    let closed = listener_notes(&done.events, "close", udp_port)[0];
+    for note in [opened, closed] {
+        assert_eq!((&note["kind"], &note["proto"]), (&"bound".into(), &"udp".into()));
+        assert_eq!(note["pid"], udp["pid"]);
+    }
+    let table = of_type(&done.events, "listeners").last().expect("table");
+    let row = table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["port"] == port && r["kind"] == "bound")
+        .expect("a row for the failed bind");
+    assert_eq!(row["failed_binds"], 1);
+}
+
+/// The last `timewait` report.
+fn last_report(events: &[Value]) -> &Value {
+    of_type(events, "timewait").last().expect("a timewait report")
+}
+
+#[test]
+fn timewait_counts_real_churn_exactly_by_side() {
+    require_time_wait_room();
+    let port = free_port("0.0.0.0");
+    let p = port.to_string();
+    let mut tracer = Tracer::command(&["timewait", "--json", "--interval", "0.5", "--port", &p]);
+    let client_pid = churn(port, 300, "client");
+    tracer.wait_for("300 client-side TIME_WAIT entries", |ev| {
+        of_type(ev, "timewait").any(|r| r["client_side"].as_u64().is_some())
+            && of_type(ev, "timewait")
+                .map(|r| r["client_side"].as_u64().unwrap_or(0))
+                .sum::<u64>()
+                >= 300
+    });
+    let server_pid = churn(port, 200, "server");
+    tracer.wait_for("200 server-side TIME_WAIT entries", |ev| {
+        of_type(ev, "timewait")
+            .map(|r| r["server_side"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+            >= 200
+    });
+    let done = tracer.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    let reports: Vec<&Value> = of_type(&done.events, "timewait").collect();
+    let sum = |key: &str| -> u64 { reports.iter().map(|r| r[key].as_u64().unwrap()).sum() };
+    assert_eq!((sum("client_side"), sum("server_side")), (300, 200));
+    let last = last_report(&done.events);
+    assert_eq!(last["total_entries"], 500);
+    assert!(last["population"].as_u64().unwrap() >= 500, "{last}");
+    // Server side: counted under the server's port, owned by churn #2.
+    let ports = last["by_local_port"].as_array().unwrap();
+    assert_eq!(ports[0]["port"], port);
+    // Client side: four destinations, 75 each, from churn #1.
+    let with_entries: Vec<&Value> = reports
+        .iter()
+        .flat_map(|r| r["by_destination"].as_array().unwrap())
+        .filter(|d| d["dport"] == port)
+        .collect();
+    assert!(!with_entries.is_empty());
+    let dests: Vec<&Value> = last["by_destination"].as_array().unwrap().iter().collect();
+    let held: u64 = dests.iter().map(|d| d["time_wait"].as_u64().unwrap()).sum();
+    assert_eq!(held, 300, "{last}");
+    assert_eq!(dests.len(), 4, "{last}");
+    // Who: both churn processes, by pid.
+    let pids: Vec<u64> = reports
+        .iter()
+        .flat_map(|r| r["by_process"].as_array().unwrap())
+        .map(|p| p["pid"].as_u64().unwrap())
+        .collect();
+    assert!(pids.contains(&u64::from(client_pid)), "{pids:?}");
+    assert!(pids.contains(&u64::from(server_pid)), "{pids:?}");
+    // 300 short connections in well under a second: connection-per-request.
+    let flagged = reports
+        .iter()
+        .flat_map(|r| r["per_request"].as_array().unwrap())
+        .any(|c| c["pid"] == client_pid && c["dport"] == port);
+    assert!(flagged, "no connection-per-request warning for pid {client_pid}");
+    let summary = of_type(&done.events, "summary").last().expect("summary");
+    let entered: u64 = summary["time_wait_destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["entries"].as_u64().unwrap())
+        .sum();
+    assert_eq!(entered, 500, "{summary}");
+}
+
+#[test]
+fn record_then_analyze_offline() {
+    let dir = std::env::temp_dir().join(format!("socktrace-analyze-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    let file = dir.join("run.jsonl");
+    let f = file.to_str().unwrap();
+    let port = free_port("127.0.0.1");
+    let mut tracer = Tracer::command(&["record", f, "--port", &port.to_string()]);
+    let cycle = Op::run(&["listen-cycle", "127.0.0.1", &port.to_string(), "5", "100"]);
+    // record writes to the file, not stdout: wait for its lines there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_to_string(&file).unwrap_or_default().matches("\"listen\"").count() < 5 {
+        assert!(std::time::Instant::now() < deadline, "record wrote too little");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let done = tracer.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(header["type"], "header");
+    assert_eq!(header["filters"], serde_json::json!([format!("port {port}")]));
+    // Break it: a truncated line and garbage in the middle.
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let cut = lines[2].len() / 2;
+    lines[2].truncate(cut);
+    lines.insert(3, "\u{1}\u{2} not json".into());
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let out = Command::new(socktrace_bin())
+        .args(["analyze", f, "--report", "listeners", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("{f}:3: ")), "{stderr}");
+    assert!(stderr.contains(&format!("{f}:4: ")), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let table: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let row = &table["rows"].as_array().unwrap()[0];
+    assert_eq!((&row["port"], &row["kind"]), (&port.into(), &"listen".into()));
+    // The truncated line was the first listener's bind or transition: the
+    // five cycles still end, four or five of them timed.
+    assert_eq!(row["cycles"], 5, "{table}");
+    assert_eq!(row["pids"], serde_json::json!([cycle["pid"]]));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

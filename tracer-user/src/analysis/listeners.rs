@@ -1,0 +1,458 @@
+//! Short-lived listeners (pure: records in, notes and a table out). Follows
+//! every TCP listener (LISTEN until LISTEN -> CLOSE) and every bound socket
+//! that never listens nor connects (bind until its release), however short
+//! its life, and every bind that failed, with who tried.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+};
+
+use rustc_hash::FxHashMap;
+
+use crate::{
+    event::{Detail, Errno, Event, Owner, Proto, SockId, TcpState},
+    track::Record,
+};
+
+/// What kind of socket is listening.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// A TCP socket in LISTEN.
+    Listen,
+    /// Bound, never listening nor connecting (a UDP server, a TCP bind
+    /// without listen).
+    Bound,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Listen => "listen",
+            Kind::Bound => "bound",
+        }
+    }
+}
+
+/// One line of the live view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub at_ns: u64,
+    pub what: What,
+    pub kind: Kind,
+    pub proto: Proto,
+    pub addr: SocketAddr,
+    pub owner: Owner,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum What {
+    /// Started listening (TCP: `backlog`) or bound (UDP).
+    Opened { backlog: Option<i32> },
+    /// Closed after `lifetime_ns` (`None`: it predates us); `short` when
+    /// under the threshold.
+    Closed {
+        lifetime_ns: Option<u64>,
+        short: bool,
+    },
+    /// bind(2) failed.
+    BindFailed { errno: Errno },
+}
+
+/// A table row: one port, protocol, kind and program.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RowKey {
+    pub proto: Proto,
+    pub port: u16,
+    pub kind: Kind,
+    pub comm: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Row {
+    /// Listen (or bind) cycles that ended.
+    pub cycles: u64,
+    /// Of `cycles`, those shorter than the threshold.
+    pub short: u64,
+    /// Open now.
+    pub open: u64,
+    /// Failed binds to this port by this program.
+    pub failed_binds: u64,
+    /// The last failure.
+    pub last_errno: Option<Errno>,
+    pub pids: BTreeSet<u32>,
+    /// Lifetimes of ended cycles we saw start (bounded sample).
+    lifetimes: Vec<u64>,
+    min_ns: Option<u64>,
+    max_ns: Option<u64>,
+}
+
+/// The most lifetimes kept per row for the median (min and max stay exact).
+const SAMPLE: usize = 4096;
+
+impl Row {
+    /// (min, median, max) lifetime of the ended cycles, if any was timed.
+    pub fn lifetimes(&self) -> Option<(u64, u64, u64)> {
+        let mut sorted = self.lifetimes.clone();
+        sorted.sort_unstable();
+        let median = *sorted.get(sorted.len() / 2)?;
+        Some((self.min_ns?, median, self.max_ns?))
+    }
+
+    fn ended(&mut self, lifetime_ns: Option<u64>, short: bool) {
+        self.cycles += 1;
+        self.short += u64::from(short);
+        self.open = self.open.saturating_sub(1);
+        if let Some(ns) = lifetime_ns {
+            self.min_ns = Some(self.min_ns.map_or(ns, |m| m.min(ns)));
+            self.max_ns = Some(self.max_ns.map_or(ns, |m| m.max(ns)));
+            if self.lifetimes.len() < SAMPLE {
+                self.lifetimes.push(ns);
+            } else {
+                // Keep a spread over the whole run: replace in rotation.
+                let at = (self.cycles as usize) % SAMPLE;
+                self.lifetimes[at] = ns;
+            }
+        }
+    }
+}
+
+/// A socket open now.
+#[derive(Clone, Debug)]
+struct Open {
+    kind: Kind,
+    /// When it started listening or was bound; `None` if before us.
+    since_ns: Option<u64>,
+    proto: Proto,
+    addr: SocketAddr,
+    owner: Owner,
+    announced: bool,
+}
+
+#[derive(Debug)]
+pub struct Listeners {
+    short_ns: u64,
+    open: FxHashMap<SockId, Open>,
+    rows: BTreeMap<RowKey, Row>,
+}
+
+impl Listeners {
+    /// Lifetimes under `short_ns` are flagged.
+    pub fn new(short_ns: u64) -> Listeners {
+        Listeners {
+            short_ns,
+            open: FxHashMap::default(),
+            rows: BTreeMap::new(),
+        }
+    }
+
+    pub fn short_ns(&self) -> u64 {
+        self.short_ns
+    }
+
+    /// Listeners and bound sockets open now.
+    pub fn open_now(&self) -> usize {
+        self.open.len()
+    }
+
+    /// The table: every row seen so far, by protocol, port, kind, program.
+    pub fn rows(&self) -> impl Iterator<Item = (&RowKey, &Row)> {
+        self.rows.iter()
+    }
+
+    /// Follows `record`; returns the line to show for it, if any.
+    pub fn observe(&mut self, record: &Record) -> Option<Note> {
+        match record {
+            Record::Existing(k, _) if k.state == TcpState::Listen => {
+                let open = Open {
+                    kind: Kind::Listen,
+                    since_ns: None,
+                    proto: Proto::Tcp,
+                    addr: k.local,
+                    owner: k.owner.clone(),
+                    announced: true,
+                };
+                self.row(&open).open += 1;
+                self.open.insert(k.sock, open);
+                None
+            }
+            Record::Event(e) => self.event(e),
+            _ => None,
+        }
+    }
+
+    fn event(&mut self, e: &Event) -> Option<Note> {
+        let sock = e.sock?;
+        match e.detail {
+            Detail::Bind { addr, errno, .. } if errno.0 != 0 => {
+                let key = row_key(e.proto, addr.port(), Kind::Bound, &e.owner);
+                let row = self.rows.entry(key).or_default();
+                row.failed_binds += 1;
+                row.last_errno = Some(errno);
+                row.pids.insert(e.owner.pid);
+                Some(note(e, What::BindFailed { errno }, Kind::Bound, addr))
+            }
+            Detail::Bind { addr, .. } => {
+                // TCP: a listener or a client to be; announced at listen,
+                // or at its release if it never listens.
+                let udp = e.proto == Proto::Udp;
+                self.start(sock, e, Kind::Bound, addr, udp);
+                udp.then(|| note(e, What::Opened { backlog: None }, Kind::Bound, addr))
+            }
+            Detail::State {
+                local, old, new, ..
+            } if new == TcpState::Listen => {
+                // Not announced yet: the listen record brings the backlog.
+                let _ = old;
+                self.start(sock, e, Kind::Listen, local, false);
+                None
+            }
+            Detail::Listen {
+                addr,
+                backlog,
+                errno,
+            } if errno.0 == 0 => {
+                let open = match self.open.get_mut(&sock) {
+                    Some(open) if open.kind == Kind::Listen => open,
+                    _ => {
+                        // Its CLOSE -> LISTEN was not seen: start it now.
+                        self.start(sock, e, Kind::Listen, addr, false);
+                        self.open.get_mut(&sock)?
+                    }
+                };
+                if open.announced {
+                    return None; // listen() again on a listener: new backlog
+                }
+                open.announced = true;
+                Some(note(
+                    e,
+                    What::Opened {
+                        backlog: Some(backlog),
+                    },
+                    Kind::Listen,
+                    addr,
+                ))
+            }
+            Detail::State { old, new, .. } if old == TcpState::Listen && new == TcpState::Close => {
+                self.end(sock, e)
+            }
+            Detail::Release { .. } => self.end(sock, e),
+            _ => None,
+        }
+    }
+
+    fn start(&mut self, sock: SockId, e: &Event, kind: Kind, addr: SocketAddr, announced: bool) {
+        let open = Open {
+            kind,
+            since_ns: Some(e.mono_ns),
+            proto: e.proto,
+            addr,
+            owner: e.owner.clone(),
+            announced,
+        };
+        // A bound TCP socket that now listens: one socket, now a listener.
+        if let Some(before) = self.open.remove(&sock) {
+            self.row(&before).open -= 1;
+        }
+        self.row(&open).open += 1;
+        self.open.insert(sock, open);
+    }
+
+    fn end(&mut self, sock: SockId, e: &Event) -> Option<Note> {
+        let open = self.open.remove(&sock)?;
+        let lifetime_ns = open.since_ns.map(|since| e.mono_ns.saturating_sub(since));
+        let short = lifetime_ns.is_some_and(|ns| ns < self.short_ns);
+        self.row(&open).ended(lifetime_ns, short);
+        // Who closed it, if known; else who opened it.
+        let owner = if e.owner.is_known() {
+            e.owner.clone()
+        } else {
+            open.owner
+        };
+        Some(Note {
+            at_ns: e.mono_ns,
+            what: What::Closed { lifetime_ns, short },
+            kind: open.kind,
+            proto: open.proto,
+            addr: open.addr,
+            owner,
+        })
+    }
+
+    fn row(&mut self, open: &Open) -> &mut Row {
+        let key = row_key(open.proto, open.addr.port(), open.kind, &open.owner);
+        let row = self.rows.entry(key).or_default();
+        if open.owner.is_known() {
+            row.pids.insert(open.owner.pid);
+        }
+        row
+    }
+}
+
+fn row_key(proto: Proto, port: u16, kind: Kind, owner: &Owner) -> RowKey {
+    RowKey {
+        proto,
+        port,
+        kind,
+        comm: if owner.is_known() {
+            owner.comm.as_str().into_owned()
+        } else {
+            "-".into()
+        },
+    }
+}
+
+fn note(e: &Event, what: What, kind: Kind, addr: SocketAddr) -> Note {
+    Note {
+        at_ns: e.mono_ns,
+        what,
+        kind,
+        proto: e.proto,
+        addr,
+        owner: e.owner.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Comm, OwnerSource, StateInfo};
+
+    const MS: u64 = 1_000_000;
+
+    fn event(at: u64, pid: u32, sock: u64, proto: Proto, detail: Detail) -> Record {
+        let mut e = Event::sample(at, pid, "srv", proto, detail);
+        e.sock = Some(SockId(sock));
+        e.owner.comm = Comm::new(b"srv\0\0\0\0\0\0\0\0\0\0\0\0\0");
+        e.owner.source = OwnerSource::Syscall;
+        Record::Event(e)
+    }
+
+    fn state(at: u64, sock: u64, old: TcpState, new: TcpState) -> Record {
+        event(
+            at,
+            7,
+            sock,
+            Proto::Tcp,
+            Detail::State {
+                local: "0.0.0.0:8080".parse().unwrap(),
+                remote: "0.0.0.0:0".parse().unwrap(),
+                old,
+                new,
+                info: StateInfo::default(),
+            },
+        )
+    }
+
+    fn listen(at: u64, sock: u64) -> Record {
+        event(
+            at,
+            7,
+            sock,
+            Proto::Tcp,
+            Detail::Listen {
+                addr: "0.0.0.0:8080".parse().unwrap(),
+                backlog: 128,
+                errno: Errno(0),
+            },
+        )
+    }
+
+    #[test]
+    fn a_listener_cycling_is_caught_every_time() {
+        let mut l = Listeners::new(1000 * MS);
+        let mut notes = Vec::new();
+        for i in 0..100u64 {
+            let t = i * 10 * MS;
+            for r in [
+                state(t, i, TcpState::Close, TcpState::Listen),
+                listen(t + 1000, i),
+                // 50 µs after it began listening.
+                state(t + 50_000, i, TcpState::Listen, TcpState::Close),
+            ] {
+                notes.extend(l.observe(&r));
+            }
+        }
+        assert_eq!(notes.len(), 200);
+        assert_eq!(notes[0].what, What::Opened { backlog: Some(128) });
+        assert_eq!(
+            notes[1].what,
+            What::Closed {
+                lifetime_ns: Some(50_000),
+                short: true
+            }
+        );
+        let rows: Vec<_> = l.rows().collect();
+        assert_eq!(rows.len(), 1);
+        let (key, row) = rows[0];
+        assert_eq!((key.proto, key.port, key.kind), (Proto::Tcp, 8080, Kind::Listen));
+        assert_eq!(key.comm, "srv");
+        assert_eq!((row.cycles, row.short, row.open), (100, 100, 0));
+        assert_eq!(row.lifetimes(), Some((50_000, 50_000, 50_000)));
+        assert_eq!(l.open_now(), 0);
+    }
+
+    #[test]
+    fn udp_binds_release_and_failed_binds() {
+        let mut l = Listeners::new(1000 * MS);
+        let addr: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+        let bind = |at, sock, errno| {
+            event(
+                at,
+                9,
+                sock,
+                Proto::Udp,
+                Detail::Bind {
+                    addr,
+                    requested_port: 5353,
+                    errno: Errno(errno),
+                },
+            )
+        };
+        let opened = l.observe(&bind(0, 1, 0)).unwrap();
+        assert_eq!((opened.kind, opened.what), (Kind::Bound, What::Opened { backlog: None }));
+        let failed = l.observe(&bind(MS, 2, 98)).unwrap();
+        assert_eq!(failed.what, What::BindFailed { errno: Errno(98) });
+        let closed = l
+            .observe(&event(2000 * MS, 9, 1, Proto::Udp, Detail::Release { addr }))
+            .unwrap();
+        assert_eq!(
+            closed.what,
+            What::Closed {
+                lifetime_ns: Some(2000 * MS),
+                short: false
+            }
+        );
+        let (_, row) = l.rows().next().unwrap();
+        assert_eq!((row.cycles, row.short, row.failed_binds), (1, 0, 1));
+        assert_eq!(row.last_errno, Some(Errno(98)));
+    }
+
+    #[test]
+    fn a_tcp_bind_then_listen_is_one_listener() {
+        let mut l = Listeners::new(1000 * MS);
+        let bind = event(
+            0,
+            7,
+            5,
+            Proto::Tcp,
+            Detail::Bind {
+                addr: "0.0.0.0:8080".parse().unwrap(),
+                requested_port: 8080,
+                errno: Errno(0),
+            },
+        );
+        assert_eq!(l.observe(&bind), None); // announced at listen
+        assert_eq!(l.observe(&state(10, 5, TcpState::Close, TcpState::Listen)), None);
+        assert!(l.observe(&listen(20, 5)).is_some());
+        let rows: Vec<_> = l.rows().map(|(k, r)| (k.kind, r.open)).collect();
+        assert_eq!(rows, [(Kind::Listen, 1), (Kind::Bound, 0)]);
+        let closed = l.observe(&state(5 * MS, 5, TcpState::Listen, TcpState::Close));
+        assert_eq!(
+            closed.unwrap().what,
+            What::Closed {
+                lifetime_ns: Some(5 * MS - 10),
+                short: true
+            }
+        );
+    }
+}

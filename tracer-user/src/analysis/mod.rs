@@ -1,0 +1,5 @@
+//! The answers people run socktrace for, computed from records (pure, no
+//! I/O): the same code runs live and on a recording.
+pub mod lifecycles;
+pub mod listeners;
+pub mod timewait;

@@ -1,0 +1,806 @@
+//! TIME_WAIT churn (pure: counts in, a report out). Fed every interval with
+//! running totals per owner and destination — from the kernel's tallies
+//! live, from close records offline — it says how fast TIME_WAIT sockets
+//! appear, who makes them, towards where, how many exist, how close each
+//! destination is to running out of ephemeral ports, and which processes
+//! open a connection per request.
+use std::{
+    collections::VecDeque,
+    net::{IpAddr, SocketAddr},
+};
+
+use rustc_hash::FxHashMap;
+
+use crate::{
+    event::{Detail, SockId, TcpState},
+    track::{Opener, Record},
+};
+
+/// How long a TIME_WAIT socket lives (`TCP_TIMEWAIT_LEN`).
+pub const TW_LEN_NS: u64 = 60_000_000_000;
+
+/// Which end of its connection a socket was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// It connected: its TIME_WAIT holds an ephemeral port towards the
+    /// server.
+    Client,
+    /// A listener accepted it: the server closed first.
+    Server,
+    /// Its start was not seen.
+    Unknown,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Server => "server",
+            Role::Unknown => "unknown",
+        }
+    }
+}
+
+/// Who and where: what the kernel counts by.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub netns: u32,
+    /// Owner's pid; 0 when unknown.
+    pub pid: u32,
+    pub role: Role,
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    /// The service port: remote for a client, local for a server.
+    pub port: u16,
+}
+
+impl Key {
+    /// A client's destination: local address, remote address and port.
+    fn destination(&self) -> Dest {
+        Dest {
+            netns: self.netns,
+            local: self.local,
+            remote: SocketAddr::new(self.remote, self.port),
+        }
+    }
+}
+
+/// Where a client's ephemeral ports go: one (local address, remote
+/// address:port) shares one range of ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Dest {
+    pub netns: u32,
+    pub local: IpAddr,
+    pub remote: SocketAddr,
+}
+
+/// Running totals for a key since counting began.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Connections that ended in TIME_WAIT (this side closed first).
+    pub time_waits: u64,
+    pub closes: u64,
+    /// Closes of connections shorter than the short threshold.
+    pub short: u64,
+}
+
+/// One key's totals and its owner's name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counted {
+    pub key: Key,
+    pub comm: String,
+    pub totals: Totals,
+}
+
+/// Host settings that decide what TIME_WAIT costs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Host {
+    /// `net.ipv4.ip_local_port_range`.
+    pub port_range: (u16, u16),
+    /// `net.ipv4.tcp_tw_reuse`.
+    pub tw_reuse: Option<u8>,
+    /// `net.ipv4.tcp_max_tw_buckets`.
+    pub max_tw_buckets: Option<u64>,
+}
+
+impl Host {
+    fn range_size(&self) -> u64 {
+        u64::from(self.port_range.1.saturating_sub(self.port_range.0)) + 1
+    }
+
+    /// Whether a new connection to `remote` may take a port still in
+    /// TIME_WAIT.
+    fn reuses_towards(&self, remote: IpAddr) -> bool {
+        match self.tw_reuse {
+            Some(1) => true,
+            Some(2) => remote.is_loopback(),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub top: usize,
+    /// Warn above this share of the ephemeral range, in percent.
+    pub threshold_pct: u8,
+    /// Connections per second to one destination from one process that
+    /// count as connection-per-request (with nearly all of them short).
+    pub per_request_rate: u32,
+}
+
+/// What one interval looked like.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    pub now_ns: u64,
+    /// Length of the interval this report covers.
+    pub interval_ns: u64,
+    pub entries: u64,
+    pub client_entries: u64,
+    pub server_entries: u64,
+    /// TIME_WAIT sockets now, from the entries of the last 60 s (and an
+    /// estimate of those that predate counting).
+    pub population: u64,
+    /// The kernel's own count, when it could be read (`/proc/net/sockstat`).
+    pub kernel_population: Option<u64>,
+    /// Entries since counting began.
+    pub total_entries: u64,
+    pub by_process: Vec<Row>,
+    pub by_destination: Vec<DestRow>,
+    pub by_local_port: Vec<Row>,
+    pub pressure: Vec<Pressure>,
+    pub per_request: Vec<PerRequest>,
+    /// What the host's settings imply, one sentence each.
+    pub settings: Vec<String>,
+}
+
+impl Report {
+    /// TIME_WAIT entries per second in this interval.
+    pub fn rate(&self) -> f64 {
+        per_sec(self.entries, self.interval_ns)
+    }
+}
+
+/// A process or a server port.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    /// A pid, or a local port for server rows.
+    pub id: u32,
+    pub comm: String,
+    pub per_sec: f64,
+    pub population: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DestRow {
+    pub dest: Dest,
+    pub per_sec: f64,
+    pub time_wait: u64,
+    pub in_use: u64,
+}
+
+/// A destination holding too many of the ephemeral ports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pressure {
+    pub dest: Dest,
+    pub held: u64,
+    pub range: u64,
+    pub percent: f64,
+    /// The process holding most of them.
+    pub pid: u32,
+    pub comm: String,
+    /// `tcp_tw_reuse` lets new connections take TIME_WAIT ports here.
+    pub reuse: bool,
+}
+
+/// One process opening short connections to one place at a high rate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PerRequest {
+    pub pid: u32,
+    pub comm: String,
+    pub dest: Dest,
+    pub per_sec: f64,
+    pub short_pct: f64,
+}
+
+pub struct Timewait {
+    settings: Settings,
+    host: Host,
+    last: FxHashMap<Key, Totals>,
+    comms: FxHashMap<u32, String>,
+    /// Entries of the last 60 s: (when counted, key, how many).
+    window: VecDeque<(u64, Key, u64)>,
+    population: FxHashMap<Key, u64>,
+    /// TIME_WAIT sockets that existed when counting began, by key, and then.
+    before: Vec<(Key, u64)>,
+    started_ns: u64,
+    last_ns: u64,
+    total_entries: u64,
+}
+
+impl Timewait {
+    /// Starts counting at `now_ns`, with the TIME_WAIT sockets that exist
+    /// then (`before`, counted by key).
+    pub fn new(settings: Settings, host: Host, now_ns: u64, before: Vec<(Key, u64)>) -> Timewait {
+        Timewait {
+            settings,
+            host,
+            last: FxHashMap::default(),
+            comms: FxHashMap::default(),
+            window: VecDeque::new(),
+            population: FxHashMap::default(),
+            before,
+            started_ns: now_ns,
+            last_ns: now_ns,
+            total_entries: 0,
+        }
+    }
+
+    /// TIME_WAIT entries since counting began, by remote end (a server's
+    /// remote clients with port 0).
+    pub fn entries_by_remote(&self) -> FxHashMap<SocketAddr, u64> {
+        let mut by = FxHashMap::default();
+        for (key, totals) in &self.last {
+            if totals.time_waits > 0 {
+                let port = if key.role == Role::Server {
+                    0
+                } else {
+                    key.port
+                };
+                *by.entry(SocketAddr::new(key.remote, port)).or_default() += totals.time_waits;
+            }
+        }
+        by
+    }
+
+    /// The interval ending at `now_ns`: `counted` holds running totals
+    /// (keys absent keep their last totals), `in_use` the live client
+    /// sockets per destination, `kernel_population` the kernel's count.
+    pub fn tick(
+        &mut self,
+        now_ns: u64,
+        counted: &[Counted],
+        in_use: &FxHashMap<Dest, u64>,
+        kernel_population: Option<u64>,
+    ) -> Report {
+        let interval_ns = now_ns.saturating_sub(self.last_ns).max(1);
+        self.last_ns = now_ns;
+        let mut report = Report {
+            now_ns,
+            interval_ns,
+            kernel_population,
+            ..Report::default()
+        };
+        // What changed since the last tick.
+        let mut deltas: Vec<(&Key, Totals)> = Vec::new();
+        for c in counted {
+            self.comms.insert(c.key.pid, c.comm.clone());
+            let before = self
+                .last
+                .insert(c.key.clone(), c.totals)
+                .unwrap_or_default();
+            let delta = Totals {
+                time_waits: c.totals.time_waits.saturating_sub(before.time_waits),
+                closes: c.totals.closes.saturating_sub(before.closes),
+                short: c.totals.short.saturating_sub(before.short),
+            };
+            if delta != Totals::default() {
+                deltas.push((&c.key, delta));
+            }
+        }
+        for (key, d) in &deltas {
+            if d.time_waits == 0 {
+                continue;
+            }
+            report.entries += d.time_waits;
+            match key.role {
+                Role::Server => report.server_entries += d.time_waits,
+                _ => report.client_entries += d.time_waits,
+            }
+            self.window
+                .push_back((now_ns, (*key).clone(), d.time_waits));
+            *self.population.entry((*key).clone()).or_default() += d.time_waits;
+        }
+        self.total_entries += report.entries;
+        report.total_entries = self.total_entries;
+        self.expire(now_ns);
+        let before = self.before_now(now_ns);
+        report.population =
+            self.population.values().sum::<u64>() + before.iter().map(|(_, n)| n).sum::<u64>();
+
+        let mut by_key: FxHashMap<&Key, (u64, u64)> = FxHashMap::default(); // (entries, population)
+        for (key, d) in &deltas {
+            by_key.entry(key).or_default().0 += d.time_waits;
+        }
+        for (key, n) in self
+            .population
+            .iter()
+            .chain(before.iter().map(|(k, n)| (k, n)))
+        {
+            by_key.entry(key).or_default().1 += n;
+        }
+        report.by_process = self.rows(&by_key, interval_ns, |k| Some(k.pid));
+        report.by_local_port = self.rows(&by_key, interval_ns, |k| {
+            (k.role == Role::Server).then_some(u32::from(k.port))
+        });
+        for row in &mut report.by_local_port {
+            row.comm.clear();
+        }
+        report.by_destination = self.destinations(&by_key, in_use, interval_ns);
+        report.pressure = self.pressure(&by_key, in_use);
+        report.per_request = self.per_request(&deltas, interval_ns);
+        report.settings = self.settings_notes(report.population);
+        report
+    }
+
+    fn expire(&mut self, now_ns: u64) {
+        while let Some((at, _, _)) = self.window.front() {
+            if at + TW_LEN_NS > now_ns {
+                break;
+            }
+            let Some((_, key, n)) = self.window.pop_front() else {
+                break;
+            };
+            if let Some(left) = self.population.get_mut(&key) {
+                *left = left.saturating_sub(n);
+                if *left == 0 {
+                    self.population.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Those that predate counting and are still there, estimated: ages
+    /// spread evenly over 60 s, so a share leaves every second.
+    fn before_now(&self, now_ns: u64) -> Vec<(Key, u64)> {
+        let elapsed = now_ns.saturating_sub(self.started_ns);
+        if elapsed >= TW_LEN_NS {
+            return Vec::new();
+        }
+        let left =
+            |n: u64| (n as u128 * u128::from(TW_LEN_NS - elapsed) / TW_LEN_NS as u128) as u64;
+        self.before
+            .iter()
+            .map(|(k, n)| (k.clone(), left(*n)))
+            .collect()
+    }
+
+    fn comm(&self, pid: u32) -> String {
+        match self.comms.get(&pid) {
+            Some(c) if pid != 0 => c.clone(),
+            _ => "-".into(),
+        }
+    }
+
+    /// Top rows grouped by `group` (skipping keys it maps to `None`).
+    fn rows(
+        &self,
+        by_key: &FxHashMap<&Key, (u64, u64)>,
+        interval_ns: u64,
+        group: impl Fn(&Key) -> Option<u32>,
+    ) -> Vec<Row> {
+        let mut grouped: FxHashMap<u32, (u64, u64)> = FxHashMap::default();
+        for (key, (entries, population)) in by_key {
+            if let Some(id) = group(key) {
+                let g = grouped.entry(id).or_default();
+                g.0 += entries;
+                g.1 += population;
+            }
+        }
+        let mut rows: Vec<Row> = grouped
+            .into_iter()
+            .map(|(id, (entries, population))| Row {
+                id,
+                comm: self.comm(id),
+                per_sec: per_sec(entries, interval_ns),
+                population,
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            b.per_sec
+                .total_cmp(&a.per_sec)
+                .then(b.population.cmp(&a.population))
+                .then(a.id.cmp(&b.id))
+        });
+        rows.truncate(self.settings.top);
+        rows
+    }
+
+    fn destinations(
+        &self,
+        by_key: &FxHashMap<&Key, (u64, u64)>,
+        in_use: &FxHashMap<Dest, u64>,
+        interval_ns: u64,
+    ) -> Vec<DestRow> {
+        let mut grouped: FxHashMap<Dest, (u64, u64)> = FxHashMap::default();
+        for (key, (entries, population)) in by_key {
+            if key.role == Role::Client {
+                let g = grouped.entry(key.destination()).or_default();
+                g.0 += entries;
+                g.1 += population;
+            }
+        }
+        for dest in in_use.keys() {
+            grouped.entry(*dest).or_default();
+        }
+        let mut rows: Vec<DestRow> = grouped
+            .into_iter()
+            .map(|(dest, (entries, time_wait))| DestRow {
+                dest,
+                per_sec: per_sec(entries, interval_ns),
+                time_wait,
+                in_use: in_use.get(&dest).copied().unwrap_or(0),
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            b.per_sec
+                .total_cmp(&a.per_sec)
+                .then((b.time_wait + b.in_use).cmp(&(a.time_wait + a.in_use)))
+                .then(a.dest.cmp(&b.dest))
+        });
+        rows.truncate(self.settings.top);
+        rows
+    }
+
+    fn pressure(
+        &self,
+        by_key: &FxHashMap<&Key, (u64, u64)>,
+        in_use: &FxHashMap<Dest, u64>,
+    ) -> Vec<Pressure> {
+        let range = self.host.range_size();
+        // Per destination: ports held, and the pid holding most.
+        let mut held: FxHashMap<Dest, (u64, u32, u64)> = FxHashMap::default();
+        for (key, (_, population)) in by_key {
+            if key.role != Role::Client {
+                continue;
+            }
+            let h = held.entry(key.destination()).or_default();
+            h.0 += population;
+            if *population > h.2 {
+                (h.1, h.2) = (key.pid, *population);
+            }
+        }
+        for (dest, n) in in_use {
+            held.entry(*dest).or_default().0 += n;
+        }
+        let mut out: Vec<Pressure> = held
+            .into_iter()
+            .filter_map(|(dest, (held, pid, _))| {
+                let percent = held as f64 * 100.0 / range as f64;
+                (percent > f64::from(self.settings.threshold_pct)).then(|| Pressure {
+                    dest,
+                    held,
+                    range,
+                    percent,
+                    pid,
+                    comm: self.comm(pid),
+                    reuse: self.host.reuses_towards(dest.remote.ip()),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| b.percent.total_cmp(&a.percent).then(a.dest.cmp(&b.dest)));
+        out
+    }
+
+    fn per_request(&self, deltas: &[(&Key, Totals)], interval_ns: u64) -> Vec<PerRequest> {
+        let mut grouped: FxHashMap<(u32, Dest), Totals> = FxHashMap::default();
+        for (key, d) in deltas {
+            if key.role == Role::Client && key.pid != 0 {
+                let g = grouped.entry((key.pid, key.destination())).or_default();
+                g.closes += d.closes;
+                g.short += d.short;
+            }
+        }
+        let mut out: Vec<PerRequest> = grouped
+            .into_iter()
+            .filter_map(|((pid, dest), t)| {
+                let rate = per_sec(t.closes, interval_ns);
+                let short_pct = t.short as f64 * 100.0 / t.closes.max(1) as f64;
+                (rate >= f64::from(self.settings.per_request_rate) && short_pct >= 90.0).then(
+                    || PerRequest {
+                        pid,
+                        comm: self.comm(pid),
+                        dest,
+                        per_sec: rate,
+                        short_pct,
+                    },
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| b.per_sec.total_cmp(&a.per_sec).then(a.pid.cmp(&b.pid)));
+        out.truncate(self.settings.top);
+        out
+    }
+
+    fn settings_notes(&self, population: u64) -> Vec<String> {
+        let mut notes = Vec::new();
+        let per_dest = self.host.range_size() / 60;
+        notes.push(match self.host.tw_reuse {
+            Some(0) => format!(
+                "tcp_tw_reuse=0: ports in TIME_WAIT are not reused; one destination runs out \
+                 of local ports above about {per_dest} new connections/s"
+            ),
+            Some(1) => "tcp_tw_reuse=1: new outgoing connections may take ports in TIME_WAIT \
+                        (with TCP timestamps), so TIME_WAIT alone does not exhaust ports"
+                .into(),
+            Some(2) => format!(
+                "tcp_tw_reuse=2: ports in TIME_WAIT are reused towards loopback only; another \
+                 destination runs out of local ports above about {per_dest} new connections/s"
+            ),
+            Some(other) => format!("tcp_tw_reuse={other}"),
+            None => "tcp_tw_reuse: unknown".into(),
+        });
+        if let Some(max) = self.host.max_tw_buckets {
+            notes.push(format!(
+                "tcp_max_tw_buckets={max}: {population} in use ({:.0}%); beyond it closes skip \
+                 TIME_WAIT (TcpExtTCPTimeWaitOverflow), risking stray segments on reused ports",
+                population as f64 * 100.0 / max.max(1) as f64
+            ));
+        }
+        notes
+    }
+}
+
+fn per_sec(n: u64, interval_ns: u64) -> f64 {
+    n as f64 * 1e9 / interval_ns.max(1) as f64
+}
+
+/// Offline: the same running totals the kernel keeps, from close records,
+/// and the live client sockets per destination, from state events.
+pub struct Feed {
+    short_ns: u64,
+    totals: FxHashMap<Key, (String, Totals)>,
+    live: FxHashMap<SockId, Dest>,
+    in_use: FxHashMap<Dest, u64>,
+}
+
+impl Feed {
+    /// Connections shorter than `short_ns` count as short.
+    pub fn new(short_ns: u64) -> Feed {
+        Feed {
+            short_ns,
+            totals: FxHashMap::default(),
+            live: FxHashMap::default(),
+            in_use: FxHashMap::default(),
+        }
+    }
+
+    pub fn observe(&mut self, record: &Record) {
+        match record {
+            Record::Event(e) => {
+                let (
+                    Some(sock),
+                    Detail::State {
+                        local,
+                        remote,
+                        old,
+                        new,
+                        ..
+                    },
+                ) = (e.sock, e.detail)
+                else {
+                    return;
+                };
+                if old == TcpState::Close && new == TcpState::SynSent {
+                    let dest = Dest {
+                        netns: e.netns,
+                        local: local.ip(),
+                        remote,
+                    };
+                    if self.live.insert(sock, dest).is_none() {
+                        *self.in_use.entry(dest).or_default() += 1;
+                    }
+                }
+            }
+            Record::Close(c) => {
+                if let Some(dest) = self.live.remove(&c.sock)
+                    && let Some(n) = self.in_use.get_mut(&dest)
+                {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.in_use.remove(&dest);
+                    }
+                }
+                let role = match c.opener {
+                    Opener::Active => Role::Client,
+                    Opener::Passive => Role::Server,
+                    Opener::Listener | Opener::Unknown => Role::Unknown,
+                };
+                let key = Key {
+                    netns: c.netns,
+                    pid: if c.owner.is_known() { c.owner.pid } else { 0 },
+                    role,
+                    local: c.local.ip(),
+                    remote: c.remote.ip(),
+                    port: if role == Role::Server {
+                        c.local.port()
+                    } else {
+                        c.remote.port()
+                    },
+                };
+                let comm = c.owner.comm.as_str().into_owned();
+                let (name, t) = self
+                    .totals
+                    .entry(key)
+                    .or_insert_with(|| (comm, Totals::default()));
+                if c.owner.is_known() {
+                    *name = c.owner.comm.as_str().into_owned();
+                }
+                t.closes += 1;
+                t.time_waits += u64::from(c.time_wait);
+                t.short += u64::from(c.duration_ns < self.short_ns);
+            }
+            _ => {}
+        }
+    }
+
+    pub fn counted(&self) -> Vec<Counted> {
+        self.totals
+            .iter()
+            .map(|(key, (comm, totals))| Counted {
+                key: key.clone(),
+                comm: comm.clone(),
+                totals: *totals,
+            })
+            .collect()
+    }
+
+    pub fn in_use(&self) -> &FxHashMap<Dest, u64> {
+        &self.in_use
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn client(pid: u32, remote: &str, port: u16) -> Key {
+        Key {
+            netns: 1,
+            pid,
+            role: Role::Client,
+            local: "127.0.0.1".parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            port,
+        }
+    }
+
+    fn counted(key: &Key, time_waits: u64, closes: u64, short: u64) -> Counted {
+        Counted {
+            key: key.clone(),
+            comm: format!("p{}", key.pid),
+            totals: Totals {
+                time_waits,
+                closes,
+                short,
+            },
+        }
+    }
+
+    fn analysis(range: (u16, u16), tw_reuse: u8) -> Timewait {
+        let settings = Settings {
+            top: 10,
+            threshold_pct: 50,
+            per_request_rate: 10,
+        };
+        let host = Host {
+            port_range: range,
+            tw_reuse: Some(tw_reuse),
+            max_tw_buckets: Some(1000),
+        };
+        Timewait::new(settings, host, 0, Vec::new())
+    }
+
+    #[test]
+    fn rates_population_and_expiry() {
+        let mut tw = analysis((1000, 1999), 0);
+        let a = client(10, "10.0.0.2", 80);
+        let none = FxHashMap::default();
+        let r = tw.tick(S, &[counted(&a, 100, 100, 100)], &none, Some(100));
+        assert_eq!((r.entries, r.client_entries, r.population), (100, 100, 100));
+        assert_eq!(r.rate(), 100.0);
+        assert_eq!(r.by_process[0].id, 10);
+        assert_eq!(r.by_process[0].comm, "p10");
+        assert_eq!(r.by_destination[0].time_wait, 100);
+        // Running totals: only the difference counts.
+        let r = tw.tick(2 * S, &[counted(&a, 150, 150, 150)], &none, None);
+        assert_eq!((r.entries, r.population, r.total_entries), (50, 150, 150));
+        // 60 s after the first entries they are gone.
+        let r = tw.tick(61 * S, &[counted(&a, 150, 150, 150)], &none, None);
+        assert_eq!((r.entries, r.population), (0, 50));
+        let r = tw.tick(62 * S, &[counted(&a, 150, 150, 150)], &none, None);
+        assert_eq!(r.population, 0);
+        assert_eq!(
+            tw.entries_by_remote(),
+            FxHashMap::from_iter([("10.0.0.2:80".parse().unwrap(), 150)])
+        );
+    }
+
+    #[test]
+    fn port_pressure_names_the_process() {
+        // 1000 ports; 450 in TIME_WAIT and 100 in use = 55 % > 50 %.
+        let mut tw = analysis((1000, 1999), 0);
+        let a = client(10, "10.0.0.2", 80);
+        let b = client(11, "10.0.0.2", 80);
+        let dest = a.destination();
+        let in_use = FxHashMap::from_iter([(dest, 100)]);
+        let r = tw.tick(
+            S,
+            &[counted(&a, 400, 400, 0), counted(&b, 50, 50, 0)],
+            &in_use,
+            None,
+        );
+        assert_eq!(r.pressure.len(), 1, "{r:?}");
+        let p = &r.pressure[0];
+        assert_eq!((p.held, p.range, p.pid), (550, 1000, 10));
+        assert_eq!(p.comm, "p10");
+        assert!((p.percent - 55.0).abs() < 1e-9);
+        assert!(!p.reuse);
+        assert_eq!(r.by_destination[0].in_use, 100);
+        // Under the threshold: no warning. Loopback with reuse=2: noted.
+        let mut tw = analysis((1000, 1999), 2);
+        let c = client(12, "127.0.0.2", 80);
+        let r = tw.tick(S, &[counted(&c, 499, 499, 0)], &FxHashMap::default(), None);
+        assert!(r.pressure.is_empty());
+        let r = tw.tick(2 * S, &[counted(&c, 600, 600, 0)], &FxHashMap::default(), None);
+        assert!(r.pressure[0].reuse);
+        assert!(r.settings[0].starts_with("tcp_tw_reuse=2"), "{:?}", r.settings);
+        assert!(r.settings[1].contains("600 in use (60%)"), "{:?}", r.settings);
+    }
+
+    #[test]
+    fn connection_per_request() {
+        let mut tw = analysis((1000, 60999), 0);
+        let fast = client(10, "10.0.0.2", 80);
+        let slow = client(11, "10.0.0.3", 80);
+        let long = client(12, "10.0.0.4", 80);
+        let r = tw.tick(
+            2 * S,
+            &[
+                counted(&fast, 40, 40, 40),  // 20/s, all short
+                counted(&slow, 10, 10, 10),  // 5/s: too slow
+                counted(&long, 40, 40, 10),  // 20/s, mostly long
+            ],
+            &FxHashMap::default(),
+            None,
+        );
+        assert_eq!(r.per_request.len(), 1, "{r:?}");
+        assert_eq!((r.per_request[0].pid, r.per_request[0].per_sec), (10, 20.0));
+    }
+
+    #[test]
+    fn servers_are_counted_by_local_port() {
+        let mut tw = analysis((32768, 60999), 0);
+        let server = Key {
+            role: Role::Server,
+            port: 8080,
+            ..client(20, "10.0.0.9", 0)
+        };
+        let r = tw.tick(S, &[counted(&server, 30, 30, 0)], &FxHashMap::default(), None);
+        assert_eq!((r.server_entries, r.client_entries), (30, 0));
+        assert_eq!(r.by_local_port[0].id, 8080);
+        assert_eq!(r.by_local_port[0].population, 30);
+        assert!(r.by_destination.is_empty());
+    }
+
+    #[test]
+    fn sockets_from_before_start_fade_over_a_minute() {
+        let settings = Settings {
+            top: 10,
+            threshold_pct: 50,
+            per_request_rate: 10,
+        };
+        let host = Host {
+            port_range: (1000, 1999),
+            tw_reuse: None,
+            max_tw_buckets: None,
+        };
+        let before = vec![(client(0, "10.0.0.2", 80), 600)];
+        let mut tw = Timewait::new(settings, host, 0, before);
+        let none = FxHashMap::default();
+        assert_eq!(tw.tick(30 * S, &[], &none, None).population, 300);
+        assert_eq!(tw.tick(60 * S, &[], &none, None).population, 0);
+    }
+}

@@ -1,0 +1,57 @@
+//! The lifecycles table (`analyze --report lifecycles`): text or one
+//! `lifecycles` JSON line.
+use std::fmt::Write as _;
+
+use super::{human_ns, jsonw::Obj};
+use crate::analysis::lifecycles::Lifecycles;
+
+const COLUMNS: &str = "COMM            REMOTE                   CONNS    FAILED  RESET   TIME_WAIT  MEDIAN     P99        MAX        TX_KB    RX_KB";
+
+pub fn lifecycles(l: &Lifecycles, json: bool, out: &mut String) {
+    if json {
+        Obj::new(out, "lifecycles")
+            .array("rows", l.rows(), |o, (key, row)| {
+                o.string("comm", &key.comm)
+                    .ip("daddr", key.remote.ip())
+                    .uint("dport", key.remote.port().into())
+                    .uint("connections", row.connections)
+                    .uint("failed", row.failed)
+                    .uint("reset", row.reset)
+                    .uint("time_wait", row.time_wait)
+                    .uint("bytes_sent", row.bytes_sent)
+                    .uint("bytes_received", row.bytes_received);
+                let d = row.durations();
+                for (i, key) in ["median_ms", "p99_ms", "max_ms"].into_iter().enumerate() {
+                    o.opt(key, d, |o, k, d| {
+                        o.millis(k, [d.0, d.1, d.2][i]);
+                    });
+                }
+            })
+            .end();
+        return;
+    }
+    out.push_str(COLUMNS);
+    out.push('\n');
+    for (key, row) in l.rows() {
+        let _ = write!(
+            out,
+            "{:<15} {:<24} {:<8} {:<7} {:<7} {:<10} ",
+            key.comm, key.remote, row.connections, row.failed, row.reset, row.time_wait
+        );
+        if let Some((median, p99, max)) = row.durations() {
+            let _ = write!(
+                out,
+                "{:<10} {:<10} {:<10} ",
+                human_ns(median),
+                human_ns(p99),
+                human_ns(max)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{:<8} {}",
+            row.bytes_sent / 1024,
+            row.bytes_received / 1024
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! `socktrace listeners`: a line when a listener opens or closes (short
+//! ones flagged) or a bind fails, and the table of every port's listen
+//! cycles at each `--interval` and at the end. Text or JSON lines.
+use std::fmt::Write as _;
+
+use super::{
+    Render, human_ns,
+    json::{common, errno},
+    jsonw::Obj,
+};
+use crate::{
+    analysis::listeners::{Listeners, Note, What},
+    clock::{Clock, Style, TimeFormatter},
+    track::Record,
+};
+
+pub struct ListenersView {
+    analysis: Listeners,
+    json: bool,
+    time: TimeFormatter,
+    scratch: String,
+}
+
+const NOTE_COLUMNS: &str =
+    "TIME            PID     COMM            PROTO KIND   ADDRESS                  EVENT";
+const TABLE_COLUMNS: &str = "PROTO PORT  KIND   COMM            PIDS  CYCLES  SHORT  OPEN  FAILED  MIN        MEDIAN     MAX";
+
+impl ListenersView {
+    pub fn new(clock: Clock, analysis: Listeners, json: bool) -> ListenersView {
+        let style = if json {
+            Style::Rfc3339Utc
+        } else {
+            Style::LocalTime
+        };
+        ListenersView {
+            analysis,
+            json,
+            time: TimeFormatter::new(clock, style),
+            scratch: String::new(),
+        }
+    }
+
+    pub fn analysis(&self) -> &Listeners {
+        &self.analysis
+    }
+
+    fn text_note(&mut self, n: &Note, out: &mut String) {
+        self.time.write(n.at_ns, out);
+        let _ = if n.owner.is_known() {
+            write!(out, " {:<7} {:<15} ", n.owner.pid, n.owner.comm)
+        } else {
+            write!(out, " {:<7} {:<15} ", "-", "-")
+        };
+        let _ = write!(out, "{:<5} {:<6} {:<24} ", n.proto, n.kind.name(), n.addr);
+        let _ = match n.what {
+            What::Opened { backlog: Some(b) } => write!(out, "open backlog {b}"),
+            What::Opened { backlog: None } => write!(out, "open"),
+            What::Closed {
+                lifetime_ns: Some(ns),
+                short,
+            } => write!(
+                out,
+                "closed after {}{}",
+                human_ns(ns),
+                if short { "  SHORT-LIVED" } else { "" }
+            ),
+            What::Closed { .. } => write!(out, "closed (opened before start)"),
+            What::BindFailed { errno } => write!(
+                out,
+                "bind failed {}",
+                errno.name().unwrap_or_else(|| errno.0.to_string())
+            ),
+        };
+        out.push('\n');
+    }
+
+    fn json_note(&mut self, n: &Note, out: &mut String) {
+        self.scratch.clear();
+        self.time.write(n.at_ns, &mut self.scratch);
+        let mut o = Obj::new(out, "listener");
+        o.name("time", &self.scratch);
+        let event = match n.what {
+            What::Opened { .. } => "open",
+            What::Closed { .. } => "close",
+            What::BindFailed { .. } => "bind_failed",
+        };
+        o.name("event", event);
+        common(&mut o, &n.owner, n.proto, &n.addr, 0, None);
+        o.name("kind", n.kind.name())
+            .ip("addr", n.addr.ip())
+            .uint("port", n.addr.port().into());
+        match n.what {
+            What::Opened { backlog } => {
+                o.opt("backlog", backlog, |o, k, b| {
+                    o.int(k, b.into());
+                });
+            }
+            What::Closed { lifetime_ns, short } => {
+                o.opt("lifetime_ms", lifetime_ns, |o, k, ns| {
+                    o.millis(k, ns);
+                })
+                .bool("short", short);
+            }
+            What::BindFailed { errno: e } => errno(&mut o, e),
+        }
+        o.end();
+    }
+
+    fn table(&mut self, now_ns: u64, out: &mut String) {
+        if self.json {
+            self.scratch.clear();
+            self.time.write(now_ns, &mut self.scratch);
+            let short_ns = self.analysis.short_ns();
+            Obj::new(out, "listeners")
+                .name("time", &self.scratch)
+                .millis("short_ms", short_ns)
+                .array("rows", self.analysis.rows(), |o, (key, row)| {
+                    o.shown("proto", key.proto)
+                        .uint("port", key.port.into())
+                        .name("kind", key.kind.name())
+                        .string("comm", &key.comm)
+                        .uints("pids", row.pids.iter().map(|&p| u64::from(p)))
+                        .uint("cycles", row.cycles)
+                        .uint("short", row.short)
+                        .uint("open", row.open)
+                        .uint("failed_binds", row.failed_binds);
+                    let times = row.lifetimes();
+                    for (i, key) in ["min_ms", "median_ms", "max_ms"].into_iter().enumerate() {
+                        o.opt(key, times, |o, k, t| {
+                            o.millis(k, [t.0, t.1, t.2][i]);
+                        });
+                    }
+                })
+                .end();
+            return;
+        }
+        out.push_str(TABLE_COLUMNS);
+        out.push('\n');
+        for (key, row) in self.analysis.rows() {
+            let _ = write!(
+                out,
+                "{:<5} {:<5} {:<6} {:<15} {:<5} {:<7} {:<6} {:<5} {:<7} ",
+                key.proto,
+                key.port,
+                key.kind.name(),
+                key.comm,
+                row.pids.len(),
+                row.cycles,
+                row.short,
+                row.open,
+                row.failed_binds
+            );
+            match row.lifetimes() {
+                Some((min, median, max)) => {
+                    let _ = write!(
+                        out,
+                        "{:<10} {:<10} {}",
+                        human_ns(min),
+                        human_ns(median),
+                        human_ns(max)
+                    );
+                }
+                None => out.push_str("-          -          -"),
+            }
+            out.push('\n');
+        }
+    }
+}
+
+impl Render for ListenersView {
+    fn preamble(&mut self, out: &mut String) {
+        if !self.json {
+            out.push_str(NOTE_COLUMNS);
+            out.push('\n');
+        }
+    }
+
+    fn record(&mut self, record: &Record, out: &mut String) {
+        let Some(note) = self.analysis.observe(record) else {
+            return;
+        };
+        if self.json {
+            self.json_note(&note, out);
+        } else {
+            self.text_note(&note, out);
+        }
+    }
+
+    fn tick(&mut self, now_ns: u64, out: &mut String) {
+        self.table(now_ns, out);
+    }
+
+    fn finish(&mut self, now_ns: u64, out: &mut String) {
+        self.table(now_ns, out);
+    }
+}

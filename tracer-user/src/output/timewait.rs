@@ -1,0 +1,186 @@
+//! `socktrace timewait` reports: a block of tables per interval for people,
+//! one `timewait` JSON line per interval for programs.
+use std::fmt::Write as _;
+
+use super::jsonw::Obj;
+use crate::{
+    analysis::timewait::{Dest, Report},
+    clock::{Clock, Style, TimeFormatter},
+};
+
+pub struct TimewaitView {
+    json: bool,
+    time: TimeFormatter,
+    scratch: String,
+}
+
+impl TimewaitView {
+    pub fn new(clock: Clock, json: bool) -> TimewaitView {
+        let style = if json {
+            Style::Rfc3339Utc
+        } else {
+            Style::LocalTime
+        };
+        TimewaitView {
+            json,
+            time: TimeFormatter::new(clock, style),
+            scratch: String::new(),
+        }
+    }
+
+    pub fn report(&mut self, r: &Report, out: &mut String) {
+        self.scratch.clear();
+        self.time.write(r.now_ns, &mut self.scratch);
+        if self.json {
+            json(r, &self.scratch, out);
+        } else {
+            text(r, &self.scratch, out);
+        }
+    }
+}
+
+fn dest_name(d: &Dest) -> String {
+    format!("{} -> {}", d.local, d.remote)
+}
+
+fn text(r: &Report, time: &str, out: &mut String) {
+    let _ = write!(
+        out,
+        "{time} TIME_WAIT +{:.0}/s (client side {}, server side {}) now {}",
+        r.rate(),
+        r.client_entries,
+        r.server_entries,
+        r.population
+    );
+    if let Some(k) = r.kernel_population {
+        let _ = write!(out, " (kernel: {k} in this netns)");
+    }
+    out.push('\n');
+    if !r.by_process.is_empty() {
+        out.push_str("  PID     COMM              ENTRIES/S  TIME_WAIT\n");
+        for row in &r.by_process {
+            let pid = if row.id == 0 {
+                "-".into()
+            } else {
+                row.id.to_string()
+            };
+            let _ = writeln!(
+                out,
+                "  {pid:<7} {:<16} {:>10.0} {:>10}",
+                row.comm, row.per_sec, row.population
+            );
+        }
+    }
+    if !r.by_destination.is_empty() {
+        out.push_str(
+            "  DESTINATION (client side)                          ENTRIES/S  TIME_WAIT  IN_USE\n",
+        );
+        for d in &r.by_destination {
+            let _ = writeln!(
+                out,
+                "  {:<50} {:>9.0} {:>10} {:>7}",
+                dest_name(&d.dest),
+                d.per_sec,
+                d.time_wait,
+                d.in_use
+            );
+        }
+    }
+    if !r.by_local_port.is_empty() {
+        out.push_str("  LOCAL PORT (server side)  ENTRIES/S  TIME_WAIT\n");
+        for row in &r.by_local_port {
+            let _ = writeln!(
+                out,
+                "  {:<25} {:>9.0} {:>10}",
+                row.id, row.per_sec, row.population
+            );
+        }
+    }
+    for p in &r.pressure {
+        let _ = writeln!(
+            out,
+            "  ! {} holds {:.0}% of the local ports ({} of {}), most by pid {} ({}): new \
+             connections there fail with EADDRNOTAVAIL once none is free{}",
+            dest_name(&p.dest),
+            p.percent,
+            p.held,
+            p.range,
+            p.pid,
+            p.comm,
+            if p.reuse {
+                "; tcp_tw_reuse lets them take ports in TIME_WAIT here"
+            } else {
+                ""
+            }
+        );
+    }
+    for c in &r.per_request {
+        let _ = writeln!(
+            out,
+            "  ! pid {} ({}) opens {:.0} connections/s to {}, {:.0}% of them short: a \
+             connection per request; keep-alive or a connection pool would end this churn",
+            c.pid, c.comm, c.per_sec, c.dest.remote, c.short_pct
+        );
+    }
+    for s in &r.settings {
+        let _ = writeln!(out, "  {s}");
+    }
+}
+
+fn json(r: &Report, time: &str, out: &mut String) {
+    let mut o = Obj::new(out, "timewait");
+    o.name("time", time)
+        .millis("interval_ms", r.interval_ns)
+        .uint("entries", r.entries)
+        .shown("entries_per_sec", format_args!("{:.1}", r.rate()))
+        .uint("client_side", r.client_entries)
+        .uint("server_side", r.server_entries)
+        .uint("population", r.population)
+        .opt("kernel_population", r.kernel_population, |o, k, v| {
+            o.uint(k, v);
+        })
+        .uint("total_entries", r.total_entries)
+        .array("by_process", &r.by_process, |o, row| {
+            o.uint("pid", row.id.into())
+                .string("comm", &row.comm)
+                .shown("per_sec", format_args!("{:.1}", row.per_sec))
+                .uint("time_wait", row.population);
+        })
+        .array("by_destination", &r.by_destination, |o, d| {
+            o.ip("saddr", d.dest.local)
+                .ip("daddr", d.dest.remote.ip())
+                .uint("dport", d.dest.remote.port().into())
+                .uint("netns", d.dest.netns.into())
+                .shown("per_sec", format_args!("{:.1}", d.per_sec))
+                .uint("time_wait", d.time_wait)
+                .uint("in_use", d.in_use);
+        })
+        .array("by_local_port", &r.by_local_port, |o, row| {
+            o.uint("port", row.id.into())
+                .shown("per_sec", format_args!("{:.1}", row.per_sec))
+                .uint("time_wait", row.population);
+        })
+        .array("port_pressure", &r.pressure, |o, p| {
+            o.ip("saddr", p.dest.local)
+                .ip("daddr", p.dest.remote.ip())
+                .uint("dport", p.dest.remote.port().into())
+                .uint("held", p.held)
+                .uint("range", p.range)
+                .shown("percent", format_args!("{:.1}", p.percent))
+                .uint("pid", p.pid.into())
+                .string("comm", &p.comm)
+                .bool("tw_reuse_applies", p.reuse);
+        })
+        .array("per_request", &r.per_request, |o, c| {
+            o.uint("pid", c.pid.into())
+                .string("comm", &c.comm)
+                .ip("daddr", c.dest.remote.ip())
+                .uint("dport", c.dest.remote.port().into())
+                .shown("per_sec", format_args!("{:.1}", c.per_sec))
+                .shown("short_percent", format_args!("{:.1}", c.short_pct));
+        })
+        .array("settings", &r.settings, |o, s| {
+            o.string("note", s);
+        })
+        .end();
+}

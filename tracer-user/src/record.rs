@@ -1,0 +1,97 @@
+//! `socktrace record FILE`: the JSON event stream into a file, after a
+//! header line saying where and when it was recorded. The file is created
+//! 0600 and never through a symlink, so a planted link in a shared
+//! directory cannot redirect it.
+use std::{
+    fs::{File, OpenOptions},
+    io::{self, BufWriter},
+    os::unix::fs::OpenOptionsExt as _,
+    path::Path,
+};
+
+use anyhow::Context as _;
+
+use crate::{
+    cli::RecordArgs,
+    input::Header,
+    watch::{Plan, View},
+};
+
+pub fn plan(args: RecordArgs) -> anyhow::Result<Plan> {
+    let file = create(&args.file, args.force)
+        .with_context(|| format!("cannot create {}", args.file.display()))?;
+    let mut filters: Vec<String> = args
+        .watch
+        .common
+        .ports
+        .iter()
+        .map(|p| format!("port {p}"))
+        .collect();
+    filters.sort();
+    let header = Header {
+        socktrace: env!("CARGO_PKG_VERSION").into(),
+        host: read_trimmed("/proc/sys/kernel/hostname"),
+        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+        start: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        filters,
+    };
+    let mut plan = Plan::watch(args.watch);
+    plan.view = View::Json;
+    plan.output = Box::new(BufWriter::with_capacity(1 << 20, file));
+    plan.header = Some(header.line());
+    Ok(plan)
+}
+
+/// Creates `path` 0600 (refusing an existing one unless `force`), never
+/// following a symlink at its last component.
+fn create(path: &Path, force: bool) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    options.open(path)
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_private_files_and_refuses_links() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("socktrace-record-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("run.jsonl");
+        create(&path, false).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Exists: refused without --force, truncated with it.
+        assert_eq!(
+            create(&path, false).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        create(&path, true).unwrap();
+        // A planted symlink is not followed, even with --force.
+        let target = dir.join("target");
+        let link = dir.join("link.jsonl");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(create(&link, true).is_err());
+        assert!(create(&link, false).is_err());
+        assert!(!target.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,56 @@
+//! What every live mode does around its loop: say how attaching went, set
+//! the reader's priority, and know when to stop (Ctrl-C, SIGTERM,
+//! `--duration`).
+use std::{io, pin::Pin, time::Duration};
+
+use tokio::{
+    signal::unix::{Signal, SignalKind, signal},
+    time::Sleep,
+};
+
+/// Reports what `attach` did that the user did not ask for, and what is
+/// degraded; then sets the niceness (a failure is said, not fatal).
+pub fn announce(mounted_tracefs: bool, degraded: &[String], nice: i32) {
+    // SAFETY: setpriority on this process only.
+    if nice != 0 && unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+        let err = io::Error::last_os_error();
+        eprintln!("socktrace: cannot set niceness {nice}: {err}; may drop events under load");
+    }
+    if mounted_tracefs {
+        eprintln!("socktrace: mounted tracefs at /sys/kernel/tracing");
+    }
+    for what in degraded {
+        eprintln!("socktrace: degraded: {what}");
+    }
+}
+
+/// Fires once: on SIGINT, SIGTERM or when the duration is over.
+pub struct Stop {
+    sigint: Signal,
+    sigterm: Signal,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl Stop {
+    pub fn new(duration: Option<Duration>) -> io::Result<Stop> {
+        Ok(Stop {
+            sigint: signal(SignalKind::interrupt())?,
+            sigterm: signal(SignalKind::terminate())?,
+            deadline: duration.map(|d| Box::pin(tokio::time::sleep(d))),
+        })
+    }
+
+    pub async fn wait(&mut self) {
+        let deadline = async {
+            match self.deadline.as_mut() {
+                Some(sleep) => sleep.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.sigint.recv() => {}
+            _ = self.sigterm.recv() => {}
+            _ = deadline => {}
+        }
+    }
+}

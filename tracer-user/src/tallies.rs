@@ -1,0 +1,241 @@
+//! `socktrace timewait`, live: the kernel counts connection ends by owner
+//! and destination (nothing is streamed per connection); every interval we
+//! read those totals, count the connections in use per destination
+//! (sock_diag) and the kernel's TIME_WAIT total (sockstat), and report.
+use std::{
+    io::{self, Write},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, PerCpuHashMap};
+use rustc_hash::FxHashMap;
+use tokio::time::{MissedTickBehavior, interval};
+use tracer_common::{AF_INET, ROLE_CLIENT, ROLE_SERVER, Tally, TallyKey};
+
+use crate::{
+    analysis::timewait::{Counted, Dest, Host, Key, Role, Settings, Timewait, Totals},
+    cli::TimewaitArgs,
+    clock::Clock,
+    diag::{self, Dump},
+    event::Comm,
+    host,
+    output::{TimewaitView, summary_line},
+    probe::{Mode, Options, Probe},
+    session::{self, Stop},
+    source::Source,
+    summary::Summary,
+};
+
+/// Connections per second from one process to one destination, nearly all
+/// short, that we call connection-per-request.
+pub const PER_REQUEST_RATE: u32 = 10;
+
+pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
+    let report = args.report;
+    let Probe {
+        programs,
+        ring,
+        counters,
+        tallies,
+        logger: _logger,
+        mounted_tracefs,
+        degraded,
+        attach_time,
+    } = Probe::attach(&Options {
+        wakeup_bytes: 0,
+        ports: args.common.ports.clone(),
+        mode: Mode::Timewait {
+            short: report.short.short,
+        },
+    })?;
+    let tallies = tallies.context("the kernel object has no TALLIES map")?;
+    // Nothing is streamed in this mode; the ring is kept for its counters.
+    let source = Source::new(ring, counters).context("opening the kernel counters")?;
+    session::announce(mounted_tracefs, &degraded, args.common.nice);
+    let clock = Clock::system();
+    let host = host::settings();
+    let start = clock.mono_now();
+    let before = existing(&host, &args.common.ports).context("sock_diag dump of TIME_WAIT")?;
+    let mut analysis = Timewait::new(
+        Settings {
+            top: report.top as usize,
+            threshold_pct: report.threshold,
+            per_request_rate: PER_REQUEST_RATE,
+        },
+        host,
+        start,
+        before,
+    );
+    let mut view = TimewaitView::new(clock, args.common.json);
+    eprintln!(
+        "socktrace: attached in {} ms; Ctrl-C to stop",
+        attach_time.as_millis()
+    );
+    let mut stop = Stop::new(args.common.duration)?;
+    let mut tick = interval(report.interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tick.reset();
+    let mut out = String::new();
+    let mut stdout = io::stdout().lock();
+    loop {
+        tokio::select! {
+            _ = stop.wait() => break,
+            _ = tick.tick() => {}
+        }
+        let in_use = in_use(&host, &args.common.ports).context("sock_diag dump")?;
+        let now = clock.mono_now();
+        let r = analysis.tick(now, &read(&tallies)?, &in_use, host::time_wait_count());
+        view.report(&r, &mut out);
+        if stdout
+            .write_all(out.as_bytes())
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            break; // stdout closed (`| head`): stop quietly.
+        }
+        out.clear();
+    }
+    drop(programs);
+    let mut summary = Summary::default();
+    summary.kernel = source.counters()?;
+    summary.time_waits = analysis.entries_by_remote();
+    if args.common.json {
+        summary_line(&summary, &mut out);
+        let _ = stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush());
+    }
+    Ok(summary)
+}
+
+/// Sums the kernel's per-CPU totals.
+fn read(tallies: &PerCpuHashMap<MapData, TallyKey, Tally>) -> anyhow::Result<Vec<Counted>> {
+    let mut counted = Vec::new();
+    for entry in tallies.iter() {
+        let (raw, per_cpu) = entry.context("reading the TALLIES map")?;
+        let mut totals = Totals::default();
+        let mut comm = [0u8; tracer_common::COMM_LEN];
+        for t in per_cpu.iter() {
+            totals.time_waits += t.time_waits;
+            totals.closes += t.closes;
+            totals.short += t.short;
+            if t.comm[0] != 0 {
+                comm = t.comm;
+            }
+        }
+        counted.push(Counted {
+            key: key(&raw),
+            comm: Comm::new(&comm).as_str().into_owned(),
+            totals,
+        });
+    }
+    Ok(counted)
+}
+
+fn key(raw: &TallyKey) -> Key {
+    let ip = |a: &[u8; 16]| -> IpAddr {
+        if raw.family == AF_INET {
+            Ipv4Addr::new(a[0], a[1], a[2], a[3]).into()
+        } else {
+            Ipv6Addr::from(*a).into()
+        }
+    };
+    Key {
+        netns: raw.netns,
+        pid: raw.pid,
+        role: match raw.role {
+            ROLE_CLIENT => Role::Client,
+            ROLE_SERVER => Role::Server,
+            _ => Role::Unknown,
+        },
+        local: ip(&raw.laddr),
+        remote: ip(&raw.raddr),
+        port: raw.port,
+    }
+}
+
+/// Whether a socket with these ports is one `--port` asks about.
+fn wanted(ports: &[u16], local: u16, remote: u16) -> bool {
+    ports.is_empty() || ports.contains(&local) || ports.contains(&remote)
+}
+
+/// The TIME_WAIT sockets that exist now, by key: a local port in the
+/// ephemeral range marks a client's (owner unknown).
+fn existing(host: &Host, ports: &[u16]) -> io::Result<Vec<(Key, u64)>> {
+    let mut counts: FxHashMap<Key, u64> = FxHashMap::default();
+    let netns = own_netns();
+    diag::for_each(Dump::TimeWait, |s| {
+        if !wanted(ports, s.local.port(), s.remote.port()) {
+            return;
+        }
+        let client = ephemeral(host, s.local.port());
+        let key = Key {
+            netns,
+            pid: 0,
+            role: if client { Role::Client } else { Role::Server },
+            local: s.local.ip(),
+            remote: s.remote.ip(),
+            port: if client {
+                s.remote.port()
+            } else {
+                s.local.port()
+            },
+        };
+        *counts.entry(key).or_default() += 1;
+    })?;
+    Ok(counts.into_iter().collect())
+}
+
+/// Client connections in use now, by destination.
+fn in_use(host: &Host, ports: &[u16]) -> io::Result<FxHashMap<Dest, u64>> {
+    let mut counts = FxHashMap::default();
+    let netns = own_netns();
+    diag::for_each(Dump::Connections, |s| {
+        if ephemeral(host, s.local.port()) && wanted(ports, s.local.port(), s.remote.port()) {
+            let dest = Dest {
+                netns,
+                local: s.local.ip(),
+                remote: s.remote,
+            };
+            *counts.entry(dest).or_default() += 1;
+        }
+    })?;
+    Ok(counts)
+}
+
+fn ephemeral(host: &Host, port: u16) -> bool {
+    (host.port_range.0..=host.port_range.1).contains(&port)
+}
+
+/// Inode of our network namespace (what the kernel's keys carry).
+fn own_netns() -> u32 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self/ns/net").map_or(0, |m| m.ino() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_keys() {
+        let mut raw = TallyKey {
+            netns: 7,
+            pid: 42,
+            family: AF_INET,
+            role: ROLE_CLIENT,
+            port: 443,
+            ..TallyKey::default()
+        };
+        raw.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        raw.raddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        let k = key(&raw);
+        assert_eq!((k.netns, k.pid, k.role, k.port), (7, 42, Role::Client, 443));
+        assert_eq!(k.local, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(k.remote, "10.0.0.2".parse::<IpAddr>().unwrap());
+        raw.family = tracer_common::AF_INET6;
+        raw.role = ROLE_SERVER;
+        raw.raddr = Ipv6Addr::LOCALHOST.octets();
+        assert_eq!(key(&raw).remote, IpAddr::from(Ipv6Addr::LOCALHOST));
+        assert_eq!(key(&raw).role, Role::Server);
+    }
+}
