@@ -18,10 +18,11 @@ use crate::{
     cli::TimewaitArgs,
     clock::Clock,
     diag::{self, Dump},
-    event::Comm,
+    event::{Comm, TcpState},
     host,
     output::{TimewaitView, summary_line},
     probe::{Mode, Options, Probe},
+    proc,
     session::{self, Stop},
     source::Source,
     summary::Summary,
@@ -57,6 +58,7 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
     let host = host::settings();
     let start = clock.mono_now();
     let before = existing(&host, &args.common.ports).context("sock_diag dump of TIME_WAIT")?;
+    let servers = listeners().context("sock_diag dump of listeners")?;
     let mut analysis = Timewait::new(
         Settings {
             top: report.top as usize,
@@ -85,7 +87,9 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
         }
         let in_use = in_use(&host, &args.common.ports).context("sock_diag dump")?;
         let now = clock.mono_now();
-        let r = analysis.tick(now, &read(&tallies)?, &in_use, host::time_wait_count());
+        let mut counted = read(&tallies)?;
+        own_by_listener(&mut counted, &servers);
+        let r = analysis.tick(now, &counted, &in_use, host::time_wait_count());
         view.report(&r, &mut out);
         if stdout
             .write_all(out.as_bytes())
@@ -102,7 +106,9 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
     summary.time_waits = analysis.entries_by_remote();
     if args.common.json {
         summary_line(&summary, &mut out);
-        let _ = stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush());
+        let _ = stdout
+            .write_all(out.as_bytes())
+            .and_then(|()| stdout.flush());
     }
     Ok(summary)
 }
@@ -150,6 +156,35 @@ fn key(raw: &TallyKey) -> Key {
         local: ip(&raw.laddr),
         remote: ip(&raw.raddr),
         port: raw.port,
+    }
+}
+
+/// Owners of the listeners that existed at start, by port: connections
+/// they accept carry no owner in the kernel (we did not see them listen).
+fn listeners() -> io::Result<FxHashMap<u16, (u32, String)>> {
+    let owners = proc::socket_owners(None);
+    let mut by_port = FxHashMap::default();
+    diag::for_each(Dump::All, |s| {
+        if s.state == TcpState::Listen
+            && let Some(owner) = owners.get(&s.inode)
+        {
+            let comm = owner.comm.as_str().into_owned();
+            by_port.insert(s.local.port(), (owner.pid, comm));
+        }
+    })?;
+    Ok(by_port)
+}
+
+/// Server-side counts without an owner get the listener's, if we know it.
+fn own_by_listener(counted: &mut [Counted], servers: &FxHashMap<u16, (u32, String)>) {
+    for c in counted {
+        if c.key.pid == 0
+            && c.key.role == Role::Server
+            && let Some((pid, comm)) = servers.get(&c.key.port)
+        {
+            c.key.pid = *pid;
+            c.comm.clone_from(comm);
+        }
     }
 }
 

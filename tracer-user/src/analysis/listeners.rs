@@ -154,9 +154,12 @@ impl Listeners {
         self.open.len()
     }
 
-    /// The table: every row seen so far, by protocol, port, kind, program.
+    /// The table: every row with something to say, by protocol, port,
+    /// kind, program.
     pub fn rows(&self) -> impl Iterator<Item = (&RowKey, &Row)> {
-        self.rows.iter()
+        self.rows
+            .iter()
+            .filter(|(_, r)| r.cycles + r.open + r.failed_binds > 0)
     }
 
     /// Follows `record`; returns the line to show for it, if any.
@@ -199,10 +202,11 @@ impl Listeners {
                 udp.then(|| note(e, What::Opened { backlog: None }, Kind::Bound, addr))
             }
             Detail::State {
-                local, old, new, ..
-            } if new == TcpState::Listen => {
+                local,
+                new: TcpState::Listen,
+                ..
+            } => {
                 // Not announced yet: the listen record brings the backlog.
-                let _ = old;
                 self.start(sock, e, Kind::Listen, local, false);
                 None
             }
@@ -384,7 +388,10 @@ mod tests {
         let rows: Vec<_> = l.rows().collect();
         assert_eq!(rows.len(), 1);
         let (key, row) = rows[0];
-        assert_eq!((key.proto, key.port, key.kind), (Proto::Tcp, 8080, Kind::Listen));
+        assert_eq!(
+            (key.proto, key.port, key.kind),
+            (Proto::Tcp, 8080, Kind::Listen)
+        );
         assert_eq!(key.comm, "srv");
         assert_eq!((row.cycles, row.short, row.open), (100, 100, 0));
         assert_eq!(row.lifetimes(), Some((50_000, 50_000, 50_000)));
@@ -409,11 +416,20 @@ mod tests {
             )
         };
         let opened = l.observe(&bind(0, 1, 0)).unwrap();
-        assert_eq!((opened.kind, opened.what), (Kind::Bound, What::Opened { backlog: None }));
+        assert_eq!(
+            (opened.kind, opened.what),
+            (Kind::Bound, What::Opened { backlog: None })
+        );
         let failed = l.observe(&bind(MS, 2, 98)).unwrap();
         assert_eq!(failed.what, What::BindFailed { errno: Errno(98) });
         let closed = l
-            .observe(&event(2000 * MS, 9, 1, Proto::Udp, Detail::Release { addr }))
+            .observe(&event(
+                2000 * MS,
+                9,
+                1,
+                Proto::Udp,
+                Detail::Release { addr },
+            ))
             .unwrap();
         assert_eq!(
             closed.what,
@@ -442,10 +458,13 @@ mod tests {
             },
         );
         assert_eq!(l.observe(&bind), None); // announced at listen
-        assert_eq!(l.observe(&state(10, 5, TcpState::Close, TcpState::Listen)), None);
+        assert_eq!(
+            l.observe(&state(10, 5, TcpState::Close, TcpState::Listen)),
+            None
+        );
         assert!(l.observe(&listen(20, 5)).is_some());
         let rows: Vec<_> = l.rows().map(|(k, r)| (k.kind, r.open)).collect();
-        assert_eq!(rows, [(Kind::Listen, 1), (Kind::Bound, 0)]);
+        assert_eq!(rows, [(Kind::Listen, 1)]);
         let closed = l.observe(&state(5 * MS, 5, TcpState::Listen, TcpState::Close));
         assert_eq!(
             closed.unwrap().what,

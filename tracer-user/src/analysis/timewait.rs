@@ -365,10 +365,11 @@ impl Timewait {
             .collect()
     }
 
+    /// `pid`'s name; pid 0 holds what predates us or has no known owner.
     fn comm(&self, pid: u32) -> String {
         match self.comms.get(&pid) {
             Some(c) if pid != 0 => c.clone(),
-            _ => "-".into(),
+            _ => "(unknown)".into(),
         }
     }
 
@@ -389,6 +390,7 @@ impl Timewait {
         }
         let mut rows: Vec<Row> = grouped
             .into_iter()
+            .filter(|(_, (entries, population))| entries + population > 0)
             .map(|(id, (entries, population))| Row {
                 id,
                 comm: self.comm(id),
@@ -744,10 +746,23 @@ mod tests {
         let c = client(12, "127.0.0.2", 80);
         let r = tw.tick(S, &[counted(&c, 499, 499, 0)], &FxHashMap::default(), None);
         assert!(r.pressure.is_empty());
-        let r = tw.tick(2 * S, &[counted(&c, 600, 600, 0)], &FxHashMap::default(), None);
+        let r = tw.tick(
+            2 * S,
+            &[counted(&c, 600, 600, 0)],
+            &FxHashMap::default(),
+            None,
+        );
         assert!(r.pressure[0].reuse);
-        assert!(r.settings[0].starts_with("tcp_tw_reuse=2"), "{:?}", r.settings);
-        assert!(r.settings[1].contains("600 in use (60%)"), "{:?}", r.settings);
+        assert!(
+            r.settings[0].starts_with("tcp_tw_reuse=2"),
+            "{:?}",
+            r.settings
+        );
+        assert!(
+            r.settings[1].contains("600 in use (60%)"),
+            "{:?}",
+            r.settings
+        );
     }
 
     #[test]
@@ -759,9 +774,9 @@ mod tests {
         let r = tw.tick(
             2 * S,
             &[
-                counted(&fast, 40, 40, 40),  // 20/s, all short
-                counted(&slow, 10, 10, 10),  // 5/s: too slow
-                counted(&long, 40, 40, 10),  // 20/s, mostly long
+                counted(&fast, 40, 40, 40), // 20/s, all short
+                counted(&slow, 10, 10, 10), // 5/s: too slow
+                counted(&long, 40, 40, 10), // 20/s, mostly long
             ],
             &FxHashMap::default(),
             None,
@@ -778,7 +793,12 @@ mod tests {
             port: 8080,
             ..client(20, "10.0.0.9", 0)
         };
-        let r = tw.tick(S, &[counted(&server, 30, 30, 0)], &FxHashMap::default(), None);
+        let r = tw.tick(
+            S,
+            &[counted(&server, 30, 30, 0)],
+            &FxHashMap::default(),
+            None,
+        );
         assert_eq!((r.server_entries, r.client_entries), (30, 0));
         assert_eq!(r.by_local_port[0].id, 8080);
         assert_eq!(r.by_local_port[0].population, 30);

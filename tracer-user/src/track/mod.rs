@@ -162,13 +162,14 @@ impl Tracker {
             conn.owner = event.owner.clone();
         }
         // A timewait socket took over (unless the kernel's bucket table was
-        // full), after the peer's FIN: TIME_WAIT proper, not its FIN_WAIT2
-        // substate.
+        // full or a RST ended it). Orphaned before the peer's FIN, it starts
+        // in its FIN_WAIT2 substate and turns TIME_WAIT when the FIN comes;
+        // it holds the port all the same. The kernel's tallies decide alike.
         let enters_time_wait = new == TcpState::Close
             && matches!(old, TcpState::FinWait2 | TcpState::Closing)
             && !info.rst_received
-            && !info.tw_table_full
-            && (info.peer_fin || old == TcpState::Closing);
+            && !info.rst_sent
+            && !info.tw_table_full;
         event.detail = Detail::State {
             local,
             remote,
