@@ -13,18 +13,23 @@ fn churn_bin() -> &'static str {
     env!("CARGO_BIN_EXE_churn")
 }
 
-/// Runs the churn load: `n` connections to a server on `port`, `close`
-/// (client|server) closing first. Returns its pid.
-fn churn(port: u16, n: u64, close: &str) -> u32 {
+/// Runs the churn load: about `n` connections to a server on `port`,
+/// `close` (client|server) closing first. Returns its pid and how many
+/// connections it completed (a thread may finish one past `n`).
+fn churn(port: u16, n: u64, close: &str) -> (u32, u64) {
+    let port = port.to_string();
     let child = Command::new(churn_bin())
-        .args(["--threads", "2", "--addrs", "4", "--port", &port.to_string()])
+        .args(["--threads", "2", "--addrs", "4", "--port", &port])
         .args(["--connections", &n.to_string(), "--close", close])
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawning churn");
     let pid = child.id();
     let out = child.wait_with_output().expect("churn");
     assert!(out.status.success(), "churn failed: {:?}", out.status);
-    pid
+    let report: Value = serde_json::from_slice(&out.stdout).expect("churn's report");
+    assert_eq!(report["failed"], 0, "{report}");
+    (pid, report["connections"].as_u64().unwrap())
 }
 
 fn listener_notes<'a>(events: &'a [Value], event: &'a str, port: u16) -> Vec<&'a Value> {
@@ -37,7 +42,13 @@ fn listener_notes<'a>(events: &'a [Value], event: &'a str, port: u16) -> Vec<&'a
 fn a_listener_cycling_100_times_is_caught_every_time() {
     let port = free_port("127.0.0.1");
     let mut tracer = Tracer::command(&["listeners", "--json", "--short", "1000"]);
-    let cycle = Op::run(&["listen-cycle", "127.0.0.1", &port.to_string(), "100", "1000"]);
+    let cycle = Op::run(&[
+        "listen-cycle",
+        "127.0.0.1",
+        &port.to_string(),
+        "100",
+        "1000",
+    ]);
     let pid = cycle["pid"].clone();
     tracer.wait_for("100 listener closes", |ev| {
         listener_notes(ev, "close", port).len() >= 100
@@ -69,37 +80,56 @@ fn a_listener_cycling_100_times_is_caught_every_time() {
         .collect();
     assert_eq!(rows.len(), 1, "{table}");
     let row = rows[0];
-    assert_eq!((&row["cycles"], &row["short"], &row["open"]), (&100.into(), &100.into(), &0.into()));
+    assert_eq!(
+        (&row["cycles"], &row["short"], &row["open"]),
+        (&100.into(), &100.into(), &0.into())
+    );
     assert_eq!(row["pids"], serde_json::json!([pid]));
     assert!(row["min_ms"].as_f64().unwrap() >= 1.0, "{row}");
     // And the summary says so too.
     let summary = of_type(&done.events, "summary").last().expect("summary");
-    assert!(summary["listeners_closed"].as_u64().unwrap() >= 100, "{summary}");
+    assert!(
+        summary["listeners_closed"].as_u64().unwrap() >= 100,
+        "{summary}"
+    );
 }
 
 #[test]
 fn failed_binds_and_udp_servers_are_listeners_too() {
-    let port = free_port("127.0.0.1");
     let mut tracer = Tracer::command(&["listeners", "--json"]);
-    let mut holder = Op::start(&["listen-cycle", "127.0.0.1", &port.to_string(), "1", "3000000"]);
-    let _ = &mut holder;
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
     let refused = Op::run(&["bind", "tcp", "127.0.0.1", &port.to_string()]);
     assert_eq!(refused["errno"], 98, "{refused}"); // EADDRINUSE
     let udp_port = free_port("127.0.0.1");
     let udp = Op::run(&["bind", "udp", "127.0.0.1", &udp_port.to_string()]);
     tracer.wait_for("the failed bind and the UDP socket's close", |ev| {
         !listener_notes(ev, "bind_failed", port).is_empty()
-            && !listener_notes(ev, "close", udp_port).is_empty()
+            && listener_notes(ev, "close", udp_port)
+                .iter()
+                .any(|n| n["pid"] == udp["pid"])
     });
-    holder.wait();
+    drop(holder);
     let done = tracer.stop();
-    let failed = listener_notes(&done.events, "bind_failed", port)[0];
+    let failed = listener_notes(&done.events, "bind_failed", port)
+        .into_iter()
+        .find(|n| n["pid"] == refused["pid"])
+        .expect("the failed bind's note");
     assert_eq!(failed["pid"], refused["pid"]);
     assert_eq!(failed["error"], "EADDRINUSE");
-    let opened = listener_notes(&done.events, "open", udp_port)[0];
-    let closed = listener_notes(&done.events, "close", udp_port)[0];
+    // Other tests run at the same time: pick this process's notes.
+    let of_udp = |event| {
+        listener_notes(&done.events, event, udp_port)
+            .into_iter()
+            .find(|n| n["pid"] == udp["pid"])
+            .unwrap_or_else(|| panic!("no {event} note of the UDP socket"))
+    };
+    let (opened, closed) = (of_udp("open"), of_udp("close"));
     for note in [opened, closed] {
-        assert_eq!((&note["kind"], &note["proto"]), (&"bound".into(), &"udp".into()));
+        assert_eq!(
+            (&note["kind"], &note["proto"]),
+            (&"bound".into(), &"udp".into())
+        );
         assert_eq!(note["pid"], udp["pid"]);
     }
     let table = of_type(&done.events, "listeners").last().expect("table");
@@ -114,7 +144,9 @@ fn failed_binds_and_udp_servers_are_listeners_too() {
 
 /// The last `timewait` report.
 fn last_report(events: &[Value]) -> &Value {
-    of_type(events, "timewait").last().expect("a timewait report")
+    of_type(events, "timewait")
+        .last()
+        .expect("a timewait report")
 }
 
 #[test]
@@ -123,33 +155,34 @@ fn timewait_counts_real_churn_exactly_by_side() {
     let port = free_port("0.0.0.0");
     let p = port.to_string();
     let mut tracer = Tracer::command(&["timewait", "--json", "--interval", "0.5", "--port", &p]);
-    let client_pid = churn(port, 300, "client");
-    tracer.wait_for("300 client-side TIME_WAIT entries", |ev| {
-        of_type(ev, "timewait").any(|r| r["client_side"].as_u64().is_some())
-            && of_type(ev, "timewait")
-                .map(|r| r["client_side"].as_u64().unwrap_or(0))
-                .sum::<u64>()
-                >= 300
-    });
-    let server_pid = churn(port, 200, "server");
-    tracer.wait_for("200 server-side TIME_WAIT entries", |ev| {
+    let (client_pid, clients) = churn(port, 300, "client");
+    let side = |ev: &[Value], key: &str| -> u64 {
         of_type(ev, "timewait")
-            .map(|r| r["server_side"].as_u64().unwrap_or(0))
-            .sum::<u64>()
-            >= 200
+            .map(|r| r[key].as_u64().unwrap())
+            .sum()
+    };
+    tracer.wait_for("the client-side TIME_WAIT entries", |ev| {
+        side(ev, "client_side") >= clients
+    });
+    let (server_pid, servers) = churn(port, 200, "server");
+    tracer.wait_for("the server-side TIME_WAIT entries", |ev| {
+        side(ev, "server_side") >= servers
     });
     let done = tracer.stop();
     assert!(done.status.success(), "{}", done.stderr);
     let reports: Vec<&Value> = of_type(&done.events, "timewait").collect();
     let sum = |key: &str| -> u64 { reports.iter().map(|r| r[key].as_u64().unwrap()).sum() };
-    assert_eq!((sum("client_side"), sum("server_side")), (300, 200));
+    assert_eq!((sum("client_side"), sum("server_side")), (clients, servers));
     let last = last_report(&done.events);
-    assert_eq!(last["total_entries"], 500);
-    assert!(last["population"].as_u64().unwrap() >= 500, "{last}");
+    assert_eq!(last["total_entries"], clients + servers);
+    assert!(
+        last["population"].as_u64().unwrap() >= clients + servers,
+        "{last}"
+    );
     // Server side: counted under the server's port, owned by churn #2.
     let ports = last["by_local_port"].as_array().unwrap();
     assert_eq!(ports[0]["port"], port);
-    // Client side: four destinations, 75 each, from churn #1.
+    // Client side: four destinations, from churn #1.
     let with_entries: Vec<&Value> = reports
         .iter()
         .flat_map(|r| r["by_destination"].as_array().unwrap())
@@ -158,7 +191,7 @@ fn timewait_counts_real_churn_exactly_by_side() {
     assert!(!with_entries.is_empty());
     let dests: Vec<&Value> = last["by_destination"].as_array().unwrap().iter().collect();
     let held: u64 = dests.iter().map(|d| d["time_wait"].as_u64().unwrap()).sum();
-    assert_eq!(held, 300, "{last}");
+    assert_eq!(held, clients, "{last}");
     assert_eq!(dests.len(), 4, "{last}");
     // Who: both churn processes, by pid.
     let pids: Vec<u64> = reports
@@ -173,7 +206,10 @@ fn timewait_counts_real_churn_exactly_by_side() {
         .iter()
         .flat_map(|r| r["per_request"].as_array().unwrap())
         .any(|c| c["pid"] == client_pid && c["dport"] == port);
-    assert!(flagged, "no connection-per-request warning for pid {client_pid}");
+    assert!(
+        flagged,
+        "no connection-per-request warning for pid {client_pid}"
+    );
     let summary = of_type(&done.events, "summary").last().expect("summary");
     let entered: u64 = summary["time_wait_destinations"]
         .as_array()
@@ -181,7 +217,7 @@ fn timewait_counts_real_churn_exactly_by_side() {
         .iter()
         .map(|d| d["entries"].as_u64().unwrap())
         .sum();
-    assert_eq!(entered, 500, "{summary}");
+    assert_eq!(entered, clients + servers, "{summary}");
 }
 
 #[test]
@@ -192,12 +228,20 @@ fn record_then_analyze_offline() {
     let file = dir.join("run.jsonl");
     let f = file.to_str().unwrap();
     let port = free_port("127.0.0.1");
-    let mut tracer = Tracer::command(&["record", f, "--port", &port.to_string()]);
+    let tracer = Tracer::command(&["record", f, "--port", &port.to_string()]);
     let cycle = Op::run(&["listen-cycle", "127.0.0.1", &port.to_string(), "5", "100"]);
     // record writes to the file, not stdout: wait for its lines there.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::fs::read_to_string(&file).unwrap_or_default().matches("\"listen\"").count() < 5 {
-        assert!(std::time::Instant::now() < deadline, "record wrote too little");
+    while std::fs::read_to_string(&file)
+        .unwrap_or_default()
+        .matches("\"listen\"")
+        .count()
+        < 5
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "record wrote too little"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let done = tracer.stop();
@@ -205,7 +249,10 @@ fn record_then_analyze_offline() {
     let text = std::fs::read_to_string(&file).unwrap();
     let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(header["type"], "header");
-    assert_eq!(header["filters"], serde_json::json!([format!("port {port}")]));
+    assert_eq!(
+        header["filters"],
+        serde_json::json!([format!("port {port}")])
+    );
     // Break it: a truncated line and garbage in the middle.
     let mut lines: Vec<String> = text.lines().map(String::from).collect();
     let cut = lines[2].len() / 2;
@@ -223,7 +270,10 @@ fn record_then_analyze_offline() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let table: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let row = &table["rows"].as_array().unwrap()[0];
-    assert_eq!((&row["port"], &row["kind"]), (&port.into(), &"listen".into()));
+    assert_eq!(
+        (&row["port"], &row["kind"]),
+        (&port.into(), &"listen".into())
+    );
     // The truncated line was the first listener's bind or transition: the
     // five cycles still end, four or five of them timed.
     assert_eq!(row["cycles"], 5, "{table}");

@@ -214,7 +214,12 @@ fn a_port_filter_drops_other_sockets_in_the_kernel() {
         .collect();
     // The UDP socket's close is its release.
     let pid = wanted_bind["pid"].as_u64().unwrap();
-    assert_eq!(kinds, [("bind", pid), ("release", pid)]);
+    assert_eq!(kinds, [("bind", pid), ("release", pid), ("summary", 0)]);
+    let counted = &done.events[2]["events"];
+    assert_eq!(
+        (&counted["bind"], &counted["release"], &counted["state"]),
+        (&1.into(), &1.into(), &0.into())
+    );
     let release = &done.events[1];
     assert_eq!(release["port"], wanted);
     assert_eq!(release["proto"], "udp");

@@ -169,7 +169,7 @@ pub enum Report {
 impl Cli {
     /// The command to run (`watch` when none is named), checked beyond
     /// what clap checks.
-    pub fn command(self) -> Result<Command, String> {
+    pub fn into_command(self) -> Result<Command, String> {
         let command = self.command.unwrap_or(Command::Watch(self.watch));
         let common = match &command {
             Command::Watch(w) | Command::Record(RecordArgs { watch: w, .. }) => Some(&w.common),
@@ -223,7 +223,7 @@ mod tests {
     fn watch(args: &[&str]) -> Result<WatchArgs, String> {
         let cli = Cli::try_parse_from(std::iter::once("socktrace").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        match cli.command()? {
+        match cli.into_command()? {
             Command::Watch(w) => Ok(w),
             other => Err(format!("not watch: {other:?}")),
         }
@@ -258,18 +258,18 @@ mod tests {
     #[test]
     fn subcommands() {
         let cli = Cli::try_parse_from(["socktrace", "listeners", "--short", "50"]).unwrap();
-        let Command::Listeners(l) = cli.command().unwrap() else {
+        let Command::Listeners(l) = cli.into_command().unwrap() else {
             panic!("listeners expected");
         };
         assert_eq!(l.short.short, Duration::from_millis(50));
         let cli = Cli::try_parse_from(["socktrace", "timewait", "--top", "3"]).unwrap();
-        let Command::Timewait(t) = cli.command().unwrap() else {
+        let Command::Timewait(t) = cli.into_command().unwrap() else {
             panic!("timewait expected");
         };
         assert_eq!((t.report.top, t.report.threshold), (3, 50));
         assert_eq!(t.report.interval, Duration::from_secs(1));
         let cli = Cli::try_parse_from(["socktrace", "analyze", "-", "--report", "listeners"]);
-        let Command::Analyze(a) = cli.unwrap().command().unwrap() else {
+        let Command::Analyze(a) = cli.unwrap().into_command().unwrap() else {
             panic!("analyze expected");
         };
         assert_eq!((a.report, a.file.to_str()), (Report::Listeners, Some("-")));

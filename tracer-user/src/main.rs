@@ -24,7 +24,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let command = match cli.command() {
+    let command = match cli.into_command() {
         Ok(command) => command,
         Err(err) => {
             eprintln!("socktrace: {err}");

@@ -34,13 +34,13 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
         let file = File::open(&args.file).with_context(|| format!("cannot open {name}"))?;
         Box::new(BufReader::with_capacity(1 << 20, file))
     };
-    let mut reader = Reader::new(input);
+    let reader = Reader::new(input);
     let mut analysis = Analysis::new(args);
     let mut out = String::new();
     let mut stdout = io::stdout().lock();
     let mut bad = 0u64;
     let mut last_ns = 0;
-    while let Some(next) = reader.next() {
+    for next in reader {
         match next {
             Ok(record) => {
                 last_ns = at(&record).max(last_ns);
@@ -82,17 +82,20 @@ fn at(record: &Record) -> u64 {
     }
 }
 
+/// `--report timewait`: the recording's own clock drives the intervals.
+struct TimewaitRun {
+    feed: Feed,
+    analysis: Option<Timewait>,
+    view: TimewaitView,
+    interval_ns: u64,
+    settings: Settings,
+    next_ns: u64,
+}
+
 /// The chosen report and its state.
 enum Analysis {
     Listeners(ListenersView),
-    Timewait {
-        feed: Feed,
-        analysis: Option<Timewait>,
-        view: TimewaitView,
-        interval_ns: u64,
-        settings: Settings,
-        next_ns: u64,
-    },
+    Timewait(Box<TimewaitRun>),
     Lifecycles(Lifecycles, bool),
     Summary(Box<Summary>, bool),
 }
@@ -108,7 +111,7 @@ impl Analysis {
                 Listeners::new(short_ns),
                 args.json,
             )),
-            Report::Timewait => Analysis::Timewait {
+            Report::Timewait => Analysis::Timewait(Box::new(TimewaitRun {
                 feed: Feed::new(short_ns),
                 analysis: None,
                 view: TimewaitView::new(clock, args.json),
@@ -119,7 +122,7 @@ impl Analysis {
                     per_request_rate: crate::tallies::PER_REQUEST_RATE,
                 },
                 next_ns: 0,
-            },
+            })),
             Report::Lifecycles => Analysis::Lifecycles(Lifecycles::default(), args.json),
             Report::Summary => Analysis::Summary(Box::default(), args.json),
         }
@@ -128,14 +131,15 @@ impl Analysis {
     fn observe(&mut self, record: &Record, out: &mut String) {
         match self {
             Analysis::Listeners(view) => view.record(record, out),
-            Analysis::Timewait {
-                feed,
-                analysis,
-                view,
-                interval_ns,
-                settings,
-                next_ns,
-            } => {
+            Analysis::Timewait(run) => {
+                let TimewaitRun {
+                    feed,
+                    analysis,
+                    view,
+                    interval_ns,
+                    settings,
+                    next_ns,
+                } = &mut **run;
                 let now = at(record);
                 // The recording's clock drives the intervals.
                 let tw = analysis.get_or_insert_with(|| {
@@ -159,16 +163,12 @@ impl Analysis {
     fn finish(&mut self, last_ns: u64, out: &mut String) {
         match self {
             Analysis::Listeners(view) => view.finish(last_ns, out),
-            Analysis::Timewait {
-                feed,
-                analysis: Some(tw),
-                view,
-                ..
-            } => {
-                let report = tw.tick(last_ns, &feed.counted(), feed.in_use(), None);
-                view.report(&report, out);
+            Analysis::Timewait(run) => {
+                if let Some(tw) = run.analysis.as_mut() {
+                    let report = tw.tick(last_ns, &run.feed.counted(), run.feed.in_use(), None);
+                    run.view.report(&report, out);
+                }
             }
-            Analysis::Timewait { .. } => {}
             Analysis::Lifecycles(l, json) => lifecycles(l, *json, out),
             Analysis::Summary(s, true) => summary_line(s, out),
             Analysis::Summary(s, false) => {

@@ -141,10 +141,11 @@ impl Mode {
                     | "sys_exit_accept"
                     | "sys_exit_accept4"
             ),
-            // A RST received decides whether a close is a TIME_WAIT.
-            Mode::Timewait { .. } => {
-                matches!(program, "inet_sock_set_state" | "tcp_receive_reset")
-            }
+            // A RST decides whether a close is a TIME_WAIT.
+            Mode::Timewait { .. } => matches!(
+                program,
+                "inet_sock_set_state" | "tcp_receive_reset" | "tcp_send_reset"
+            ),
         }
     }
 }
