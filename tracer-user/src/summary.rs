@@ -1,15 +1,15 @@
 //! What a run saw, printed to stderr when it ends (and, with `--json`, as
 //! a `summary` line): counts by kind, where TIME_WAIT sockets went,
 //! short-lived listeners, and everything lost.
-use std::{fmt, net::SocketAddr};
+use std::fmt;
 
 use rustc_hash::FxHashMap;
 
 use crate::{
-    analysis::listeners::Listeners,
-    event::{Detail, TcpState},
+    analysis::{listeners::Listeners, timewait::Place},
+    event::Detail,
     source::KernelCounters,
-    track::Record,
+    track::{Opener, Record},
 };
 
 /// Listeners shorter than this are short-lived in the summary.
@@ -29,8 +29,8 @@ pub struct Summary {
     /// Connections dropped from tracking to stay within its bound.
     pub untracked: u64,
     pub kernel: KernelCounters,
-    /// TIME_WAIT entries by remote end.
-    pub time_waits: FxHashMap<SocketAddr, u64>,
+    /// TIME_WAIT entries by where they point.
+    pub time_waits: FxHashMap<Place, u64>,
     /// Listeners (and bound sockets) that closed, and of those, the
     /// short-lived ones (< 1 s), by `proto port comm`.
     pub listeners_closed: u64,
@@ -75,14 +75,18 @@ impl Summary {
         }
         match record {
             Record::Existing(..) | Record::Loss(..) => {}
-            Record::Close(_) => self.close += 1,
-            Record::Event(e) => match e.detail {
-                Detail::State { new, remote, .. } => {
-                    self.state += 1;
-                    if new == TcpState::TimeWait {
-                        *self.time_waits.entry(remote).or_default() += 1;
-                    }
+            Record::Close(c) => {
+                self.close += 1;
+                if c.time_wait {
+                    let place = match c.opener {
+                        Opener::Passive => Place::Served(c.local),
+                        _ => Place::To(c.remote),
+                    };
+                    *self.time_waits.entry(place).or_default() += 1;
                 }
+            }
+            Record::Event(e) => match e.detail {
+                Detail::State { .. } => self.state += 1,
                 Detail::Bind { .. } => self.bind += 1,
                 Detail::Listen { .. } => self.listen += 1,
                 Detail::Release { .. } => self.release += 1,
@@ -112,7 +116,7 @@ impl fmt::Display for Summary {
         if entered > 0 {
             writeln!(
                 f,
-                "socktrace: {entered} connections entered TIME_WAIT; most towards {}",
+                "socktrace: {entered} connections entered TIME_WAIT, most {}",
                 list(&top(&self.time_waits, TOP))
             )?;
         }

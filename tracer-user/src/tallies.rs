@@ -103,7 +103,7 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
     drop(programs);
     let mut summary = Summary::default();
     summary.kernel = source.counters()?;
-    summary.time_waits = analysis.entries_by_remote();
+    summary.time_waits = analysis.entries_by_place();
     if args.common.json {
         summary_line(&summary, &mut out);
         let _ = stdout

@@ -69,6 +69,17 @@ fn modes() -> Vec<Mode> {
             tracer: Tracer::Socktrace(&["--json", "--port", "1"]),
             streams: Stream::None,
         },
+        // The aggregate-only analyses: nothing streamed per connection.
+        Mode {
+            name: "socktrace timewait --json (kernel tallies)",
+            tracer: Tracer::Socktrace(&["timewait", "--json"]),
+            streams: Stream::None,
+        },
+        Mode {
+            name: "socktrace listeners --json",
+            tracer: Tracer::Socktrace(&["listeners", "--json"]),
+            streams: Stream::None,
+        },
     ];
     if Command::new("bpftrace")
         .arg("--version")

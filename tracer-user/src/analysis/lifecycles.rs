@@ -1,14 +1,17 @@
-//! Connection lifecycles by program and remote end (pure): how many
+//! Connection lifecycles by program and place (pure): how many
 //! connections, how they ended, how long they lived, what they carried.
-use std::{collections::BTreeMap, net::SocketAddr};
+//! A client's connections group by destination, a server's by the local
+//! address it serves on.
+use std::collections::BTreeMap;
 
-use crate::track::{Close, Record};
+use super::timewait::Place;
+use crate::track::{Close, Opener, Record};
 
-/// A row: one program talking to one remote end.
+/// A row: one program and where its connections went.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RowKey {
     pub comm: String,
-    pub remote: SocketAddr,
+    pub place: Place,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -65,10 +68,11 @@ impl Lifecycles {
             } else {
                 "-".into()
             };
-            let key = RowKey {
-                comm,
-                remote: c.remote,
+            let place = match c.opener {
+                Opener::Passive => Place::Served(c.local),
+                _ => Place::To(c.remote),
             };
+            let key = RowKey { comm, place };
             self.rows.entry(key).or_default().add(c);
         }
     }

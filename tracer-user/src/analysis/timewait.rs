@@ -41,6 +41,23 @@ impl Role {
     }
 }
 
+/// Where TIME_WAIT sockets point: a client's destination, or the local
+/// address of a server that closed first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Place {
+    To(SocketAddr),
+    Served(SocketAddr),
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::To(addr) => write!(f, "to {addr}"),
+            Place::Served(addr) => write!(f, "served on {addr}"),
+        }
+    }
+}
+
 /// Who and where: what the kernel counts by.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Key {
@@ -236,18 +253,16 @@ impl Timewait {
         }
     }
 
-    /// TIME_WAIT entries since counting began, by remote end (a server's
-    /// remote clients with port 0).
-    pub fn entries_by_remote(&self) -> FxHashMap<SocketAddr, u64> {
+    /// TIME_WAIT entries since counting began, by where they point.
+    pub fn entries_by_place(&self) -> FxHashMap<Place, u64> {
         let mut by = FxHashMap::default();
         for (key, totals) in &self.last {
             if totals.time_waits > 0 {
-                let port = if key.role == Role::Server {
-                    0
-                } else {
-                    key.port
+                let place = match key.role {
+                    Role::Server => Place::Served(SocketAddr::new(key.local, key.port)),
+                    _ => Place::To(SocketAddr::new(key.remote, key.port)),
                 };
-                *by.entry(SocketAddr::new(key.remote, port)).or_default() += totals.time_waits;
+                *by.entry(place).or_default() += totals.time_waits;
             }
         }
         by
@@ -715,8 +730,8 @@ mod tests {
         let r = tw.tick(62 * S, &[counted(&a, 150, 150, 150)], &none, None);
         assert_eq!(r.population, 0);
         assert_eq!(
-            tw.entries_by_remote(),
-            FxHashMap::from_iter([("10.0.0.2:80".parse().unwrap(), 150)])
+            tw.entries_by_place(),
+            FxHashMap::from_iter([(Place::To("10.0.0.2:80".parse().unwrap()), 150)])
         );
     }
 

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use super::{Render, jsonw::Obj};
 use crate::{
+    analysis::timewait::Place,
     clock::{Clock, Style, TimeFormatter},
     event::{Detail, Errno, Event, Owner, Proto, SockId, family_name},
     source::KernelCounters,
@@ -191,9 +192,14 @@ pub fn summary_line(s: &Summary, out: &mut String) {
         .array(
             "time_wait_destinations",
             top(&s.time_waits, 10),
-            |o, (addr, n)| {
-                o.ip("daddr", addr.ip())
-                    .uint("dport", addr.port().into())
+            |o, (place, n)| {
+                let (side, addr) = match place {
+                    Place::To(addr) => ("client", addr),
+                    Place::Served(addr) => ("server", addr),
+                };
+                o.name("side", side)
+                    .ip("addr", addr.ip())
+                    .uint("port", addr.port().into())
                     .uint("entries", n);
             },
         )

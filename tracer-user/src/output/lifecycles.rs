@@ -3,17 +3,22 @@
 use std::fmt::Write as _;
 
 use super::{human_ns, jsonw::Obj};
-use crate::analysis::lifecycles::Lifecycles;
+use crate::analysis::{lifecycles::Lifecycles, timewait::Place};
 
-const COLUMNS: &str = "COMM            REMOTE                   CONNS    FAILED  RESET   TIME_WAIT  MEDIAN     P99        MAX        TX_KB    RX_KB";
+const COLUMNS: &str = "COMM            WHERE                          CONNS    FAILED  RESET   TIME_WAIT  MEDIAN     P99        MAX        TX_KB    RX_KB";
 
 pub fn lifecycles(l: &Lifecycles, json: bool, out: &mut String) {
     if json {
         Obj::new(out, "lifecycles")
             .array("rows", l.rows(), |o, (key, row)| {
+                let (side, addr) = match key.place {
+                    Place::To(addr) => ("client", addr),
+                    Place::Served(addr) => ("server", addr),
+                };
                 o.string("comm", &key.comm)
-                    .ip("daddr", key.remote.ip())
-                    .uint("dport", key.remote.port().into())
+                    .name("side", side)
+                    .ip("addr", addr.ip())
+                    .uint("port", addr.port().into())
                     .uint("connections", row.connections)
                     .uint("failed", row.failed)
                     .uint("reset", row.reset)
@@ -35,8 +40,13 @@ pub fn lifecycles(l: &Lifecycles, json: bool, out: &mut String) {
     for (key, row) in l.rows() {
         let _ = write!(
             out,
-            "{:<15} {:<24} {:<8} {:<7} {:<7} {:<10} ",
-            key.comm, key.remote, row.connections, row.failed, row.reset, row.time_wait
+            "{:<15} {:<30} {:<8} {:<7} {:<7} {:<10} ",
+            key.comm,
+            key.place.to_string(),
+            row.connections,
+            row.failed,
+            row.reset,
+            row.time_wait
         );
         if let Some((median, p99, max)) = row.durations() {
             let _ = write!(
