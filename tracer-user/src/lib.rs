@@ -6,6 +6,7 @@ pub mod cli;
 pub mod clock;
 pub mod diag;
 pub mod event;
+pub mod metrics;
 pub mod output;
 pub mod probe;
 pub mod proc;
