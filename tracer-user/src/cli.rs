@@ -60,6 +60,10 @@ pub struct WatchArgs {
     /// How often to look for TIME_WAIT sockets that ended (sock_diag).
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration, allow_negative_numbers = true)]
     pub tw_poll: std::time::Duration,
+    /// Serve Prometheus metrics at http://ADDR/metrics; ADDR defaults to
+    /// 127.0.0.1:9400 (name another address to serve beyond this host).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9400")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Cli {
@@ -125,6 +129,25 @@ mod tests {
             cli.watch_args().unwrap_err(),
             "at most 8 --port values, got 9"
         );
+    }
+
+    #[test]
+    fn metrics_address() {
+        let addr = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["socktrace"], args].concat()).unwrap();
+            cli.watch_args().unwrap().metrics
+        };
+        assert_eq!(addr(&[]), None);
+        assert_eq!(
+            addr(&["--metrics", "--json"]),
+            Some(([127, 0, 0, 1], 9400).into())
+        );
+        assert_eq!(
+            addr(&["--metrics", "[::]:9500"]),
+            Some("[::]:9500".parse().unwrap())
+        );
+        let err = Cli::try_parse_from(["socktrace", "--metrics", "9400"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! and summarise.
 use std::{
     io::{self, Write},
+    sync::Arc,
     time::Duration,
 };
 
@@ -18,6 +19,7 @@ use crate::{
     clock::Clock,
     diag::{self, Dump},
     event::{self, Owner},
+    metrics::{self, Metrics},
     output::{Json, Render, Text, TextMode},
     probe::{self, Options, Probe},
     proc::{self, Cgroups},
@@ -62,6 +64,17 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<Summary> {
     for what in &degraded {
         eprintln!("socktrace: degraded: {what}");
     }
+    let (metrics, server) = match args.metrics {
+        Some(addr) => {
+            let metrics = Arc::new(Metrics::new());
+            let server = metrics::serve(addr, Arc::clone(&metrics))
+                .await
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            eprintln!("socktrace: metrics at http://{addr}/metrics");
+            (Some(metrics), Some(server))
+        }
+        None => (None, None),
+    };
     let clock = Clock::system();
     let mut render: Box<dyn Render> = if args.json {
         Box::new(Json::new(clock))
@@ -71,7 +84,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<Summary> {
         Box::new(Text::new(clock, TextMode::Events))
     };
     let mut out = Output::new();
-    let mut pipeline = Pipeline::new(args.track_limit as usize);
+    let mut pipeline = Pipeline::new(args.track_limit as usize, metrics);
     render.preamble(&mut out.buf);
 
     // After attaching, so a socket opened meanwhile is in one or the other.
@@ -156,6 +169,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<Summary> {
     last.recursion_misses = misses;
     pipeline.report_losses(reported, last, clock.mono_now(), render.as_mut(), &mut out);
     out.flush();
+    if let Some(server) = server {
+        server.abort();
+    }
     pipeline.summary.kernel = last;
     pipeline.summary.untracked = pipeline.tracker.evicted;
     Ok(pipeline.summary)
@@ -193,15 +209,17 @@ struct Pipeline {
     tracker: Tracker,
     summary: Summary,
     records: Vec<Record>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Pipeline {
-    fn new(track_limit: usize) -> Pipeline {
+    fn new(track_limit: usize, metrics: Option<Arc<Metrics>>) -> Pipeline {
         Pipeline {
             cgroups: Cgroups::new(probe::cgroup_v2_root()),
             tracker: Tracker::new(track_limit),
             summary: Summary::default(),
             records: Vec::new(),
+            metrics,
         }
     }
 
@@ -211,13 +229,14 @@ impl Pipeline {
             tracker,
             summary,
             records,
+            metrics,
         } = self;
         // Record by record, so nothing piles up however much is waiting.
         source.drain(|bytes| match event::decode(bytes) {
             Ok(mut event) => {
                 cgroups.resolve(&mut event.owner);
                 tracker.observe(event, records);
-                emit(records, summary, render, out);
+                emit(records, summary, metrics.as_deref(), render, out);
             }
             Err(err) => {
                 if summary.malformed == 0 {
@@ -259,7 +278,8 @@ impl Pipeline {
     }
 
     fn emit(&mut self, render: &mut dyn Render, out: &mut Output) {
-        emit(&mut self.records, &mut self.summary, render, out);
+        let metrics = self.metrics.as_deref();
+        emit(&mut self.records, &mut self.summary, metrics, render, out);
     }
 
     /// Says what the kernel could not deliver since `before`: on stderr,
@@ -272,6 +292,9 @@ impl Pipeline {
         render: &mut dyn Render,
         out: &mut Output,
     ) {
+        if let Some(metrics) = &self.metrics {
+            metrics.set_losses(&now, self.tracker.evicted);
+        }
         let dropped = now.ring_drops - before.ring_drops;
         let missed = now.recursion_misses - before.recursion_misses;
         if dropped > 0 {
@@ -298,11 +321,15 @@ impl Pipeline {
 fn emit(
     records: &mut Vec<Record>,
     summary: &mut Summary,
+    metrics: Option<&Metrics>,
     render: &mut dyn Render,
     out: &mut Output,
 ) {
     for record in records.drain(..) {
         summary.count(&record);
+        if let Some(metrics) = metrics {
+            metrics.observe(&record);
+        }
         render.record(&record, &mut out.buf);
         out.flush_if_full();
     }
