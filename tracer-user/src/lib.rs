@@ -1,7 +1,8 @@
 //! socktrace: a real-time socket event tracer. The pipeline, one module a
 //! stage: probe (load/attach) -> source (ring) -> event (decode) -> track
 //! (lifecycles, owners, TIME_WAIT) -> output (render); diag and proc look
-//! at sockets that predate us; `watch` wires them.
+//! at sockets that predate us; `metrics` exports counts for Prometheus;
+//! `watch` wires them.
 pub mod cli;
 pub mod clock;
 pub mod diag;
