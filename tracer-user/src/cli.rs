@@ -62,6 +62,10 @@ pub struct Common {
     #[arg(long, value_name = "N", default_value_t = -10, allow_negative_numbers = true,
           value_parser = clap::value_parser!(i32).range(-20..=19))]
     pub nice: i32,
+    /// Serve Prometheus metrics at http://ADDR/metrics; ADDR defaults to
+    /// 127.0.0.1:9400 (name another address to serve beyond this host).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9400")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -282,6 +286,22 @@ mod tests {
             let args = std::iter::once("socktrace").chain(bad.iter().copied());
             assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn metrics_address() {
+        let addr = |args: &[&str]| watch(args).unwrap().common.metrics;
+        assert_eq!(addr(&[]), None);
+        assert_eq!(
+            addr(&["--metrics", "--json"]),
+            Some(([127, 0, 0, 1], 9400).into())
+        );
+        assert_eq!(
+            addr(&["--metrics", "[::]:9500"]),
+            Some("[::]:9500".parse().unwrap())
+        );
+        let err = Cli::try_parse_from(["socktrace", "--metrics", "9400"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
     }
 
     #[test]

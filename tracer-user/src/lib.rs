@@ -4,7 +4,8 @@
 //! at sockets that predate us; `watch` wires them. `analysis` holds the
 //! answers (listeners, TIME_WAIT churn, lifecycles), pure; `tallies` feeds
 //! the TIME_WAIT one from the kernel's counters; `input` reads JSON lines
-//! back into records and `offline` runs the analyses on them.
+//! back into records and `offline` runs the analyses on them; `metrics`
+//! exports counts for Prometheus.
 pub mod analysis;
 pub mod cli;
 pub mod clock;
@@ -12,6 +13,7 @@ pub mod diag;
 pub mod event;
 pub mod host;
 pub mod input;
+pub mod metrics;
 pub mod offline;
 pub mod output;
 pub mod probe;

@@ -1,12 +1,17 @@
 //! What every live mode does around its loop: say how attaching went, set
 //! the reader's priority, and know when to stop (Ctrl-C, SIGTERM,
 //! `--duration`).
-use std::{io, pin::Pin, time::Duration};
+use std::{io, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
 
 use tokio::{
     signal::unix::{Signal, SignalKind, signal},
+    task::JoinHandle,
     time::Sleep,
 };
+
+use crate::metrics::{self, Metrics};
 
 /// Reports what `attach` did that the user did not ask for, and what is
 /// degraded; then sets the niceness (a failure is said, not fatal).
@@ -22,6 +27,22 @@ pub fn announce(mounted_tracefs: bool, degraded: &[String], nice: i32) {
     for what in degraded {
         eprintln!("socktrace: degraded: {what}");
     }
+}
+
+/// Starts the Prometheus exporter if `--metrics` asked for it: the
+/// metrics to feed and the server task to abort at the end.
+pub async fn serve_metrics(
+    addr: Option<SocketAddr>,
+) -> anyhow::Result<(Option<Arc<Metrics>>, Option<JoinHandle<()>>)> {
+    let Some(addr) = addr else {
+        return Ok((None, None));
+    };
+    let metrics = Arc::new(Metrics::new());
+    let server = metrics::serve(addr, Arc::clone(&metrics))
+        .await
+        .with_context(|| format!("serving metrics on {addr}"))?;
+    eprintln!("socktrace: metrics at http://{addr}/metrics");
+    Ok((Some(metrics), Some(server)))
 }
 
 /// Fires once: on SIGINT, SIGTERM or when the duration is over.

@@ -35,6 +35,7 @@ pub struct Summary {
     /// short-lived ones (< 1 s), by `proto port comm`.
     pub listeners_closed: u64,
     pub short_listeners: FxHashMap<String, u64>,
+    pub short_listeners_total: u64,
     listeners: Listeners,
 }
 
@@ -52,6 +53,7 @@ impl Default for Summary {
             time_waits: FxHashMap::default(),
             listeners_closed: 0,
             short_listeners: FxHashMap::default(),
+            short_listeners_total: 0,
             listeners: Listeners::new(SHORT_LISTENER_NS),
         }
     }
@@ -64,6 +66,7 @@ impl Summary {
         {
             self.listeners_closed += 1;
             if short {
+                self.short_listeners_total += 1;
                 let comm = if note.owner.is_known() {
                     note.owner.comm.as_str().into_owned()
                 } else {
@@ -92,6 +95,13 @@ impl Summary {
                 Detail::Release { .. } => self.release += 1,
             },
         }
+    }
+}
+
+impl Summary {
+    /// Listeners and bound sockets open now.
+    pub fn listeners_open(&self) -> u64 {
+        self.listeners.open_now() as u64
     }
 }
 

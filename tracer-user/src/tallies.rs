@@ -14,12 +14,13 @@ use tokio::time::{MissedTickBehavior, interval};
 use tracer_common::{AF_INET, ROLE_CLIENT, ROLE_SERVER, Tally, TallyKey};
 
 use crate::{
-    analysis::timewait::{Counted, Dest, Host, Key, Role, Settings, Timewait, Totals},
+    analysis::timewait::{Counted, Dest, Host, Key, Report, Role, Settings, Timewait, Totals},
     cli::TimewaitArgs,
     clock::Clock,
     diag::{self, Dump},
     event::{Comm, TcpState},
     host,
+    metrics::{Metrics, TimewaitRow},
     output::{TimewaitView, summary_line},
     probe::{Mode, Options, Probe},
     proc,
@@ -54,6 +55,7 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
     // Nothing is streamed in this mode; the ring is kept for its counters.
     let source = Source::new(ring, counters).context("opening the kernel counters")?;
     session::announce(mounted_tracefs, &degraded, args.common.nice);
+    let (metrics, server) = session::serve_metrics(args.common.metrics).await?;
     let clock = Clock::system();
     let host = host::settings();
     let start = clock.mono_now();
@@ -90,6 +92,9 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
         let mut counted = read(&tallies)?;
         own_by_listener(&mut counted, &servers);
         let r = analysis.tick(now, &counted, &in_use, host::time_wait_count());
+        if let Some(metrics) = &metrics {
+            export(metrics, &r, &source)?;
+        }
         view.report(&r, &mut out);
         if stdout
             .write_all(out.as_bytes())
@@ -101,6 +106,9 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
         out.clear();
     }
     drop(programs);
+    if let Some(server) = server {
+        server.abort();
+    }
     let mut summary = Summary::default();
     summary.kernel = source.counters()?;
     summary.time_waits = analysis.entries_by_place();
@@ -111,6 +119,33 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
             .and_then(|()| stdout.flush());
     }
     Ok(summary)
+}
+
+/// Feeds one interval's report to the Prometheus exporter.
+fn export(metrics: &Metrics, r: &Report, source: &Source) -> anyhow::Result<()> {
+    metrics.timewait_entries(None, r.client_entries);
+    for &(port, n) in &r.server_entries_by_port {
+        metrics.timewait_entries(Some(port), n);
+    }
+    let mut rows = vec![TimewaitRow {
+        local_port: "client".into(),
+        entries: r.client_entries,
+        population: r.client_population,
+    }];
+    rows.extend(r.by_local_port.iter().map(|row| TimewaitRow {
+        local_port: row.id.to_string(),
+        entries: row.population,
+        population: row.population,
+    }));
+    let listed: u64 = r.by_local_port.iter().map(|row| row.population).sum();
+    rows.push(TimewaitRow {
+        local_port: "other".into(),
+        entries: 0,
+        population: r.server_population.saturating_sub(listed),
+    });
+    metrics.set_timewait(&rows);
+    metrics.set_losses(&source.counters()?, 0);
+    Ok(())
 }
 
 /// Sums the kernel's per-CPU totals.

@@ -3,6 +3,7 @@
 //! stopped; then detach, drain what is left and summarise.
 use std::{
     io::{self, Write},
+    sync::Arc,
     time::Duration,
 };
 
@@ -16,6 +17,7 @@ use crate::{
     clock::Clock,
     diag::{self, Dump},
     event::{self, Owner},
+    metrics::Metrics,
     output::{Json, ListenersView, Render, Text, TextMode, summary_line},
     probe::{self, Mode, Options, Probe},
     proc::{self, Cgroups},
@@ -130,6 +132,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
     })?;
     let mut source = Source::new(ring, counters).context("watching the ring buffer")?;
     session::announce(mounted_tracefs, &degraded, args.nice);
+    let (metrics, server) = session::serve_metrics(args.metrics).await?;
     let clock = Clock::system();
     let json = matches!(view, View::Json | View::Listeners { json: true, .. });
     let mut render: Box<dyn Render> = match view {
@@ -142,7 +145,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
         )),
     };
     let mut out = Output::new(output);
-    let mut pipeline = Pipeline::new(track_limit);
+    let mut pipeline = Pipeline::new(track_limit, metrics);
     if let Some(header) = header {
         out.buf.push_str(&header);
         out.buf.push('\n');
@@ -230,6 +233,9 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
     pipeline.report_losses(reported, last, clock.mono_now(), render.as_mut(), &mut out);
     render.finish(clock.mono_now(), &mut out.buf);
     out.flush();
+    if let Some(server) = server {
+        server.abort();
+    }
     pipeline.summary.kernel = last;
     pipeline.summary.untracked = pipeline.tracker.evicted;
     if json {
@@ -271,15 +277,17 @@ struct Pipeline {
     tracker: Tracker,
     summary: Summary,
     records: Vec<Record>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Pipeline {
-    fn new(track_limit: usize) -> Pipeline {
+    fn new(track_limit: usize, metrics: Option<Arc<Metrics>>) -> Pipeline {
         Pipeline {
             cgroups: Cgroups::new(probe::cgroup_v2_root()),
             tracker: Tracker::new(track_limit),
             summary: Summary::default(),
             records: Vec::new(),
+            metrics,
         }
     }
 
@@ -289,13 +297,14 @@ impl Pipeline {
             tracker,
             summary,
             records,
+            metrics,
         } = self;
         // Record by record, so nothing piles up however much is waiting.
         source.drain(|bytes| match event::decode(bytes) {
             Ok(mut event) => {
                 cgroups.resolve(&mut event.owner);
                 tracker.observe(event, records);
-                emit(records, summary, render, out);
+                emit(records, summary, metrics.as_deref(), render, out);
             }
             Err(err) => {
                 if summary.malformed == 0 {
@@ -337,7 +346,8 @@ impl Pipeline {
     }
 
     fn emit(&mut self, render: &mut dyn Render, out: &mut Output) {
-        emit(&mut self.records, &mut self.summary, render, out);
+        let metrics = self.metrics.as_deref();
+        emit(&mut self.records, &mut self.summary, metrics, render, out);
     }
 
     /// Says what the kernel could not deliver since `before`: on stderr,
@@ -350,6 +360,9 @@ impl Pipeline {
         render: &mut dyn Render,
         out: &mut Output,
     ) {
+        if let Some(metrics) = &self.metrics {
+            metrics.set_losses(&now, self.tracker.evicted);
+        }
         let dropped = now.ring_drops - before.ring_drops;
         let missed = now.recursion_misses - before.recursion_misses;
         if dropped > 0 {
@@ -376,11 +389,20 @@ impl Pipeline {
 fn emit(
     records: &mut Vec<Record>,
     summary: &mut Summary,
+    metrics: Option<&Metrics>,
     render: &mut dyn Render,
     out: &mut Output,
 ) {
     for record in records.drain(..) {
+        let short_before = summary.short_listeners_total;
         summary.count(&record);
+        if let Some(metrics) = metrics {
+            metrics.observe(&record);
+            if summary.short_listeners_total > short_before {
+                metrics.short_lived_listener();
+            }
+            metrics.set_listeners_open(summary.listeners_open());
+        }
         render.record(&record, &mut out.buf);
         out.flush_if_full();
     }

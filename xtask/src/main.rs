@@ -31,7 +31,8 @@ enum Task {
         args: Vec<String>,
     },
     /// Every check: fmt, clippy (user and kernel crates), unit tests, and
-    /// the integration tests against the running kernel (needs root).
+    /// the integration tests against the running kernel and a Prometheus
+    /// server (needs root; installs Debian's `prometheus` if missing).
     Test,
     /// What tracing costs under connection churn, vs no tracer (needs root);
     /// writes bench/RESULTS.md and the README's performance section.
@@ -72,6 +73,7 @@ fn build_release() -> Result<()> {
 }
 
 fn test(root: &Path) -> Result<()> {
+    setup::ensure_test_tools()?;
     step("formatting", &["fmt", "--all", "--check"])?;
     // The kernel object is not needed to lint the loader: skip building it.
     println!("xtask: lint (userspace)");

@@ -5,7 +5,10 @@
 //!    and its `rust-src` component;
 //! 2. Debian's LLVM development package of the same major version as
 //!    nightly's LLVM;
-//! 3. bpf-linker built against that LLVM.
+//! 3. bpf-linker built against that LLVM;
+//!
+//! and, for `test` only, Debian's Prometheus server (the metrics test
+//! scrapes socktrace with it).
 //!
 //! Each install step says what it does. When one cannot run (not root, no
 //! network) it stops with the command to run by hand.
@@ -25,6 +28,40 @@ pub fn ensure() -> Result<()> {
     ensure_rust_src()?;
     ensure_llvm_dev(llvm)?;
     ensure_bpf_linker(llvm)
+}
+
+/// Where Debian's `prometheus` package puts the server.
+const PROMETHEUS: &str = "/usr/bin/prometheus";
+
+/// What `cargo xtask test` needs beyond building: a Prometheus server.
+pub fn ensure_test_tools() -> Result<()> {
+    if Path::new(PROMETHEUS).is_file() {
+        return Ok(());
+    }
+    let command = "apt-get install -y --no-install-recommends prometheus";
+    require_root(command)?;
+    install("Debian's package lists", "apt-get", &["update"], &[])?;
+    install(
+        "Prometheus (the metrics test scrapes socktrace with it)",
+        "apt-get",
+        &["install", "-y", "--no-install-recommends", "prometheus"],
+        &[("DEBIAN_FRONTEND", "noninteractive")],
+    )?;
+    // Where systemd runs, the package starts a server on :9090 at every
+    // boot; the test runs its own.
+    if Path::new("/run/systemd/system").is_dir() {
+        println!(
+            "xtask: setup: stopping Debian's prometheus service: systemctl disable --now prometheus"
+        );
+        let stopped = Command::new("systemctl")
+            .args(["disable", "--now", "prometheus"])
+            .stdin(Stdio::null())
+            .status();
+        if !stopped.is_ok_and(|s| s.success()) {
+            println!("xtask: setup: could not stop it; it may hold port 9090");
+        }
+    }
+    Ok(())
 }
 
 /// The LLVM major version of `rustc +nightly`.

@@ -158,6 +158,11 @@ pub struct Report {
     /// TIME_WAIT sockets now, from the entries of the last 60 s (and an
     /// estimate of those that predate counting).
     pub population: u64,
+    /// Of `population`, the client side's and the server side's.
+    pub client_population: u64,
+    pub server_population: u64,
+    /// This interval's server-side entries by local port (all of them).
+    pub server_entries_by_port: Vec<(u16, u64)>,
     /// The kernel's own count, when it could be read (`/proc/net/sockstat`).
     pub kernel_population: Option<u64>,
     /// Entries since counting began.
@@ -333,7 +338,19 @@ impl Timewait {
             .chain(before.iter().map(|(k, n)| (k, n)))
         {
             by_key.entry(key).or_default().1 += n;
+            match key.role {
+                Role::Server => report.server_population += n,
+                _ => report.client_population += n,
+            }
         }
+        let mut by_port: FxHashMap<u16, u64> = FxHashMap::default();
+        for (key, d) in &deltas {
+            if key.role == Role::Server && d.time_waits > 0 {
+                *by_port.entry(key.port).or_default() += d.time_waits;
+            }
+        }
+        report.server_entries_by_port = by_port.into_iter().collect();
+        report.server_entries_by_port.sort_unstable();
         report.by_process = self.rows(&by_key, interval_ns, |k| Some(k.pid));
         report.by_local_port = self.rows(&by_key, interval_ns, |k| {
             (k.role == Role::Server).then_some(u32::from(k.port))

@@ -1,0 +1,324 @@
+//! The Prometheus exporter (`--metrics ADDR`): counters and gauges fed by
+//! the pipeline, encoded as OpenMetrics text and served by [`http`].
+mod http;
+
+use std::{borrow::Cow, sync::Mutex};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder, text},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::{Registry, Unit},
+};
+
+pub use http::serve;
+
+use crate::{
+    event::{Detail, Errno},
+    source::KernelCounters,
+    track::{Opener, Record},
+};
+
+/// Local ports given a `local_port` label of their own; the rest share
+/// `other`.
+pub const TOP_PORTS: usize = 20;
+
+type GaugeU64 = Gauge<u64, std::sync::atomic::AtomicU64>;
+
+/// The registry and every metric family socktrace exports. All methods take
+/// `&self` (the metrics are atomic), so the pipeline and the HTTP server
+/// share one `Arc<Metrics>`.
+pub struct Metrics {
+    registry: Registry,
+    transitions: Family<Transition, Counter>,
+    timewait_entries: Family<PortLabel, Counter>,
+    /// The first [`TOP_PORTS`] local ports seen entering TIME_WAIT.
+    timewait_ports: Mutex<Vec<u16>>,
+    timewait_sockets: Family<RowLabel, GaugeU64>,
+    binds: Family<Outcome, Counter>,
+    listens: Family<Outcome, Counter>,
+    durations: Histogram,
+    ring_drops: Counter,
+    recursion_misses: Counter,
+    evictions: Counter,
+    listeners_open: GaugeU64,
+    short_lived_listeners: Counter,
+}
+
+/// One row of the TIME_WAIT analysis: a local port (or `client` for
+/// connections this host opened), entries since start, sockets now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimewaitRow {
+    pub local_port: String,
+    pub entries: u64,
+    pub population: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Transition {
+    old_state: &'static str,
+    new_state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    result: Cow<'static, str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PortLabel {
+    local_port: Port,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RowLabel {
+    local_port: String,
+}
+
+/// A `local_port` label value, without allocating one per event.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+enum Port {
+    Number(u16),
+    Client,
+    Other,
+}
+
+impl EncodeLabelValue for Port {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        match self {
+            Port::Number(n) => EncodeLabelValue::encode(n, encoder),
+            Port::Client => EncodeLabelValue::encode(&"client", encoder),
+            Port::Other => EncodeLabelValue::encode(&"other", encoder),
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("socktrace"),
+            transitions: Family::default(),
+            timewait_entries: Family::default(),
+            timewait_ports: Mutex::new(Vec::with_capacity(TOP_PORTS)),
+            timewait_sockets: Family::default(),
+            binds: Family::default(),
+            listens: Family::default(),
+            // 100 µs to 105 s, doubling.
+            durations: Histogram::new(exponential_buckets(1e-4, 2.0, 21)),
+            ring_drops: Counter::default(),
+            recursion_misses: Counter::default(),
+            evictions: Counter::default(),
+            listeners_open: GaugeU64::default(),
+            short_lived_listeners: Counter::default(),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "tcp_transitions",
+            "TCP state transitions (TIME_WAIT as socktrace reports it)",
+            m.transitions.clone(),
+        );
+        r.register(
+            "timewait_entries",
+            format!(
+                "Connections that entered TIME_WAIT, by local port: `client` for \
+                 connections this host opened, the first {TOP_PORTS} other ports seen, \
+                 then `other`"
+            ),
+            m.timewait_entries.clone(),
+        );
+        r.register(
+            "timewait_sockets",
+            format!(
+                "TIME_WAIT sockets now, by local port (top {TOP_PORTS} by entries, then `other`)"
+            ),
+            m.timewait_sockets.clone(),
+        );
+        r.register(
+            "binds",
+            "bind(2) calls on IPv4/IPv6 sockets, by result (`ok` or the errno name)",
+            m.binds.clone(),
+        );
+        r.register(
+            "listens",
+            "listen(2) calls on IPv4/IPv6 sockets, by result (`ok` or the errno name)",
+            m.listens.clone(),
+        );
+        r.register_with_unit(
+            "connection_duration",
+            "Duration of finished connections opened after socktrace started, \
+             first to last transition",
+            Unit::Seconds,
+            m.durations.clone(),
+        );
+        r.register(
+            "ring_drops",
+            "Events lost: the kernel found the ring buffer full",
+            m.ring_drops.clone(),
+        );
+        r.register(
+            "recursion_misses",
+            "Events lost: another BPF program was running on that CPU",
+            m.recursion_misses.clone(),
+        );
+        r.register(
+            "owner_map_evictions",
+            "Connections dropped from tracking (--track-limit); their close records are lost",
+            m.evictions.clone(),
+        );
+        r.register(
+            "listeners_open",
+            "Listening sockets open now",
+            m.listeners_open.clone(),
+        );
+        r.register(
+            "short_lived_listeners",
+            "Listening sockets closed soon after they started listening",
+            m.short_lived_listeners.clone(),
+        );
+        m
+    }
+
+    /// Counts one pipeline record. A connection that enters TIME_WAIT is
+    /// counted from its close record, which says who opened it: `client`
+    /// when this host did, else its local port — the first [`TOP_PORTS`]
+    /// distinct ones, then `other`.
+    pub fn observe(&self, record: &Record) {
+        match record {
+            Record::Event(event) => match &event.detail {
+                Detail::State { old, new, .. } => {
+                    let labels = Transition {
+                        old_state: old.name(),
+                        new_state: new.name(),
+                    };
+                    self.transitions.get_or_create(&labels).inc();
+                }
+                Detail::Bind { errno, .. } => {
+                    self.binds.get_or_create(&outcome(*errno)).inc();
+                }
+                Detail::Listen { errno, .. } => {
+                    self.listens.get_or_create(&outcome(*errno)).inc();
+                }
+                // Listener ends feed `listeners_open` and the short-lived count.
+                Detail::Release { .. } => {}
+            },
+            Record::Close(close) => {
+                if close.time_wait {
+                    let server = (close.opener != Opener::Active).then(|| close.local.port());
+                    self.timewait_entries(server, 1);
+                }
+                // Durations of older connections start at our start: not theirs.
+                if !close.predates_us {
+                    self.durations.observe(close.duration_ns as f64 / 1e9);
+                }
+            }
+            Record::Existing(..) | Record::Loss(..) => {}
+        }
+    }
+
+    /// Counts `n` connections entering TIME_WAIT on a server's local port,
+    /// or (`None`) on connections this host opened.
+    pub fn timewait_entries(&self, server_port: Option<u16>, n: u64) {
+        let local_port = match server_port {
+            None => Port::Client,
+            Some(port) => self.port_label(port),
+        };
+        self.timewait_entries
+            .get_or_create(&PortLabel { local_port })
+            .inc_by(n);
+    }
+
+    /// `port` while it is one of the first [`TOP_PORTS`] seen, else `other`.
+    fn port_label(&self, port: u16) -> Port {
+        let mut seen = self
+            .timewait_ports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.contains(&port) {
+            Port::Number(port)
+        } else if seen.len() < TOP_PORTS {
+            seen.push(port);
+            Port::Number(port)
+        } else {
+            Port::Other
+        }
+    }
+
+    /// Loss totals so far, from the kernel and the tracker.
+    pub fn set_losses(&self, kernel: &KernelCounters, evictions: u64) {
+        advance(&self.ring_drops, kernel.ring_drops);
+        advance(&self.recursion_misses, kernel.recursion_misses);
+        advance(&self.evictions, evictions);
+    }
+
+    pub fn set_listeners_open(&self, n: u64) {
+        self.listeners_open.set(n);
+    }
+
+    pub fn short_lived_listener(&self) {
+        self.short_lived_listeners.inc();
+    }
+
+    /// Replaces the TIME_WAIT population by local port: the [`TOP_PORTS`]
+    /// rows with the most entries keep their label, the rest (and any row
+    /// labelled `other`) are summed under `other`. Entries themselves are
+    /// counted by [`Metrics::observe`].
+    pub fn set_timewait(&self, rows: &[TimewaitRow]) {
+        let (mut ranked, others): (Vec<&TimewaitRow>, Vec<&TimewaitRow>) =
+            rows.iter().partition(|r| r.local_port != "other");
+        ranked.sort_by(|a, b| (b.entries, &a.local_port).cmp(&(a.entries, &b.local_port)));
+        let folded = ranked.split_off(ranked.len().min(TOP_PORTS));
+        self.timewait_sockets.clear();
+        for row in &ranked {
+            let labels = RowLabel {
+                local_port: row.local_port.clone(),
+            };
+            self.timewait_sockets
+                .get_or_create(&labels)
+                .inc_by(row.population);
+        }
+        if !folded.is_empty() || !others.is_empty() {
+            let labels = RowLabel {
+                local_port: "other".into(),
+            };
+            let population = folded.iter().chain(&others).map(|r| r.population).sum();
+            self.timewait_sockets.get_or_create(&labels).set(population);
+        }
+    }
+
+    /// The OpenMetrics text exposition, `# EOF` included.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail, nor can our label sets.
+        if let Err(err) = text::encode(&mut out, &self.registry) {
+            log::warn!("encoding metrics: {err}");
+        }
+        out
+    }
+}
+
+fn outcome(errno: Errno) -> Outcome {
+    Outcome {
+        result: errno.name().map_or(Cow::Borrowed("ok"), Cow::Owned),
+    }
+}
+
+/// Raises `counter` to `total` (a total that only grows).
+fn advance(counter: &Counter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,250 @@
+use super::*;
+use crate::{
+    event::{Event, Owner, Proto, StateInfo, TcpState},
+    track::Close,
+};
+
+/// The value of `series` (name and labels, as encoded) in `text`.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().expect("a number"))
+}
+
+fn state(old: TcpState, new: TcpState) -> Record {
+    Record::Event(Event::sample(
+        1,
+        10,
+        "app",
+        Proto::Tcp,
+        Detail::State {
+            local: "127.0.0.1:8080".parse().expect("addr"),
+            remote: "127.0.0.1:50000".parse().expect("addr"),
+            old,
+            new,
+            info: StateInfo::default(),
+        },
+    ))
+}
+
+fn bind(errno: i32) -> Record {
+    Record::Event(Event::sample(
+        1,
+        10,
+        "app",
+        Proto::Tcp,
+        Detail::Bind {
+            addr: "0.0.0.0:80".parse().expect("addr"),
+            requested_port: 80,
+            errno: Errno(errno),
+        },
+    ))
+}
+
+fn listen(errno: i32) -> Record {
+    Record::Event(Event::sample(
+        1,
+        10,
+        "app",
+        Proto::Tcp,
+        Detail::Listen {
+            addr: "0.0.0.0:80".parse().expect("addr"),
+            backlog: 128,
+            errno: Errno(errno),
+        },
+    ))
+}
+
+/// A connection that ended in TIME_WAIT on local port `port`.
+fn time_wait(opener: Opener, port: u16) -> Record {
+    let mut close = Close::sample(
+        1,
+        Owner::UNKNOWN,
+        &format!("127.0.0.1:{port}"),
+        "127.0.0.1:9",
+    );
+    close.opener = opener;
+    close.time_wait = true;
+    Record::Close(close)
+}
+
+#[test]
+fn counts_transitions_binds_and_listens() {
+    let m = Metrics::new();
+    m.observe(&state(TcpState::Close, TcpState::SynSent));
+    m.observe(&state(TcpState::FinWait2, TcpState::TimeWait));
+    m.observe(&state(TcpState::FinWait2, TcpState::TimeWait));
+    m.observe(&bind(0));
+    m.observe(&bind(libc::EADDRINUSE));
+    m.observe(&bind(libc::EADDRINUSE));
+    m.observe(&listen(0));
+    m.observe(&listen(libc::EOPNOTSUPP));
+    let text = m.encode();
+    let v = |series| value(&text, series);
+    assert_eq!(
+        v(r#"socktrace_tcp_transitions_total{old_state="CLOSE",new_state="SYN_SENT"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        v(r#"socktrace_tcp_transitions_total{old_state="FIN_WAIT2",new_state="TIME_WAIT"}"#),
+        Some(2.0)
+    );
+    assert_eq!(v(r#"socktrace_binds_total{result="ok"}"#), Some(1.0));
+    assert_eq!(
+        v(r#"socktrace_binds_total{result="EADDRINUSE"}"#),
+        Some(2.0)
+    );
+    assert_eq!(v(r#"socktrace_listens_total{result="ok"}"#), Some(1.0));
+    assert_eq!(
+        v(r#"socktrace_listens_total{result="EOPNOTSUPP"}"#),
+        Some(1.0)
+    );
+    assert!(text.ends_with("# EOF\n"));
+}
+
+#[test]
+fn time_wait_entries_by_port_are_bounded() {
+    let m = Metrics::new();
+    m.observe(&time_wait(Opener::Active, 41000));
+    m.observe(&time_wait(Opener::Active, 41001));
+    // The first TOP_PORTS ports get a label, later ones count as `other`.
+    for port in 0..TOP_PORTS as u16 + 3 {
+        m.observe(&time_wait(Opener::Passive, 8000 + port));
+    }
+    m.observe(&time_wait(Opener::Passive, 8000));
+    m.observe(&time_wait(Opener::Unknown, 8001));
+    // A close without TIME_WAIT is not an entry.
+    m.observe(&Record::Close(Close::sample(
+        1,
+        Owner::UNKNOWN,
+        "127.0.0.1:8002",
+        "127.0.0.1:9",
+    )));
+    let text = m.encode();
+    let v = |port: &str| {
+        value(
+            &text,
+            &format!(r#"socktrace_timewait_entries_total{{local_port="{port}"}}"#),
+        )
+    };
+    assert_eq!(v("client"), Some(2.0));
+    assert_eq!(v("8000"), Some(2.0));
+    assert_eq!(v("8001"), Some(2.0));
+    assert_eq!(v("8002"), Some(1.0));
+    assert_eq!(v(&(8000 + TOP_PORTS - 1).to_string()), Some(1.0));
+    assert_eq!(v(&(8000 + TOP_PORTS).to_string()), None);
+    assert_eq!(v("other"), Some(3.0));
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("socktrace_timewait_entries_total{"))
+        .count();
+    assert_eq!(series, TOP_PORTS + 2);
+}
+
+#[test]
+fn connection_durations_skip_connections_older_than_us() {
+    let m = Metrics::new();
+    let mut close = Close::sample(1, Owner::UNKNOWN, "127.0.0.1:1000", "127.0.0.1:9");
+    close.duration_ns = 1_500_000; // 1.5 ms
+    m.observe(&Record::Close(close.clone()));
+    close.duration_ns = 3_000_000_000;
+    m.observe(&Record::Close(close.clone()));
+    close.predates_us = true;
+    m.observe(&Record::Close(close));
+    let text = m.encode();
+    let v = |series| value(&text, series);
+    assert!(text.contains("# UNIT socktrace_connection_duration_seconds seconds\n"));
+    assert_eq!(v("socktrace_connection_duration_seconds_count"), Some(2.0));
+    assert_eq!(v("socktrace_connection_duration_seconds_sum"), Some(3.0015));
+    assert_eq!(
+        v(r#"socktrace_connection_duration_seconds_bucket{le="0.0001"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        v(r#"socktrace_connection_duration_seconds_bucket{le="0.0016"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        v(r#"socktrace_connection_duration_seconds_bucket{le="104.8576"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        v(r#"socktrace_connection_duration_seconds_bucket{le="+Inf"}"#),
+        Some(2.0)
+    );
+}
+
+#[test]
+fn losses_follow_absolute_totals() {
+    let m = Metrics::new();
+    let mut kernel = KernelCounters {
+        ring_drops: 5,
+        recursion_misses: 2,
+        ..KernelCounters::default()
+    };
+    m.set_losses(&kernel, 1);
+    kernel.ring_drops = 7;
+    m.set_losses(&kernel, 4);
+    // Totals never go down; a smaller one changes nothing.
+    m.set_losses(&KernelCounters::default(), 0);
+    let text = m.encode();
+    assert_eq!(value(&text, "socktrace_ring_drops_total"), Some(7.0));
+    assert_eq!(value(&text, "socktrace_recursion_misses_total"), Some(2.0));
+    assert_eq!(
+        value(&text, "socktrace_owner_map_evictions_total"),
+        Some(4.0)
+    );
+}
+
+#[test]
+fn listeners() {
+    let m = Metrics::new();
+    m.set_listeners_open(3);
+    m.set_listeners_open(2);
+    m.short_lived_listener();
+    let text = m.encode();
+    assert!(text.contains("# TYPE socktrace_listeners_open gauge\n"));
+    assert_eq!(value(&text, "socktrace_listeners_open"), Some(2.0));
+    assert_eq!(
+        value(&text, "socktrace_short_lived_listeners_total"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn time_wait_population_keeps_the_top_ports() {
+    let row = |port: &str, entries, population| TimewaitRow {
+        local_port: port.into(),
+        entries,
+        population,
+    };
+    let m = Metrics::new();
+    // Ports 1..=25 with entries equal to the port: 6..=25 are the top 20.
+    let mut rows: Vec<TimewaitRow> = (1..=25).map(|p| row(&p.to_string(), p, 10)).collect();
+    rows.push(row("client", 100, 7));
+    rows.push(row("other", 0, 1));
+    m.set_timewait(&rows);
+    let text = m.encode();
+    let v = |port: &str| {
+        value(
+            &text,
+            &format!(r#"socktrace_timewait_sockets{{local_port="{port}"}}"#),
+        )
+    };
+    assert_eq!(v("client"), Some(7.0));
+    assert_eq!(v("25"), Some(10.0));
+    assert_eq!(v("7"), Some(10.0));
+    assert_eq!(v("6"), None);
+    assert_eq!(v("other"), Some(61.0)); // ports 1..=6 and the `other` row
+    // The next call replaces them all.
+    m.set_timewait(&[row("8080", 3, 2)]);
+    let text = m.encode();
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("socktrace_timewait_sockets{"))
+        .collect();
+    assert_eq!(
+        series,
+        [r#"socktrace_timewait_sockets{local_port="8080"} 2"#]
+    );
+}
