@@ -68,12 +68,13 @@ pub fn claim_if_new(info: &mut SockInfo, sk: *mut c_void) {
 }
 
 /// The owner to stamp on an event of `sk`: a pending `accept` hand-over
-/// first, then the stored owner, marked inherited if it was the listener's.
+/// first (if `handover`: the accept hooks run), then the stored owner,
+/// marked inherited if it was the listener's.
 #[inline(always)]
-pub fn resolve(info: &mut SockInfo, sk: *mut c_void) -> Owner {
+pub fn resolve(info: &mut SockInfo, sk: *mut c_void, handover: bool) -> Owner {
     let key = sk as u64;
     // SAFETY: the value is copied before the entry is removed.
-    if let Some(accepted) = unsafe { ACCEPTED.get(key) } {
+    if handover && let Some(accepted) = unsafe { ACCEPTED.get(key) } {
         info.owner = *accepted;
         info.sk = key;
         let _ = ACCEPTED.remove(key);

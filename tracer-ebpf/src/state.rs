@@ -4,7 +4,8 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::generated::bpf_get_socket_cookie, macros::btf_tracepoint,
+    helpers::{bpf_ktime_get_ns, generated::bpf_get_socket_cookie},
+    macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
 use tracer_common::{
@@ -16,7 +17,7 @@ use crate::{
     emit::{emit, header},
     field::cfg,
     filter::sock_wanted,
-    maps::CONFIG,
+    maps::{CONFIG, SockInfo},
     owner::{claim, info, resolve},
     release::forget_bound,
     sock::{local_end, netns, optional, remote_end, tw_table_full},
@@ -74,6 +75,17 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
     if !(stream || tally) || !sock_wanted(base) {
         return Ok(());
     }
+    if !stream && new != TCP_CLOSE {
+        // Tallies only: a start is marked on the socket, nothing is read.
+        if let Some(info) = info(sk) {
+            if made_by_a_syscall(old, new) {
+                claim(info, sk);
+            }
+            // SAFETY: helper without preconditions.
+            mark_start(info, new, unsafe { bpf_ktime_get_ns() });
+        }
+        return Ok(());
+    }
     let local = local_end(base)?;
     if local.protocol != IPPROTO_TCP {
         return Ok(());
@@ -82,8 +94,6 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
     let dport = remote_end(base, local.family, &mut daddr)?;
     let mut rec = StateRecord {
         header: header(KIND_STATE),
-        // SAFETY: `sk` is the tracepoint's trusted socket pointer.
-        cookie: unsafe { bpf_get_socket_cookie(sk) },
         netns: netns(base),
         saddr: local.addr,
         daddr,
@@ -95,34 +105,35 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
         new_state: new as u8,
         ..StateRecord::default()
     };
+    if stream {
+        // SAFETY: `sk` is the tracepoint's trusted socket pointer.
+        rec.cookie = unsafe { bpf_get_socket_cookie(sk) };
+    }
     let (mut opened_ns, mut role) = (0, 0);
     if let Some(info) = info(sk) {
         if made_by_a_syscall(old, new) {
             claim(info, sk);
         }
-        if new == TCP_SYN_SENT || new == TCP_SYN_RECV {
-            info.opened_ns = rec.header.ts_ns;
-            info.role = if new == TCP_SYN_SENT {
-                ROLE_CLIENT
-            } else {
-                ROLE_SERVER
-            };
-        }
-        rec.owner = resolve(info, sk);
+        mark_start(info, new, rec.header.ts_ns);
+        // Accepts hand owners over only where their hooks run (streaming).
+        rec.owner = resolve(info, sk, mode & MODE_STREAM != 0);
         rec.flags = info.flags;
         (opened_ns, role) = (info.opened_ns, info.role);
     }
-    // How it ended: only a close needs these (userspace reads them there).
+    // How it ended: only a close needs these (userspace reads them there;
+    // the tallies only whether a timewait socket took over).
     if new == TCP_CLOSE {
-        rec.sk_err = optional(base, cfg(&k.sk_err)) as i32;
-        if optional(base, cfg(&k.sk_shutdown)) & RCV_SHUTDOWN != 0 {
-            rec.flags |= SOCK_PEER_FIN;
-        }
         if (old == TCP_FIN_WAIT2 || old == TCP_CLOSING) && tw_table_full(base) {
             rec.flags |= SOCK_TW_FULL;
         }
-        rec.bytes_acked = optional(base, cfg(&k.tcp_bytes_acked));
-        rec.bytes_received = optional(base, cfg(&k.tcp_bytes_received));
+        if stream {
+            rec.sk_err = optional(base, cfg(&k.sk_err)) as i32;
+            if optional(base, cfg(&k.sk_shutdown)) & RCV_SHUTDOWN != 0 {
+                rec.flags |= SOCK_PEER_FIN;
+            }
+            rec.bytes_acked = optional(base, cfg(&k.tcp_bytes_acked));
+            rec.bytes_received = optional(base, cfg(&k.tcp_bytes_received));
+        }
         if tally && old != TCP_LISTEN {
             let short = opened_ns != 0 && rec.header.ts_ns - opened_ns < cfg(&CONFIG.short_ns);
             count_close(&rec, role, enters_time_wait(old, rec.flags), short);
@@ -132,6 +143,19 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
         emit(&rec);
     }
     Ok(())
+}
+
+/// Notes when and on which side a connection starts.
+#[inline(always)]
+fn mark_start(info: &mut SockInfo, new: i32, now_ns: u64) {
+    if new == TCP_SYN_SENT || new == TCP_SYN_RECV {
+        info.opened_ns = now_ns;
+        info.role = if new == TCP_SYN_SENT {
+            ROLE_CLIENT
+        } else {
+            ROLE_SERVER
+        };
+    }
 }
 
 /// Whether this close hands the connection to a timewait socket: from

@@ -32,6 +32,7 @@ pub enum Dump {
     TimeWait,
     /// Every state but TIME_WAIT and LISTEN: connections in use.
     Connections,
+    Listeners,
 }
 
 /// Hands every IPv4 and IPv6 TCP socket of this network namespace that
@@ -42,6 +43,7 @@ pub fn for_each(which: Dump, mut f: impl FnMut(DiagSocket)) -> io::Result<()> {
         Dump::All => StateFlags::all(),
         Dump::TimeWait => StateFlags::TIME_WAIT,
         Dump::Connections => StateFlags::all() - StateFlags::TIME_WAIT - StateFlags::LISTEN,
+        Dump::Listeners => StateFlags::LISTEN,
     };
     let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
     socket.bind_auto()?;

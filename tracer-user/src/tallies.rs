@@ -18,7 +18,7 @@ use crate::{
     cli::TimewaitArgs,
     clock::Clock,
     diag::{self, Dump},
-    event::{Comm, TcpState},
+    event::Comm,
     host,
     metrics::{Metrics, TimewaitRow},
     output::{TimewaitView, summary_line},
@@ -199,10 +199,8 @@ fn key(raw: &TallyKey) -> Key {
 fn listeners() -> io::Result<FxHashMap<u16, (u32, String)>> {
     let owners = proc::socket_owners(None);
     let mut by_port = FxHashMap::default();
-    diag::for_each(Dump::All, |s| {
-        if s.state == TcpState::Listen
-            && let Some(owner) = owners.get(&s.inode)
-        {
+    diag::for_each(Dump::Listeners, |s| {
+        if let Some(owner) = owners.get(&s.inode) {
             let comm = owner.comm.as_str().into_owned();
             by_port.insert(s.local.port(), (owner.pid, comm));
         }

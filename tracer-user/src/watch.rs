@@ -41,6 +41,8 @@ pub struct Plan {
     pub mode: Mode,
     /// Print the sockets that exist at start (`--snapshot`).
     pub snapshot: bool,
+    /// Which existing sockets to learn at start.
+    pub existing: Dump,
     pub track_limit: usize,
     pub tw_poll: Duration,
     /// Call the view's periodic report this often.
@@ -74,6 +76,7 @@ impl Plan {
         Plan {
             mode: Mode::Watch,
             snapshot: args.snapshot,
+            existing: Dump::All,
             track_limit: args.track_limit as usize,
             tw_poll: args.tw_poll,
             interval: None,
@@ -88,8 +91,10 @@ impl Plan {
     pub fn listeners(args: ListenersArgs) -> Plan {
         Plan {
             mode: Mode::Listeners,
-            // Listeners that predate us must be known to see them close.
+            // Listeners that predate us must be known to see them close;
+            // nothing else is followed.
             snapshot: true,
+            existing: Dump::Listeners,
             track_limit: 1 << 18,
             tw_poll: Duration::from_secs(1),
             interval: args.interval,
@@ -109,6 +114,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
         common: args,
         mode,
         snapshot: print_snapshot,
+        existing: which,
         track_limit,
         tw_poll,
         interval: report_every,
@@ -158,7 +164,8 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
     let wanted = |local: u16, remote: u16| {
         args.ports.is_empty() || args.ports.contains(&local) || args.ports.contains(&remote)
     };
-    let mut existing = snapshot(wanted).context("snapshot of existing sockets (sock_diag)")?;
+    let mut existing =
+        snapshot(which, wanted).context("snapshot of existing sockets (sock_diag)")?;
     for known in &mut existing {
         pipeline.cgroups.resolve(&mut known.owner);
     }
@@ -254,10 +261,10 @@ fn losses(source: &Source, programs: &aya::Ebpf) -> anyhow::Result<KernelCounter
 
 /// Every TCP socket that exists now and that `wanted(local port, remote
 /// port)`, with its owner from /proc.
-fn snapshot(wanted: impl Fn(u16, u16) -> bool) -> io::Result<Vec<Known>> {
+fn snapshot(which: Dump, wanted: impl Fn(u16, u16) -> bool) -> io::Result<Vec<Known>> {
     let owners = proc::socket_owners(probe::cgroup_v2_root().as_deref());
     let mut known = Vec::new();
-    diag::for_each(Dump::All, |s| {
+    diag::for_each(which, |s| {
         if wanted(s.local.port(), s.remote.port()) {
             known.push(Known {
                 owner: owners.get(&s.inode).cloned().unwrap_or(Owner::UNKNOWN),

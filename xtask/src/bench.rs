@@ -37,6 +37,8 @@ enum Tracer {
 #[derive(Clone, Copy, PartialEq)]
 enum Stream {
     None,
+    /// Aggregates only: nothing is streamed per transition.
+    Aggregate,
     Text,
     Json,
     Bpftrace,
@@ -73,12 +75,12 @@ fn modes() -> Vec<Mode> {
         Mode {
             name: "socktrace timewait --json (kernel tallies)",
             tracer: Tracer::Socktrace(&["timewait", "--json"]),
-            streams: Stream::None,
+            streams: Stream::Aggregate,
         },
         Mode {
             name: "socktrace listeners --json",
             tracer: Tracer::Socktrace(&["listeners", "--json"]),
-            streams: Stream::None,
+            streams: Stream::Aggregate,
         },
     ];
     if Command::new("bpftrace")
@@ -351,7 +353,7 @@ fn count(path: &Path, port: u16, stream: Stream) -> Result<u64> {
     let file = fs::File::open(path).with_context(|| path.display().to_string())?;
     let lines = BufReader::new(file).lines().map_while(Result::ok);
     let n = match stream {
-        Stream::None => 0,
+        Stream::None | Stream::Aggregate => 0,
         Stream::Json => {
             let (s, d) = (format!("\"sport\":{port},"), format!("\"dport\":{port},"));
             lines
@@ -412,10 +414,11 @@ fn table(modes: &[Mode], runs: &[Vec<Run>], per_conn: f64) -> String {
         let happened = |r: &Run| r.connections as f64 * per_conn;
         let delivered = match mode.streams {
             Stream::None => "(filtered out)".to_string(),
+            Stream::Aggregate => "(aggregates)".to_string(),
             _ => format!("{:.2} %", m(&|r| 100.0 * r.delivered as f64 / happened(r))),
         };
         let events = |r: &Run| match mode.streams {
-            Stream::None => happened(r),
+            Stream::None | Stream::Aggregate => happened(r),
             _ => r.delivered as f64,
         };
         let _ = writeln!(
