@@ -412,15 +412,7 @@ impl Timewait {
         interval_ns: u64,
         group: impl Fn(&Key) -> Option<u32>,
     ) -> Vec<Row> {
-        let mut grouped: FxHashMap<u32, (u64, u64)> = FxHashMap::default();
-        for (key, (entries, population)) in by_key {
-            if let Some(id) = group(key) {
-                let g = grouped.entry(id).or_default();
-                g.0 += entries;
-                g.1 += population;
-            }
-        }
-        let mut rows: Vec<Row> = grouped
+        let mut rows: Vec<Row> = sum_by(by_key, group)
             .into_iter()
             .filter(|(_, (entries, population))| entries + population > 0)
             .map(|(id, (entries, population))| Row {
@@ -446,14 +438,9 @@ impl Timewait {
         in_use: &FxHashMap<Dest, u64>,
         interval_ns: u64,
     ) -> Vec<DestRow> {
-        let mut grouped: FxHashMap<Dest, (u64, u64)> = FxHashMap::default();
-        for (key, (entries, population)) in by_key {
-            if key.role == Role::Client {
-                let g = grouped.entry(key.destination()).or_default();
-                g.0 += entries;
-                g.1 += population;
-            }
-        }
+        let mut grouped = sum_by(by_key, |k| {
+            (k.role == Role::Client).then(|| k.destination())
+        });
         for dest in in_use.keys() {
             grouped.entry(*dest).or_default();
         }
@@ -573,6 +560,23 @@ impl Timewait {
         }
         notes
     }
+}
+
+/// (entries, population) of `by_key`, summed by `group` (keys it maps to
+/// `None` left out).
+fn sum_by<G: std::hash::Hash + Eq>(
+    by_key: &FxHashMap<&Key, (u64, u64)>,
+    group: impl Fn(&Key) -> Option<G>,
+) -> FxHashMap<G, (u64, u64)> {
+    let mut grouped: FxHashMap<G, (u64, u64)> = FxHashMap::default();
+    for (key, (entries, population)) in by_key {
+        if let Some(g) = group(key) {
+            let sum = grouped.entry(g).or_default();
+            sum.0 += entries;
+            sum.1 += population;
+        }
+    }
+    grouped
 }
 
 fn per_sec(n: u64, interval_ns: u64) -> f64 {

@@ -127,6 +127,13 @@ fn text(r: &Report, time: &str, out: &mut String) {
     }
 }
 
+fn dest(o: &mut Obj<'_>, d: &Dest) {
+    o.ip("saddr", d.local)
+        .ip("daddr", d.remote.ip())
+        .uint("dport", d.remote.port().into())
+        .uint("netns", d.netns.into());
+}
+
 fn json(r: &Report, time: &str, out: &mut String) {
     let mut o = Obj::new(out, "timewait");
     o.name("time", time)
@@ -147,11 +154,8 @@ fn json(r: &Report, time: &str, out: &mut String) {
                 .uint("time_wait", row.population);
         })
         .array("by_destination", &r.by_destination, |o, d| {
-            o.ip("saddr", d.dest.local)
-                .ip("daddr", d.dest.remote.ip())
-                .uint("dport", d.dest.remote.port().into())
-                .uint("netns", d.dest.netns.into())
-                .shown("per_sec", format_args!("{:.1}", d.per_sec))
+            dest(o, &d.dest);
+            o.shown("per_sec", format_args!("{:.1}", d.per_sec))
                 .uint("time_wait", d.time_wait)
                 .uint("in_use", d.in_use);
         })
@@ -161,10 +165,8 @@ fn json(r: &Report, time: &str, out: &mut String) {
                 .uint("time_wait", row.population);
         })
         .array("port_pressure", &r.pressure, |o, p| {
-            o.ip("saddr", p.dest.local)
-                .ip("daddr", p.dest.remote.ip())
-                .uint("dport", p.dest.remote.port().into())
-                .uint("held", p.held)
+            dest(o, &p.dest);
+            o.uint("held", p.held)
                 .uint("range", p.range)
                 .shown("percent", format_args!("{:.1}", p.percent))
                 .uint("pid", p.pid.into())
