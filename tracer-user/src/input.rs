@@ -19,7 +19,7 @@
 //!   `tw_end`: `sk_err`, the RST and FIN flags, `tw_table_full` and the
 //!   byte counts are default (the close record says what they meant);
 //! - durations (`duration_ns`, `spent`): rounded to the microsecond;
-//! - the loss counters `unpaired` and `owner_failed`: 0;
+//! - the loss counters `unpaired`, `owner_failed` and `tally_overflow`: 0;
 //! - [`Opener::Listener`](crate::track::Opener::Listener) (never in a
 //!   close record) reads as `Unknown`;
 //! - [`TcpState::Unknown`](crate::event::TcpState::Unknown)`(n)` reads as
@@ -443,6 +443,7 @@ mod tests {
             ring_drops: 1,
             unpaired: 2,
             owner_failed: 3,
+            tally_overflow: 5,
             recursion_misses: 4,
         };
         let (got, _) = read_all(
@@ -475,6 +476,7 @@ mod tests {
         let counters = KernelCounters {
             unpaired: 0,
             owner_failed: 0,
+            tally_overflow: 0,
             ..counters
         };
         assert_eq!(

@@ -5,7 +5,9 @@ use std::io;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use tokio::io::{Interest, unix::AsyncFd};
-use tracer_common::{COUNTER_OWNER_FAILED, COUNTER_RING_DROPS, COUNTER_UNPAIRED};
+use tracer_common::{
+    COUNTER_OWNER_FAILED, COUNTER_RING_DROPS, COUNTER_TALLY_OVERFLOW, COUNTER_UNPAIRED,
+};
 
 pub struct Source {
     ring: AsyncFd<RingBuf<MapData>>,
@@ -21,6 +23,8 @@ pub struct KernelCounters {
     pub unpaired: u64,
     /// Sockets whose owner storage could not be allocated.
     pub owner_failed: u64,
+    /// `timewait` counts that went to the overflow row (its map was full).
+    pub tally_overflow: u64,
     /// Times a program of ours did not run because another BPF program was
     /// running on that CPU (from the kernel's program statistics).
     pub recursion_misses: u64,
@@ -63,6 +67,7 @@ impl Source {
             ring_drops: sum(COUNTER_RING_DROPS)?,
             unpaired: sum(COUNTER_UNPAIRED)?,
             owner_failed: sum(COUNTER_OWNER_FAILED)?,
+            tally_overflow: sum(COUNTER_TALLY_OVERFLOW)?,
             recursion_misses: 0,
         })
     }

@@ -163,6 +163,10 @@ impl fmt::Display for Summary {
             ),
             (self.kernel.owner_failed, "sockets without owner storage"),
             (
+                self.kernel.tally_overflow,
+                "connection ends counted in the overflow row (tally map full)",
+            ),
+            (
                 self.untracked,
                 "connections dropped from tracking (table full)",
             ),
