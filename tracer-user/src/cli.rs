@@ -158,6 +158,10 @@ pub struct AnalyzeArgs {
     /// JSON lines instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Also draw the report as an SVG chart into FILE (listeners,
+    /// timewait or lifecycles; created 0600, never through a symlink).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub timewait: TimewaitReport,
 }
@@ -175,6 +179,14 @@ impl Cli {
     /// what clap checks.
     pub fn into_command(self) -> Result<Command, String> {
         let command = self.command.unwrap_or(Command::Watch(self.watch));
+        if let Command::Analyze(a) = &command
+            && a.plot.is_some()
+            && a.report == Report::Summary
+        {
+            return Err(
+                "--plot draws listeners, timewait or lifecycles: choose one with --report".into(),
+            );
+        }
         let common = match &command {
             Command::Watch(w) | Command::Record(RecordArgs { watch: w, .. }) => Some(&w.common),
             Command::Listeners(l) => Some(&l.common),

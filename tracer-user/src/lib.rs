@@ -16,6 +16,7 @@ pub mod input;
 pub mod metrics;
 pub mod offline;
 pub mod output;
+pub mod plot;
 pub mod probe;
 pub mod proc;
 pub mod record;

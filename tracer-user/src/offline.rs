@@ -7,18 +7,22 @@ use std::{
 };
 
 use anyhow::Context as _;
+use rustc_hash::FxHashMap;
 
 use crate::{
     analysis::{
         lifecycles::Lifecycles,
         listeners::Listeners,
-        timewait::{Feed, Settings, Timewait},
+        listeners::What,
+        timewait::{Dest, Feed, Report as TwReport, Settings, Timewait},
     },
     cli::{AnalyzeArgs, Report},
     clock::Clock,
     host,
     input::Reader,
     output::{ListenersView, Render, TimewaitView, lifecycles, summary_line},
+    plot::{self, Bar, Series},
+    record,
     summary::Summary,
     track::Record,
 };
@@ -35,6 +39,10 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
         Box::new(BufReader::with_capacity(1 << 20, file))
     };
     let reader = Reader::new(input);
+    let mut charts = args
+        .plot
+        .as_ref()
+        .map(|_| Charts::new(args.report, args.timewait.short.short));
     let mut analysis = Analysis::new(args);
     let mut out = String::new();
     let mut stdout = io::stdout().lock();
@@ -45,6 +53,9 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
             Ok(record) => {
                 last_ns = at(&record).max(last_ns);
                 analysis.observe(&record, &mut out);
+                if let Some(charts) = charts.as_mut() {
+                    charts.observe(&record);
+                }
             }
             Err((line, err)) => {
                 bad += 1;
@@ -59,6 +70,19 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
     }
     analysis.finish(last_ns, &mut out);
     let _ = write(&mut stdout, &mut out);
+    if let (Some(charts), Some(path)) = (charts, &args.plot) {
+        let reports = match &analysis {
+            Analysis::Timewait(run) => run.reports.as_slice(),
+            _ => &[],
+        };
+        let svg = charts
+            .render(reports)
+            .map_err(|e| anyhow::anyhow!("drawing the chart: {e}"))?;
+        let mut file = record::create(path, true)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        file.write_all(svg.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     if bad > 0 {
         eprintln!("socktrace: {name}: {bad} bad lines skipped");
     }
@@ -82,6 +106,117 @@ fn at(record: &Record) -> u64 {
     }
 }
 
+/// What `--plot` draws, gathered as the records go by.
+struct Charts {
+    report: Report,
+    start_ns: Option<u64>,
+    durations: Vec<u64>,
+    listeners: Listeners,
+    bars: Vec<Bar>,
+}
+
+/// The most durations kept for the histogram.
+const MAX_DURATIONS: usize = 1 << 22;
+/// Destinations drawn besides the total.
+const PLOTTED_DESTINATIONS: usize = 5;
+
+impl Charts {
+    /// `report` is not `Summary` (the command line checks).
+    fn new(report: Report, short: std::time::Duration) -> Charts {
+        Charts {
+            report,
+            start_ns: None,
+            durations: Vec::new(),
+            listeners: Listeners::new(short.as_nanos().try_into().unwrap_or(u64::MAX)),
+            bars: Vec::new(),
+        }
+    }
+
+    fn secs(&self, ns: u64) -> f64 {
+        ns.saturating_sub(self.start_ns.unwrap_or(ns)) as f64 / 1e9
+    }
+
+    fn observe(&mut self, record: &Record) {
+        self.start_ns.get_or_insert(at(record));
+        match self.report {
+            Report::Lifecycles => {
+                if let Record::Close(c) = record
+                    && self.durations.len() < MAX_DURATIONS
+                {
+                    self.durations.push(c.duration_ns);
+                }
+            }
+            Report::Listeners => {
+                let Some(note) = self.listeners.observe(record) else {
+                    return;
+                };
+                if let What::Closed {
+                    lifetime_ns: Some(lifetime),
+                    short,
+                } = note.what
+                {
+                    let comm = note.owner.comm.as_str().into_owned();
+                    self.bars.push(Bar {
+                        row: format!("{} {} {comm}", note.proto, note.addr.port()),
+                        start_s: self.secs(note.at_ns.saturating_sub(lifetime)),
+                        end_s: self.secs(note.at_ns),
+                        short,
+                    });
+                }
+            }
+            Report::Timewait | Report::Summary => {}
+        }
+    }
+
+    fn render(&self, reports: &[(u64, TwReport)]) -> Result<String, String> {
+        match self.report {
+            Report::Lifecycles => plot::durations(&self.durations),
+            Report::Listeners => plot::listeners(&self.bars),
+            _ => {
+                // The destinations that held the most at any time.
+                let mut peak: FxHashMap<Dest, u64> = FxHashMap::default();
+                for (_, r) in reports {
+                    for d in &r.by_destination {
+                        let p = peak.entry(d.dest).or_default();
+                        *p = (*p).max(d.time_wait);
+                    }
+                }
+                let mut top: Vec<(Dest, u64)> = peak.into_iter().collect();
+                top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                top.truncate(PLOTTED_DESTINATIONS);
+                let mut lines = vec![Series {
+                    name: "all".into(),
+                    points: reports
+                        .iter()
+                        .map(|(t, r)| (self.secs(*t), r.population as f64))
+                        .collect(),
+                }];
+                for (dest, _) in &top {
+                    let points = reports
+                        .iter()
+                        .map(|(t, r)| {
+                            let held = r.by_destination.iter().find(|d| d.dest == *dest);
+                            (self.secs(*t), held.map_or(0.0, |d| d.time_wait as f64))
+                        })
+                        .collect();
+                    lines.push(Series {
+                        name: format!("to {}", dest.remote),
+                        points,
+                    });
+                }
+                let rate = Series {
+                    name: "entries/s".into(),
+                    points: reports
+                        .iter()
+                        .map(|(t, r)| (self.secs(*t), r.rate()))
+                        .collect(),
+                };
+                plot::timewait(&lines, &rate)
+            }
+        }
+    }
+}
+
 /// `--report timewait`: the recording's own clock drives the intervals.
 struct TimewaitRun {
     feed: Feed,
@@ -90,6 +225,9 @@ struct TimewaitRun {
     interval_ns: u64,
     settings: Settings,
     next_ns: u64,
+    /// Every interval's report, kept for `--plot`.
+    reports: Vec<(u64, TwReport)>,
+    keep: bool,
 }
 
 /// The chosen report and its state.
@@ -122,6 +260,8 @@ impl Analysis {
                     per_request_rate: crate::tallies::PER_REQUEST_RATE,
                 },
                 next_ns: 0,
+                reports: Vec::new(),
+                keep: args.plot.is_some(),
             })),
             Report::Lifecycles => Analysis::Lifecycles(Lifecycles::default(), args.json),
             Report::Summary => Analysis::Summary(Box::default(), args.json),
@@ -139,6 +279,8 @@ impl Analysis {
                     interval_ns,
                     settings,
                     next_ns,
+                    reports,
+                    keep,
                 } = &mut **run;
                 let now = at(record);
                 // The recording's clock drives the intervals.
@@ -150,6 +292,9 @@ impl Analysis {
                     let report = tw.tick(*next_ns, &feed.counted(), feed.in_use(), None);
                     if report.entries > 0 || !report.per_request.is_empty() {
                         view.report(&report, out);
+                    }
+                    if *keep {
+                        reports.push((*next_ns, report));
                     }
                     *next_ns += *interval_ns;
                 }
@@ -176,5 +321,44 @@ impl Analysis {
                 out.push('\n');
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::BufReader;
+
+    use super::*;
+
+    /// The charts of the recording in fixtures/ (see fixtures/README.md).
+    fn charts(report: Report) -> Charts {
+        let recording = include_str!("../fixtures/listeners-and-churn.jsonl");
+        let mut charts = Charts::new(report, std::time::Duration::from_secs(1));
+        for record in Reader::new(BufReader::new(recording.as_bytes())) {
+            charts.observe(&record.expect("a valid line"));
+        }
+        charts
+    }
+
+    #[test]
+    fn listener_timeline_of_a_recording() {
+        let c = charts(Report::Listeners);
+        // 5 restarts on 47001, 2 churn servers, the 47004 listener, UDP 47002.
+        assert_eq!(c.bars.len(), 9);
+        assert!(c.bars.iter().all(|b| b.short && b.end_s > b.start_s));
+        let svg = c.render(&[]).unwrap();
+        roxmltree::Document::parse(&svg).expect("well-formed SVG");
+        for row in ["tcp 47001 sockops", "tcp 47003 churn", "udp 47002 python3"] {
+            assert!(svg.contains(row), "{row}");
+        }
+        assert_eq!(svg.matches("fill=\"#FF0000\"").count(), 9);
+    }
+
+    #[test]
+    fn duration_histogram_of_a_recording() {
+        let c = charts(Report::Lifecycles);
+        assert_eq!(c.durations.len(), 32);
+        let svg = c.render(&[]).unwrap();
+        assert!(svg.contains("Connection durations (32 connections)"));
     }
 }

@@ -45,7 +45,7 @@ pub fn plan(args: RecordArgs) -> anyhow::Result<Plan> {
 
 /// Creates `path` 0600 (refusing an existing one unless `force`), never
 /// following a symlink at its last component.
-fn create(path: &Path, force: bool) -> io::Result<File> {
+pub fn create(path: &Path, force: bool) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options
         .write(true)
