@@ -87,6 +87,14 @@ pub struct WatchArgs {
     /// How often to look for TIME_WAIT sockets that ended (sock_diag).
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration, allow_negative_numbers = true)]
     pub tw_poll: Duration,
+    /// Also write every event to the systemd journal, with SOCKTRACE_*
+    /// fields (one datagram per event: for modest rates or with filters).
+    #[arg(long)]
+    pub journal: bool,
+    /// Also send every event to syslog as RFC 5424 with structured data,
+    /// through SOCKET (default /dev/log).
+    #[arg(long, value_name = "SOCKET", num_args = 0..=1, default_missing_value = "/dev/log")]
+    pub syslog: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -13,6 +13,7 @@ pub mod diag;
 pub mod event;
 pub mod host;
 pub mod input;
+pub mod logsink;
 pub mod metrics;
 pub mod offline;
 pub mod output;

@@ -255,11 +255,7 @@ mod tests {
         let svg = durations(&[1_000, 1_500, 2_000, 1_000_000]).unwrap();
         assert!(svg.contains("Connection durations (4 connections)"));
         // Three buckets hold connections: three bars.
-        assert_eq!(
-            count(&svg, "opacity=\"0.7\" fill=\"#0000FF\""),
-            3,
-            "{svg}"
-        );
+        assert_eq!(count(&svg, "opacity=\"0.7\" fill=\"#0000FF\""), 3, "{svg}");
     }
 
     #[test]

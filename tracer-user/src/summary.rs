@@ -36,6 +36,8 @@ pub struct Summary {
     pub listeners_closed: u64,
     pub short_listeners: FxHashMap<String, u64>,
     pub short_listeners_total: u64,
+    /// Journal/syslog entries that could not be sent.
+    pub log_failed: u64,
     listeners: Listeners,
 }
 
@@ -54,6 +56,7 @@ impl Default for Summary {
             listeners_closed: 0,
             short_listeners: FxHashMap::default(),
             short_listeners_total: 0,
+            log_failed: 0,
             listeners: Listeners::new(SHORT_LISTENER_NS),
         }
     }
@@ -170,6 +173,7 @@ impl fmt::Display for Summary {
                 self.untracked,
                 "connections dropped from tracking (table full)",
             ),
+            (self.log_failed, "journal/syslog entries not sent"),
         ];
         for (n, what) in extra {
             if n > 0 {

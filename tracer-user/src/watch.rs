@@ -17,6 +17,7 @@ use crate::{
     clock::Clock,
     diag::{self, Dump},
     event::{self, Owner},
+    logsink::{self, Journal, Sink, Syslog},
     metrics::Metrics,
     output::{Json, ListenersView, Render, Text, TextMode, summary_line},
     probe::{self, Mode, Options, Probe},
@@ -52,6 +53,16 @@ pub struct Plan {
     pub output: Box<dyn Write>,
     /// A first line before anything else (`record`'s header).
     pub header: Option<String>,
+    /// Also log each record to the journal and/or syslog.
+    pub log_to: LogTo,
+}
+
+/// `--journal`, `--syslog`.
+#[derive(Clone, Debug, Default)]
+pub struct LogTo {
+    pub journal: bool,
+    /// The syslog socket.
+    pub syslog: Option<std::path::PathBuf>,
 }
 
 /// How records are shown.
@@ -83,6 +94,10 @@ impl Plan {
             view,
             output: Box::new(io::stdout().lock()),
             header: None,
+            log_to: LogTo {
+                journal: args.journal,
+                syslog: args.syslog,
+            },
             common: args.common,
         }
     }
@@ -104,6 +119,7 @@ impl Plan {
             },
             output: Box::new(io::stdout().lock()),
             header: None,
+            log_to: LogTo::default(),
             common: args.common,
         }
     }
@@ -121,6 +137,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
         view,
         output,
         header,
+        log_to,
     } = plan;
     let Probe {
         programs,
@@ -151,7 +168,14 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
         )),
     };
     let mut out = Output::new(output);
-    let mut pipeline = Pipeline::new(track_limit, metrics);
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if log_to.journal {
+        sinks.push(Box::new(Journal));
+    }
+    if let Some(socket) = &log_to.syslog {
+        sinks.push(Box::new(Syslog::open(socket).map_err(anyhow::Error::msg)?));
+    }
+    let mut pipeline = Pipeline::new(track_limit, Taps { metrics, sinks });
     if let Some(header) = header {
         out.buf.push_str(&header);
         out.buf.push('\n');
@@ -284,17 +308,17 @@ struct Pipeline {
     tracker: Tracker,
     summary: Summary,
     records: Vec<Record>,
-    metrics: Option<Arc<Metrics>>,
+    taps: Taps,
 }
 
 impl Pipeline {
-    fn new(track_limit: usize, metrics: Option<Arc<Metrics>>) -> Pipeline {
+    fn new(track_limit: usize, taps: Taps) -> Pipeline {
         Pipeline {
             cgroups: Cgroups::new(probe::cgroup_v2_root()),
             tracker: Tracker::new(track_limit),
             summary: Summary::default(),
             records: Vec::new(),
-            metrics,
+            taps,
         }
     }
 
@@ -304,14 +328,14 @@ impl Pipeline {
             tracker,
             summary,
             records,
-            metrics,
+            taps,
         } = self;
         // Record by record, so nothing piles up however much is waiting.
         source.drain(|bytes| match event::decode(bytes) {
             Ok(mut event) => {
                 cgroups.resolve(&mut event.owner);
                 tracker.observe(event, records);
-                emit(records, summary, metrics.as_deref(), render, out);
+                emit(records, summary, taps, render, out);
             }
             Err(err) => {
                 if summary.malformed == 0 {
@@ -353,8 +377,13 @@ impl Pipeline {
     }
 
     fn emit(&mut self, render: &mut dyn Render, out: &mut Output) {
-        let metrics = self.metrics.as_deref();
-        emit(&mut self.records, &mut self.summary, metrics, render, out);
+        emit(
+            &mut self.records,
+            &mut self.summary,
+            &mut self.taps,
+            render,
+            out,
+        );
     }
 
     /// Says what the kernel could not deliver since `before`: on stderr,
@@ -367,7 +396,7 @@ impl Pipeline {
         render: &mut dyn Render,
         out: &mut Output,
     ) {
-        if let Some(metrics) = &self.metrics {
+        if let Some(metrics) = &self.taps.metrics {
             metrics.set_losses(&now, self.tracker.evicted);
         }
         let dropped = now.ring_drops - before.ring_drops;
@@ -396,22 +425,48 @@ impl Pipeline {
 fn emit(
     records: &mut Vec<Record>,
     summary: &mut Summary,
-    metrics: Option<&Metrics>,
+    taps: &mut Taps,
     render: &mut dyn Render,
     out: &mut Output,
 ) {
     for record in records.drain(..) {
         let short_before = summary.short_listeners_total;
         summary.count(&record);
-        if let Some(metrics) = metrics {
-            metrics.observe(&record);
+        taps.record(&record, summary, short_before);
+        render.record(&record, &mut out.buf);
+        out.flush_if_full();
+    }
+}
+
+/// Where records go besides the output: Prometheus metrics, the journal,
+/// syslog.
+pub struct Taps {
+    pub metrics: Option<Arc<Metrics>>,
+    pub sinks: Vec<Box<dyn Sink>>,
+}
+
+impl Taps {
+    fn record(&mut self, record: &Record, summary: &mut Summary, short_before: u64) {
+        if let Some(metrics) = &self.metrics {
+            metrics.observe(record);
             if summary.short_listeners_total > short_before {
                 metrics.short_lived_listener();
             }
             metrics.set_listeners_open(summary.listeners_open());
         }
-        render.record(&record, &mut out.buf);
-        out.flush_if_full();
+        if self.sinks.is_empty() {
+            return;
+        }
+        if let Some(entry) = logsink::entry(record) {
+            for sink in &mut self.sinks {
+                if let Err(err) = sink.send(&entry) {
+                    if summary.log_failed == 0 {
+                        log::warn!("cannot log an event: {err}");
+                    }
+                    summary.log_failed += 1;
+                }
+            }
+        }
     }
 }
 

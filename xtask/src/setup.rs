@@ -7,8 +7,8 @@
 //!    nightly's LLVM;
 //! 3. bpf-linker built against that LLVM;
 //!
-//! and, for `test` only, Debian's Prometheus server (the metrics test
-//! scrapes socktrace with it).
+//! and, for `test` only, the daemons the integration tests talk to:
+//! Prometheus, rsyslog and systemd-journald (Debian packages).
 //!
 //! Each install step says what it does. When one cannot run (not root, no
 //! network) it stops with the command to run by hand.
@@ -30,26 +30,53 @@ pub fn ensure() -> Result<()> {
     ensure_bpf_linker(llvm)
 }
 
-/// Where Debian's `prometheus` package puts the server.
-const PROMETHEUS: &str = "/usr/bin/prometheus";
+/// Daemons the integration tests run socktrace against: (a file the
+/// package installs, the Debian package, what for).
+const TEST_TOOLS: [(&str, &str, &str); 3] = [
+    (
+        "/usr/bin/prometheus",
+        "prometheus",
+        "the metrics test scrapes socktrace with it",
+    ),
+    (
+        "/usr/sbin/rsyslogd",
+        "rsyslog",
+        "the syslog test reads socktrace's messages back through it",
+    ),
+    (
+        "/lib/systemd/systemd-journald",
+        "systemd",
+        "the journal test reads socktrace's entries back through it",
+    ),
+];
 
-/// What `cargo xtask test` needs beyond building: a Prometheus server.
+/// What `cargo xtask test` needs beyond building: the daemons above.
 pub fn ensure_test_tools() -> Result<()> {
-    if Path::new(PROMETHEUS).is_file() {
+    let missing: Vec<_> = TEST_TOOLS
+        .iter()
+        .filter(|(path, ..)| !Path::new(path).is_file())
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    let command = "apt-get install -y --no-install-recommends prometheus";
-    require_root(command)?;
+    let packages: Vec<&str> = missing.iter().map(|(_, package, _)| *package).collect();
+    let command = format!(
+        "apt-get install -y --no-install-recommends {}",
+        packages.join(" ")
+    );
+    require_root(&command)?;
     install("Debian's package lists", "apt-get", &["update"], &[])?;
-    install(
-        "Prometheus (the metrics test scrapes socktrace with it)",
-        "apt-get",
-        &["install", "-y", "--no-install-recommends", "prometheus"],
-        &[("DEBIAN_FRONTEND", "noninteractive")],
-    )?;
-    // Where systemd runs, the package starts a server on :9090 at every
-    // boot; the test runs its own.
-    if Path::new("/run/systemd/system").is_dir() {
+    for (_, package, why) in missing {
+        install(
+            &format!("{package} ({why})"),
+            "apt-get",
+            &["install", "-y", "--no-install-recommends", package],
+            &[("DEBIAN_FRONTEND", "noninteractive")],
+        )?;
+    }
+    // Where systemd runs, the prometheus package starts a server on :9090
+    // at every boot; the test runs its own.
+    if packages.contains(&"prometheus") && Path::new("/run/systemd/system").is_dir() {
         println!(
             "xtask: setup: stopping Debian's prometheus service: systemctl disable --now prometheus"
         );
