@@ -66,6 +66,10 @@ pub struct Common {
     /// 127.0.0.1:9400 (name another address to serve beyond this host).
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9400")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Once attached, run as this user (socktrace drops every capability
+    /// either way before it reads its first event).
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -201,6 +205,11 @@ impl Cli {
             Command::Timewait(t) => Some(&t.common),
             Command::Analyze(_) => None,
         };
+        if let Some(user) = common.and_then(|c| c.user.as_deref())
+            && !crate::privileges::user_exists(user)
+        {
+            return Err(format!("--user: no user named {user}"));
+        }
         if let Some(common) = common
             && common.ports.len() > tracer_common::MAX_FILTER_PORTS
         {

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod offline;
 pub mod output;
 pub mod plot;
+pub mod privileges;
 pub mod probe;
 pub mod proc;
 pub mod record;

@@ -22,6 +22,7 @@ use crate::{
     host,
     metrics::{Metrics, TimewaitRow},
     output::{TimewaitView, summary_line},
+    privileges,
     probe::{Mode, Options, Probe},
     proc,
     session::{self, Stop},
@@ -72,6 +73,7 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
         before,
     );
     let mut view = TimewaitView::new(clock, args.common.json);
+    privileges::drop_all(args.common.user.as_deref())?;
     eprintln!(
         "socktrace: attached in {} ms; Ctrl-C to stop",
         attach_time.as_millis()

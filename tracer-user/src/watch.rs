@@ -20,6 +20,7 @@ use crate::{
     logsink::{self, Journal, Sink, Syslog},
     metrics::Metrics,
     output::{Json, ListenersView, Render, Text, TextMode, summary_line},
+    privileges,
     probe::{self, Mode, Options, Probe},
     proc::{self, Cgroups},
     session::{self, Stop},
@@ -200,6 +201,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
         }
     }
     pipeline.tracker.preload(existing, now);
+    privileges::drop_all(args.user.as_deref())?;
     // Ready: tests (and people) may start acting on sockets now.
     eprintln!(
         "socktrace: attached in {} ms; Ctrl-C to stop",

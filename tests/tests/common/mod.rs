@@ -143,6 +143,16 @@ impl Tracer {
         &self.events
     }
 
+    /// The socktrace process's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
     /// SIGINT, then everything it printed until it exited.
     pub fn stop(self) -> Finished {
         self.signal(libc::SIGINT)

@@ -1,0 +1,217 @@
+//! Faults and least privilege, on the real kernel: capabilities given up
+//! once attached, nothing left attached after SIGKILL, two instances side
+//! by side, and missing kernel features met with one line (or a degraded
+//! run saying what is off).
+mod common;
+
+use std::{
+    net::{TcpListener, TcpStream},
+    process::Command,
+};
+
+use common::*;
+use serde_json::Value;
+
+/// `Name:\tvalue` from /proc/PID/status.
+fn status(pid: u32, name: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading status");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+        .trim()
+        .to_string()
+}
+
+/// One loopback connection to a listener of this process on `port`.
+fn connect_once(port: u16) {
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("listening");
+    let client = TcpStream::connect(("127.0.0.1", port)).expect("connecting");
+    let (server, _) = listener.accept().expect("accepting");
+    drop((client, server));
+}
+
+/// Waits until `tracer` shows the client's SYN_SENT -> ESTABLISHED on `port`.
+fn sees_connection(tracer: &mut Tracer, port: u16) {
+    tracer.wait_for("the connection", |ev| {
+        of_type(ev, "state").any(|e| e["dport"] == port && e["new_state"] == "ESTABLISHED")
+    });
+}
+
+#[test]
+fn every_capability_is_given_up_once_attached() {
+    for user in [None, Some("nobody")] {
+        let port = free_port("127.0.0.1");
+        let p = port.to_string();
+        let mut args = vec!["--port", p.as_str()];
+        if let Some(user) = user {
+            args.extend(["--user", user]);
+        }
+        let mut tracer = Tracer::start(&args);
+        let pid = tracer.pid();
+        for set in ["CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"] {
+            assert_eq!(status(pid, set), "0000000000000000", "{set} as {user:?}");
+        }
+        assert_eq!(status(pid, "NoNewPrivs"), "1");
+        if user.is_some() {
+            assert!(
+                status(pid, "Uid").starts_with("65534"),
+                "{}",
+                status(pid, "Uid")
+            );
+        }
+        // It still works: events arrive, and the summary at the end.
+        connect_once(port);
+        sees_connection(&mut tracer, port);
+        let done = tracer.stop();
+        assert!(done.status.success(), "{}", done.stderr);
+        assert_eq!(of_type(&done.events, "summary").count(), 1);
+    }
+    let out = Command::new(socktrace_bin())
+        .args(["--user", "no-such-user-here"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "socktrace: --user: no user named no-such-user-here\n"
+    );
+}
+
+/// BPF program ids the process holds open (from /proc/PID/fdinfo).
+fn prog_ids(pid: u32) -> Vec<u32> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo");
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|id| id.trim().parse().ok())
+        })
+        .collect()
+}
+
+/// Whether the kernel still has a BPF program with this id.
+fn prog_exists(id: u32) -> bool {
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    // union bpf_attr for BPF_PROG_GET_FD_BY_ID: { prog_id, next_id, open_flags }.
+    let mut attr = [0u32; 4];
+    attr[0] = id;
+    // SAFETY: bpf(2) reads `attr` (zero-padded) and returns an fd or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_GET_FD_BY_ID,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: closing the fd we were just given.
+        unsafe { libc::close(fd as i32) };
+        return true;
+    }
+    std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT)
+}
+
+#[test]
+fn sigkill_leaves_nothing_attached_and_a_new_instance_starts_at_once() {
+    let tracer = Tracer::start(&[]);
+    let ids = prog_ids(tracer.pid());
+    assert!(ids.len() >= 10, "expected our programs' fds, got {ids:?}");
+    assert!(ids.iter().all(|&id| prog_exists(id)));
+    let done = tracer.signal(libc::SIGKILL);
+    assert_eq!(done.status.code(), None, "killed by a signal");
+    // The programs went with the last fd: nothing pinned, nothing left.
+    for id in &ids {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while prog_exists(*id) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "program {id} is still loaded"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    let port = free_port("127.0.0.1");
+    let mut again = Tracer::start(&["--port", &port.to_string()]);
+    connect_once(port);
+    sees_connection(&mut again, port);
+}
+
+#[test]
+fn two_instances_at_once_both_see_everything() {
+    let port = free_port("127.0.0.1");
+    let p = port.to_string();
+    let mut first = Tracer::start(&["--port", &p]);
+    let mut second = Tracer::start(&["--port", &p]);
+    connect_once(port);
+    sees_connection(&mut first, port);
+    sees_connection(&mut second, port);
+    let transitions = |events: &[Value]| -> Vec<String> {
+        of_type(events, "state")
+            .map(|e| format!("{}:{}>{}", e["sport"], e["old_state"], e["new_state"]))
+            .collect()
+    };
+    let (a, b) = (first.stop(), second.stop());
+    assert!(a.status.success() && b.status.success());
+    assert_eq!(transitions(&a.events), transitions(&b.events));
+    assert!(
+        transitions(&a.events).len() >= 10,
+        "{:?}",
+        transitions(&a.events)
+    );
+}
+
+/// Runs `socktrace ARGS` in a private mount namespace after `setup` (shell
+/// commands), so the host's mounts stay as they are.
+fn in_mount_namespace(setup: &str, args: &str) -> std::process::Output {
+    let bin = socktrace_bin();
+    let script = format!("{setup} && exec {} {args}", bin.display());
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("running unshare (util-linux)")
+}
+
+#[test]
+fn missing_kernel_btf_is_one_line() {
+    require_root();
+    let out = in_mount_namespace(
+        "mount --bind /dev/null /sys/kernel/btf/vmlinux",
+        "--duration 1",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("socktrace: ") && stderr.contains("BTF"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn without_cgroup_v2_it_runs_degraded_and_says_so() {
+    require_root();
+    let out = in_mount_namespace("umount -l /sys/fs/cgroup/unified", "--duration 0.5");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let degraded: Vec<&str> = stderr.lines().filter(|l| l.contains("degraded:")).collect();
+    assert_eq!(degraded.len(), 2, "{stderr}");
+    assert!(
+        degraded
+            .iter()
+            .all(|l| l.contains("cgroup v2 is not mounted")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unmounted_tracefs_is_mounted_and_said() {
+    require_root();
+    let out = in_mount_namespace("umount -l /sys/kernel/tracing", "--duration 0.5");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("socktrace: mounted tracefs at /sys/kernel/tracing"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,101 @@
+//! After the programs are attached and the start-up snapshot is taken,
+//! socktrace needs no privilege: its maps and links are open file
+//! descriptors, sock_diag dumps of its own namespace need none. So before
+//! it reads a single record it gives every capability up, for good (and
+//! with `--user NAME` becomes that user, as tcpdump's `-Z` does).
+use std::ffi::CString;
+
+use caps::CapSet;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum DropError {
+    #[error("no user named {0}")]
+    NoUser(String),
+    #[error("cannot become {user}: {call} failed: {err}")]
+    Switch {
+        user: String,
+        call: &'static str,
+        err: std::io::Error,
+    },
+    #[error("cannot drop capabilities: {0}")]
+    Caps(#[from] caps::errors::CapsError),
+    #[error("cannot set no_new_privs: {0}")]
+    NoNewPrivs(std::io::Error),
+}
+
+/// Becomes `user` (if given), then clears every capability set and the
+/// bounding set, and forbids regaining any through exec.
+pub fn drop_all(user: Option<&str>) -> Result<(), DropError> {
+    // The bounding set first: dropping from it needs CAP_SETPCAP.
+    for cap in caps::all() {
+        if caps::has_cap(None, CapSet::Bounding, cap)? {
+            caps::drop(None, CapSet::Bounding, cap)?;
+        }
+    }
+    if let Some(user) = user {
+        become_user(user)?;
+    }
+    for set in [
+        CapSet::Ambient,
+        CapSet::Inheritable,
+        CapSet::Effective,
+        CapSet::Permitted,
+    ] {
+        caps::clear(None, set)?;
+    }
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(DropError::NoNewPrivs(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Whether `--user NAME` names a user this host has (checked before any
+/// program is loaded, so a typo costs nothing).
+pub fn user_exists(name: &str) -> bool {
+    lookup(name).is_some()
+}
+
+fn lookup(name: &str) -> Option<(libc::uid_t, libc::gid_t)> {
+    let c_name = CString::new(name).ok()?;
+    // SAFETY: getpwnam with a valid C string; the record is copied out at
+    // once (single-threaded at this point of start-up).
+    let pw = unsafe { libc::getpwnam(c_name.as_ptr()) };
+    // SAFETY: null-checked; points to libc's static record.
+    unsafe { pw.as_ref() }.map(|pw| (pw.pw_uid, pw.pw_gid))
+}
+
+fn become_user(name: &str) -> Result<(), DropError> {
+    let (uid, gid) = lookup(name).ok_or_else(|| DropError::NoUser(name.into()))?;
+    let fail = |call| DropError::Switch {
+        user: name.into(),
+        call,
+        err: std::io::Error::last_os_error(),
+    };
+    // SAFETY: plain syscalls with integer arguments; group list of one.
+    unsafe {
+        if libc::setgroups(1, &gid) != 0 {
+            return Err(fail("setgroups"));
+        }
+        if libc::setresgid(gid, gid, gid) != 0 {
+            return Err(fail("setresgid"));
+        }
+        if libc::setresuid(uid, uid, uid) != 0 {
+            return Err(fail("setresuid"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_are_looked_up() {
+        assert!(user_exists("root"));
+        assert!(!user_exists("no-such-user-socktrace"));
+        assert!(!user_exists("bad\0name"));
+    }
+}
