@@ -28,3 +28,4 @@ pub mod summary;
 pub mod tallies;
 pub mod track;
 pub mod watch;
+pub mod writer;

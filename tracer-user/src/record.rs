@@ -38,7 +38,7 @@ pub fn plan(args: RecordArgs) -> anyhow::Result<Plan> {
     };
     let mut plan = Plan::watch(args.watch);
     plan.view = View::Json;
-    plan.output = Box::new(BufWriter::with_capacity(1 << 20, file));
+    plan.output = Some(Box::new(BufWriter::with_capacity(1 << 20, file)));
     plan.header = Some(header.line());
     Ok(plan)
 }

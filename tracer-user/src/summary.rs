@@ -38,6 +38,8 @@ pub struct Summary {
     pub short_listeners_total: u64,
     /// Journal/syslog entries that could not be sent.
     pub log_failed: u64,
+    /// Output lines dropped because the reader of our output fell behind.
+    pub output_dropped: u64,
     listeners: Listeners,
 }
 
@@ -57,6 +59,7 @@ impl Default for Summary {
             short_listeners: FxHashMap::default(),
             short_listeners_total: 0,
             log_failed: 0,
+            output_dropped: 0,
             listeners: Listeners::new(SHORT_LISTENER_NS),
         }
     }
@@ -174,6 +177,10 @@ impl fmt::Display for Summary {
                 "connections dropped from tracking (table full)",
             ),
             (self.log_failed, "journal/syslog entries not sent"),
+            (
+                self.output_dropped,
+                "output lines dropped (the reader fell behind)",
+            ),
         ];
         for (n, what) in extra {
             if n > 0 {

@@ -27,6 +27,7 @@ use crate::{
     source::{KernelCounters, Source},
     summary::Summary,
     track::{Known, Record, Tracker},
+    writer::Output,
 };
 
 /// How often the reader drains the ring without being woken: the most a
@@ -50,8 +51,8 @@ pub struct Plan {
     /// Call the view's periodic report this often.
     pub interval: Option<Duration>,
     pub view: View,
-    /// Where lines go (stdout, or `record`'s file).
-    pub output: Box<dyn Write>,
+    /// Where lines go (`record`'s file); stdout when `None`.
+    pub output: Option<Box<dyn Write>>,
     /// A first line before anything else (`record`'s header).
     pub header: Option<String>,
     /// Also log each record to the journal and/or syslog.
@@ -93,7 +94,7 @@ impl Plan {
             tw_poll: args.tw_poll,
             interval: None,
             view,
-            output: Box::new(io::stdout().lock()),
+            output: None,
             header: None,
             log_to: LogTo {
                 journal: args.journal,
@@ -118,7 +119,7 @@ impl Plan {
                 short: args.short.short,
                 json: args.common.json,
             },
-            output: Box::new(io::stdout().lock()),
+            output: None,
             header: None,
             log_to: LogTo::default(),
             common: args.common,
@@ -168,7 +169,10 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
             json,
         )),
     };
-    let mut out = Output::new(output);
+    let mut out = match output {
+        Some(writer) => Output::new(writer),
+        None => Output::stdout(),
+    };
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if log_to.journal {
         sinks.push(Box::new(Journal));
@@ -271,10 +275,13 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
     }
     pipeline.summary.kernel = last;
     pipeline.summary.untracked = pipeline.tracker.evicted;
+    pipeline.summary.output_dropped = out.dropped_total;
     if json {
         summary_line(&pipeline.summary, &mut out.buf);
-        out.flush();
     }
+    // A reader that is not reading now will not get the rest: counted.
+    out.finish();
+    pipeline.summary.output_dropped = out.dropped_total;
     Ok(pipeline.summary)
 }
 
@@ -469,43 +476,5 @@ impl Taps {
                 }
             }
         }
-    }
-}
-
-/// The output, written in large chunks. A write error (a closed pipe)
-/// stops the output for good and is reported through `closed`.
-struct Output {
-    writer: Box<dyn Write>,
-    buf: String,
-    closed: bool,
-}
-
-/// Write out once this much is buffered, even in the middle of a batch.
-const OUTPUT_CHUNK: usize = 1 << 20;
-
-impl Output {
-    fn new(writer: Box<dyn Write>) -> Self {
-        Output {
-            writer,
-            buf: String::with_capacity(OUTPUT_CHUNK + (1 << 12)),
-            closed: false,
-        }
-    }
-
-    fn flush_if_full(&mut self) {
-        if self.buf.len() >= OUTPUT_CHUNK {
-            self.flush();
-        }
-    }
-
-    fn flush(&mut self) {
-        if !self.closed && !self.buf.is_empty() {
-            self.closed = self
-                .writer
-                .write_all(self.buf.as_bytes())
-                .and_then(|()| self.writer.flush())
-                .is_err();
-        }
-        self.buf.clear();
     }
 }

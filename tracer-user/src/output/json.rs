@@ -217,7 +217,9 @@ pub fn summary_line(s: &Summary, out: &mut String) {
                 .uint("malformed", s.malformed)
                 .uint("unpaired", s.kernel.unpaired)
                 .uint("owner_failed", s.kernel.owner_failed)
-                .uint("untracked", s.untracked);
+                .uint("untracked", s.untracked)
+                .uint("output_dropped", s.output_dropped)
+                .uint("tally_overflow", s.kernel.tally_overflow);
         })
         .end();
 }
