@@ -63,8 +63,11 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
     if mode & (MODE_STREAM | MODE_LISTENERS) != 0 && (new == TCP_LISTEN || new == TCP_SYN_SENT) {
         forget_bound(sk);
     }
+    // Listeners: their start and their end, not the connections they
+    // spawn (LISTEN -> SYN_RECV happens on each new connection).
     let stream = mode & MODE_STREAM != 0
-        || (mode & MODE_LISTENERS != 0 && (old == TCP_LISTEN || new == TCP_LISTEN));
+        || (mode & MODE_LISTENERS != 0
+            && (new == TCP_LISTEN || (old == TCP_LISTEN && new == TCP_CLOSE)));
     // Tallies need the starts (and the listener's owner, which accepted
     // connections inherit) and the ends.
     let tally = mode & MODE_TALLY != 0

@@ -27,7 +27,7 @@ struct Mode {
 }
 
 #[derive(Clone, Copy)]
-enum Tracer {
+pub(crate) enum Tracer {
     None,
     Socktrace(&'static [&'static str]),
     /// The peer: a bpftrace one-liner printing every transition.
@@ -35,7 +35,7 @@ enum Tracer {
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Stream {
+pub(crate) enum Stream {
     None,
     /// Aggregates only: nothing is streamed per transition.
     Aggregate,
@@ -116,16 +116,7 @@ struct Run {
 }
 
 pub fn run(root: &Path) -> Result<()> {
-    println!("xtask: bench: building release binaries");
-    super::cargo(&[
-        "build",
-        "--quiet",
-        "--release",
-        "-p",
-        "tracer-user",
-        "-p",
-        "socktrace-tests",
-    ])?;
+    super::build_release_all()?;
     let bin = root.join("target/release");
     let out_dir = root.join("target/bench");
     fs::create_dir_all(&out_dir)?;
@@ -160,7 +151,7 @@ pub fn run(root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn churn(bin: &Path, args: &[&str]) -> Command {
+pub(crate) fn churn(bin: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(bin.join("churn"));
     cmd.args(args).stdout(Stdio::piped());
     cmd
@@ -168,7 +159,7 @@ fn churn(bin: &Path, args: &[&str]) -> Command {
 
 /// Starts the tracer, output to `out`; returns once it is attached, and
 /// how long that took.
-fn start_tracer(bin: &Path, tracer: Tracer, out: &Path) -> Result<(Child, f64)> {
+pub(crate) fn start_tracer(bin: &Path, tracer: Tracer, out: &Path) -> Result<(Child, f64)> {
     let started = Instant::now();
     let err_path = out.with_extension("err");
     if let Tracer::Bpftrace = tracer {
@@ -223,7 +214,7 @@ fn start_tracer(bin: &Path, tracer: Tracer, out: &Path) -> Result<(Child, f64)> 
 }
 
 /// SIGINT, then the tracer's CPU time and peak RSS from wait4(2).
-fn stop_tracer(child: Child) -> Result<(f64, u64)> {
+pub(crate) fn stop_tracer(child: Child) -> Result<(f64, u64)> {
     let pid = child.id() as i32;
     // SAFETY: signalling and reaping our own child.
     unsafe { libc::kill(pid, libc::SIGINT) };
@@ -245,8 +236,12 @@ fn stop_tracer(child: Child) -> Result<(f64, u64)> {
     ))
 }
 
-fn run_churn(cmd: &mut Command) -> Result<(u64, f64, u16)> {
-    let out = cmd.output().context("running churn")?;
+pub(crate) fn run_churn(cmd: &mut Command) -> Result<(u64, f64, u16)> {
+    run_churn_output(&cmd.output().context("running churn")?)
+}
+
+/// Connections, seconds and port from churn's report.
+pub(crate) fn run_churn_output(out: &std::process::Output) -> Result<(u64, f64, u16)> {
     if !out.status.success() {
         bail!("churn failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -264,7 +259,7 @@ fn run_churn(cmd: &mut Command) -> Result<(u64, f64, u16)> {
 }
 
 /// Transitions per connection, counted on a slow run traced as JSON.
-fn calibrate(bin: &Path, dir: &Path) -> Result<f64> {
+pub(crate) fn calibrate(bin: &Path, dir: &Path) -> Result<f64> {
     let out = dir.join("calibrate.json");
     let (tracer, _) = start_tracer(bin, Tracer::Socktrace(&["--json"]), &out)?;
     let (conns, _, port) = run_churn(&mut churn(
@@ -313,7 +308,7 @@ fn measure(bin: &Path, dir: &Path, mode: &Mode) -> Result<Run> {
 }
 
 /// "lost N (ring buffer full) + M (another BPF program was running)"
-fn lost(summary: &str) -> (u64, u64) {
+pub(crate) fn lost(summary: &str) -> (u64, u64) {
     let line = summary
         .lines()
         .rev()
@@ -349,7 +344,7 @@ fn bpftrace_lost(out: &Path) -> Result<u64> {
 /// Transitions of connections to or from `port` in a tracer's output.
 /// Streamed: the bench's own memory must stay small, since a child's peak
 /// RSS (from wait4) starts from its parent's at fork.
-fn count(path: &Path, port: u16, stream: Stream) -> Result<u64> {
+pub(crate) fn count(path: &Path, port: u16, stream: Stream) -> Result<u64> {
     let file = fs::File::open(path).with_context(|| path.display().to_string())?;
     let lines = BufReader::new(file).lines().map_while(Result::ok);
     let n = match stream {

@@ -2,6 +2,7 @@
 //! makes sure this machine can build eBPF (see `setup`).
 mod bench;
 mod setup;
+mod soak;
 
 use std::{
     os::unix::process::CommandExt as _,
@@ -37,6 +38,13 @@ enum Task {
     /// What tracing costs under connection churn, vs no tracer (needs root);
     /// writes bench/RESULTS.md and the README's performance section.
     Bench,
+    /// Minutes of maximum churn and listener cycling under three socktrace
+    /// instances: memory flat, every event delivered or reported lost.
+    Soak {
+        /// How long the load runs.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+    },
 }
 
 fn main() {
@@ -62,6 +70,14 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Test => test(&root),
         Task::Bench => bench::run(&root),
+        Task::Soak { seconds } => {
+            build_release_all()?;
+            soak::run(
+                &root.join("target/release"),
+                &root.join("target/soak"),
+                seconds,
+            )
+        }
     }
 }
 
@@ -109,7 +125,30 @@ fn test(root: &Path) -> Result<()> {
     if !status.success() {
         bail!("tests failed");
     }
-    Ok(())
+    println!("xtask: a short soak ({SHORT_SOAK_S} s; `cargo xtask soak` runs 10 minutes)");
+    build_release_all()?;
+    soak::run(
+        &root.join("target/release"),
+        &root.join("target/soak-short"),
+        SHORT_SOAK_S,
+    )
+}
+
+/// The short soak in `cargo xtask test`.
+const SHORT_SOAK_S: u64 = 20;
+
+/// socktrace and the load generators, release.
+fn build_release_all() -> Result<()> {
+    println!("xtask: building socktrace and the load generators (release)");
+    cargo(&[
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "tracer-user",
+        "-p",
+        "socktrace-tests",
+    ])
 }
 
 /// The connection tests need room for TIME_WAIT sockets; right after
