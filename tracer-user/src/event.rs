@@ -370,9 +370,10 @@ impl fmt::Display for TcpState {
 pub struct Errno(pub i32);
 
 impl Errno {
-    /// From a syscall return value (0 or `-errno`).
+    /// From a syscall return value (0 or `-errno`; a record claiming
+    /// `i32::MIN` must not overflow: found by `cargo xtask fuzz`).
     fn from_ret(ret: i32) -> Errno {
-        Errno(if ret < 0 { -ret } else { 0 })
+        Errno(if ret < 0 { ret.saturating_neg() } else { 0 })
     }
 
     /// `"EADDRINUSE"`, or `None` for success.
@@ -829,5 +830,14 @@ mod tests {
         assert_eq!(Errno(111).name().as_deref(), Some("ECONNREFUSED"));
         assert_eq!(Errno(13).name().as_deref(), Some("EACCES"));
         assert_eq!(Errno(4000).name().as_deref(), Some("E4000"));
+    }
+
+    #[test]
+    fn any_return_value_is_an_errno() {
+        assert_eq!(Errno::from_ret(-98), Errno(98));
+        assert_eq!(Errno::from_ret(0), Errno(0));
+        assert_eq!(Errno::from_ret(7), Errno(0));
+        assert_eq!(Errno::from_ret(i32::MIN), Errno(i32::MAX));
+        assert_eq!(Errno(i32::MAX).name().as_deref(), Some("E2147483647"));
     }
 }

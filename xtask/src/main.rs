@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask setup|build|run|test`. Every task first
 //! makes sure this machine can build eBPF (see `setup`).
 mod bench;
+mod fuzz;
 mod setup;
 mod soak;
 
@@ -45,6 +46,13 @@ enum Task {
         #[arg(long, default_value_t = 600)]
         seconds: u64,
     },
+    /// Fuzz the ring-record decoder and the JSON line reader (cargo-fuzz,
+    /// installed if missing); the corpus grows in fuzz/corpus.
+    Fuzz {
+        /// How long each target runs.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+    },
 }
 
 fn main() {
@@ -70,6 +78,7 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Test => test(&root),
         Task::Bench => bench::run(&root),
+        Task::Fuzz { seconds } => fuzz::run(&root, seconds),
         Task::Soak { seconds } => {
             build_release_all()?;
             soak::run(
@@ -125,6 +134,7 @@ fn test(root: &Path) -> Result<()> {
     if !status.success() {
         bail!("tests failed");
     }
+    fuzz::run(root, SHORT_FUZZ_S)?;
     println!("xtask: a short soak ({SHORT_SOAK_S} s; `cargo xtask soak` runs 10 minutes)");
     build_release_all()?;
     soak::run(
@@ -136,6 +146,8 @@ fn test(root: &Path) -> Result<()> {
 
 /// The short soak in `cargo xtask test`.
 const SHORT_SOAK_S: u64 = 20;
+/// The short fuzz run of each target in `cargo xtask test`.
+const SHORT_FUZZ_S: u64 = 15;
 
 /// socktrace and the load generators, release.
 fn build_release_all() -> Result<()> {

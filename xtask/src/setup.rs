@@ -91,6 +91,25 @@ pub fn ensure_test_tools() -> Result<()> {
     Ok(())
 }
 
+/// cargo-fuzz, for `cargo xtask fuzz` (and the short run in `test`).
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    let present = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if present {
+        return Ok(());
+    }
+    install(
+        "cargo-fuzz (libFuzzer driver for the fuzz targets; about a minute)",
+        "cargo",
+        &["install", "cargo-fuzz", "--locked"],
+        &[],
+    )
+}
+
 /// The LLVM major version of `rustc +nightly`.
 fn nightly_llvm_major() -> Result<u32> {
     let out = Command::new("rustc")
