@@ -66,6 +66,19 @@ pub struct Common {
     /// 127.0.0.1:9400 (name another address to serve beyond this host).
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9400")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Colour the text: failures and resets red, TIME_WAIT yellow,
+    /// short-lived listeners and warnings highlighted. `auto`: only on a
+    /// terminal, never with --json, NO_COLOR or TERM=dumb.
+    #[arg(long, value_name = "WHEN", value_enum, default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
+}
+
+/// When to colour text output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -158,6 +171,10 @@ pub struct AnalyzeArgs {
     /// JSON lines instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Colour the tables' failures and warnings; `auto`: only on a
+    /// terminal, never with --json, NO_COLOR or TERM=dumb.
+    #[arg(long, value_name = "WHEN", value_enum, default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
     #[command(flatten)]
     pub timewait: TimewaitReport,
 }
@@ -302,6 +319,22 @@ mod tests {
         );
         let err = Cli::try_parse_from(["socktrace", "--metrics", "9400"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn color() {
+        assert_eq!(watch(&[]).unwrap().common.color, ColorWhen::Auto);
+        assert_eq!(
+            watch(&["--color", "never"]).unwrap().common.color,
+            ColorWhen::Never
+        );
+        let cli = Cli::try_parse_from(["socktrace", "analyze", "-", "--color", "always"]);
+        let Command::Analyze(a) = cli.unwrap().into_command().unwrap() else {
+            panic!("analyze expected");
+        };
+        assert_eq!(a.color, ColorWhen::Always);
+        let err = Cli::try_parse_from(["socktrace", "--color", "sometimes"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::{
     clock::Clock,
     host,
     input::Reader,
-    output::{ListenersView, Render, TimewaitView, lifecycles, summary_line},
+    output::{ListenersView, Palette, Render, TimewaitView, lifecycles, summary_line},
     summary::Summary,
     track::Record,
 };
@@ -104,17 +104,19 @@ impl Analysis {
     fn new(args: &AnalyzeArgs) -> Analysis {
         // Offline times are already wall-clock: no offset.
         let clock = Clock::with_offset(0);
+        let palette = Palette::for_stdout(args.color, args.json);
         let short_ns = args.timewait.short.short.as_nanos() as u64;
         match args.report {
             Report::Listeners => Analysis::Listeners(ListenersView::new(
                 clock,
                 Listeners::new(short_ns),
                 args.json,
+                palette,
             )),
             Report::Timewait => Analysis::Timewait(Box::new(TimewaitRun {
                 feed: Feed::new(short_ns),
                 analysis: None,
-                view: TimewaitView::new(clock, args.json),
+                view: TimewaitView::new(clock, args.json, palette),
                 interval_ns: args.timewait.interval.as_nanos() as u64,
                 settings: Settings {
                     top: args.timewait.top as usize,

@@ -21,7 +21,7 @@ use crate::{
     event::Comm,
     host,
     metrics::{Metrics, TimewaitRow},
-    output::{TimewaitView, summary_line},
+    output::{Palette, TimewaitView, summary_line},
     probe::{Mode, Options, Probe},
     proc,
     session::{self, Stop},
@@ -71,7 +71,8 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
         start,
         before,
     );
-    let mut view = TimewaitView::new(clock, args.common.json);
+    let palette = Palette::for_stdout(args.common.color, args.common.json);
+    let mut view = TimewaitView::new(clock, args.common.json, palette);
     eprintln!(
         "socktrace: attached in {} ms; Ctrl-C to stop",
         attach_time.as_millis()

@@ -18,7 +18,7 @@ use crate::{
     diag::{self, Dump},
     event::{self, Owner},
     metrics::Metrics,
-    output::{Json, ListenersView, Render, Text, TextMode, summary_line},
+    output::{Json, ListenersView, Palette, Render, Text, TextMode, summary_line},
     probe::{self, Mode, Options, Probe},
     proc::{self, Cgroups},
     session::{self, Stop},
@@ -141,13 +141,15 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
     let (metrics, server) = session::serve_metrics(args.metrics).await?;
     let clock = Clock::system();
     let json = matches!(view, View::Json | View::Listeners { json: true, .. });
+    let palette = Palette::for_stdout(args.color, json);
     let mut render: Box<dyn Render> = match view {
         View::Json => Box::new(Json::new(clock)),
-        View::Text(mode) => Box::new(Text::new(clock, mode)),
+        View::Text(mode) => Box::new(Text::new(clock, mode, palette)),
         View::Listeners { short, json } => Box::new(ListenersView::new(
             clock,
             Listeners::new(short.as_nanos().try_into().unwrap_or(u64::MAX)),
             json,
+            palette,
         )),
     };
     let mut out = Output::new(output);

@@ -2,7 +2,7 @@
 //! one `timewait` JSON line per interval for programs.
 use std::fmt::Write as _;
 
-use super::jsonw::Obj;
+use super::{Hue, Palette, jsonw::Obj};
 use crate::{
     analysis::timewait::{Dest, Report},
     clock::{Clock, Style, TimeFormatter},
@@ -10,12 +10,13 @@ use crate::{
 
 pub struct TimewaitView {
     json: bool,
+    palette: Palette,
     time: TimeFormatter,
     scratch: String,
 }
 
 impl TimewaitView {
-    pub fn new(clock: Clock, json: bool) -> TimewaitView {
+    pub fn new(clock: Clock, json: bool, palette: Palette) -> TimewaitView {
         let style = if json {
             Style::Rfc3339Utc
         } else {
@@ -23,6 +24,7 @@ impl TimewaitView {
         };
         TimewaitView {
             json,
+            palette,
             time: TimeFormatter::new(clock, style),
             scratch: String::new(),
         }
@@ -34,7 +36,7 @@ impl TimewaitView {
         if self.json {
             json(r, &self.scratch, out);
         } else {
-            text(r, &self.scratch, out);
+            text(r, &self.scratch, self.palette, out);
         }
     }
 }
@@ -43,7 +45,8 @@ fn dest_name(d: &Dest) -> String {
     format!("{} -> {}", d.local, d.remote)
 }
 
-fn text(r: &Report, time: &str, out: &mut String) {
+fn text(r: &Report, time: &str, palette: Palette, out: &mut String) {
+    palette.start(Hue::Heading, out);
     let _ = write!(
         out,
         "{time} TIME_WAIT +{:.0}/s (client side {}, server side {}) now {}",
@@ -55,6 +58,7 @@ fn text(r: &Report, time: &str, out: &mut String) {
     if let Some(k) = r.kernel_population {
         let _ = write!(out, " (kernel: {k} in this netns)");
     }
+    palette.end(out);
     out.push('\n');
     if !r.by_process.is_empty() {
         out.push_str("  PID     COMM              ENTRIES/S  TIME_WAIT\n");
@@ -97,9 +101,11 @@ fn text(r: &Report, time: &str, out: &mut String) {
         }
     }
     for p in &r.pressure {
-        let _ = writeln!(
+        out.push_str("  ");
+        palette.start(Hue::Failure, out);
+        let _ = write!(
             out,
-            "  ! {} holds {:.0}% of the local ports ({} of {}), most by pid {} ({}): new \
+            "! {} holds {:.0}% of the local ports ({} of {}), most by pid {} ({}): new \
              connections there fail with EADDRNOTAVAIL once none is free{}",
             dest_name(&p.dest),
             p.percent,
@@ -113,14 +119,20 @@ fn text(r: &Report, time: &str, out: &mut String) {
                 ""
             }
         );
+        palette.end(out);
+        out.push('\n');
     }
     for c in &r.per_request {
-        let _ = writeln!(
+        out.push_str("  ");
+        palette.start(Hue::Warning, out);
+        let _ = write!(
             out,
-            "  ! pid {} ({}) opens {:.0} connections/s to {}, {:.0}% of them short: a \
+            "! pid {} ({}) opens {:.0} connections/s to {}, {:.0}% of them short: a \
              connection per request; keep-alive or a connection pool would end this churn",
             c.pid, c.comm, c.per_sec, c.dest.remote, c.short_pct
         );
+        palette.end(out);
+        out.push('\n');
     }
     for s in &r.settings {
         let _ = writeln!(out, "  {s}");
