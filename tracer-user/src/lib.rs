@@ -11,6 +11,7 @@ pub mod cli;
 pub mod clock;
 pub mod diag;
 pub mod event;
+pub mod generate;
 pub mod host;
 pub mod input;
 pub mod metrics;
