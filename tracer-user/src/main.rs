@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory as _, FromArgMatches as _};
 use socktrace::{
     cli::{Cli, Command},
-    generate, offline, record, tallies,
+    generate, offline, record, say, tallies,
     watch::{self, Plan},
 };
 
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     let command = match cli.into_command() {
         Ok(command) => command,
         Err(err) => {
-            eprintln!("socktrace: {err}");
+            say!("socktrace: {err}");
             return ExitCode::from(2);
         }
     };
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(err) => {
-            eprintln!("socktrace: cannot start the runtime: {err}");
+            say!("socktrace: cannot start the runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
@@ -57,12 +57,12 @@ fn main() -> ExitCode {
     match result {
         Ok(summary) => {
             if let Some(summary) = summary {
-                eprintln!("{summary}");
+                say!("{summary}");
             }
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("socktrace: {err:#}");
+            say!("socktrace: {err:#}");
             ExitCode::FAILURE
         }
     }
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
 /// line and exit code 2.
 fn clap_exit(err: &clap::Error) -> ExitCode {
     if err.use_stderr() {
-        eprintln!("socktrace: {}", first_line(&err.to_string()));
+        say!("socktrace: {}", first_line(&err.to_string()));
         ExitCode::from(2)
     } else {
         let _ = err.print();
@@ -88,7 +88,7 @@ fn generate_docs(args: &clap::ArgMatches) -> ExitCode {
     match generate::write_to(dir) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("socktrace: writing to {}: {err}", dir.display());
+            say!("socktrace: writing to {}: {err}", dir.display());
             ExitCode::FAILURE
         }
     }

@@ -49,7 +49,7 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
             Err((line, err)) => {
                 bad += 1;
                 if bad <= SHOWN_ERRORS {
-                    eprintln!("socktrace: {name}:{line}: {err}; skipped");
+                    say!("socktrace: {name}:{line}: {err}; skipped");
                 }
             }
         }
@@ -60,7 +60,7 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
     analysis.finish(last_ns, &mut out);
     let _ = write(&mut stdout, &mut out);
     if bad > 0 {
-        eprintln!("socktrace: {name}: {bad} bad lines skipped");
+        say!("socktrace: {name}: {bad} bad lines skipped");
     }
     Ok(())
 }

@@ -73,7 +73,7 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
     );
     let palette = Palette::for_stdout(args.common.color, args.common.json);
     let mut view = TimewaitView::new(clock, args.common.json, palette);
-    eprintln!(
+    say!(
         "socktrace: attached in {} ms; Ctrl-C to stop",
         attach_time.as_millis()
     );

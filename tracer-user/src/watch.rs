@@ -179,7 +179,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
     }
     pipeline.tracker.preload(existing, now);
     // Ready: tests (and people) may start acting on sockets now.
-    eprintln!(
+    say!(
         "socktrace: attached in {} ms; Ctrl-C to stop",
         attach_time.as_millis()
     );
@@ -375,13 +375,13 @@ impl Pipeline {
         let dropped = now.ring_drops - before.ring_drops;
         let missed = now.recursion_misses - before.recursion_misses;
         if dropped > 0 {
-            eprintln!(
+            say!(
                 "socktrace: lost {dropped} events: ring buffer full ({} lost so far)",
                 now.ring_drops
             );
         }
         if missed > 0 {
-            eprintln!(
+            say!(
                 "socktrace: lost {missed} events: another BPF program was running \
                  ({} lost so far)",
                 now.recursion_misses
