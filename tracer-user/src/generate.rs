@@ -30,7 +30,7 @@ pub const COMPLETIONS: [(Shell, &str); 3] = [
 pub fn subcommand() -> clap::Command {
     clap::Command::new(SUBCOMMAND)
         .hide(true)
-        .about("Write man pages (DIR/man) and shell completions (DIR/completions)")
+        .about("Write man pages (DIR/man8) and shell completions (DIR/completions)")
         .arg(
             clap::Arg::new("dir")
                 .value_name("DIR")
@@ -68,9 +68,10 @@ pub fn completion(shell: Shell) -> Vec<u8> {
     out
 }
 
-/// Writes `dir/man/*.8` and `dir/completions/*` (creating both).
+/// Writes `dir/man8/*.8` (so `dir` works as a MANPATH) and
+/// `dir/completions/*`, creating both.
 pub fn write_to(dir: &Path) -> io::Result<()> {
-    let man = dir.join("man");
+    let man = dir.join(format!("man{MAN_SECTION}"));
     fs::create_dir_all(&man)?;
     for (name, roff) in man_pages()? {
         fs::write(man.join(name), roff)?;
@@ -171,8 +172,8 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         write_to(&dir).unwrap();
         let len = |p: &str| fs::metadata(dir.join(p)).unwrap().len();
-        assert!(len("man/socktrace.8") > 1000);
-        assert!(len("man/socktrace-analyze.8") > 500);
+        assert!(len("man8/socktrace.8") > 1000);
+        assert!(len("man8/socktrace-analyze.8") > 500);
         for (_, name) in COMPLETIONS {
             assert!(len(&format!("completions/{name}")) > 1000, "{name}");
         }
