@@ -161,8 +161,13 @@ fn runs_with_only(caps: &BTreeSet<String>, args: &[String]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{args:?}: {}: {stderr}", out.status);
     assert!(stderr.contains("attached in"), "{stderr}");
+    assert!(!stderr.contains("cannot"), "{stderr}");
+    // The one thing lost, and said: owners of sockets older than socktrace
+    // (root's processes hold more capabilities than these).
+    let degraded: Vec<&str> = stderr.lines().filter(|l| l.contains("degraded")).collect();
+    assert_eq!(degraded.len(), 1, "{stderr}");
     assert!(
-        !stderr.contains("degraded") && !stderr.contains("cannot"),
+        degraded[0].contains("/proc/PID/fd is unreadable"),
         "{stderr}"
     );
     let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)

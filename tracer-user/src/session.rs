@@ -29,6 +29,18 @@ pub fn announce(mounted_tracefs: bool, degraded: &[String], nice: i32) {
     }
 }
 
+/// Says when the owners of sockets that predate us could not all be
+/// read (see [`crate::proc::SocketOwners::denied`]).
+pub fn announce_denied_owners(processes: usize) {
+    if processes > 0 {
+        say!(
+            "socktrace: degraded: owners of sockets open before start are unknown where \
+             /proc/PID/fd is unreadable ({processes} processes): that needs CAP_SYS_PTRACE, \
+             and CAP_DAC_READ_SEARCH for other users' processes"
+        );
+    }
+}
+
 /// Starts the Prometheus exporter if `--metrics` asked for it: the
 /// metrics to feed and the server task to abort at the end.
 pub async fn serve_metrics(

@@ -265,11 +265,16 @@ fn losses(source: &Source, programs: &aya::Ebpf) -> anyhow::Result<KernelCounter
 /// port)`, with its owner from /proc.
 fn snapshot(which: Dump, wanted: impl Fn(u16, u16) -> bool) -> io::Result<Vec<Known>> {
     let owners = proc::socket_owners(probe::cgroup_v2_root().as_deref());
+    session::announce_denied_owners(owners.denied);
     let mut known = Vec::new();
     diag::for_each(which, |s| {
         if wanted(s.local.port(), s.remote.port()) {
             known.push(Known {
-                owner: owners.get(&s.inode).cloned().unwrap_or(Owner::UNKNOWN),
+                owner: owners
+                    .by_inode
+                    .get(&s.inode)
+                    .cloned()
+                    .unwrap_or(Owner::UNKNOWN),
                 sock: s.sock,
                 state: s.state,
                 local: s.local,
