@@ -198,3 +198,59 @@ fn json(r: &Report, time: &str, out: &mut String) {
         })
         .end();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::timewait::{PerRequest, Pressure};
+
+    #[test]
+    fn warnings_and_the_headline_in_colour() {
+        let dest = Dest {
+            netns: 1,
+            local: "127.0.0.1".parse().unwrap(),
+            remote: "127.0.0.2:8080".parse().unwrap(),
+        };
+        let report = Report {
+            pressure: vec![Pressure {
+                dest,
+                held: 30000,
+                range: 28232,
+                percent: 100.0,
+                pid: 7,
+                comm: "churn".into(),
+                reuse: false,
+            }],
+            per_request: vec![PerRequest {
+                pid: 7,
+                comm: "churn".into(),
+                dest,
+                per_sec: 500.0,
+                short_pct: 100.0,
+            }],
+            ..Report::default()
+        };
+        let render = |palette| {
+            let mut out = String::new();
+            TimewaitView::new(Clock::with_offset(0), false, palette).report(&report, &mut out);
+            out
+        };
+        let plain = render(Palette::OFF);
+        assert!(!plain.contains('\x1b'));
+        let coloured = render(Palette::ON);
+        let lines: Vec<&str> = coloured.lines().collect();
+        assert!(lines[0].starts_with("\x1b[1m") && lines[0].ends_with("\x1b[0m"));
+        assert!(lines[1].starts_with("  \x1b[31m! 127.0.0.1 -> 127.0.0.2:8080 holds"));
+        assert!(lines[2].starts_with("  \x1b[1;33m! pid 7 (churn) opens 500"));
+        assert!(lines[1].ends_with("\x1b[0m") && lines[2].ends_with("\x1b[0m"));
+        // Colour wraps lines; it changes nothing else.
+        assert_eq!(
+            coloured
+                .replace("\x1b[1m", "")
+                .replace("\x1b[31m", "")
+                .replace("\x1b[1;33m", "")
+                .replace("\x1b[0m", ""),
+            plain
+        );
+    }
+}
