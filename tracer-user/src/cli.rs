@@ -70,6 +70,19 @@ pub struct Common {
     /// either way before it reads its first event).
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
+    /// Colour the text: failures and resets red, TIME_WAIT yellow,
+    /// short-lived listeners and warnings highlighted. `auto`: only on a
+    /// terminal, never with --json, NO_COLOR or TERM=dumb.
+    #[arg(long, value_name = "WHEN", value_enum, default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
+}
+
+/// When to colour text output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -174,6 +187,10 @@ pub struct AnalyzeArgs {
     /// timewait or lifecycles; created 0600, never through a symlink).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<std::path::PathBuf>,
+    /// Colour the tables' failures and warnings; `auto`: only on a
+    /// terminal, never with --json, NO_COLOR or TERM=dumb.
+    #[arg(long, value_name = "WHEN", value_enum, default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
     #[command(flatten)]
     pub timewait: TimewaitReport,
 }
@@ -331,6 +348,22 @@ mod tests {
         );
         let err = Cli::try_parse_from(["socktrace", "--metrics", "9400"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn color() {
+        assert_eq!(watch(&[]).unwrap().common.color, ColorWhen::Auto);
+        assert_eq!(
+            watch(&["--color", "never"]).unwrap().common.color,
+            ColorWhen::Never
+        );
+        let cli = Cli::try_parse_from(["socktrace", "analyze", "-", "--color", "always"]);
+        let Command::Analyze(a) = cli.unwrap().into_command().unwrap() else {
+            panic!("analyze expected");
+        };
+        assert_eq!(a.color, ColorWhen::Always);
+        let err = Cli::try_parse_from(["socktrace", "--color", "sometimes"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
     }
 
     #[test]

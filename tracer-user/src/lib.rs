@@ -6,11 +6,23 @@
 //! the TIME_WAIT one from the kernel's counters; `input` reads JSON lines
 //! back into records and `offline` runs the analyses on them; `metrics`
 //! exports counts for Prometheus.
+/// `eprintln!` that cannot panic: with standard error gone (`socktrace
+/// 2>&1 | head`) the message is dropped and socktrace stops as quietly as
+/// when standard output goes.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod analysis;
 pub mod cli;
 pub mod clock;
 pub mod diag;
 pub mod event;
+pub mod generate;
 pub mod host;
 pub mod input;
 pub mod logsink;

@@ -1,10 +1,10 @@
 //! CLI entry: parse, run, exit codes. Errors are one line on stderr.
 use std::process::ExitCode;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 use socktrace::{
     cli::{Cli, Command},
-    offline, record, tallies,
+    generate, offline, record, say, tallies,
     watch::{self, Plan},
 };
 
@@ -12,22 +12,26 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_target(false)
         .init();
-    let cli = match Cli::try_parse() {
+    // The hidden generator is added here only, so no help, man page or
+    // completion script lists it.
+    let matches = match Cli::command()
+        .subcommand(generate::subcommand())
+        .try_get_matches()
+    {
+        Ok(matches) => matches,
+        Err(err) => return clap_exit(&err),
+    };
+    if let Some((generate::SUBCOMMAND, args)) = matches.subcommand() {
+        return generate_docs(args);
+    }
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
-        Err(err) if !err.use_stderr() => {
-            // --help, --version
-            let _ = err.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(err) => {
-            eprintln!("socktrace: {}", first_line(&err.to_string()));
-            return ExitCode::from(2);
-        }
+        Err(err) => return clap_exit(&err),
     };
     let command = match cli.into_command() {
         Ok(command) => command,
         Err(err) => {
-            eprintln!("socktrace: {err}");
+            say!("socktrace: {err}");
             return ExitCode::from(2);
         }
     };
@@ -37,7 +41,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(err) => {
-            eprintln!("socktrace: cannot start the runtime: {err}");
+            say!("socktrace: cannot start the runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
@@ -53,12 +57,38 @@ fn main() -> ExitCode {
     match result {
         Ok(summary) => {
             if let Some(summary) = summary {
-                eprintln!("{summary}");
+                say!("{summary}");
             }
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("socktrace: {err:#}");
+            say!("socktrace: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// --help and --version print and succeed; a bad command line gets one
+/// line and exit code 2.
+fn clap_exit(err: &clap::Error) -> ExitCode {
+    if err.use_stderr() {
+        say!("socktrace: {}", first_line(&err.to_string()));
+        ExitCode::from(2)
+    } else {
+        let _ = err.print();
+        ExitCode::SUCCESS
+    }
+}
+
+/// `socktrace __generate DIR`: man pages and completions into DIR.
+fn generate_docs(args: &clap::ArgMatches) -> ExitCode {
+    let Some(dir) = args.get_one::<std::path::PathBuf>("dir") else {
+        return ExitCode::from(2); // clap requires it
+    };
+    match generate::write_to(dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            say!("socktrace: writing to {}: {err}", dir.display());
             ExitCode::FAILURE
         }
     }

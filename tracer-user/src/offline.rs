@@ -20,7 +20,7 @@ use crate::{
     clock::Clock,
     host,
     input::Reader,
-    output::{ListenersView, Render, TimewaitView, lifecycles, summary_line},
+    output::{ListenersView, Palette, Render, TimewaitView, lifecycles, summary_line},
     plot::{self, Bar, Series},
     record,
     summary::Summary,
@@ -60,7 +60,7 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
             Err((line, err)) => {
                 bad += 1;
                 if bad <= SHOWN_ERRORS {
-                    eprintln!("socktrace: {name}:{line}: {err}; skipped");
+                    say!("socktrace: {name}:{line}: {err}; skipped");
                 }
             }
         }
@@ -84,7 +84,7 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if bad > 0 {
-        eprintln!("socktrace: {name}: {bad} bad lines skipped");
+        say!("socktrace: {name}: {bad} bad lines skipped");
     }
     Ok(())
 }
@@ -242,17 +242,19 @@ impl Analysis {
     fn new(args: &AnalyzeArgs) -> Analysis {
         // Offline times are already wall-clock: no offset.
         let clock = Clock::with_offset(0);
+        let palette = Palette::for_stdout(args.color, args.json);
         let short_ns = args.timewait.short.short.as_nanos() as u64;
         match args.report {
             Report::Listeners => Analysis::Listeners(ListenersView::new(
                 clock,
                 Listeners::new(short_ns),
                 args.json,
+                palette,
             )),
             Report::Timewait => Analysis::Timewait(Box::new(TimewaitRun {
                 feed: Feed::new(short_ns),
                 analysis: None,
-                view: TimewaitView::new(clock, args.json),
+                view: TimewaitView::new(clock, args.json, palette),
                 interval_ns: args.timewait.interval.as_nanos() as u64,
                 settings: Settings {
                     top: args.timewait.top as usize,

@@ -5,7 +5,7 @@
 //! with `--user NAME` becomes that user, as tcpdump's `-Z` does).
 use std::ffi::CString;
 
-use caps::CapSet;
+use caps::{CapSet, Capability};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -27,10 +27,15 @@ pub enum DropError {
 /// Becomes `user` (if given), then clears every capability set and the
 /// bounding set, and forbids regaining any through exec.
 pub fn drop_all(user: Option<&str>) -> Result<(), DropError> {
-    // The bounding set first: dropping from it needs CAP_SETPCAP.
-    for cap in caps::all() {
-        if caps::has_cap(None, CapSet::Bounding, cap)? {
-            caps::drop(None, CapSet::Bounding, cap)?;
+    // The bounding set first, where we may: dropping from it needs
+    // CAP_SETPCAP (a service given only CAP_BPF and CAP_PERFMON has an
+    // empty permitted set after this anyway, and no_new_privs below keeps
+    // exec from granting any).
+    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP)? {
+        for cap in caps::all() {
+            if caps::has_cap(None, CapSet::Bounding, cap)? {
+                caps::drop(None, CapSet::Bounding, cap)?;
+            }
         }
     }
     if let Some(user) = user {

@@ -16,8 +16,17 @@ use crate::event::{Comm, Owner, OwnerSource};
 
 /// Owners of every socket inode some process has open. Where several
 /// processes share one (after fork), the lowest pid wins.
-pub fn socket_owners(cgroup_root: Option<&Path>) -> HashMap<u32, Owner> {
-    let mut owners = HashMap::new();
+#[derive(Debug, Default)]
+pub struct SocketOwners {
+    pub by_inode: HashMap<u32, Owner>,
+    /// Processes whose descriptors we may not read (reading another
+    /// process's /proc/PID/fd takes CAP_SYS_PTRACE, and CAP_DAC_READ_SEARCH
+    /// when it is another user's): their sockets' owners stay unknown.
+    pub denied: usize,
+}
+
+pub fn socket_owners(cgroup_root: Option<&Path>) -> SocketOwners {
+    let mut owners = SocketOwners::default();
     let Ok(procs) = fs::read_dir("/proc") else {
         return owners;
     };
@@ -26,20 +35,33 @@ pub fn socket_owners(cgroup_root: Option<&Path>) -> HashMap<u32, Owner> {
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .collect();
     pids.sort_unstable();
+    let denied = |err: &std::io::Error| err.kind() == std::io::ErrorKind::PermissionDenied;
     for pid in pids {
-        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue; // gone, or a kernel thread
+        let fds = match fs::read_dir(format!("/proc/{pid}/fd")) {
+            Ok(fds) => fds,
+            Err(err) => {
+                owners.denied += usize::from(denied(&err));
+                continue; // gone, a kernel thread, or not ours to read
+            }
         };
         let mut owner = None;
         for fd in fds.flatten() {
-            let Some(inode) = fs::read_link(fd.path())
-                .ok()
-                .and_then(|target| socket_inode(&target.to_string_lossy()))
-            else {
+            let target = match fs::read_link(fd.path()) {
+                Ok(target) => target,
+                Err(err) if denied(&err) => {
+                    owners.denied += 1;
+                    break; // the same for every descriptor of this process
+                }
+                Err(_) => continue, // closed meanwhile
+            };
+            let Some(inode) = socket_inode(&target.to_string_lossy()) else {
                 continue;
             };
             let owner = owner.get_or_insert_with(|| process(pid, cgroup_root));
-            owners.entry(inode).or_insert_with(|| owner.clone());
+            owners
+                .by_inode
+                .entry(inode)
+                .or_insert_with(|| owner.clone());
         }
     }
     owners
@@ -226,7 +248,7 @@ mod tests {
         })
         .unwrap();
         let owners = socket_owners(None);
-        let me = &owners[&inode];
+        let me = &owners.by_inode[&inode];
         assert_eq!(me.pid, std::process::id());
         assert_eq!(me.source, OwnerSource::Cached);
     }

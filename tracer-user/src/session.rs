@@ -19,13 +19,25 @@ pub fn announce(mounted_tracefs: bool, degraded: &[String], nice: i32) {
     // SAFETY: setpriority on this process only.
     if nice != 0 && unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
         let err = io::Error::last_os_error();
-        eprintln!("socktrace: cannot set niceness {nice}: {err}; may drop events under load");
+        say!("socktrace: cannot set niceness {nice}: {err}; may drop events under load");
     }
     if mounted_tracefs {
-        eprintln!("socktrace: mounted tracefs at /sys/kernel/tracing");
+        say!("socktrace: mounted tracefs at /sys/kernel/tracing");
     }
     for what in degraded {
-        eprintln!("socktrace: degraded: {what}");
+        say!("socktrace: degraded: {what}");
+    }
+}
+
+/// Says when the owners of sockets that predate us could not all be
+/// read (see [`crate::proc::SocketOwners::denied`]).
+pub fn announce_denied_owners(processes: usize) {
+    if processes > 0 {
+        say!(
+            "socktrace: degraded: owners of sockets open before start are unknown where \
+             /proc/PID/fd is unreadable ({processes} processes): that needs CAP_SYS_PTRACE, \
+             and CAP_DAC_READ_SEARCH for other users' processes"
+        );
     }
 }
 
@@ -41,7 +53,7 @@ pub async fn serve_metrics(
     let server = metrics::serve(addr, Arc::clone(&metrics))
         .await
         .with_context(|| format!("serving metrics on {addr}"))?;
-    eprintln!("socktrace: metrics at http://{addr}/metrics");
+    say!("socktrace: metrics at http://{addr}/metrics");
     Ok((Some(metrics), Some(server)))
 }
 

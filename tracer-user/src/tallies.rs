@@ -21,7 +21,7 @@ use crate::{
     event::Comm,
     host,
     metrics::{Metrics, TimewaitRow},
-    output::{TimewaitView, summary_line},
+    output::{Palette, TimewaitView, summary_line},
     privileges,
     probe::{Mode, Options, Probe},
     proc,
@@ -72,9 +72,10 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
         start,
         before,
     );
-    let mut view = TimewaitView::new(clock, args.common.json);
+    let palette = Palette::for_stdout(args.common.color, args.common.json);
+    let mut view = TimewaitView::new(clock, args.common.json, palette);
     privileges::drop_all(args.common.user.as_deref())?;
-    eprintln!(
+    say!(
         "socktrace: attached in {} ms; Ctrl-C to stop",
         attach_time.as_millis()
     );
@@ -200,9 +201,10 @@ fn key(raw: &TallyKey) -> Key {
 /// they accept carry no owner in the kernel (we did not see them listen).
 fn listeners() -> io::Result<FxHashMap<u16, (u32, String)>> {
     let owners = proc::socket_owners(None);
+    session::announce_denied_owners(owners.denied);
     let mut by_port = FxHashMap::default();
     diag::for_each(Dump::Listeners, |s| {
-        if let Some(owner) = owners.get(&s.inode) {
+        if let Some(owner) = owners.by_inode.get(&s.inode) {
             let comm = owner.comm.as_str().into_owned();
             by_port.insert(s.local.port(), (owner.pid, comm));
         }

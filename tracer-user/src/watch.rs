@@ -19,7 +19,7 @@ use crate::{
     event::{self, Owner},
     logsink::{self, Journal, Sink, Syslog},
     metrics::Metrics,
-    output::{Json, ListenersView, Render, Text, TextMode, summary_line},
+    output::{Json, ListenersView, Palette, Render, Text, TextMode, summary_line},
     privileges,
     probe::{self, Mode, Options, Probe},
     proc::{self, Cgroups},
@@ -160,13 +160,15 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
     let (metrics, server) = session::serve_metrics(args.metrics).await?;
     let clock = Clock::system();
     let json = matches!(view, View::Json | View::Listeners { json: true, .. });
+    let palette = Palette::for_stdout(args.color, json);
     let mut render: Box<dyn Render> = match view {
         View::Json => Box::new(Json::new(clock)),
-        View::Text(mode) => Box::new(Text::new(clock, mode)),
+        View::Text(mode) => Box::new(Text::new(clock, mode, palette)),
         View::Listeners { short, json } => Box::new(ListenersView::new(
             clock,
             Listeners::new(short.as_nanos().try_into().unwrap_or(u64::MAX)),
             json,
+            palette,
         )),
     };
     let mut out = match output {
@@ -207,7 +209,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
     pipeline.tracker.preload(existing, now);
     privileges::drop_all(args.user.as_deref())?;
     // Ready: tests (and people) may start acting on sockets now.
-    eprintln!(
+    say!(
         "socktrace: attached in {} ms; Ctrl-C to stop",
         attach_time.as_millis()
     );
@@ -296,11 +298,16 @@ fn losses(source: &Source, programs: &aya::Ebpf) -> anyhow::Result<KernelCounter
 /// port)`, with its owner from /proc.
 fn snapshot(which: Dump, wanted: impl Fn(u16, u16) -> bool) -> io::Result<Vec<Known>> {
     let owners = proc::socket_owners(probe::cgroup_v2_root().as_deref());
+    session::announce_denied_owners(owners.denied);
     let mut known = Vec::new();
     diag::for_each(which, |s| {
         if wanted(s.local.port(), s.remote.port()) {
             known.push(Known {
-                owner: owners.get(&s.inode).cloned().unwrap_or(Owner::UNKNOWN),
+                owner: owners
+                    .by_inode
+                    .get(&s.inode)
+                    .cloned()
+                    .unwrap_or(Owner::UNKNOWN),
                 sock: s.sock,
                 state: s.state,
                 local: s.local,
@@ -411,13 +418,13 @@ impl Pipeline {
         let dropped = now.ring_drops - before.ring_drops;
         let missed = now.recursion_misses - before.recursion_misses;
         if dropped > 0 {
-            eprintln!(
+            say!(
                 "socktrace: lost {dropped} events: ring buffer full ({} lost so far)",
                 now.ring_drops
             );
         }
         if missed > 0 {
-            eprintln!(
+            say!(
                 "socktrace: lost {missed} events: another BPF program was running \
                  ({} lost so far)",
                 now.recursion_misses

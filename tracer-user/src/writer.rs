@@ -67,9 +67,10 @@ impl Output {
         }
         self.buf.clear();
         if self.write_backlog() && self.dropped > 0 {
-            eprintln!(
+            say!(
                 "socktrace: the output reader fell behind: {} lines dropped ({} in all)",
-                self.dropped, self.dropped_total
+                self.dropped,
+                self.dropped_total
             );
             self.dropped = 0;
         }

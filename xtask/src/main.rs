@@ -1,6 +1,7 @@
-//! Developer tasks: `cargo xtask setup|build|run|test`. Every task first
+//! Developer tasks: `cargo xtask setup|build|dist|run|test|bench`. Every task first
 //! makes sure this machine can build eBPF (see `setup`).
 mod bench;
+mod dist;
 mod fuzz;
 mod setup;
 mod soak;
@@ -27,6 +28,9 @@ enum Task {
     Setup,
     /// Build socktrace (release).
     Build,
+    /// Build socktrace (release) and package it: target/dist/socktrace_VERSION_ARCH.deb
+    /// with the binary, man pages, shell completions, the systemd unit and docs.
+    Dist,
     /// Build socktrace (release) and run it with ARGS, as root.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -70,6 +74,10 @@ fn run(task: Task) -> Result<()> {
     match task {
         Task::Setup => Ok(()),
         Task::Build => build_release(),
+        Task::Dist => {
+            build_release()?;
+            dist::run(&root)
+        }
         Task::Run { args } => {
             build_release()?;
             let bin = root.join("target/release/socktrace");

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{
-    Render, human_ns,
+    Hue, Palette, Render, human_ns,
     json::{common, errno},
     jsonw::Obj,
 };
@@ -17,6 +17,7 @@ use crate::{
 pub struct ListenersView {
     analysis: Listeners,
     json: bool,
+    palette: Palette,
     time: TimeFormatter,
     scratch: String,
 }
@@ -26,7 +27,7 @@ const NOTE_COLUMNS: &str =
 const TABLE_COLUMNS: &str = "PROTO PORT  KIND   COMM            PIDS  CYCLES  SHORT  OPEN  FAILED  MIN        MEDIAN     MAX";
 
 impl ListenersView {
-    pub fn new(clock: Clock, analysis: Listeners, json: bool) -> ListenersView {
+    pub fn new(clock: Clock, analysis: Listeners, json: bool, palette: Palette) -> ListenersView {
         let style = if json {
             Style::Rfc3339Utc
         } else {
@@ -35,6 +36,7 @@ impl ListenersView {
         ListenersView {
             analysis,
             json,
+            palette,
             time: TimeFormatter::new(clock, style),
             scratch: String::new(),
         }
@@ -52,25 +54,32 @@ impl ListenersView {
             write!(out, " {:<7} {:<15} ", "-", "-")
         };
         let _ = write!(out, "{:<5} {:<6} {:<24} ", n.proto, n.kind.name(), n.addr);
-        let _ = match n.what {
-            What::Opened { backlog: Some(b) } => write!(out, "open backlog {b}"),
-            What::Opened { backlog: None } => write!(out, "open"),
+        match n.what {
+            What::Opened { backlog: Some(b) } => {
+                let _ = write!(out, "open backlog {b}");
+            }
+            What::Opened { backlog: None } => out.push_str("open"),
             What::Closed {
                 lifetime_ns: Some(ns),
                 short,
-            } => write!(
-                out,
-                "closed after {}{}",
-                human_ns(ns),
-                if short { "  SHORT-LIVED" } else { "" }
-            ),
-            What::Closed { .. } => write!(out, "closed (opened before start)"),
-            What::BindFailed { errno } => write!(
-                out,
-                "bind failed {}",
-                errno.name().unwrap_or_else(|| errno.0.to_string())
-            ),
-        };
+            } => {
+                let _ = write!(out, "closed after {}", human_ns(ns));
+                if short {
+                    out.push_str("  ");
+                    self.palette.paint(Hue::Short, "SHORT-LIVED", out);
+                }
+            }
+            What::Closed { .. } => out.push_str("closed (opened before start)"),
+            What::BindFailed { errno } => {
+                self.palette.start(Hue::Failure, out);
+                let _ = write!(
+                    out,
+                    "bind failed {}",
+                    errno.name().unwrap_or_else(|| errno.0.to_string())
+                );
+                self.palette.end(out);
+            }
+        }
         out.push('\n');
     }
 

@@ -1,6 +1,7 @@
 //! Rendering records: columns for people, JSON lines for programs.
 //! Renderers append to a caller-owned buffer so a whole batch goes out in
 //! one write.
+mod color;
 mod json;
 mod jsonw;
 mod lifecycles;
@@ -8,6 +9,7 @@ mod listeners;
 mod text;
 mod timewait;
 
+pub use color::{Hue, Palette};
 pub use json::{Json, summary_line};
 pub use lifecycles::lifecycles;
 pub use listeners::ListenersView;

@@ -2,10 +2,10 @@
 //! `--lifecycle`) one per finished connection, as tcplife prints them.
 use std::fmt::Write as _;
 
-use super::Render;
+use super::{Hue, Palette, Render};
 use crate::{
     clock::{Clock, Style, TimeFormatter},
-    event::{Detail, Event, Owner},
+    event::{Detail, Event, Owner, StateInfo, TcpState},
     track::{Close, Known, Opener, Record, Side},
 };
 
@@ -20,13 +20,15 @@ pub enum TextMode {
 pub struct Text {
     time: TimeFormatter,
     mode: TextMode,
+    palette: Palette,
 }
 
 impl Text {
-    pub fn new(clock: Clock, mode: TextMode) -> Text {
+    pub fn new(clock: Clock, mode: TextMode, palette: Palette) -> Text {
         Text {
             time: TimeFormatter::new(clock, Style::LocalTime),
             mode,
+            palette,
         }
     }
 }
@@ -85,11 +87,19 @@ impl Text {
                 new,
                 info,
             } => {
-                let _ = write!(out, "{local:<24} {remote:<24} {old} -> {new}");
-                match info.tw_end {
-                    Some(how) => write!(out, " ({})", tw_end_words(how)),
-                    None => Ok(()),
+                let _ = write!(out, "{local:<24} {remote:<24} ");
+                let hue = state_hue(*old, *new, info);
+                if let Some(hue) = hue {
+                    self.palette.start(hue, out);
                 }
+                let _ = write!(out, "{old} -> {new}");
+                if let Some(how) = info.tw_end {
+                    let _ = write!(out, " ({})", tw_end_words(how));
+                }
+                if hue.is_some() {
+                    self.palette.end(out);
+                }
+                Ok(())
             }
             Detail::Bind {
                 addr,
@@ -98,7 +108,7 @@ impl Text {
             } => {
                 let _ = write!(out, "{addr:<24} {:<24} bind", "-");
                 match errno.name() {
-                    Some(name) => write!(out, " failed {name}"),
+                    Some(name) => self.failed(&name, out),
                     None if *requested_port == 0 => write!(out, " (port 0: kernel chose)"),
                     None => Ok(()),
                 }
@@ -110,7 +120,7 @@ impl Text {
             } => {
                 let _ = write!(out, "{addr:<24} {:<24} listen backlog {backlog}", "-");
                 match errno.name() {
-                    Some(name) => write!(out, " failed {name}"),
+                    Some(name) => self.failed(&name, out),
                     None => Ok(()),
                 }
             }
@@ -125,7 +135,7 @@ impl Text {
         let kb = |bytes: u64| bytes / 1024; // as tcplife rounds
         let _ = write!(
             out,
-            "{:<24} {:<24} {:<8} {:<8} {:<10.3} {:<7} {}",
+            "{:<24} {:<24} {:<8} {:<8} {:<10.3} {:<7} ",
             c.local,
             c.remote,
             kb(c.bytes_sent),
@@ -135,9 +145,38 @@ impl Text {
                 Opener::Listener | Opener::Unknown => "-",
                 known => known.name(),
             },
-            end_words(c),
         );
+        let hue = if c.failure.is_some() || c.reset_by.is_some() {
+            Some(Hue::Failure)
+        } else {
+            c.time_wait.then_some(Hue::TimeWait)
+        };
+        match hue {
+            Some(hue) => self.palette.paint(hue, &end_words(c), out),
+            None => out.push_str(&end_words(c)),
+        }
         out.push('\n');
+    }
+
+    /// ` failed EADDRINUSE`, the failure in red.
+    fn failed(&self, errno: &str, out: &mut String) -> std::fmt::Result {
+        out.push(' ');
+        self.palette.start(Hue::Failure, out);
+        let result = write!(out, "failed {errno}");
+        self.palette.end(out);
+        result
+    }
+}
+
+/// Red for a connection that ended by a reset or an error, yellow in and
+/// out of TIME_WAIT.
+fn state_hue(old: TcpState, new: TcpState, info: &StateInfo) -> Option<Hue> {
+    if new == TcpState::Close && (info.rst_received || info.rst_sent || info.sk_err.0 != 0) {
+        Some(Hue::Failure)
+    } else if new == TcpState::TimeWait || old == TcpState::TimeWait {
+        Some(Hue::TimeWait)
+    } else {
+        None
     }
 }
 
@@ -177,8 +216,12 @@ mod tests {
     }
 
     fn render(mode: TextMode, r: &Record) -> String {
+        render_in(Palette::OFF, mode, r)
+    }
+
+    fn render_in(palette: Palette, mode: TextMode, r: &Record) -> String {
         let mut out = String::new();
-        let mut text = Text::new(Clock::with_offset(0), mode);
+        let mut text = Text::new(Clock::with_offset(0), mode, palette);
         text.record(r, &mut out);
         // Drop the local-time part, which depends on the machine's zone.
         out.split_once('.')
@@ -275,6 +318,84 @@ mod tests {
         assert_eq!(
             line,
             "000250 4242    curl            127.0.0.1:40000          127.0.0.1:80             2        0        2.500      active  time-wait\n"
+        );
+    }
+
+    #[test]
+    fn colours_failures_and_time_wait() {
+        let state = |old, new, info| {
+            Record::Event(event(
+                Proto::Tcp,
+                Detail::State {
+                    local: "127.0.0.1:43512".parse().unwrap(),
+                    remote: "127.0.0.1:9".parse().unwrap(),
+                    old,
+                    new,
+                    info,
+                },
+            ))
+        };
+        let refused = StateInfo {
+            sk_err: Errno(111),
+            ..StateInfo::default()
+        };
+        let line = render_in(
+            Palette::ON,
+            TextMode::Events,
+            &state(TcpState::SynSent, TcpState::Close, refused),
+        );
+        assert!(
+            line.ends_with(" \x1b[31mSYN_SENT -> CLOSE\x1b[0m\n"),
+            "{line:?}"
+        );
+        let line = render_in(
+            Palette::ON,
+            TextMode::Events,
+            &state(TcpState::FinWait2, TcpState::TimeWait, StateInfo::default()),
+        );
+        assert!(
+            line.ends_with(" \x1b[33mFIN_WAIT2 -> TIME_WAIT\x1b[0m\n"),
+            "{line:?}"
+        );
+        let plain = state(
+            TcpState::SynSent,
+            TcpState::Established,
+            StateInfo::default(),
+        );
+        assert!(!render_in(Palette::ON, TextMode::Events, &plain).contains('\x1b'));
+        let bind = Record::Event(event(
+            Proto::Tcp,
+            Detail::Bind {
+                addr: "0.0.0.0:80".parse().unwrap(),
+                requested_port: 80,
+                errno: Errno(13),
+            },
+        ));
+        let line = render_in(Palette::ON, TextMode::Events, &bind);
+        assert!(
+            line.ends_with(" bind \x1b[31mfailed EACCES\x1b[0m\n"),
+            "{line:?}"
+        );
+        assert!(render(TextMode::Events, &bind).ends_with(" bind failed EACCES\n"));
+        let e = event(
+            Proto::Tcp,
+            Detail::Release {
+                addr: "0.0.0.0:80".parse().unwrap(),
+            },
+        );
+        let reset = Close {
+            reset_by: Some(Side::Remote),
+            ..Close::sample(
+                e.mono_ns,
+                e.owner.clone(),
+                "127.0.0.1:40000",
+                "127.0.0.1:80",
+            )
+        };
+        let line = render_in(Palette::ON, TextMode::Lifecycles, &Record::Close(reset));
+        assert!(
+            line.ends_with(" \x1b[31mreset received\x1b[0m\n"),
+            "{line:?}"
         );
     }
 }

@@ -2,7 +2,7 @@
 //! one `timewait` JSON line per interval for programs.
 use std::fmt::Write as _;
 
-use super::jsonw::Obj;
+use super::{Hue, Palette, jsonw::Obj};
 use crate::{
     analysis::timewait::{Dest, Report},
     clock::{Clock, Style, TimeFormatter},
@@ -10,12 +10,13 @@ use crate::{
 
 pub struct TimewaitView {
     json: bool,
+    palette: Palette,
     time: TimeFormatter,
     scratch: String,
 }
 
 impl TimewaitView {
-    pub fn new(clock: Clock, json: bool) -> TimewaitView {
+    pub fn new(clock: Clock, json: bool, palette: Palette) -> TimewaitView {
         let style = if json {
             Style::Rfc3339Utc
         } else {
@@ -23,6 +24,7 @@ impl TimewaitView {
         };
         TimewaitView {
             json,
+            palette,
             time: TimeFormatter::new(clock, style),
             scratch: String::new(),
         }
@@ -34,7 +36,7 @@ impl TimewaitView {
         if self.json {
             json(r, &self.scratch, out);
         } else {
-            text(r, &self.scratch, out);
+            text(r, &self.scratch, self.palette, out);
         }
     }
 }
@@ -43,7 +45,8 @@ fn dest_name(d: &Dest) -> String {
     format!("{} -> {}", d.local, d.remote)
 }
 
-fn text(r: &Report, time: &str, out: &mut String) {
+fn text(r: &Report, time: &str, palette: Palette, out: &mut String) {
+    palette.start(Hue::Heading, out);
     let _ = write!(
         out,
         "{time} TIME_WAIT +{:.0}/s (client side {}, server side {}) now {}",
@@ -55,6 +58,7 @@ fn text(r: &Report, time: &str, out: &mut String) {
     if let Some(k) = r.kernel_population {
         let _ = write!(out, " (kernel: {k} in this netns)");
     }
+    palette.end(out);
     out.push('\n');
     if !r.by_process.is_empty() {
         out.push_str("  PID     COMM              ENTRIES/S  TIME_WAIT\n");
@@ -97,9 +101,11 @@ fn text(r: &Report, time: &str, out: &mut String) {
         }
     }
     for p in &r.pressure {
-        let _ = writeln!(
+        out.push_str("  ");
+        palette.start(Hue::Failure, out);
+        let _ = write!(
             out,
-            "  ! {} holds {:.0}% of the local ports ({} of {}), most by pid {} ({}): new \
+            "! {} holds {:.0}% of the local ports ({} of {}), most by pid {} ({}): new \
              connections there fail with EADDRNOTAVAIL once none is free{}",
             dest_name(&p.dest),
             p.percent,
@@ -113,14 +119,20 @@ fn text(r: &Report, time: &str, out: &mut String) {
                 ""
             }
         );
+        palette.end(out);
+        out.push('\n');
     }
     for c in &r.per_request {
-        let _ = writeln!(
+        out.push_str("  ");
+        palette.start(Hue::Warning, out);
+        let _ = write!(
             out,
-            "  ! pid {} ({}) opens {:.0} connections/s to {}, {:.0}% of them short: a \
+            "! pid {} ({}) opens {:.0} connections/s to {}, {:.0}% of them short: a \
              connection per request; keep-alive or a connection pool would end this churn",
             c.pid, c.comm, c.per_sec, c.dest.remote, c.short_pct
         );
+        palette.end(out);
+        out.push('\n');
     }
     for s in &r.settings {
         let _ = writeln!(out, "  {s}");
@@ -185,4 +197,60 @@ fn json(r: &Report, time: &str, out: &mut String) {
             o.string("note", s);
         })
         .end();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::timewait::{PerRequest, Pressure};
+
+    #[test]
+    fn warnings_and_the_headline_in_colour() {
+        let dest = Dest {
+            netns: 1,
+            local: "127.0.0.1".parse().unwrap(),
+            remote: "127.0.0.2:8080".parse().unwrap(),
+        };
+        let report = Report {
+            pressure: vec![Pressure {
+                dest,
+                held: 30000,
+                range: 28232,
+                percent: 100.0,
+                pid: 7,
+                comm: "churn".into(),
+                reuse: false,
+            }],
+            per_request: vec![PerRequest {
+                pid: 7,
+                comm: "churn".into(),
+                dest,
+                per_sec: 500.0,
+                short_pct: 100.0,
+            }],
+            ..Report::default()
+        };
+        let render = |palette| {
+            let mut out = String::new();
+            TimewaitView::new(Clock::with_offset(0), false, palette).report(&report, &mut out);
+            out
+        };
+        let plain = render(Palette::OFF);
+        assert!(!plain.contains('\x1b'));
+        let coloured = render(Palette::ON);
+        let lines: Vec<&str> = coloured.lines().collect();
+        assert!(lines[0].starts_with("\x1b[1m") && lines[0].ends_with("\x1b[0m"));
+        assert!(lines[1].starts_with("  \x1b[31m! 127.0.0.1 -> 127.0.0.2:8080 holds"));
+        assert!(lines[2].starts_with("  \x1b[1;33m! pid 7 (churn) opens 500"));
+        assert!(lines[1].ends_with("\x1b[0m") && lines[2].ends_with("\x1b[0m"));
+        // Colour wraps lines; it changes nothing else.
+        assert_eq!(
+            coloured
+                .replace("\x1b[1m", "")
+                .replace("\x1b[31m", "")
+                .replace("\x1b[1;33m", "")
+                .replace("\x1b[0m", ""),
+            plain
+        );
+    }
 }
