@@ -227,6 +227,15 @@ impl Listeners {
                     return None; // listen() again on a listener: new backlog
                 }
                 open.announced = true;
+                if open.addr != addr {
+                    // listen() without bind: the kernel picks the port after
+                    // the socket is already LISTEN; the call's exit knows it.
+                    let mut moved = open.clone();
+                    moved.addr = addr;
+                    let before = std::mem::replace(open, moved.clone());
+                    self.row(&before).open -= 1;
+                    self.row(&moved).open += 1;
+                }
                 Some(note(
                     e,
                     What::Opened {
@@ -441,6 +450,26 @@ mod tests {
         let (_, row) = l.rows().next().unwrap();
         assert_eq!((row.cycles, row.short, row.failed_binds), (1, 0, 1));
         assert_eq!(row.last_errno, Some(Errno(98)));
+    }
+
+    #[test]
+    fn listen_without_bind_takes_the_port_from_the_call() {
+        let mut l = Listeners::new(1000 * MS);
+        let mut at_zero = state(0, 9, TcpState::Close, TcpState::Listen);
+        if let Record::Event(e) = &mut at_zero
+            && let Detail::State { local, .. } = &mut e.detail
+        {
+            local.set_port(0); // what the tracepoint shows before autobind
+        }
+        assert_eq!(l.observe(&at_zero), None);
+        let opened = l.observe(&listen(10, 9)).unwrap();
+        assert_eq!(opened.addr.port(), 8080);
+        let closed = l
+            .observe(&state(MS, 9, TcpState::Listen, TcpState::Close))
+            .unwrap();
+        assert_eq!(closed.addr.port(), 8080);
+        let rows: Vec<_> = l.rows().map(|(k, r)| (k.port, r.cycles, r.open)).collect();
+        assert_eq!(rows, [(8080, 1, 0)]);
     }
 
     #[test]
