@@ -1,6 +1,6 @@
-//! The streaming modes (`watch`, `listeners`, `record`): attach, snapshot
-//! what exists, then ring -> decode -> track -> render -> output until
-//! stopped; then detach, drain what is left and summarise.
+//! The streaming modes (`watch`, `listeners`, `record`, `top`): attach,
+//! snapshot what exists, then ring -> decode -> track -> render -> output
+//! until stopped; then detach, drain what is left and summarise.
 use std::{
     io::{self, Write},
     sync::Arc,
@@ -63,6 +63,8 @@ pub enum View {
         short: Duration,
         json: bool,
     },
+    /// A view that draws itself and reads keys (`top`).
+    Live(Box<dyn Render>),
 }
 
 impl Plan {
@@ -149,6 +151,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
             Listeners::new(short.as_nanos().try_into().unwrap_or(u64::MAX)),
             json,
         )),
+        View::Live(view) => view,
     };
     let mut out = Output::new(output);
     let mut pipeline = Pipeline::new(track_limit, metrics);
@@ -198,6 +201,10 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
     loop {
         tokio::select! {
             _ = stop.wait() => break,
+            stopped = std::future::poll_fn(|cx| render.poll_input(cx)) => {
+                stopped?;
+                break;
+            }
             woken = source.woken() => woken.context("waiting on the ring buffer")?,
             _ = drain_tick.tick() => {}
             _ = stats_tick.tick() => {
