@@ -5,7 +5,7 @@
 //! answers (listeners, TIME_WAIT churn, lifecycles), pure; `tallies` feeds
 //! the TIME_WAIT one from the kernel's counters; `input` reads JSON lines
 //! back into records and `offline` runs the analyses on them; `metrics`
-//! exports counts for Prometheus.
+//! exports counts for Prometheus; `top` is the live terminal view.
 pub mod analysis;
 pub mod cli;
 pub mod clock;
@@ -23,5 +23,6 @@ pub mod session;
 pub mod source;
 pub mod summary;
 pub mod tallies;
+pub mod top;
 pub mod track;
 pub mod watch;
