@@ -8,7 +8,8 @@
 //! 3. bpf-linker built against that LLVM;
 //!
 //! and, for `test` only, Debian's Prometheus server (the metrics test
-//! scrapes socktrace with it).
+//! scrapes socktrace with it) and tmux (the top test drives socktrace's
+//! terminal view in it).
 //!
 //! Each install step says what it does. When one cannot run (not root, no
 //! network) it stops with the command to run by hand.
@@ -30,26 +31,48 @@ pub fn ensure() -> Result<()> {
     ensure_bpf_linker(llvm)
 }
 
-/// Where Debian's `prometheus` package puts the server.
-const PROMETHEUS: &str = "/usr/bin/prometheus";
+/// What `cargo xtask test` needs beyond building: (the program, the
+/// Debian package that ships it, what for).
+const TEST_TOOLS: [(&str, &str, &str); 2] = [
+    (
+        "/usr/bin/prometheus",
+        "prometheus",
+        "the metrics test scrapes socktrace with it",
+    ),
+    (
+        "/usr/bin/tmux",
+        "tmux",
+        "the top test drives socktrace's terminal view in it",
+    ),
+];
 
-/// What `cargo xtask test` needs beyond building: a Prometheus server.
+/// Installs the test tools that are missing.
 pub fn ensure_test_tools() -> Result<()> {
-    if Path::new(PROMETHEUS).is_file() {
+    let missing: Vec<_> = TEST_TOOLS
+        .iter()
+        .filter(|(program, ..)| !Path::new(program).is_file())
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    let command = "apt-get install -y --no-install-recommends prometheus";
-    require_root(command)?;
+    let packages: Vec<&str> = missing.iter().map(|(_, package, _)| *package).collect();
+    let mut args = vec!["install", "-y", "--no-install-recommends"];
+    args.extend(&packages);
+    require_root(&format!("apt-get {}", args.join(" ")))?;
     install("Debian's package lists", "apt-get", &["update"], &[])?;
+    let why: Vec<String> = missing
+        .iter()
+        .map(|(_, package, why)| format!("{package} ({why})"))
+        .collect();
     install(
-        "Prometheus (the metrics test scrapes socktrace with it)",
+        &why.join(", "),
         "apt-get",
-        &["install", "-y", "--no-install-recommends", "prometheus"],
+        &args,
         &[("DEBIAN_FRONTEND", "noninteractive")],
     )?;
     // Where systemd runs, the package starts a server on :9090 at every
     // boot; the test runs its own.
-    if Path::new("/run/systemd/system").is_dir() {
+    if packages.contains(&"prometheus") && Path::new("/run/systemd/system").is_dir() {
         println!(
             "xtask: setup: stopping Debian's prometheus service: systemctl disable --now prometheus"
         );
