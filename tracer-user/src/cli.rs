@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
         socktrace --json --snapshot     existing sockets first, then events\n  \
         socktrace listeners --short 100 listeners that live under 100 ms\n  \
         socktrace timewait              TIME_WAIT churn and port pressure, every second\n  \
+        socktrace top                   live view: connections, listeners, TIME_WAIT\n  \
         socktrace record run.jsonl      keep the event stream for later\n  \
         socktrace analyze run.jsonl --report timewait",
     args_conflicts_with_subcommands = true
@@ -37,6 +38,10 @@ pub enum Command {
     /// TIME_WAIT churn: who creates it, towards where, ephemeral-port
     /// pressure. Counted in the kernel: cheap on a busy host.
     Timewait(TimewaitArgs),
+    /// A live terminal view: connections with their owners, listeners,
+    /// TIME_WAIT by port and destination.
+    #[command(mut_arg("json", |a| a.hide(true)))]
+    Top(TopArgs),
     /// Write the JSON event stream to FILE (with a header line) for `analyze`.
     Record(RecordArgs),
     /// Run an analysis on a recording (`-`: standard input).
@@ -159,6 +164,14 @@ pub struct TimewaitReport {
 }
 
 #[derive(Debug, Args, Clone)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub short: Short,
+}
+
+#[derive(Debug, Args, Clone)]
 pub struct RecordArgs {
     /// Where to write (created 0600; an existing file is refused unless
     /// --force).
@@ -220,8 +233,14 @@ impl Cli {
             Command::Watch(w) | Command::Record(RecordArgs { watch: w, .. }) => Some(&w.common),
             Command::Listeners(l) => Some(&l.common),
             Command::Timewait(t) => Some(&t.common),
+            Command::Top(t) => Some(&t.common),
             Command::Analyze(_) => None,
         };
+        if let Command::Top(t) = &command
+            && t.common.json
+        {
+            return Err("top draws in the terminal; for JSON lines use `socktrace --json`".into());
+        }
         if let Some(user) = common.and_then(|c| c.user.as_deref())
             && !crate::privileges::user_exists(user)
         {
@@ -323,6 +342,18 @@ mod tests {
             panic!("analyze expected");
         };
         assert_eq!((a.report, a.file.to_str()), (Report::Listeners, Some("-")));
+        let cli = Cli::try_parse_from(["socktrace", "top", "--port", "80", "--duration", "2"]);
+        let Command::Top(t) = cli.unwrap().into_command().unwrap() else {
+            panic!("top expected");
+        };
+        assert_eq!(t.common.ports, [80]);
+        assert_eq!(t.common.duration, Some(Duration::from_secs(2)));
+        assert_eq!(t.short.short, Duration::from_secs(1));
+        let cli = Cli::try_parse_from(["socktrace", "top", "--json"]).unwrap();
+        assert_eq!(
+            cli.into_command().unwrap_err(),
+            "top draws in the terminal; for JSON lines use `socktrace --json`"
+        );
         for bad in [
             &["listeners", "--short", "0"][..],
             &["timewait", "--threshold", "101"],

@@ -5,7 +5,7 @@
 //! answers (listeners, TIME_WAIT churn, lifecycles), pure; `tallies` feeds
 //! the TIME_WAIT one from the kernel's counters; `input` reads JSON lines
 //! back into records and `offline` runs the analyses on them; `metrics`
-//! exports counts for Prometheus.
+//! exports counts for Prometheus; `top` is the live terminal view.
 /// `eprintln!` that cannot panic: with standard error gone (`socktrace
 /// 2>&1 | head`) the message is dropped and socktrace stops as quietly as
 /// when standard output goes.
@@ -38,6 +38,7 @@ pub mod session;
 pub mod source;
 pub mod summary;
 pub mod tallies;
+pub mod top;
 pub mod track;
 pub mod watch;
 pub mod writer;

@@ -1,10 +1,13 @@
 //! CLI entry: parse, run, exit codes. Errors are one line on stderr.
-use std::process::ExitCode;
+use std::{
+    io::{self, IsTerminal as _},
+    process::ExitCode,
+};
 
 use clap::{CommandFactory as _, FromArgMatches as _};
 use socktrace::{
     cli::{Cli, Command},
-    generate, offline, record, say, tallies,
+    generate, offline, record, say, tallies, top,
     watch::{self, Plan},
 };
 
@@ -35,6 +38,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if matches!(command, Command::Top(_)) && !io::stdout().is_terminal() {
+        eprintln!(
+            "socktrace: top needs a terminal (stdout is not one); `socktrace watch` streams to pipes and files"
+        );
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -51,6 +60,7 @@ fn main() -> ExitCode {
             Command::Listeners(args) => watch::run(Plan::listeners(args)).await.map(Some),
             Command::Record(args) => watch::run(record::plan(args)?).await.map(Some),
             Command::Timewait(args) => tallies::run(args).await.map(Some),
+            Command::Top(args) => top::run(args).await.map(Some),
             Command::Analyze(args) => offline::run(&args).map(|()| None),
         }
     });

@@ -1,6 +1,6 @@
-//! The streaming modes (`watch`, `listeners`, `record`): attach, snapshot
-//! what exists, then ring -> decode -> track -> render -> output until
-//! stopped; then detach, drain what is left and summarise.
+//! The streaming modes (`watch`, `listeners`, `record`, `top`): attach,
+//! snapshot what exists, then ring -> decode -> track -> render -> output
+//! until stopped; then detach, drain what is left and summarise.
 use std::{
     io::{self, Write},
     sync::Arc,
@@ -76,6 +76,8 @@ pub enum View {
         short: Duration,
         json: bool,
     },
+    /// A view that draws itself and reads keys (`top`).
+    Live(Box<dyn Render>),
 }
 
 impl Plan {
@@ -170,6 +172,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
             json,
             palette,
         )),
+        View::Live(view) => view,
     };
     let mut out = match output {
         Some(writer) => Output::new(writer),
@@ -230,6 +233,10 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
     loop {
         tokio::select! {
             _ = stop.wait() => break,
+            stopped = std::future::poll_fn(|cx| render.poll_input(cx)) => {
+                stopped?;
+                break;
+            }
             woken = source.woken() => woken.context("waiting on the ring buffer")?,
             _ = drain_tick.tick() => {}
             _ = stats_tick.tick() => {

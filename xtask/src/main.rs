@@ -37,8 +37,9 @@ enum Task {
         args: Vec<String>,
     },
     /// Every check: fmt, clippy (user and kernel crates), unit tests, and
-    /// the integration tests against the running kernel and a Prometheus
-    /// server (needs root; installs Debian's `prometheus` if missing).
+    /// the integration tests against the running kernel, a Prometheus
+    /// server and tmux (needs root; installs Debian's `prometheus` and
+    /// `tmux` if missing).
     Test,
     /// What tracing costs under connection churn, vs no tracer (needs root);
     /// writes bench/RESULTS.md and the README's performance section.

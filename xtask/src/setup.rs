@@ -7,8 +7,8 @@
 //!    nightly's LLVM;
 //! 3. bpf-linker built against that LLVM;
 //!
-//! and, for `test` only, the daemons the integration tests talk to:
-//! Prometheus, rsyslog and systemd-journald (Debian packages).
+//! and, for `test` only, the daemons and tools the integration tests
+//! use: Prometheus, rsyslog, systemd-journald and tmux (Debian packages).
 //!
 //! Each install step says what it does. When one cannot run (not root, no
 //! network) it stops with the command to run by hand.
@@ -30,9 +30,9 @@ pub fn ensure() -> Result<()> {
     ensure_bpf_linker(llvm)
 }
 
-/// Daemons the integration tests run socktrace against: (a file the
-/// package installs, the Debian package, what for).
-const TEST_TOOLS: [(&str, &str, &str); 3] = [
+/// What `cargo xtask test` needs beyond building: (a file the package
+/// installs, the Debian package, what for).
+const TEST_TOOLS: [(&str, &str, &str); 4] = [
     (
         "/usr/bin/prometheus",
         "prometheus",
@@ -48,9 +48,14 @@ const TEST_TOOLS: [(&str, &str, &str); 3] = [
         "systemd",
         "the journal test reads socktrace's entries back through it",
     ),
+    (
+        "/usr/bin/tmux",
+        "tmux",
+        "the top test drives socktrace's terminal view in it",
+    ),
 ];
 
-/// What `cargo xtask test` needs beyond building: the daemons above.
+/// Installs the test tools that are missing.
 pub fn ensure_test_tools() -> Result<()> {
     let missing: Vec<_> = TEST_TOOLS
         .iter()
@@ -60,22 +65,22 @@ pub fn ensure_test_tools() -> Result<()> {
         return Ok(());
     }
     let packages: Vec<&str> = missing.iter().map(|(_, package, _)| *package).collect();
-    let command = format!(
-        "apt-get install -y --no-install-recommends {}",
-        packages.join(" ")
-    );
-    require_root(&command)?;
+    let mut args = vec!["install", "-y", "--no-install-recommends"];
+    args.extend(&packages);
+    require_root(&format!("apt-get {}", args.join(" ")))?;
     install("Debian's package lists", "apt-get", &["update"], &[])?;
-    for (_, package, why) in missing {
-        install(
-            &format!("{package} ({why})"),
-            "apt-get",
-            &["install", "-y", "--no-install-recommends", package],
-            &[("DEBIAN_FRONTEND", "noninteractive")],
-        )?;
-    }
-    // Where systemd runs, the prometheus package starts a server on :9090
-    // at every boot; the test runs its own.
+    let why: Vec<String> = missing
+        .iter()
+        .map(|(_, package, why)| format!("{package} ({why})"))
+        .collect();
+    install(
+        &why.join(", "),
+        "apt-get",
+        &args,
+        &[("DEBIAN_FRONTEND", "noninteractive")],
+    )?;
+    // Where systemd runs, the package starts a server on :9090 at every
+    // boot; the test runs its own.
     if packages.contains(&"prometheus") && Path::new("/run/systemd/system").is_dir() {
         println!(
             "xtask: setup: stopping Debian's prometheus service: systemctl disable --now prometheus"

@@ -154,6 +154,15 @@ impl Listeners {
         self.open.len()
     }
 
+    /// The row of each socket open now, and when it opened (`None`: before
+    /// we started).
+    pub fn open(&self) -> impl Iterator<Item = (RowKey, Option<u64>)> + '_ {
+        self.open.values().map(|o| {
+            let key = row_key(o.proto, o.addr.port(), o.kind, &o.owner);
+            (key, o.since_ns)
+        })
+    }
+
     /// The table: every row with something to say, by protocol, port,
     /// kind, program.
     pub fn rows(&self) -> impl Iterator<Item = (&RowKey, &Row)> {
@@ -494,6 +503,12 @@ mod tests {
         assert!(l.observe(&listen(20, 5)).is_some());
         let rows: Vec<_> = l.rows().map(|(k, r)| (k.kind, r.open)).collect();
         assert_eq!(rows, [(Kind::Listen, 1)]);
+        let open: Vec<_> = l.open().map(|(k, since)| (k.kind, since)).collect();
+        assert_eq!(
+            open,
+            [(Kind::Listen, Some(10))],
+            "listening since CLOSE -> LISTEN"
+        );
         let closed = l.observe(&state(5 * MS, 5, TcpState::Listen, TcpState::Close));
         assert_eq!(
             closed.unwrap().what,

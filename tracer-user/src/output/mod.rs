@@ -16,6 +16,8 @@ pub use listeners::ListenersView;
 pub use text::{Text, TextMode};
 pub use timewait::TimewaitView;
 
+use std::task::{Context, Poll};
+
 use crate::track::Record;
 
 pub trait Render {
@@ -28,6 +30,12 @@ pub trait Render {
     fn tick(&mut self, _now_ns: u64, _out: &mut String) {}
     /// At the end: appends the final report, if this view has one.
     fn finish(&mut self, _now_ns: u64, _out: &mut String) {}
+    /// A view with a user (`top`) reads their input here: the loop polls
+    /// it while it waits. Ready when the user asked to stop, or the
+    /// terminal failed.
+    fn poll_input(&mut self, _cx: &mut Context<'_>) -> Poll<anyhow::Result<()>> {
+        Poll::Pending
+    }
 }
 
 /// A duration for people: `850 ns`, `44 µs`, `1.25 ms`, `3.40 s`.
