@@ -88,7 +88,7 @@ pub fn write_to(dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    const SUBCOMMANDS: [&str; 5] = ["watch", "listeners", "timewait", "record", "analyze"];
+    const SUBCOMMANDS: [&str; 6] = ["watch", "listeners", "timewait", "top", "record", "analyze"];
 
     /// roff escapes every `-`; `\-\-json` reads `--json` on the page.
     fn text(roff: &[u8]) -> String {
@@ -108,6 +108,7 @@ mod tests {
                 "socktrace-watch.8",
                 "socktrace-listeners.8",
                 "socktrace-timewait.8",
+                "socktrace-top.8",
                 "socktrace-record.8",
                 "socktrace-analyze.8"
             ]
@@ -141,7 +142,7 @@ mod tests {
         for flag in ["--interval", "--top", "--threshold", "--short", "--metrics"] {
             assert!(timewait.contains(flag), "timewait {flag}");
         }
-        let analyze = text(&pages[5].1);
+        let analyze = text(&pages[6].1);
         assert!(analyze.contains("--report") && analyze.contains("lifecycles"));
     }
 

@@ -15,12 +15,13 @@ use anyhow::{Context as _, Result, bail};
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Every file the package installs, as `dpkg-deb --contents` lists it.
-pub const FILES: [&str; 16] = [
+pub const FILES: [&str; 17] = [
     "./usr/sbin/socktrace",
     "./usr/share/man/man8/socktrace.8.gz",
     "./usr/share/man/man8/socktrace-watch.8.gz",
     "./usr/share/man/man8/socktrace-listeners.8.gz",
     "./usr/share/man/man8/socktrace-timewait.8.gz",
+    "./usr/share/man/man8/socktrace-top.8.gz",
     "./usr/share/man/man8/socktrace-record.8.gz",
     "./usr/share/man/man8/socktrace-analyze.8.gz",
     "./usr/share/bash-completion/completions/socktrace",
