@@ -16,7 +16,7 @@ use tracer_common::{
 use crate::{
     emit::{emit, header},
     field::cfg,
-    filter::sock_wanted,
+    filter::{owner_wanted, sock_wanted},
     maps::{CONFIG, SockInfo},
     owner::{claim, info, resolve},
     release::forget_bound,
@@ -72,7 +72,18 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
             || new == TCP_SYN_RECV
             || new == TCP_LISTEN
             || (new == TCP_CLOSE && old != TCP_LISTEN));
-    if !(stream || tally) || !sock_wanted(base) {
+    if !(stream || tally) {
+        return Ok(());
+    }
+    if !sock_wanted(base) {
+        // A listener's owner is kept all the same: the connections it
+        // accepts inherit it, and they may pass the filter.
+        if old == TCP_CLOSE
+            && new == TCP_LISTEN
+            && let Some(info) = info(sk)
+        {
+            claim(info, sk);
+        }
         return Ok(());
     }
     if !stream && new != TCP_CLOSE {
@@ -119,6 +130,10 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
         rec.owner = resolve(info, sk, mode & MODE_STREAM != 0);
         rec.flags = info.flags;
         (opened_ns, role) = (info.opened_ns, info.role);
+    }
+    // Owner filters once the owner is known (the storage is up to date).
+    if !owner_wanted(&rec.owner) {
+        return Ok(());
     }
     // How it ended: only a close needs these (userspace reads them there;
     // the tallies only whether a timewait socket took over).

@@ -22,7 +22,7 @@ use crate::{
     host,
     metrics::{Metrics, TimewaitRow},
     output::{TimewaitView, summary_line},
-    probe::{Mode, Options, Probe},
+    probe::{self, Mode, Options, Probe},
     proc,
     session::{self, Stop},
     source::Source,
@@ -46,7 +46,7 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
         attach_time,
     } = Probe::attach(&Options {
         wakeup_bytes: 0,
-        ports: args.common.ports.clone(),
+        filter: probe::port_filter(&args.common.ports),
         mode: Mode::Timewait {
             short: report.short.short,
         },

@@ -133,7 +133,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
         attach_time,
     } = Probe::attach(&Options {
         wakeup_bytes: WAKEUP_BYTES,
-        ports: args.ports.clone(),
+        filter: probe::port_filter(&args.ports),
         mode,
     })?;
     let mut source = Source::new(ring, counters).context("watching the ring buffer")?;
