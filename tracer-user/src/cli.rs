@@ -3,6 +3,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::filter::{Filter, Flags};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "socktrace",
@@ -14,6 +16,8 @@ use clap::{Args, Parser, Subcommand};
         socktrace --duration 10         stop after 10 seconds and print a summary\n  \
         socktrace --lifecycle           one line per finished connection\n  \
         socktrace --json --snapshot     existing sockets first, then events\n  \
+        socktrace --comm '^nginx$' -4   only nginx's IPv4 sockets\n  \
+        socktrace 'dport = :443 or sport = :80'  ss's filter expressions\n  \
         socktrace listeners --short 100 listeners that live under 100 ms\n  \
         socktrace timewait              TIME_WAIT churn and port pressure, every second\n  \
         socktrace record run.jsonl      keep the event stream for later\n  \
@@ -52,10 +56,6 @@ pub struct Common {
     /// Stop after this many seconds (fractions allowed), then print the summary.
     #[arg(long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
     pub duration: Option<Duration>,
-    /// Only sockets with this local or remote port (repeatable, up to 8;
-    /// decided in the kernel, so other sockets cost almost nothing).
-    #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
-    pub ports: Vec<u16>,
     /// Scheduling niceness of the reader, -20..19. Below 0 (the default) a
     /// busy host cannot starve it into dropping events; 0 keeps the
     /// scheduler's default share.
@@ -66,6 +66,11 @@ pub struct Common {
     /// 127.0.0.1:9400 (name another address to serve beyond this host).
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9400")]
     pub metrics: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub select: Flags,
+    /// `select` put together, by [`Cli::into_command`].
+    #[arg(skip)]
+    pub filter: Filter,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -172,22 +177,22 @@ pub enum Report {
 
 impl Cli {
     /// The command to run (`watch` when none is named), checked beyond
-    /// what clap checks.
+    /// what clap checks, its filter put together.
     pub fn into_command(self) -> Result<Command, String> {
-        let command = self.command.unwrap_or(Command::Watch(self.watch));
-        let common = match &command {
-            Command::Watch(w) | Command::Record(RecordArgs { watch: w, .. }) => Some(&w.common),
-            Command::Listeners(l) => Some(&l.common),
-            Command::Timewait(t) => Some(&t.common),
-            Command::Analyze(_) => None,
+        let mut command = self.command.unwrap_or(Command::Watch(self.watch));
+        let common = match &mut command {
+            Command::Watch(w) | Command::Record(RecordArgs { watch: w, .. }) => &mut w.common,
+            Command::Listeners(l) => &mut l.common,
+            Command::Timewait(t) => &mut t.common,
+            Command::Analyze(_) => return Ok(command),
         };
-        if let Some(common) = common
-            && common.ports.len() > tracer_common::MAX_FILTER_PORTS
+        common.filter = Filter::new(&common.select)?;
+        if let Command::Timewait(t) = &command
+            && let Some(what) = t.common.filter.unsupported_by_timewait()
         {
             return Err(format!(
-                "at most {} --port values, got {}",
-                tracer_common::MAX_FILTER_PORTS,
-                common.ports.len()
+                "timewait counts TCP connection ends by process and destination: \
+                 it cannot apply {what}"
             ));
         }
         Ok(command)
@@ -247,6 +252,7 @@ mod tests {
             watch(&["--port", "80", "--port", "443"])
                 .unwrap()
                 .common
+                .select
                 .ports,
             [80, 443]
         );

@@ -1,8 +1,9 @@
 //! The streaming modes (`watch`, `listeners`, `record`): attach, snapshot
-//! what exists, then ring -> decode -> track -> render -> output until
-//! stopped; then detach, drain what is left and summarise.
+//! what exists, then ring -> decode -> track -> filter -> render -> output
+//! until stopped; then detach, drain what is left and summarise.
 use std::{
     io::{self, Write},
+    net::SocketAddr,
     sync::Arc,
     time::Duration,
 };
@@ -17,6 +18,7 @@ use crate::{
     clock::Clock,
     diag::{self, Dump},
     event::{self, Owner},
+    filter::Filter,
     metrics::Metrics,
     output::{Json, ListenersView, Render, Text, TextMode, summary_line},
     probe::{self, Mode, Options, Probe},
@@ -133,7 +135,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
         attach_time,
     } = Probe::attach(&Options {
         wakeup_bytes: WAKEUP_BYTES,
-        filter: probe::port_filter(&args.ports),
+        filter: args.filter.kernel(),
         mode,
     })?;
     let mut source = Source::new(ring, counters).context("watching the ring buffer")?;
@@ -151,7 +153,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
         )),
     };
     let mut out = Output::new(output);
-    let mut pipeline = Pipeline::new(track_limit, metrics);
+    let mut pipeline = Pipeline::new(track_limit, metrics, args.filter);
     if let Some(header) = header {
         out.buf.push_str(&header);
         out.buf.push('\n');
@@ -160,10 +162,9 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
 
     // After attaching, so a socket opened meanwhile is in one or the other.
     let now = clock.mono_now();
-    // The kernel filters events; the snapshot is ours to filter.
-    let wanted = |local: u16, remote: u16| {
-        args.ports.is_empty() || args.ports.contains(&local) || args.ports.contains(&remote)
-    };
+    // Sockets whose events may pass the filter, to learn their owners.
+    let wanted =
+        |local: &SocketAddr, remote: &SocketAddr| pipeline.filter.may_match_socket(local, remote);
     let mut existing =
         snapshot(which, wanted).context("snapshot of existing sockets (sock_diag)")?;
     for known in &mut existing {
@@ -171,8 +172,11 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
     }
     if print_snapshot {
         for known in &existing {
-            render.record(&Record::Existing(known.clone(), now), &mut out.buf);
-            out.flush_if_full();
+            let record = Record::Existing(known.clone(), now);
+            if pipeline.filter.matches(&record) {
+                render.record(&record, &mut out.buf);
+                out.flush_if_full();
+            }
         }
     }
     pipeline.tracker.preload(existing, now);
@@ -259,13 +263,16 @@ fn losses(source: &Source, programs: &aya::Ebpf) -> anyhow::Result<KernelCounter
     Ok(counters)
 }
 
-/// Every TCP socket that exists now and that `wanted(local port, remote
-/// port)`, with its owner from /proc.
-fn snapshot(which: Dump, wanted: impl Fn(u16, u16) -> bool) -> io::Result<Vec<Known>> {
+/// Every TCP socket that exists now and that `wanted(local, remote)`, with
+/// its owner from /proc.
+fn snapshot(
+    which: Dump,
+    wanted: impl Fn(&SocketAddr, &SocketAddr) -> bool,
+) -> io::Result<Vec<Known>> {
     let owners = proc::socket_owners(probe::cgroup_v2_root().as_deref());
     let mut known = Vec::new();
     diag::for_each(which, |s| {
-        if wanted(s.local.port(), s.remote.port()) {
+        if wanted(&s.local, &s.remote) {
             known.push(Known {
                 owner: owners.get(&s.inode).cloned().unwrap_or(Owner::UNKNOWN),
                 sock: s.sock,
@@ -278,23 +285,25 @@ fn snapshot(which: Dump, wanted: impl Fn(u16, u16) -> bool) -> io::Result<Vec<Kn
     Ok(known)
 }
 
-/// Decode, track and render, counting as we go.
+/// Decode, track, filter and render, counting as we go.
 struct Pipeline {
     cgroups: Cgroups,
     tracker: Tracker,
     summary: Summary,
     records: Vec<Record>,
     metrics: Option<Arc<Metrics>>,
+    filter: Filter,
 }
 
 impl Pipeline {
-    fn new(track_limit: usize, metrics: Option<Arc<Metrics>>) -> Pipeline {
+    fn new(track_limit: usize, metrics: Option<Arc<Metrics>>, filter: Filter) -> Pipeline {
         Pipeline {
             cgroups: Cgroups::new(probe::cgroup_v2_root()),
             tracker: Tracker::new(track_limit),
             summary: Summary::default(),
             records: Vec::new(),
             metrics,
+            filter,
         }
     }
 
@@ -305,13 +314,14 @@ impl Pipeline {
             summary,
             records,
             metrics,
+            filter,
         } = self;
         // Record by record, so nothing piles up however much is waiting.
         source.drain(|bytes| match event::decode(bytes) {
             Ok(mut event) => {
                 cgroups.resolve(&mut event.owner);
                 tracker.observe(event, records);
-                emit(records, summary, metrics.as_deref(), render, out);
+                emit(records, summary, metrics.as_deref(), filter, render, out);
             }
             Err(err) => {
                 if summary.malformed == 0 {
@@ -354,7 +364,8 @@ impl Pipeline {
 
     fn emit(&mut self, render: &mut dyn Render, out: &mut Output) {
         let metrics = self.metrics.as_deref();
-        emit(&mut self.records, &mut self.summary, metrics, render, out);
+        let (records, summary) = (&mut self.records, &mut self.summary);
+        emit(records, summary, metrics, &self.filter, render, out);
     }
 
     /// Says what the kernel could not deliver since `before`: on stderr,
@@ -392,15 +403,20 @@ impl Pipeline {
     }
 }
 
-/// Renders and counts `records`, emptying it.
+/// Renders and counts those of `records` that pass `filter`, emptying it.
 fn emit(
     records: &mut Vec<Record>,
     summary: &mut Summary,
     metrics: Option<&Metrics>,
+    filter: &Filter,
     render: &mut dyn Render,
     out: &mut Output,
 ) {
     for record in records.drain(..) {
+        if !filter.matches(&record) {
+            summary.filtered += 1;
+            continue;
+        }
         let short_before = summary.short_listeners_total;
         summary.count(&record);
         if let Some(metrics) = metrics {

@@ -188,6 +188,7 @@ pub fn summary_line(s: &Summary, out: &mut String) {
                 .uint("listen", s.listen)
                 .uint("release", s.release)
                 .uint("close", s.close)
+                .uint("filtered", s.filtered)
                 .uint("kernel_emitted", s.kernel.emitted);
         })
         .array(

@@ -103,17 +103,6 @@ pub struct Options {
     pub mode: Mode,
 }
 
-/// The kernel filter of `--port`: sockets with one of `ports` locally or
-/// remotely (all when empty; the CLI allows at most `MAX_FILTER_PORTS`).
-pub fn port_filter(ports: &[u16]) -> KernelFilter {
-    let mut filter = KernelFilter::default();
-    if let Some(slots) = filter.ports.values.get_mut(..ports.len()) {
-        slots.copy_from_slice(ports);
-        filter.ports.len = ports.len() as u32;
-    }
-    filter
-}
-
 /// What the kernel programs are asked to do; each mode attaches only the
 /// hooks it needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
