@@ -91,6 +91,48 @@ fn kernel_filters_drop_events_before_the_ring() {
 }
 
 #[test]
+fn a_connection_handed_to_another_process_ends_in_tracking_too() {
+    require_time_wait_room();
+    let server = Op::start(&["tcp-server", "127.0.0.1", "1", "1", "wait"]);
+    let port = server.port().to_string();
+    let mut cmd = Command::new(sockops_bin());
+    cmd.env("SOCKOPS_WAIT", "1")
+        .args(["fork-client", "127.0.0.1", &port, "1", "1"]);
+    let mut parent = Op::spawn(cmd);
+    let pid = parent.pid();
+    // The parent connects; its child talks and closes (client first).
+    let mut tracer = Tracer::start(&["--pid", &pid.to_string(), "--dport", &port]);
+    parent.proceed();
+    parent.wait();
+    server.wait();
+    tracer.wait_for("the parent's transitions", |ev| {
+        of_type(ev, "state").filter(|e| e["pid"] == pid).count() == 2
+    });
+    thread::sleep(Duration::from_millis(300));
+    let done = tracer.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    let shown: Vec<String> = of_type(&done.events, "state")
+        .map(|e| format!("{} -> {} {}", e["old_state"], e["new_state"], e["pid"]))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            format!("\"CLOSE\" -> \"SYN_SENT\" {pid}"),
+            format!("\"SYN_SENT\" -> \"ESTABLISHED\" {pid}")
+        ]
+    );
+    // The child's close went through the kernel all the same (the socket
+    // had been reported), so tracking ended the connection: its end, its
+    // close record and its TIME_WAIT's end were filtered out in userspace.
+    let events = counted(&done.events);
+    assert_eq!(
+        (&events["kernel_emitted"], &events["filtered"]),
+        (&3.into(), &3.into()),
+        "{events}"
+    );
+}
+
+#[test]
 fn an_ss_expression_delivers_only_its_connection() {
     require_time_wait_room();
     // Nobody accepts: the client connects, sends a byte and closes first,
