@@ -342,20 +342,36 @@ pub struct KernelFilter {
     pub protocols: u32,
 }
 
-/// Up to [`MAX_FILTER_PORTS`] ports (host order): the first `len` count.
+/// Up to `N` values, of which the first `len` count.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PortSet {
-    pub values: [u16; MAX_FILTER_PORTS],
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValueSet<T, const N: usize> {
+    pub values: [T; N],
     pub len: u32,
 }
 
-/// Up to [`MAX_FILTER_IDS`] pids or uids: the first `len` count.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct IdSet {
-    pub values: [u32; MAX_FILTER_IDS],
-    pub len: u32,
+/// Ports in host order.
+pub type PortSet = ValueSet<u16, MAX_FILTER_PORTS>;
+/// Pids or uids.
+pub type IdSet = ValueSet<u32, MAX_FILTER_IDS>;
+
+impl<T: Copy + Default, const N: usize> Default for ValueSet<T, N> {
+    fn default() -> Self {
+        ValueSet {
+            values: [T::default(); N],
+            len: 0,
+        }
+    }
+}
+
+impl<T: Copy + Default, const N: usize> ValueSet<T, N> {
+    /// `values`, or `None` when there are more than `N`.
+    pub fn from_slice(values: &[T]) -> Option<Self> {
+        let mut set = Self::default();
+        set.values.get_mut(..values.len())?.copy_from_slice(values);
+        set.len = values.len() as u32;
+        Some(set)
+    }
 }
 
 /// `KernelFilter::families` bits.

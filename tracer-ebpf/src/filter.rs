@@ -4,8 +4,8 @@
 //! the socket's owner is known. An unknown owner passes: userspace may
 //! still learn it (from its start-up snapshot) and decides then.
 use tracer_common::{
-    AF_INET, AF_INET6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_TCP, IPPROTO_UDP, IdSet, MAX_FILTER_IDS,
-    MAX_FILTER_PORTS, OWNER_UNKNOWN, Owner, PROTO_TCP, PROTO_UDP, PortSet,
+    AF_INET, AF_INET6, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_TCP, IPPROTO_UDP, OWNER_UNKNOWN, Owner,
+    PROTO_TCP, PROTO_UDP, ValueSet,
 };
 
 use crate::{
@@ -13,36 +13,18 @@ use crate::{
     maps::CONFIG,
 };
 
-/// Whether `port` is in `set`; an empty set holds every port.
+/// Whether `value` is in `set`; an empty set holds every value.
 #[inline(always)]
-fn port_in(set: &PortSet, port: u16) -> bool {
+fn has<T: Copy + PartialEq, const N: usize>(set: &ValueSet<T, N>, value: T) -> bool {
     let n = cfg(&set.len) as usize;
     if n == 0 {
         return true;
     }
-    for i in 0..MAX_FILTER_PORTS {
+    for i in 0..N {
         if i >= n {
             break;
         }
-        if cfg(&set.values[i]) == port {
-            return true;
-        }
-    }
-    false
-}
-
-/// Whether `id` is in `set`; an empty set holds every id.
-#[inline(always)]
-fn id_in(set: &IdSet, id: u32) -> bool {
-    let n = cfg(&set.len) as usize;
-    if n == 0 {
-        return true;
-    }
-    for i in 0..MAX_FILTER_IDS {
-        if i >= n {
-            break;
-        }
-        if cfg(&set.values[i]) == id {
+        if cfg(&set.values[i]) == value {
             return true;
         }
     }
@@ -72,9 +54,9 @@ pub fn wanted(family: u16, protocol: u16, local: u16, remote: u16) -> bool {
     };
     bit_in(cfg(&f.families), family_bit)
         && bit_in(cfg(&f.protocols), protocol_bit)
-        && (port_in(&f.ports, local) || port_in(&f.ports, remote))
-        && port_in(&f.sports, local)
-        && port_in(&f.dports, remote)
+        && (has(&f.ports, local) || has(&f.ports, remote))
+        && has(&f.sports, local)
+        && has(&f.dports, remote)
 }
 
 /// Whether socket `sk` is to be reported; reads nothing without a socket
@@ -104,5 +86,5 @@ pub fn sock_wanted(sk: *const u8) -> bool {
 #[inline(always)]
 pub fn owner_wanted(owner: &Owner) -> bool {
     let f = &CONFIG.filter;
-    owner.source == OWNER_UNKNOWN || (id_in(&f.pids, owner.pid) && id_in(&f.uids, owner.uid))
+    owner.source == OWNER_UNKNOWN || (has(&f.pids, owner.pid) && has(&f.uids, owner.uid))
 }

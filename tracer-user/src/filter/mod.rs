@@ -116,9 +116,10 @@ impl Filter {
     pub fn kernel(&self) -> KernelFilter {
         let f = &self.flags;
         let needs = self.expr.as_ref().map(Expr::port_needs).unwrap_or_default();
+        // What does not fit is not checked there.
         let ports = |given: &[u16], needed: Option<BTreeSet<u16>>| {
             let needed: Vec<u16> = needed.unwrap_or_default().into_iter().collect();
-            port_set(if given.is_empty() { &needed } else { given })
+            PortSet::from_slice(if given.is_empty() { &needed } else { given }).unwrap_or_default()
         };
         let bits = |pairs: [(bool, u32); 2]| {
             pairs
@@ -130,8 +131,8 @@ impl Filter {
             ports: ports(&f.ports, needs.either),
             sports: ports(&f.sports, needs.sport),
             dports: ports(&f.dports, needs.dport),
-            pids: id_set(&f.pids),
-            uids: id_set(&f.uids),
+            pids: IdSet::from_slice(&f.pids).unwrap_or_default(),
+            uids: IdSet::from_slice(&f.uids).unwrap_or_default(),
             families: bits([(f.ipv4, FAMILY_IPV4), (f.ipv6, FAMILY_IPV6)]),
             protocols: bits([(f.tcp, PROTO_TCP), (f.udp, PROTO_UDP)]),
         }
@@ -206,25 +207,6 @@ impl Filter {
 /// True when `values` is empty (no such filter), else whether one holds.
 fn any<T>(values: &[T], holds: impl Fn(&T) -> bool) -> bool {
     values.is_empty() || values.iter().any(holds)
-}
-
-/// `values` for the kernel; none (no check there) if they do not fit.
-fn port_set(values: &[u16]) -> PortSet {
-    let mut set = PortSet::default();
-    if let Some(slots) = set.values.get_mut(..values.len()) {
-        slots.copy_from_slice(values);
-        set.len = values.len() as u32;
-    }
-    set
-}
-
-fn id_set(values: &[u32]) -> IdSet {
-    let mut set = IdSet::default();
-    if let Some(slots) = set.values.get_mut(..values.len()) {
-        slots.copy_from_slice(values);
-        set.len = values.len() as u32;
-    }
-    set
 }
 
 /// What the filters look at in one record.

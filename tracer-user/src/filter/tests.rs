@@ -10,6 +10,7 @@ use crate::{
     source::KernelCounters,
     track::{Close, Known},
 };
+use tracer_common::ValueSet;
 
 /// The filter `socktrace ARGS` builds.
 fn filter(args: &[&str]) -> Filter {
@@ -496,9 +497,9 @@ fn kernel_admits(k: &KernelFilter, record: &Record) -> bool {
     let Some(s) = Subject::of(record) else {
         return true;
     };
-    let has_port =
-        |set: &PortSet, p: u16| set.len == 0 || set.values[..set.len as usize].contains(&p);
-    let has_id = |set: &IdSet, v: u32| set.len == 0 || set.values[..set.len as usize].contains(&v);
+    fn has<T: PartialEq, const N: usize>(set: &ValueSet<T, N>, v: T) -> bool {
+        set.len == 0 || set.values[..set.len as usize].contains(&v)
+    }
     let family = if s.local.is_ipv4() {
         FAMILY_IPV4
     } else {
@@ -511,10 +512,10 @@ fn kernel_admits(k: &KernelFilter, record: &Record) -> bool {
     };
     (k.families == 0 || k.families & family != 0)
         && (k.protocols == 0 || k.protocols & protocol != 0)
-        && (has_port(&k.ports, s.local.port()) || has_port(&k.ports, s.remote.port()))
-        && has_port(&k.sports, s.local.port())
-        && has_port(&k.dports, s.remote.port())
-        && (!s.owner.is_known() || (has_id(&k.pids, s.owner.pid) && has_id(&k.uids, s.owner.uid)))
+        && (has(&k.ports, s.local.port()) || has(&k.ports, s.remote.port()))
+        && has(&k.sports, s.local.port())
+        && has(&k.dports, s.remote.port())
+        && (!s.owner.is_known() || (has(&k.pids, s.owner.pid) && has(&k.uids, s.owner.uid)))
 }
 
 #[test]
