@@ -17,7 +17,7 @@ use crate::{
     cli::{Common, ListenersArgs, WatchArgs},
     clock::Clock,
     diag::{self, Dump},
-    event::{self, Owner},
+    event::{self, Owner, TcpState},
     filter::Filter,
     metrics::Metrics,
     output::{Json, ListenersView, Render, Text, TextMode, summary_line},
@@ -170,6 +170,10 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
     for known in &mut existing {
         pipeline.cgroups.resolve(&mut known.owner);
     }
+    // A TIME_WAIT socket's only record left is its end, with the owner it
+    // has now: no need to follow it (and poll for its end) if that cannot
+    // match.
+    existing.retain(|k| k.state != TcpState::TimeWait || pipeline.filter.matches_owner(&k.owner));
     if print_snapshot {
         for known in &existing {
             let record = Record::Existing(known.clone(), now);

@@ -69,7 +69,7 @@ impl Filter {
         match Subject::of(record) {
             Some(s) => {
                 self.socket(s.proto, &s.local, &s.remote)
-                    && self.owner(s.owner)
+                    && self.matches_owner(s.owner)
                     && self.states.is_none_or(|set| s.states.intersects(set))
                     && self.expr.as_ref().is_none_or(|e| e.eval(&s))
             }
@@ -190,8 +190,9 @@ impl Filter {
         (!f.ipv4 && !f.ipv6) || (f.ipv4 && ip.is_ipv4()) || (f.ipv6 && ip.is_ipv6())
     }
 
-    /// Pid, uid, command name and cgroup; an unknown owner matches none.
-    fn owner(&self, owner: &Owner) -> bool {
+    /// Whether `owner` passes the owner filters (pid, uid, command name,
+    /// cgroup); an unknown owner passes none.
+    pub fn matches_owner(&self, owner: &Owner) -> bool {
         let f = &self.flags;
         let asked =
             !(f.pids.is_empty() && f.uids.is_empty() && f.comms.is_empty() && f.cgroups.is_empty());

@@ -211,6 +211,10 @@ fn owners_by_pid_uid_and_comm() {
     );
     assert_eq!(passing(&["--uid", "1000"]), ["loss"]);
     assert_eq!(passing(&["--pid", "0"]), ["loss"], "pid 0 is nobody");
+    // What decides whether a TIME_WAIT socket found at start is followed.
+    assert!(filter(&["--port", "1", "--state", "closed"]).matches_owner(&Owner::UNKNOWN));
+    assert!(!filter(&["--comm", "."]).matches_owner(&Owner::UNKNOWN));
+    assert!(filter(&["--comm", "^sshd$"]).matches_owner(&owner(1, "sshd")));
 }
 
 #[test]
