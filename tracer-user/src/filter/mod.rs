@@ -84,6 +84,20 @@ impl Filter {
         self.socket(Proto::Tcp, local, remote)
     }
 
+    /// Whether `owner` passes the owner filters (pid, uid, command name,
+    /// cgroup); an unknown owner passes none of them.
+    pub fn matches_owner(&self, owner: &Owner) -> bool {
+        let f = &self.flags;
+        let asked =
+            !(f.pids.is_empty() && f.uids.is_empty() && f.comms.is_empty() && f.cgroups.is_empty());
+        !asked
+            || (owner.is_known()
+                && any(&f.pids, |p| *p == owner.pid)
+                && any(&f.uids, |u| *u == owner.uid)
+                && any(&f.comms, |re| re.is_match(&owner.comm.as_str()))
+                && any(&f.cgroups, |c| c.matches(owner)))
+    }
+
     /// Whether a `timewait` row (counts of one owner towards one
     /// destination; the kernel checked ports and family) matches. Pid 0 is
     /// an unknown owner. Filters `timewait` rejects are not looked at.
@@ -188,20 +202,6 @@ impl Filter {
     fn family(&self, ip: IpAddr) -> bool {
         let f = &self.flags;
         (!f.ipv4 && !f.ipv6) || (f.ipv4 && ip.is_ipv4()) || (f.ipv6 && ip.is_ipv6())
-    }
-
-    /// Whether `owner` passes the owner filters (pid, uid, command name,
-    /// cgroup); an unknown owner passes none.
-    pub fn matches_owner(&self, owner: &Owner) -> bool {
-        let f = &self.flags;
-        let asked =
-            !(f.pids.is_empty() && f.uids.is_empty() && f.comms.is_empty() && f.cgroups.is_empty());
-        !asked
-            || (owner.is_known()
-                && any(&f.pids, |p| *p == owner.pid)
-                && any(&f.uids, |u| *u == owner.uid)
-                && any(&f.comms, |re| re.is_match(&owner.comm.as_str()))
-                && any(&f.cgroups, |c| c.matches(owner)))
     }
 }
 
