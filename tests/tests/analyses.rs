@@ -161,22 +161,40 @@ fn timewait_counts_real_churn_exactly_by_side() {
             .map(|r| r[key].as_u64().unwrap())
             .sum()
     };
+    // Exact, unless the kernel skipped some of our runs (it says how many).
+    let missed = |ev: &[Value]| -> u64 {
+        of_type(ev, "timewait")
+            .last()
+            .map_or(0, |r| r["missed"].as_u64().unwrap())
+    };
     tracer.wait_for("the client-side TIME_WAIT entries", |ev| {
-        side(ev, "client_side") >= clients
+        side(ev, "client_side") + missed(ev) >= clients
     });
     let (server_pid, servers) = churn(port, 200, "server");
     tracer.wait_for("the server-side TIME_WAIT entries", |ev| {
-        side(ev, "server_side") >= servers
+        side(ev, "server_side") + missed(ev) >= servers
     });
     let done = tracer.stop();
     assert!(done.status.success(), "{}", done.stderr);
     let reports: Vec<&Value> = of_type(&done.events, "timewait").collect();
     let sum = |key: &str| -> u64 { reports.iter().map(|r| r[key].as_u64().unwrap()).sum() };
-    assert_eq!((sum("client_side"), sum("server_side")), (clients, servers));
+    let missed = missed(&done.events);
+    let counts = |got: u64, expected: u64, what: &str| {
+        assert!(
+            got <= expected && got + missed >= expected,
+            "{what}: {got} counted, {expected} happened, {missed} runs missed"
+        );
+    };
+    counts(sum("client_side"), clients, "client side");
+    counts(sum("server_side"), servers, "server side");
     let last = last_report(&done.events);
-    assert_eq!(last["total_entries"], clients + servers);
+    counts(
+        last["total_entries"].as_u64().unwrap(),
+        clients + servers,
+        "total",
+    );
     assert!(
-        last["population"].as_u64().unwrap() >= clients + servers,
+        last["population"].as_u64().unwrap() + missed >= clients + servers,
         "{last}"
     );
     // Server side: counted under the server's port, owned by churn #2.
@@ -191,7 +209,7 @@ fn timewait_counts_real_churn_exactly_by_side() {
     assert!(!with_entries.is_empty());
     let dests: Vec<&Value> = last["by_destination"].as_array().unwrap().iter().collect();
     let held: u64 = dests.iter().map(|d| d["time_wait"].as_u64().unwrap()).sum();
-    assert_eq!(held, clients, "{last}");
+    counts(held, clients, "held towards the destinations");
     assert_eq!(dests.len(), 4, "{last}");
     // Who: both churn processes, by pid.
     let pids: Vec<u64> = reports
@@ -217,7 +235,7 @@ fn timewait_counts_real_churn_exactly_by_side() {
         .iter()
         .map(|d| d["entries"].as_u64().unwrap())
         .sum();
-    assert_eq!(entered, clients + servers, "{summary}");
+    counts(entered, clients + servers, "summary");
 }
 
 #[test]

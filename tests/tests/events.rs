@@ -244,6 +244,12 @@ fn a_port_filter_drops_other_sockets_in_the_kernel() {
         (&counted["bind"], &counted["release"], &counted["state"]),
         (&1.into(), &1.into(), &0.into())
     );
+    // The kernel put these two in the ring and nothing else: the other
+    // sockets cost no ring space at all.
+    assert_eq!(
+        (&counted["kernel_emitted"], &counted["filtered"]),
+        (&2.into(), &0.into())
+    );
     let release = &done.events[1];
     assert_eq!(release["port"], wanted);
     assert_eq!(release["proto"], "udp");

@@ -307,15 +307,79 @@ pub struct Config {
     /// Wake the reader only once this many bytes wait in the ring; below it
     /// the reader's timer collects them. 0 wakes it for every record.
     pub wakeup_bytes: u64,
-    /// Report only sockets with one of these local or remote ports (the
-    /// first `filter_ports_len`); none when the length is 0.
-    pub filter_ports: [u16; MAX_FILTER_PORTS],
-    pub filter_ports_len: u32,
     /// `MODE_*` bits: what the programs do with what they see.
     pub mode: u32,
+    pub _pad: u32,
     /// A connection shorter than this counts as short in `Tally::short`.
     pub short_ns: u64,
+    /// What the user filtered out, decided before any record is built.
+    pub filter: KernelFilter,
+    pub _pad2: u32,
 }
+
+/// The user's filters the kernel programs check before building a record
+/// (AND across fields; a set matches any of its values; an empty set or a
+/// zero mask checks nothing). Socket fields (ports, family, protocol) are
+/// checked first thing; owner fields (pid, uid) once the socket's owner is
+/// known, and an unknown owner passes (userspace may still learn it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelFilter {
+    /// The local or the remote port is one of these.
+    pub ports: PortSet,
+    /// The local port is one of these.
+    pub sports: PortSet,
+    /// The remote port is one of these (0 for a socket without a peer:
+    /// bind, listen, release).
+    pub dports: PortSet,
+    /// The owner's pid (thread-group id) is one of these.
+    pub pids: IdSet,
+    /// The owner's uid is one of these.
+    pub uids: IdSet,
+    /// `FAMILY_*` bits.
+    pub families: u32,
+    /// `PROTO_*` bits.
+    pub protocols: u32,
+}
+
+/// Up to `N` values, of which the first `len` count.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValueSet<T, const N: usize> {
+    pub values: [T; N],
+    pub len: u32,
+}
+
+/// Ports in host order.
+pub type PortSet = ValueSet<u16, MAX_FILTER_PORTS>;
+/// Pids or uids.
+pub type IdSet = ValueSet<u32, MAX_FILTER_IDS>;
+
+impl<T: Copy + Default, const N: usize> Default for ValueSet<T, N> {
+    fn default() -> Self {
+        ValueSet {
+            values: [T::default(); N],
+            len: 0,
+        }
+    }
+}
+
+impl<T: Copy + Default, const N: usize> ValueSet<T, N> {
+    /// `values`, or `None` when there are more than `N`.
+    pub fn from_slice(values: &[T]) -> Option<Self> {
+        let mut set = Self::default();
+        set.values.get_mut(..values.len())?.copy_from_slice(values);
+        set.len = values.len() as u32;
+        Some(set)
+    }
+}
+
+/// `KernelFilter::families` bits.
+pub const FAMILY_IPV4: u32 = 1;
+pub const FAMILY_IPV6: u32 = 2;
+/// `KernelFilter::protocols` bits.
+pub const PROTO_TCP: u32 = 1;
+pub const PROTO_UDP: u32 = 2;
 
 /// `Config::mode`: stream every TCP transition (`watch`).
 pub const MODE_STREAM: u32 = 1;
@@ -324,8 +388,11 @@ pub const MODE_LISTENERS: u32 = 2;
 /// Count connection ends in `TALLIES` (`timewait`).
 pub const MODE_TALLY: u32 = 4;
 
-/// How many `--port` values the kernel can check.
+/// How many ports of one kind (`--port`, `--sport`, `--dport`) the kernel
+/// can check.
 pub const MAX_FILTER_PORTS: usize = 8;
+/// How many pids or uids the kernel can check.
+pub const MAX_FILTER_IDS: usize = 8;
 
 impl Config {
     /// The all-zero value the kernel object is built with; the loader
@@ -343,7 +410,10 @@ pub const COUNTER_UNPAIRED: u32 = 1;
 pub const COUNTER_OWNER_FAILED: u32 = 2;
 /// Tallies that went to the overflow row because `TALLIES` was full.
 pub const COUNTER_TALLY_OVERFLOW: u32 = 3;
-pub const COUNTERS: u32 = 4;
+/// Records the programs tried to put in the ring (delivered or dropped):
+/// what passed the kernel's filters.
+pub const COUNTER_EMITTED: u32 = 4;
+pub const COUNTERS: u32 = 5;
 
 #[cfg(feature = "user")]
 mod user {

@@ -3,7 +3,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_ktime_get_ns,
 };
-use tracer_common::{COUNTER_RING_DROPS, Header};
+use tracer_common::{COUNTER_EMITTED, COUNTER_RING_DROPS, Header};
 
 use crate::{
     field::cfg,
@@ -21,13 +21,15 @@ pub fn header(kind: u32) -> Header {
     }
 }
 
-/// Copies `record` into the ring, or counts it as dropped.
+/// Copies `record` into the ring, or counts it as dropped; either way it
+/// counts as emitted (it passed the filters).
 ///
 /// The reader is woken only when enough bytes wait (`wakeup_bytes`); its
 /// timer collects smaller batches. One wakeup per record would cost more
 /// than everything else the tracer does.
 #[inline(always)]
 pub fn emit<T>(record: &T) {
+    bump(COUNTER_EMITTED);
     let pending = EVENTS.query(BPF_RB_AVAIL_DATA.into()) + size_of::<T>() as u64;
     let flags = if pending >= cfg(&CONFIG.wakeup_bytes) {
         BPF_RB_FORCE_WAKEUP

@@ -56,7 +56,10 @@ pub struct SockInfo {
     pub flags: u8,
     /// `tracer_common::ROLE_*`, or 0 before the connection started.
     pub role: u8,
-    pub _pad: [u8; 6],
+    /// 1 once an event of this socket went to userspace (see the owner
+    /// filter in `state`).
+    pub reported: u8,
+    pub _pad: [u8; 5],
 }
 
 /// Copy the storage into sockets the kernel clones (accepted connections).

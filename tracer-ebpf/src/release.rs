@@ -11,7 +11,7 @@ use tracer_common::{KIND_RELEASE, ReleaseRecord};
 
 use crate::{
     emit::{emit, header},
-    filter::ports_wanted,
+    filter::{owner_wanted, wanted},
     maps::BOUND,
     owner::current,
 };
@@ -25,12 +25,13 @@ pub fn sock_release(ctx: SockContext) -> i32 {
         return 1;
     };
     let _ = BOUND.remove(cookie);
-    if !ports_wanted(bound.port, 0) {
+    let owner = current();
+    if !wanted(bound.family, bound.protocol, bound.port, 0) || !owner_wanted(&owner) {
         return 1;
     }
     let rec = ReleaseRecord {
         header: header(KIND_RELEASE),
-        owner: current(),
+        owner,
         cookie,
         netns: bound.netns,
         addr: bound.addr,

@@ -16,7 +16,7 @@ use tracer_common::{
 use crate::{
     emit::{emit, header},
     field::cfg,
-    filter::sock_wanted,
+    filter::{owner_wanted, sock_wanted},
     maps::{CONFIG, SockInfo},
     owner::{claim, info, resolve},
     release::forget_bound,
@@ -75,7 +75,18 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
             || new == TCP_SYN_RECV
             || new == TCP_LISTEN
             || (new == TCP_CLOSE && old != TCP_LISTEN));
-    if !(stream || tally) || !sock_wanted(base) {
+    if !(stream || tally) {
+        return Ok(());
+    }
+    if !sock_wanted(base) {
+        // A listener's owner is kept all the same: the connections it
+        // accepts inherit it, and they may pass the filter.
+        if old == TCP_CLOSE
+            && new == TCP_LISTEN
+            && let Some(info) = info(sk)
+        {
+            claim(info, sk);
+        }
         return Ok(());
     }
     if !stream && new != TCP_CLOSE {
@@ -112,8 +123,9 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
         // SAFETY: `sk` is the tracepoint's trusted socket pointer.
         rec.cookie = unsafe { bpf_get_socket_cookie(sk) };
     }
-    let (mut opened_ns, mut role) = (0, 0);
-    if let Some(info) = info(sk) {
+    let (mut opened_ns, mut role, mut reported) = (0, 0, false);
+    let mut storage = info(sk);
+    if let Some(info) = storage.as_deref_mut() {
         if made_by_a_syscall(old, new) {
             claim(info, sk);
         }
@@ -121,7 +133,14 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
         // Accepts hand owners over only where their hooks run (streaming).
         rec.owner = resolve(info, sk, mode & MODE_STREAM != 0);
         rec.flags = info.flags;
-        (opened_ns, role) = (info.opened_ns, info.role);
+        (opened_ns, role, reported) = (info.opened_ns, info.role, info.reported != 0);
+    }
+    // Owner filters once the owner is known (the storage is up to date).
+    // A socket reported before is reported at its end whoever owns it by
+    // then (after an accept or a fork), so userspace stops following it;
+    // its own filter leaves the record out.
+    if !owner_wanted(&rec.owner) && !(reported && new == TCP_CLOSE) {
+        return Ok(());
     }
     // How it ended: only a close needs these (userspace reads them there;
     // the tallies only whether a timewait socket took over).
@@ -143,6 +162,9 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
         }
     }
     if stream {
+        if let Some(info) = storage {
+            info.reported = 1;
+        }
         emit(&rec);
     }
     Ok(())

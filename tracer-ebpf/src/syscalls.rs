@@ -17,7 +17,7 @@ use tracer_common::{
 use crate::{
     emit::{emit, header},
     field::{cfg, uint},
-    filter::{ports_wanted, sock_wanted},
+    filter::{owner_wanted, sock_wanted, wanted},
     maps::{ACCEPTED, BOUND, Bound, CONFIG, SYSCALL_ARGS, SyscallArgs, bump},
     owner::current,
     sock::{Local, local_end, netns, optional, sock_of_fd},
@@ -155,12 +155,15 @@ fn bind_exit(ctx: &TracePointContext, args: &SyscallArgs, ret: i32) {
     let sa = args.addr as *const u8;
     // SAFETY: bpf_probe_read_user checks the address.
     let requested = u16::from_be(unsafe { bpf_probe_read_user(sa.add(2).cast()) }.unwrap_or(0));
-    if !ports_wanted(local.port, requested) {
+    // The port userspace shows: the requested one when the call failed.
+    let port = if ret == 0 { local.port } else { requested };
+    let owner = current();
+    if !wanted(local.family, local.protocol, port, 0) || !owner_wanted(&owner) {
         return;
     }
     let mut rec = BindRecord {
         header: header(KIND_BIND),
-        owner: current(),
+        owner,
         cookie: cookie(&local),
         netns: netns(local.sock as *const u8),
         family: local.family,
@@ -205,12 +208,13 @@ fn listen_exit(ctx: &TracePointContext, args: &SyscallArgs, ret: i32) {
     let Some(local) = socket_after(ctx, args.fd, ret) else {
         return;
     };
-    if !ports_wanted(local.port, 0) {
+    let owner = current();
+    if !wanted(local.family, local.protocol, local.port, 0) || !owner_wanted(&owner) {
         return;
     }
     emit(&ListenRecord {
         header: header(KIND_LISTEN),
-        owner: current(),
+        owner,
         cookie: cookie(&local),
         netns: netns(local.sock as *const u8),
         ret,

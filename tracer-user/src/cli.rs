@@ -3,6 +3,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::filter::{Filter, Flags};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "socktrace",
@@ -14,6 +16,8 @@ use clap::{Args, Parser, Subcommand};
         socktrace --duration 10         stop after 10 seconds and print a summary\n  \
         socktrace --lifecycle           one line per finished connection\n  \
         socktrace --json --snapshot     existing sockets first, then events\n  \
+        socktrace --comm '^nginx$' -4   only nginx's IPv4 sockets\n  \
+        socktrace 'dport = :443 or sport = :80'  ss's filter expressions\n  \
         socktrace listeners --short 100 listeners that live under 100 ms\n  \
         socktrace timewait              TIME_WAIT churn and port pressure, every second\n  \
         socktrace top                   live view: connections, listeners, TIME_WAIT\n  \
@@ -57,10 +61,6 @@ pub struct Common {
     /// Stop after this many seconds (fractions allowed), then print the summary.
     #[arg(long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
     pub duration: Option<Duration>,
-    /// Only sockets with this local or remote port (repeatable, up to 8;
-    /// decided in the kernel, so other sockets cost almost nothing).
-    #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
-    pub ports: Vec<u16>,
     /// Scheduling niceness of the reader, -20..19. Below 0 (the default) a
     /// busy host cannot starve it into dropping events; 0 keeps the
     /// scheduler's default share.
@@ -80,6 +80,11 @@ pub struct Common {
     /// terminal, never with --json, NO_COLOR or TERM=dumb.
     #[arg(long, value_name = "WHEN", value_enum, default_value_t = ColorWhen::Auto)]
     pub color: ColorWhen,
+    #[command(flatten)]
+    pub select: Flags,
+    /// `select` put together, by [`Cli::into_command`].
+    #[arg(skip)]
+    pub filter: Filter,
 }
 
 /// When to colour text output.
@@ -218,9 +223,9 @@ pub enum Report {
 
 impl Cli {
     /// The command to run (`watch` when none is named), checked beyond
-    /// what clap checks.
+    /// what clap checks, its filter put together.
     pub fn into_command(self) -> Result<Command, String> {
-        let command = self.command.unwrap_or(Command::Watch(self.watch));
+        let mut command = self.command.unwrap_or(Command::Watch(self.watch));
         if let Command::Analyze(a) = &command
             && a.plot.is_some()
             && a.report == Report::Summary
@@ -229,30 +234,30 @@ impl Cli {
                 "--plot draws listeners, timewait or lifecycles: choose one with --report".into(),
             );
         }
-        let common = match &command {
-            Command::Watch(w) | Command::Record(RecordArgs { watch: w, .. }) => Some(&w.common),
-            Command::Listeners(l) => Some(&l.common),
-            Command::Timewait(t) => Some(&t.common),
-            Command::Top(t) => Some(&t.common),
-            Command::Analyze(_) => None,
-        };
         if let Command::Top(t) = &command
             && t.common.json
         {
             return Err("top draws in the terminal; for JSON lines use `socktrace --json`".into());
         }
-        if let Some(user) = common.and_then(|c| c.user.as_deref())
+        let common = match &mut command {
+            Command::Watch(w) | Command::Record(RecordArgs { watch: w, .. }) => &mut w.common,
+            Command::Listeners(l) => &mut l.common,
+            Command::Timewait(t) => &mut t.common,
+            Command::Top(t) => &mut t.common,
+            Command::Analyze(_) => return Ok(command),
+        };
+        if let Some(user) = common.user.as_deref()
             && !crate::privileges::user_exists(user)
         {
             return Err(format!("--user: no user named {user}"));
         }
-        if let Some(common) = common
-            && common.ports.len() > tracer_common::MAX_FILTER_PORTS
+        common.filter = Filter::new(&common.select)?;
+        if let Command::Timewait(t) = &command
+            && let Some(what) = t.common.filter.unsupported_by_timewait()
         {
             return Err(format!(
-                "at most {} --port values, got {}",
-                tracer_common::MAX_FILTER_PORTS,
-                common.ports.len()
+                "timewait counts TCP connection ends by process and destination: \
+                 it cannot apply {what}"
             ));
         }
         Ok(command)
@@ -312,6 +317,7 @@ mod tests {
             watch(&["--port", "80", "--port", "443"])
                 .unwrap()
                 .common
+                .select
                 .ports,
             [80, 443]
         );
@@ -346,7 +352,7 @@ mod tests {
         let Command::Top(t) = cli.unwrap().into_command().unwrap() else {
             panic!("top expected");
         };
-        assert_eq!(t.common.ports, [80]);
+        assert_eq!(t.common.select.ports, [80]);
         assert_eq!(t.common.duration, Some(Duration::from_secs(2)));
         assert_eq!(t.short.short, Duration::from_secs(1));
         let cli = Cli::try_parse_from(["socktrace", "top", "--json"]).unwrap();

@@ -325,6 +325,27 @@ impl TcpState {
         }
     }
 
+    /// The kernel's number; the inverse of [`TcpState::from_raw`].
+    pub fn raw(&self) -> u8 {
+        use TcpState::*;
+        match self {
+            Established => 1,
+            SynSent => 2,
+            SynRecv => 3,
+            FinWait1 => 4,
+            FinWait2 => 5,
+            TimeWait => 6,
+            Close => 7,
+            CloseWait => 8,
+            LastAck => 9,
+            Listen => 10,
+            Closing => 11,
+            NewSynRecv => 12,
+            BoundInactive => 13,
+            Unknown(n) => *n,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         use TcpState::*;
         match self {
@@ -817,7 +838,9 @@ mod tests {
         for n in 1..=13 {
             let state = TcpState::from_raw(n);
             assert_eq!(TcpState::from_name(state.name()), Some(state));
+            assert_eq!(state.raw(), n);
         }
+        assert_eq!(TcpState::from_raw(99).raw(), 99);
         assert_eq!(TcpState::from_name("TIME_WAIT"), Some(TcpState::TimeWait));
         assert_eq!(TcpState::from_name("UNKNOWN"), Some(TcpState::Unknown(0)));
         assert_eq!(TcpState::from_name("time_wait"), None);

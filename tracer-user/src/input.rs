@@ -19,7 +19,8 @@
 //!   `tw_end`: `sk_err`, the RST and FIN flags, `tw_table_full` and the
 //!   byte counts are default (the close record says what they meant);
 //! - durations (`duration_ns`, `spent`): rounded to the microsecond;
-//! - the loss counters `unpaired`, `owner_failed` and `tally_overflow`: 0;
+//! - the kernel counters `emitted`, `unpaired`, `owner_failed` and
+//!   `tally_overflow`: 0;
 //! - [`Opener::Listener`](crate::track::Opener::Listener) (never in a
 //!   close record) reads as `Unknown`;
 //! - [`TcpState::Unknown`](crate::event::TcpState::Unknown)`(n)` reads as
@@ -440,6 +441,7 @@ mod tests {
             ..Close::sample(T, owner(), "1.2.3.4:5", "5.6.7.8:9")
         };
         let counters = KernelCounters {
+            emitted: 6,
             ring_drops: 1,
             unpaired: 2,
             owner_failed: 3,
@@ -474,6 +476,7 @@ mod tests {
             ..close
         };
         let counters = KernelCounters {
+            emitted: 0,
             unpaired: 0,
             owner_failed: 0,
             tally_overflow: 0,

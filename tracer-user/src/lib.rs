@@ -1,7 +1,7 @@
 //! socktrace: a real-time socket event tracer. The pipeline, one module a
 //! stage: probe (load/attach) -> source (ring) -> event (decode) -> track
-//! (lifecycles, owners, TIME_WAIT) -> output (render); diag and proc look
-//! at sockets that predate us; `watch` wires them. `analysis` holds the
+//! (lifecycles, owners, TIME_WAIT) -> filter -> output (render); diag and
+//! proc look at sockets that predate us; `watch` wires them. `analysis` holds the
 //! answers (listeners, TIME_WAIT churn, lifecycles), pure; `tallies` feeds
 //! the TIME_WAIT one from the kernel's counters; `input` reads JSON lines
 //! back into records and `offline` runs the analyses on them; `metrics`
@@ -22,6 +22,7 @@ pub mod cli;
 pub mod clock;
 pub mod diag;
 pub mod event;
+pub mod filter;
 pub mod generate;
 pub mod host;
 pub mod input;

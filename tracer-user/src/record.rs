@@ -20,21 +20,13 @@ use crate::{
 pub fn plan(args: RecordArgs) -> anyhow::Result<Plan> {
     let file = create(&args.file, args.force)
         .with_context(|| format!("cannot create {}", args.file.display()))?;
-    let mut filters: Vec<String> = args
-        .watch
-        .common
-        .ports
-        .iter()
-        .map(|p| format!("port {p}"))
-        .collect();
-    filters.sort();
     let header = Header {
         socktrace: env!("CARGO_PKG_VERSION").into(),
         host: read_trimmed("/proc/sys/kernel/hostname"),
         kernel: read_trimmed("/proc/sys/kernel/osrelease"),
         start: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         command: std::env::args().collect::<Vec<_>>().join(" "),
-        filters,
+        filters: args.watch.common.filter.describe(),
     };
     let mut plan = Plan::watch(args.watch);
     plan.view = View::Json;

@@ -6,7 +6,8 @@ use std::io;
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use tokio::io::{Interest, unix::AsyncFd};
 use tracer_common::{
-    COUNTER_OWNER_FAILED, COUNTER_RING_DROPS, COUNTER_TALLY_OVERFLOW, COUNTER_UNPAIRED,
+    COUNTER_EMITTED, COUNTER_OWNER_FAILED, COUNTER_RING_DROPS, COUNTER_TALLY_OVERFLOW,
+    COUNTER_UNPAIRED,
 };
 
 pub struct Source {
@@ -17,6 +18,9 @@ pub struct Source {
 /// Totals of the kernel-side counters, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelCounters {
+    /// Records the kernel tried to put in the ring (delivered, or dropped
+    /// and counted in `ring_drops`): what passed its filters.
+    pub emitted: u64,
     /// Records the kernel could not put in the ring (it was full).
     pub ring_drops: u64,
     /// bind/listen exits whose entry was not seen (in flight at start).
@@ -64,6 +68,7 @@ impl Source {
             Ok(per_cpu.iter().sum())
         };
         Ok(KernelCounters {
+            emitted: sum(COUNTER_EMITTED)?,
             ring_drops: sum(COUNTER_RING_DROPS)?,
             unpaired: sum(COUNTER_UNPAIRED)?,
             owner_failed: sum(COUNTER_OWNER_FAILED)?,

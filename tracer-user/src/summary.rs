@@ -24,6 +24,9 @@ pub struct Summary {
     pub listen: u64,
     pub release: u64,
     pub close: u64,
+    /// Records the filter left out (in userspace; the kernel's share is
+    /// never built: see `KernelCounters::emitted`).
+    pub filtered: u64,
     /// Ring records that failed validation and were skipped.
     pub malformed: u64,
     /// Connections dropped from tracking to stay within its bound.
@@ -51,6 +54,7 @@ impl Default for Summary {
             listen: 0,
             release: 0,
             close: 0,
+            filtered: 0,
             malformed: 0,
             untracked: 0,
             kernel: KernelCounters::default(),
@@ -162,6 +166,7 @@ impl fmt::Display for Summary {
             self.kernel.recursion_misses
         )?;
         let extra = [
+            (self.filtered, "records filtered out"),
             (self.malformed, "malformed records skipped"),
             (
                 self.kernel.unpaired,

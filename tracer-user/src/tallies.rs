@@ -19,11 +19,12 @@ use crate::{
     clock::Clock,
     diag::{self, Dump},
     event::Comm,
+    filter::Filter,
     host,
     metrics::{Metrics, TimewaitRow},
     output::{Palette, TimewaitView, summary_line},
     privileges,
-    probe::{Mode, Options, Probe},
+    probe::{self, Mode, Options, Probe},
     proc,
     session::{self, Stop},
     source::Source,
@@ -47,7 +48,7 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
         attach_time,
     } = Probe::attach(&Options {
         wakeup_bytes: 0,
-        ports: args.common.ports.clone(),
+        filter: args.common.filter.kernel(),
         mode: Mode::Timewait {
             short: report.short.short,
         },
@@ -60,7 +61,8 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
     let clock = Clock::system();
     let host = host::settings();
     let start = clock.mono_now();
-    let before = existing(&host, &args.common.ports).context("sock_diag dump of TIME_WAIT")?;
+    let filter = &args.common.filter;
+    let before = existing(&host, filter).context("sock_diag dump of TIME_WAIT")?;
     let servers = listeners().context("sock_diag dump of listeners")?;
     let mut analysis = Timewait::new(
         Settings {
@@ -90,11 +92,14 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
             _ = stop.wait() => break,
             _ = tick.tick() => {}
         }
-        let in_use = in_use(&host, &args.common.ports).context("sock_diag dump")?;
+        let in_use = in_use(&host, filter).context("sock_diag dump")?;
         let now = clock.mono_now();
         let mut counted = read(&tallies)?;
         own_by_listener(&mut counted, &servers);
-        let r = analysis.tick(now, &counted, &in_use, host::time_wait_count());
+        // The kernel checked ports and family and the owners it knew.
+        counted.retain(|c| filter.matches_row(c.key.pid, &c.comm, c.key.local, c.key.remote));
+        let mut r = analysis.tick(now, &counted, &in_use, host::time_wait_count());
+        r.missed = probe::total_recursion_misses(&programs);
         if let Some(metrics) = &metrics {
             export(metrics, &r, &source)?;
         }
@@ -108,12 +113,14 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
         }
         out.clear();
     }
+    let missed = probe::total_recursion_misses(&programs);
     drop(programs);
     if let Some(server) = server {
         server.abort();
     }
     let mut summary = Summary::default();
     summary.kernel = source.counters()?;
+    summary.kernel.recursion_misses = missed;
     summary.time_waits = analysis.entries_by_place();
     if args.common.json {
         summary_line(&summary, &mut out);
@@ -147,7 +154,9 @@ fn export(metrics: &Metrics, r: &Report, source: &Source) -> anyhow::Result<()> 
         population: r.server_population.saturating_sub(listed),
     });
     metrics.set_timewait(&rows);
-    metrics.set_losses(&source.counters()?, 0);
+    let mut kernel = source.counters()?;
+    kernel.recursion_misses = r.missed;
+    metrics.set_losses(&kernel, 0);
     Ok(())
 }
 
@@ -225,18 +234,15 @@ fn own_by_listener(counted: &mut [Counted], servers: &FxHashMap<u16, (u32, Strin
     }
 }
 
-/// Whether a socket with these ports is one `--port` asks about.
-fn wanted(ports: &[u16], local: u16, remote: u16) -> bool {
-    ports.is_empty() || ports.contains(&local) || ports.contains(&remote)
-}
-
 /// The TIME_WAIT sockets that exist now, by key: a local port in the
-/// ephemeral range marks a client's (owner unknown).
-fn existing(host: &Host, ports: &[u16]) -> io::Result<Vec<(Key, u64)>> {
+/// ephemeral range marks a client's. Their owner is unknown: none passes
+/// a filter on owners.
+fn existing(host: &Host, filter: &Filter) -> io::Result<Vec<(Key, u64)>> {
     let mut counts: FxHashMap<Key, u64> = FxHashMap::default();
     let netns = own_netns();
     diag::for_each(Dump::TimeWait, |s| {
-        if !wanted(ports, s.local.port(), s.remote.port()) {
+        let unowned = filter.matches_row(0, "", s.local.ip(), s.remote.ip());
+        if !unowned || !filter.may_match_socket(&s.local, &s.remote) {
             return;
         }
         let client = ephemeral(host, s.local.port());
@@ -257,12 +263,13 @@ fn existing(host: &Host, ports: &[u16]) -> io::Result<Vec<(Key, u64)>> {
     Ok(counts.into_iter().collect())
 }
 
-/// Client connections in use now, by destination.
-fn in_use(host: &Host, ports: &[u16]) -> io::Result<FxHashMap<Dest, u64>> {
+/// Client connections in use now, by destination: whoever holds them (the
+/// ports are the destination's, whichever process runs short of them).
+fn in_use(host: &Host, filter: &Filter) -> io::Result<FxHashMap<Dest, u64>> {
     let mut counts = FxHashMap::default();
     let netns = own_netns();
     diag::for_each(Dump::Connections, |s| {
-        if ephemeral(host, s.local.port()) && wanted(ports, s.local.port(), s.remote.port()) {
+        if ephemeral(host, s.local.port()) && filter.may_match_socket(&s.local, &s.remote) {
             let dest = Dest {
                 netns,
                 local: s.local.ip(),

@@ -1,8 +1,9 @@
 //! The streaming modes (`watch`, `listeners`, `record`, `top`): attach,
-//! snapshot what exists, then ring -> decode -> track -> render -> output
-//! until stopped; then detach, drain what is left and summarise.
+//! snapshot what exists, then ring -> decode -> track -> filter -> render
+//! -> output until stopped; then detach, drain what is left and summarise.
 use std::{
     io::{self, Write},
+    net::SocketAddr,
     sync::Arc,
     time::Duration,
 };
@@ -16,7 +17,8 @@ use crate::{
     cli::{Common, ListenersArgs, WatchArgs},
     clock::Clock,
     diag::{self, Dump},
-    event::{self, Owner},
+    event::{self, Owner, TcpState},
+    filter::Filter,
     logsink::{self, Journal, Sink, Syslog},
     metrics::Metrics,
     output::{Json, ListenersView, Palette, Render, Text, TextMode, summary_line},
@@ -154,7 +156,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
         attach_time,
     } = Probe::attach(&Options {
         wakeup_bytes: WAKEUP_BYTES,
-        ports: args.ports.clone(),
+        filter: args.filter.kernel(),
         mode,
     })?;
     let mut source = Source::new(ring, counters).context("watching the ring buffer")?;
@@ -185,7 +187,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
     if let Some(socket) = &log_to.syslog {
         sinks.push(Box::new(Syslog::open(socket).map_err(anyhow::Error::msg)?));
     }
-    let mut pipeline = Pipeline::new(track_limit, Taps { metrics, sinks });
+    let mut pipeline = Pipeline::new(track_limit, Taps { metrics, sinks }, args.filter);
     if let Some(header) = header {
         out.buf.push_str(&header);
         out.buf.push('\n');
@@ -194,19 +196,25 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
 
     // After attaching, so a socket opened meanwhile is in one or the other.
     let now = clock.mono_now();
-    // The kernel filters events; the snapshot is ours to filter.
-    let wanted = |local: u16, remote: u16| {
-        args.ports.is_empty() || args.ports.contains(&local) || args.ports.contains(&remote)
-    };
+    // Sockets whose events may pass the filter, to learn their owners.
+    let wanted =
+        |local: &SocketAddr, remote: &SocketAddr| pipeline.filter.may_match_socket(local, remote);
     let mut existing =
         snapshot(which, wanted).context("snapshot of existing sockets (sock_diag)")?;
     for known in &mut existing {
         pipeline.cgroups.resolve(&mut known.owner);
     }
+    // A TIME_WAIT socket's only record left is its end, with the owner it
+    // has now: no need to follow it (and poll for its end) if that cannot
+    // match.
+    existing.retain(|k| k.state != TcpState::TimeWait || pipeline.filter.matches_owner(&k.owner));
     if print_snapshot {
         for known in &existing {
-            render.record(&Record::Existing(known.clone(), now), &mut out.buf);
-            out.flush_if_full();
+            let record = Record::Existing(known.clone(), now);
+            if pipeline.filter.matches(&record) {
+                render.record(&record, &mut out.buf);
+                out.flush_if_full();
+            }
         }
     }
     pipeline.tracker.preload(existing, now);
@@ -301,14 +309,17 @@ fn losses(source: &Source, programs: &aya::Ebpf) -> anyhow::Result<KernelCounter
     Ok(counters)
 }
 
-/// Every TCP socket that exists now and that `wanted(local port, remote
-/// port)`, with its owner from /proc.
-fn snapshot(which: Dump, wanted: impl Fn(u16, u16) -> bool) -> io::Result<Vec<Known>> {
+/// Every TCP socket that exists now and that `wanted(local, remote)`, with
+/// its owner from /proc.
+fn snapshot(
+    which: Dump,
+    wanted: impl Fn(&SocketAddr, &SocketAddr) -> bool,
+) -> io::Result<Vec<Known>> {
     let owners = proc::socket_owners(probe::cgroup_v2_root().as_deref());
     session::announce_denied_owners(owners.denied);
     let mut known = Vec::new();
     diag::for_each(which, |s| {
-        if wanted(s.local.port(), s.remote.port()) {
+        if wanted(&s.local, &s.remote) {
             known.push(Known {
                 owner: owners
                     .by_inode
@@ -325,23 +336,25 @@ fn snapshot(which: Dump, wanted: impl Fn(u16, u16) -> bool) -> io::Result<Vec<Kn
     Ok(known)
 }
 
-/// Decode, track and render, counting as we go.
+/// Decode, track, filter and render, counting as we go.
 struct Pipeline {
     cgroups: Cgroups,
     tracker: Tracker,
     summary: Summary,
     records: Vec<Record>,
     taps: Taps,
+    filter: Filter,
 }
 
 impl Pipeline {
-    fn new(track_limit: usize, taps: Taps) -> Pipeline {
+    fn new(track_limit: usize, taps: Taps, filter: Filter) -> Pipeline {
         Pipeline {
             cgroups: Cgroups::new(probe::cgroup_v2_root()),
             tracker: Tracker::new(track_limit),
             summary: Summary::default(),
             records: Vec::new(),
             taps,
+            filter,
         }
     }
 
@@ -352,13 +365,14 @@ impl Pipeline {
             summary,
             records,
             taps,
+            filter,
         } = self;
         // Record by record, so nothing piles up however much is waiting.
         source.drain(|bytes| match event::decode(bytes) {
             Ok(mut event) => {
                 cgroups.resolve(&mut event.owner);
                 tracker.observe(event, records);
-                emit(records, summary, taps, render, out);
+                emit(records, summary, taps, filter, render, out);
             }
             Err(err) => {
                 if summary.malformed == 0 {
@@ -404,6 +418,7 @@ impl Pipeline {
             &mut self.records,
             &mut self.summary,
             &mut self.taps,
+            &self.filter,
             render,
             out,
         );
@@ -444,15 +459,20 @@ impl Pipeline {
     }
 }
 
-/// Renders and counts `records`, emptying it.
+/// Renders and counts those of `records` that pass `filter`, emptying it.
 fn emit(
     records: &mut Vec<Record>,
     summary: &mut Summary,
     taps: &mut Taps,
+    filter: &Filter,
     render: &mut dyn Render,
     out: &mut Output,
 ) {
     for record in records.drain(..) {
+        if !filter.matches(&record) {
+            summary.filtered += 1;
+            continue;
+        }
         let short_before = summary.short_listeners_total;
         summary.count(&record);
         taps.record(&record, summary, short_before);

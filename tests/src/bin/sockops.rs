@@ -11,7 +11,9 @@
 //!       server does) or `rst` (close with SO_LINGER 0: a reset). With
 //!       SOCKOPS_LOCAL_PORT set, connect from that port (SO_REUSEADDR).
 //!   sockops fork-client IP PORT REQ REPLY   connect, then fork: the child
-//!       talks and closes, the parent drops its copy; reports both pids
+//!       talks and closes, the parent drops its copy; reports both pids.
+//!       With SOCKOPS_WAIT set, first reports its pid alone and waits for
+//!       a line on stdin before connecting.
 //!   sockops pair IP     a listener, a client and the accepted end in one
 //!       process; waits for a line on stdin, then the client closes first
 //!   sockops connect IP PORT          connect once, report the errno
@@ -156,6 +158,10 @@ fn tcp_client(to: SocketAddr, req: usize, reply: usize, mode: &str) -> io::Resul
 }
 
 fn fork_client(to: SocketAddr, req: usize, reply: usize) -> io::Result<()> {
+    if std::env::var_os("SOCKOPS_WAIT").is_some() {
+        say(json!({"pid": std::process::id()}));
+        wait_for_line()?;
+    }
     let s = tcp_socket(to.ip())?;
     s.connect(&to.into())?;
     let port = local_port(&s);

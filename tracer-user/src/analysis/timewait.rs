@@ -163,6 +163,10 @@ pub struct Report {
     pub server_population: u64,
     /// This interval's server-side entries by local port (all of them).
     pub server_entries_by_port: Vec<(u16, u64)>,
+    /// Transitions our programs did not see so far (the kernel's
+    /// `recursion_misses`), as the live driver reads them; a connection
+    /// end among them is not counted above.
+    pub missed: u64,
     /// The kernel's own count, when it could be read (`/proc/net/sockstat`).
     pub kernel_population: Option<u64>,
     /// Entries since counting began.

@@ -187,7 +187,9 @@ pub fn summary_line(s: &Summary, out: &mut String) {
                 .uint("bind", s.bind)
                 .uint("listen", s.listen)
                 .uint("release", s.release)
-                .uint("close", s.close);
+                .uint("close", s.close)
+                .uint("filtered", s.filtered)
+                .uint("kernel_emitted", s.kernel.emitted);
         })
         .array(
             "time_wait_destinations",

@@ -55,6 +55,9 @@ fn text(r: &Report, time: &str, palette: Palette, out: &mut String) {
         r.server_entries,
         r.population
     );
+    if r.missed > 0 {
+        let _ = write!(out, " ({} transitions missed so far)", r.missed);
+    }
     if let Some(k) = r.kernel_population {
         let _ = write!(out, " (kernel: {k} in this netns)");
     }
@@ -159,6 +162,7 @@ fn json(r: &Report, time: &str, out: &mut String) {
             o.uint(k, v);
         })
         .uint("total_entries", r.total_entries)
+        .uint("missed", r.missed)
         .array("by_process", &r.by_process, |o, row| {
             o.uint("pid", row.id.into())
                 .string("comm", &row.comm)

@@ -18,8 +18,7 @@ use aya::{
 use aya_log::EbpfLogger;
 use thiserror::Error;
 use tracer_common::{
-    Config, MAX_FILTER_PORTS, MODE_LISTENERS, MODE_STREAM, MODE_TALLY, SyscallTpLayout, Tally,
-    TallyKey,
+    Config, KernelFilter, MODE_LISTENERS, MODE_STREAM, MODE_TALLY, SyscallTpLayout, Tally, TallyKey,
 };
 
 pub use self::{
@@ -84,8 +83,6 @@ pub enum ProbeError {
         name: &'static str,
         source: aya::programs::ProgramError,
     },
-    #[error("at most {MAX_FILTER_PORTS} --port values, got {0}")]
-    TooManyPorts(usize),
     #[error("counting CPUs: {0}")]
     Cpus(std::io::Error),
     #[error("{0} is missing from the kernel object")]
@@ -101,8 +98,8 @@ pub enum ProbeError {
 pub struct Options {
     /// Wake the reader once this many bytes are waiting (see `Config`).
     pub wakeup_bytes: u64,
-    /// Report only sockets with one of these ports (all when empty).
-    pub ports: Vec<u16>,
+    /// What the programs drop before building a record.
+    pub filter: KernelFilter,
     pub mode: Mode,
 }
 
@@ -177,22 +174,17 @@ impl Probe {
         let (tracefs, mounted_tracefs) = Tracefs::find_or_mount()?;
         let kernel_btf = btf::kernel()?;
         let (kernel, mut degraded) = btf::kernel_layout(&kernel_btf)?;
-        if options.ports.len() > MAX_FILTER_PORTS {
-            return Err(ProbeError::TooManyPorts(options.ports.len()));
-        }
-        let mut filter_ports = [0; MAX_FILTER_PORTS];
-        filter_ports[..options.ports.len()].copy_from_slice(&options.ports);
         let config = Config {
             syscall_tp: syscall_layout(&tracefs)?,
             kernel,
             wakeup_bytes: options.wakeup_bytes,
-            filter_ports,
-            filter_ports_len: options.ports.len() as u32,
             mode: options.mode.bits(),
             short_ns: match options.mode {
                 Mode::Timewait { short } => short.as_nanos().try_into().unwrap_or(u64::MAX),
                 _ => 0,
             },
+            filter: options.filter,
+            ..Config::default()
         };
         let mut programs = EbpfLoader::new()
             .btf(None) // no CO-RE relocations to do
