@@ -434,6 +434,20 @@ impl Event {
     }
 }
 
+#[cfg(test)]
+impl Detail {
+    /// A transition between addresses written as text, for tests.
+    pub fn transition(local: &str, remote: &str, old: TcpState, new: TcpState) -> Detail {
+        Detail::State {
+            local: local.parse().expect("address"),
+            remote: remote.parse().expect("address"),
+            old,
+            new,
+            info: StateInfo::default(),
+        }
+    }
+}
+
 /// Turns raw ring records into [`Event`]s.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let header: Header = read(bytes).ok_or(DecodeError::Short(bytes.len()))?;

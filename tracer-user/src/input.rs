@@ -294,24 +294,14 @@ mod tests {
         }
     }
 
-    fn transition(local: &str, remote: &str, old: TcpState, new: TcpState) -> Detail {
-        Detail::State {
-            local: local.parse().unwrap(),
-            remote: remote.parse().unwrap(),
-            old,
-            new,
-            info: StateInfo::default(),
-        }
-    }
-
     /// One record of every kind, with only what JSON carries.
     fn every_kind() -> Vec<Record> {
         let (v4, peer) = ("127.0.0.1:40000", "127.0.0.1:8080");
-        let established = transition(v4, peer, TcpState::SynSent, TcpState::Established);
+        let established = Detail::transition(v4, peer, TcpState::SynSent, TcpState::Established);
         let mut ended = event(
             T + 2,
             Proto::Tcp,
-            transition(
+            Detail::transition(
                 "[::1]:80",
                 "[::1]:5555",
                 TcpState::TimeWait,
@@ -368,7 +358,7 @@ mod tests {
             Record::Event(event(
                 T + 1,
                 Proto::Tcp,
-                transition(v4, peer, TcpState::FinWait2, TcpState::TimeWait),
+                Detail::transition(v4, peer, TcpState::FinWait2, TcpState::TimeWait),
             )),
             Record::Event(ended),
             Record::Event(event(
@@ -414,7 +404,7 @@ mod tests {
         let mut state = event(
             T,
             Proto::Tcp,
-            transition(
+            Detail::transition(
                 "1.2.3.4:5",
                 "5.6.7.8:9",
                 TcpState::Unknown(42),

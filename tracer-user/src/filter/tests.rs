@@ -5,7 +5,7 @@ use clap::Parser as _;
 use super::*;
 use crate::{
     cli::{Cli, Command},
-    event::{Errno, Event, OwnerSource, SockId, StateInfo},
+    event::{Errno, Event, OwnerSource, SockId},
     proc::Cgroup,
     source::KernelCounters,
     track::{Close, Known},
@@ -35,13 +35,7 @@ fn transition(
         pid,
         comm,
         Proto::Tcp,
-        Detail::State {
-            local: local.parse().unwrap(),
-            remote: remote.parse().unwrap(),
-            old,
-            new,
-            info: StateInfo::default(),
-        },
+        Detail::transition(local, remote, old, new),
     ))
 }
 

@@ -15,7 +15,7 @@ use super::{
     ui,
 };
 use crate::{
-    event::{Detail, Event, Proto, SockId, StateInfo, TcpState},
+    event::{Detail, Event, Proto, SockId, TcpState},
     input::Reader,
     source::KernelCounters,
     track::Record,
@@ -84,13 +84,7 @@ fn state(
         pid,
         comm,
         Proto::Tcp,
-        Detail::State {
-            local: local.parse().unwrap(),
-            remote: remote.parse().unwrap(),
-            old,
-            new,
-            info: StateInfo::default(),
-        },
+        Detail::transition(local, remote, old, new),
     );
     e.sock = Some(SockId(sock));
     Record::Event(e)
