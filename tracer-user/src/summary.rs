@@ -7,7 +7,7 @@ use rustc_hash::FxHashMap;
 
 use crate::{
     analysis::{listeners::Listeners, timewait::Place},
-    event::Detail,
+    event::{Detail, TcpState},
     source::KernelCounters,
     track::{Opener, Record},
 };
@@ -43,6 +43,9 @@ pub struct Summary {
     pub log_failed: u64,
     /// Output lines dropped because the reader of our output fell behind.
     pub output_dropped: u64,
+    /// Of `state`, the `TIME_WAIT -> CLOSE` ends we found by polling
+    /// (the kernel has no event for them).
+    pub time_wait_ends: u64,
     listeners: Listeners,
 }
 
@@ -64,6 +67,7 @@ impl Default for Summary {
             short_listeners_total: 0,
             log_failed: 0,
             output_dropped: 0,
+            time_wait_ends: 0,
             listeners: Listeners::new(SHORT_LISTENER_NS),
         }
     }
@@ -99,7 +103,10 @@ impl Summary {
                 }
             }
             Record::Event(e) => match e.detail {
-                Detail::State { .. } => self.state += 1,
+                Detail::State { old, .. } => {
+                    self.state += 1;
+                    self.time_wait_ends += u64::from(old == TcpState::TimeWait);
+                }
                 Detail::Bind { .. } => self.bind += 1,
                 Detail::Listen { .. } => self.listen += 1,
                 Detail::Release { .. } => self.release += 1,
@@ -185,6 +192,10 @@ impl fmt::Display for Summary {
             (
                 self.output_dropped,
                 "output lines dropped (the reader fell behind)",
+            ),
+            (
+                self.time_wait_ends,
+                "of the state events are TIME_WAIT ends found by polling",
             ),
         ];
         for (n, what) in extra {

@@ -190,7 +190,14 @@ pub(crate) fn start_tracer(bin: &Path, tracer: Tracer, out: &Path) -> Result<(Ch
         .stderr(Stdio::piped())
         .spawn()
         .context("starting socktrace")?;
-    let stderr = child.stderr.take().expect("stderr");
+    wait_attached(&mut child, err_path)?;
+    Ok((child, started.elapsed().as_secs_f64()))
+}
+
+/// Waits for socktrace's "attached" line, then keeps copying its stderr
+/// to `err_path` so it never blocks on it.
+pub(crate) fn wait_attached(child: &mut Child, err_path: PathBuf) -> Result<()> {
+    let stderr = child.stderr.take().context("socktrace's stderr")?;
     let mut lines = BufReader::new(stderr).lines();
     loop {
         let Some(line) = lines.next() else {
@@ -200,7 +207,6 @@ pub(crate) fn start_tracer(bin: &Path, tracer: Tracer, out: &Path) -> Result<(Ch
             break;
         }
     }
-    let attach = started.elapsed().as_secs_f64();
     // Keep draining stderr into a file so the tracer never blocks on it.
     std::thread::spawn(move || {
         let mut text = String::new();
@@ -210,7 +216,7 @@ pub(crate) fn start_tracer(bin: &Path, tracer: Tracer, out: &Path) -> Result<(Ch
         }
         let _ = fs::write(err_path, text);
     });
-    Ok((child, attach))
+    Ok(())
 }
 
 /// SIGINT, then the tracer's CPU time and peak RSS from wait4(2).
@@ -346,7 +352,15 @@ fn bpftrace_lost(out: &Path) -> Result<u64> {
 /// RSS (from wait4) starts from its parent's at fork.
 pub(crate) fn count(path: &Path, port: u16, stream: Stream) -> Result<u64> {
     let file = fs::File::open(path).with_context(|| path.display().to_string())?;
-    let lines = BufReader::new(file).lines().map_while(Result::ok);
+    Ok(count_lines(
+        BufReader::new(file).lines().map_while(Result::ok),
+        port,
+        stream,
+    ))
+}
+
+/// Transitions of connections to or from `port` among `lines`.
+fn count_lines(lines: impl Iterator<Item = String>, port: u16, stream: Stream) -> u64 {
     let n = match stream {
         Stream::None | Stream::Aggregate => 0,
         Stream::Json => {
@@ -375,7 +389,7 @@ pub(crate) fn count(path: &Path, port: u16, stream: Stream) -> Result<u64> {
                 .count()
         }
     };
-    Ok(n as u64)
+    n as u64
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
