@@ -43,6 +43,9 @@ pub struct Summary {
     pub log_failed: u64,
     /// Output lines dropped because the reader of our output fell behind.
     pub output_dropped: u64,
+    /// Connections forgotten because the kernel no longer had them though
+    /// their close was never seen.
+    pub gone: u64,
     /// Of `state`, the `TIME_WAIT -> CLOSE` ends we found by polling
     /// (the kernel has no event for them).
     pub time_wait_ends: u64,
@@ -68,6 +71,7 @@ impl Default for Summary {
             log_failed: 0,
             output_dropped: 0,
             time_wait_ends: 0,
+            gone: 0,
             listeners: Listeners::new(SHORT_LISTENER_NS),
         }
     }
@@ -193,6 +197,7 @@ impl fmt::Display for Summary {
                 self.output_dropped,
                 "output lines dropped (the reader fell behind)",
             ),
+            (self.gone, "connections whose close was missed, forgotten"),
             (
                 self.time_wait_ends,
                 "of the state events are TIME_WAIT ends found by polling",

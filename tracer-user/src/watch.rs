@@ -37,6 +37,8 @@ use crate::{
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
 /// The kernel wakes the reader early once this much is waiting.
 const WAKEUP_BYTES: u64 = 256 << 10;
+/// How often followed connections are checked against the kernel's.
+const GONE_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// How often loss counters are checked and kernel log lines collected.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
@@ -232,6 +234,9 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
     stats_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut tw_tick = interval(tw_poll);
     tw_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut gone_tick = interval(GONE_CHECK_EVERY);
+    gone_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    gone_tick.reset();
     // The view's periodic report; never, unless asked for.
     let mut report_tick = interval(report_every.unwrap_or(Duration::from_secs(1 << 30)));
     report_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -265,6 +270,10 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
                 pipeline.drain(&mut source, render.as_mut(), &mut out);
                 pipeline.poll_timewaits(clock.mono_now(), render.as_mut(), &mut out)?;
             }
+            _ = gone_tick.tick() => {
+                pipeline.drain(&mut source, render.as_mut(), &mut out);
+                pipeline.forget_gone(clock.mono_now())?;
+            }
         }
         pipeline.drain(&mut source, render.as_mut(), &mut out);
         out.flush();
@@ -292,6 +301,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
     }
     pipeline.summary.kernel = last;
     pipeline.summary.untracked = pipeline.tracker.evicted;
+    pipeline.summary.gone = pipeline.tracker.gone;
     pipeline.summary.output_dropped = out.dropped_total;
     if json {
         summary_line(&pipeline.summary, &mut out.buf);
@@ -402,6 +412,19 @@ impl Pipeline {
         self.tracker.timewaits.reconcile(&present, now, &mut ended);
         self.records.extend(ended.into_iter().map(Record::Event));
         self.emit(render, out);
+        Ok(())
+    }
+
+    /// Forgets connections whose close the kernel never showed us (a
+    /// transition it skipped): without this they would pile up to the
+    /// tracking limit.
+    fn forget_gone(&mut self, now: u64) -> anyhow::Result<()> {
+        let mut present = FxHashSet::default();
+        diag::for_each(Dump::All, |s| {
+            present.insert(s.sock);
+        })
+        .context("sock_diag dump of all sockets")?;
+        self.tracker.forget_gone(&present, now);
         Ok(())
     }
 

@@ -28,8 +28,13 @@ const RSS_SLACK_KB: u64 = 8 << 10;
 const WARMUP: Duration = Duration::from_secs(60);
 /// Runs too short to see a warm-up end are held to a ceiling instead.
 const RSS_CEILING_KB: u64 = 200 << 10;
-/// Delivered + reported lost must match what happened this closely.
+/// Delivered + reported lost may fall short of what happened by at most
+/// this share (nothing goes missing unreported) ...
 const ACCOUNTING: f64 = 0.005;
+/// ... and exceed it by at most this one: the whole host is traced, and
+/// under this load some connects fail and retry (more transitions than
+/// the calibrated run's).
+const EXTRA: f64 = 0.02;
 
 /// The instances under test: (name, arguments, output file name; the
 /// first one's output is counted, not kept).
@@ -145,8 +150,7 @@ pub fn run(bin: &Path, dir: &Path, seconds: u64) -> Result<()> {
     // Everything on the host is traced: a little traffic besides the load
     // is within the tolerance.
     let lost = ring + recursion;
-    if delivered as f64 > expected * (1.0 + ACCOUNTING) || accounted < expected * (1.0 - ACCOUNTING)
-    {
+    if delivered as f64 > expected * (1.0 + EXTRA) || accounted < expected * (1.0 - ACCOUNTING) {
         failures.push(format!(
             "transitions: {accounted} accounted for, {expected:.0} expected"
         ));

@@ -12,7 +12,7 @@ mod timewait;
 
 use std::net::SocketAddr;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 pub use close::{Close, Failure, Opener, Reason, Side};
 pub use timewait::{TW_LEN_NS, TimeWaits};
@@ -69,6 +69,9 @@ pub struct Tracker {
     /// Sockets dropped from tracking (an arbitrary one each time) to stay
     /// within `capacity`.
     pub evicted: u64,
+    /// Sockets dropped because the kernel no longer had them although we
+    /// never saw them close (their last transition was missed).
+    pub gone: u64,
     pub timewaits: TimeWaits,
 }
 
@@ -79,6 +82,7 @@ impl Tracker {
             listeners: FxHashMap::default(),
             capacity,
             evicted: 0,
+            gone: 0,
             timewaits: TimeWaits::default(),
         }
     }
@@ -222,6 +226,16 @@ impl Tracker {
             self.evicted += 1;
         }
         self.conns.insert(sock, conn);
+    }
+
+    /// Forgets the sockets the kernel no longer has (not in `present`, a
+    /// dump that began at `dump_ns`) and that showed no event since: their
+    /// close was missed, and they would be kept forever.
+    pub fn forget_gone(&mut self, present: &FxHashSet<SockId>, dump_ns: u64) {
+        let before = self.conns.len();
+        self.conns
+            .retain(|sock, conn| present.contains(sock) || conn.state_since_ns >= dump_ns);
+        self.gone += (before - self.conns.len()) as u64;
     }
 
     /// Sockets followed right now.

@@ -483,3 +483,27 @@ fn the_table_is_bounded_and_counts_what_it_drops() {
     run(&mut t, opens);
     assert_eq!((t.len(), t.evicted), (4, 6));
 }
+
+#[test]
+fn connections_whose_close_was_missed_are_forgotten() {
+    use TcpState::*;
+    let mut t = Tracker::new(16);
+    let ends = ("127.0.0.1:40000", "127.0.0.1:80");
+    let info = StateInfo::default();
+    run(
+        &mut t,
+        vec![
+            ev(1, 1, Some(CLIENT), ends, (Close, SynSent), info),
+            ev(2, 1, Some(CLIENT), ends, (SynSent, Established), info),
+            ev(1, 2, Some(CLIENT), ends, (Close, SynSent), info),
+            ev(2, 2, Some(CLIENT), ends, (SynSent, Established), info),
+            // Active after the dump began: kept whether listed or not.
+            ev(50, 3, Some(CLIENT), ends, (Close, SynSent), info),
+        ],
+    );
+    assert_eq!(t.len(), 3);
+    // The kernel still has socket 1; socket 2's close was never seen.
+    let present = FxHashSet::from_iter([SockId(1)]);
+    t.forget_gone(&present, 10 * 1_000_000);
+    assert_eq!((t.len(), t.gone), (2, 1));
+}
