@@ -117,9 +117,7 @@ impl Summary {
             },
         }
     }
-}
 
-impl Summary {
     /// Listeners and bound sockets open now.
     pub fn listeners_open(&self) -> u64 {
         self.listeners.open_now() as u64

@@ -62,7 +62,9 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
     let host = host::settings();
     let start = clock.mono_now();
     let filter = &args.common.filter;
-    let before = existing(&host, filter).context("sock_diag dump of TIME_WAIT")?;
+    // Our network namespace, what the kernel's keys carry: read once.
+    let netns = own_netns();
+    let before = existing(&host, netns, filter).context("sock_diag dump of TIME_WAIT")?;
     let servers = listeners().context("sock_diag dump of listeners")?;
     let mut analysis = Timewait::new(
         Settings {
@@ -92,7 +94,7 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
             _ = stop.wait() => break,
             _ = tick.tick() => {}
         }
-        let in_use = in_use(&host, filter).context("sock_diag dump")?;
+        let in_use = in_use(&host, netns, filter).context("sock_diag dump")?;
         let now = clock.mono_now();
         let mut counted = read(&tallies)?;
         own_by_listener(&mut counted, &servers);
@@ -237,9 +239,8 @@ fn own_by_listener(counted: &mut [Counted], servers: &FxHashMap<u16, (u32, Strin
 /// The TIME_WAIT sockets that exist now, by key: a local port in the
 /// ephemeral range marks a client's. Their owner is unknown: none passes
 /// a filter on owners.
-fn existing(host: &Host, filter: &Filter) -> io::Result<Vec<(Key, u64)>> {
+fn existing(host: &Host, netns: u32, filter: &Filter) -> io::Result<Vec<(Key, u64)>> {
     let mut counts: FxHashMap<Key, u64> = FxHashMap::default();
-    let netns = own_netns();
     diag::for_each(Dump::TimeWait, |s| {
         let unowned = filter.matches_row(0, "", s.local.ip(), s.remote.ip());
         if !unowned || !filter.may_match_socket(&s.local, &s.remote) {
@@ -265,9 +266,8 @@ fn existing(host: &Host, filter: &Filter) -> io::Result<Vec<(Key, u64)>> {
 
 /// Client connections in use now, by destination: whoever holds them (the
 /// ports are the destination's, whichever process runs short of them).
-fn in_use(host: &Host, filter: &Filter) -> io::Result<FxHashMap<Dest, u64>> {
+fn in_use(host: &Host, netns: u32, filter: &Filter) -> io::Result<FxHashMap<Dest, u64>> {
     let mut counts = FxHashMap::default();
-    let netns = own_netns();
     diag::for_each(Dump::Connections, |s| {
         if ephemeral(host, s.local.port()) && filter.may_match_socket(&s.local, &s.remote) {
             let dest = Dest {
