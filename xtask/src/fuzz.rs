@@ -11,13 +11,25 @@ use crate::setup;
 
 const TARGETS: [&str; 2] = ["decode", "json_lines"];
 
-pub fn run(root: &Path, seconds: u64) -> Result<()> {
+/// Fuzzes each target for `seconds`. With `keep`, what the fuzzer finds
+/// joins fuzz/corpus; without (the short run in `test`), it goes to a
+/// scratch directory under target/, so a test run leaves the tree clean.
+pub fn run(root: &Path, seconds: u64, keep: bool) -> Result<()> {
     setup::ensure_cargo_fuzz()?;
     for target in TARGETS {
         println!("xtask: fuzz: {target} for {seconds} s");
+        let kept = root.join("fuzz/corpus").join(target);
+        // libFuzzer adds new inputs to the first corpus directory it is given.
+        let mut corpora = vec![kept];
+        if !keep {
+            let scratch = root.join("target/fuzz-corpus").join(target);
+            std::fs::create_dir_all(&scratch)?;
+            corpora.insert(0, scratch);
+        }
         let status = Command::new("cargo")
             .current_dir(root)
             .args(["+nightly", "fuzz", "run", "--sanitizer", "none", target])
+            .args(&corpora)
             .arg("--")
             .arg(format!("-max_total_time={seconds}"))
             .arg("-print_final_stats=1")

@@ -87,7 +87,7 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Test => test(&root),
         Task::Bench => bench::run(&root),
-        Task::Fuzz { seconds } => fuzz::run(&root, seconds),
+        Task::Fuzz { seconds } => fuzz::run(&root, seconds, true),
         Task::Soak { seconds } => {
             build_release_all()?;
             soak::run(
@@ -143,7 +143,7 @@ fn test(root: &Path) -> Result<()> {
     if !status.success() {
         bail!("tests failed");
     }
-    fuzz::run(root, SHORT_FUZZ_S)?;
+    fuzz::run(root, SHORT_FUZZ_S, false)?;
     println!("xtask: a short soak ({SHORT_SOAK_S} s; `cargo xtask soak` runs 10 minutes)");
     build_release_all()?;
     soak::run(
