@@ -85,6 +85,7 @@ pub fn run(bin: &Path, dir: &Path, seconds: u64) -> Result<()> {
         }
         thread::sleep(Duration::from_secs(1));
     }
+    write_series(&dir.join("rss.tsv"), &rss)?;
     let out = load.wait_with_output()?;
     let (connections, secs, _) = bench::run_churn_output(&out)?;
     let cycled = cycling
@@ -128,7 +129,10 @@ pub fn run(bin: &Path, dir: &Path, seconds: u64) -> Result<()> {
             println!("xtask: soak: {name:<17} RSS at most {:.1} MB", mb(peak));
         }
         if flat && later_peak as f64 > at_warmup as f64 * RSS_SLACK + RSS_SLACK_KB as f64 {
-            failures.push(format!("{name}: memory grew after the warm-up"));
+            failures.push(format!(
+                "{name}: memory grew after the warm-up (series in {})",
+                dir.join("rss.tsv").display()
+            ));
         }
         if !flat && peak > RSS_CEILING_KB {
             failures.push(format!("{name}: memory above the ceiling"));
@@ -242,6 +246,25 @@ fn cycle_listener(
         Ok(())
     });
     (handle, cycles)
+}
+
+/// The memory series, one row per second and a column per instance (kB),
+/// kept in the soak's directory to see when memory grew.
+fn write_series(path: &Path, rss: &[Vec<(f64, u64)>]) -> Result<()> {
+    let mut text = String::from("seconds");
+    for (name, ..) in INSTANCES {
+        text.push('\t');
+        text.push_str(name);
+    }
+    text.push('\n');
+    for (row, (at, _)) in rss[0].iter().enumerate() {
+        text.push_str(&format!("{at:.0}"));
+        for series in rss {
+            text.push_str(&format!("\t{}", series.get(row).map_or(0, |s| s.1)));
+        }
+        text.push('\n');
+    }
+    fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 fn rss_kb(pid: u32) -> Result<u64> {
