@@ -22,7 +22,7 @@ pub struct SocketOwners {
     /// Processes whose descriptors we may not read (reading another
     /// process's /proc/PID/fd takes CAP_SYS_PTRACE, and CAP_DAC_READ_SEARCH
     /// when it is another user's): their sockets' owners stay unknown.
-    pub denied: usize,
+    pub denied: Vec<u32>,
 }
 
 pub fn socket_owners(cgroup_root: Option<&Path>) -> SocketOwners {
@@ -35,12 +35,17 @@ pub fn socket_owners(cgroup_root: Option<&Path>) -> SocketOwners {
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .collect();
     pids.sort_unstable();
-    let denied = |err: &std::io::Error| err.kind() == std::io::ErrorKind::PermissionDenied;
+    // A process exiting meanwhile may refuse us too: that is no denial.
+    let denied = |pid: u32, err: &std::io::Error| {
+        err.kind() == std::io::ErrorKind::PermissionDenied && alive(pid)
+    };
     for pid in pids {
         let fds = match fs::read_dir(format!("/proc/{pid}/fd")) {
             Ok(fds) => fds,
             Err(err) => {
-                owners.denied += usize::from(denied(&err));
+                if denied(pid, &err) {
+                    owners.denied.push(pid);
+                }
                 continue; // gone, a kernel thread, or not ours to read
             }
         };
@@ -48,8 +53,8 @@ pub fn socket_owners(cgroup_root: Option<&Path>) -> SocketOwners {
         for fd in fds.flatten() {
             let target = match fs::read_link(fd.path()) {
                 Ok(target) => target,
-                Err(err) if denied(&err) => {
-                    owners.denied += 1;
+                Err(err) if denied(pid, &err) => {
+                    owners.denied.push(pid);
                     break; // the same for every descriptor of this process
                 }
                 Err(_) => continue, // closed meanwhile
@@ -65,6 +70,17 @@ pub fn socket_owners(cgroup_root: Option<&Path>) -> SocketOwners {
         }
     }
     owners
+}
+
+/// Whether `pid` still runs (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // "PID (COMM) STATE ...": COMM may hold spaces and parentheses.
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
+        !matches!(state, None | Some('Z' | 'X' | 'x'))
+    })
 }
 
 /// `socket:[12345]` -> 12345
@@ -197,6 +213,21 @@ pub fn container_id(path: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exiting_processes_are_not_alive() {
+        assert!(alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited, not yet reaped: a zombie.
+        let until = Instant::now() + Duration::from_secs(5);
+        while alive(pid) {
+            assert!(Instant::now() < until, "`true` did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.wait().unwrap();
+        assert!(!alive(pid));
+    }
 
     #[test]
     fn container_ids_of_common_runtimes() {

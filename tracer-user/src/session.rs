@@ -31,14 +31,28 @@ pub fn announce(mounted_tracefs: bool, degraded: &[String], nice: i32) {
 
 /// Says when the owners of sockets that predate us could not all be
 /// read (see [`crate::proc::SocketOwners::denied`]).
-pub fn announce_denied_owners(processes: usize) {
-    if processes > 0 {
-        say!(
-            "socktrace: degraded: owners of sockets open before start are unknown where \
-             /proc/PID/fd is unreadable ({processes} processes): that needs CAP_SYS_PTRACE, \
-             and CAP_DAC_READ_SEARCH for other users' processes"
-        );
+pub fn announce_denied_owners(pids: &[u32]) {
+    const NAMED: usize = 3;
+    if pids.is_empty() {
+        return;
     }
+    let mut named: Vec<String> = pids
+        .iter()
+        .take(NAMED)
+        .map(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            format!("{pid} {}", comm.trim_end())
+        })
+        .collect();
+    if pids.len() > NAMED {
+        named.push(format!("{} more", pids.len() - NAMED));
+    }
+    say!(
+        "socktrace: degraded: owners of sockets open before start are unknown where \
+         /proc/PID/fd is unreadable ({}): that needs CAP_SYS_PTRACE, and \
+         CAP_DAC_READ_SEARCH for other users' processes",
+        named.join(", ")
+    );
 }
 
 /// Starts the Prometheus exporter if `--metrics` asked for it: the

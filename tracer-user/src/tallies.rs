@@ -212,7 +212,7 @@ fn key(raw: &TallyKey) -> Key {
 /// they accept carry no owner in the kernel (we did not see them listen).
 fn listeners() -> io::Result<FxHashMap<u16, (u32, String)>> {
     let owners = proc::socket_owners(None);
-    session::announce_denied_owners(owners.denied);
+    session::announce_denied_owners(&owners.denied);
     let mut by_port = FxHashMap::default();
     diag::for_each(Dump::Listeners, |s| {
         if let Some(owner) = owners.by_inode.get(&s.inode) {

@@ -326,7 +326,7 @@ fn snapshot(
     wanted: impl Fn(&SocketAddr, &SocketAddr) -> bool,
 ) -> io::Result<Vec<Known>> {
     let owners = proc::socket_owners(probe::cgroup_v2_root().as_deref());
-    session::announce_denied_owners(owners.denied);
+    session::announce_denied_owners(&owners.denied);
     let mut known = Vec::new();
     diag::for_each(which, |s| {
         if wanted(&s.local, &s.remote) {
