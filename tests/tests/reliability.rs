@@ -161,15 +161,72 @@ fn two_instances_at_once_both_see_everything() {
     );
 }
 
-/// Runs `socktrace ARGS` in a private mount namespace after `setup` (shell
+/// `socktrace ARGS` in a private mount namespace after `setup` (shell
 /// commands), so the host's mounts stay as they are.
-fn in_mount_namespace(setup: &str, args: &str) -> std::process::Output {
+fn mount_namespace_command(setup: &str, args: &str) -> Command {
     let bin = socktrace_bin();
     let script = format!("{setup} && exec {} {args}", bin.display());
-    Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+    let mut command = Command::new("unshare");
+    command.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+    command
+}
+
+fn in_mount_namespace(setup: &str, args: &str) -> std::process::Output {
+    mount_namespace_command(setup, args)
         .output()
         .expect("running unshare (util-linux)")
+}
+
+/// A copy of the kernel's BTF in which each of `names` is renamed (its
+/// last letter changed), as a kernel without that type or field looks.
+fn kernel_btf_without(names: &[&str]) -> std::path::PathBuf {
+    let mut btf = std::fs::read("/sys/kernel/btf/vmlinux").expect("reading the kernel's BTF");
+    for name in names {
+        let needle = [b"\0", name.as_bytes(), b"\0"].concat();
+        let found: Vec<usize> = btf
+            .windows(needle.len())
+            .enumerate()
+            .filter(|(_, w)| *w == needle.as_slice())
+            .map(|(at, _)| at)
+            .collect();
+        assert_eq!(found.len(), 1, "{name} is not once in the kernel's strings");
+        btf[found[0] + name.len()] = b'X';
+    }
+    let path = std::env::temp_dir().join(format!("socktrace-btf-{}", std::process::id()));
+    std::fs::write(&path, btf).expect("writing the BTF copy");
+    path
+}
+
+#[test]
+fn missing_optional_kernel_features_run_degraded_and_say_which() {
+    require_root();
+    // A kernel without the tcp_send_reset tracepoint and without
+    // tcp_sock::bytes_acked, as socktrace sees it.
+    let btf = kernel_btf_without(&["btf_trace_tcp_send_reset", "bytes_acked"]);
+    let port = free_port("127.0.0.1");
+    let mut tracer = Tracer::spawn(mount_namespace_command(
+        &format!("mount --bind {} /sys/kernel/btf/vmlinux", btf.display()),
+        &format!("--json --port {port}"),
+    ));
+    connect_once(port);
+    sees_connection(&mut tracer, port);
+    let done = tracer.stop();
+    std::fs::remove_file(&btf).expect("removing the BTF copy");
+    assert!(done.status.success(), "{}", done.stderr);
+    let degraded: Vec<&str> = done
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("socktrace: degraded: "))
+        // Said where some process's descriptors are not ours to read.
+        .filter(|l| !l.starts_with("owners of sockets open before start"))
+        .collect();
+    assert_eq!(degraded.len(), 2, "{}", done.stderr);
+    assert!(degraded.iter().any(|l| l.starts_with("no byte counts: ")));
+    assert!(
+        degraded
+            .iter()
+            .any(|l| l.starts_with("resets sent are not reported: "))
+    );
 }
 
 #[test]

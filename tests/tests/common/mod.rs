@@ -69,9 +69,16 @@ impl Tracer {
     /// Starts `socktrace ARGS` (which must make it print JSON lines) and
     /// returns once it says it is attached.
     pub fn command(args: &[&str]) -> Tracer {
+        let mut command = Command::new(socktrace_bin());
+        command.args(args);
+        Tracer::spawn(command)
+    }
+
+    /// Runs `command` (socktrace, or a wrapper that execs it) like
+    /// [`Tracer::command`].
+    pub fn spawn(mut command: Command) -> Tracer {
         require_root();
-        let mut child = Command::new(socktrace_bin())
-            .args(args)
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
