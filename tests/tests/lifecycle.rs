@@ -401,6 +401,44 @@ fn unanswered_connect_says_timed_out() {
 }
 
 #[test]
+fn another_namespaces_sockets_are_not_judged_by_our_dumps() {
+    require_root();
+    let ns = Netns::new();
+    let mut tracer = Tracer::start(&[]);
+    let mut op = Op::spawn(ns.exec(&[sockops_bin(), "pair", "127.0.0.1"]));
+    let (pid, port, cport) = (
+        op.pid(),
+        op.port(),
+        op.report["client_port"].as_u64().unwrap(),
+    );
+    // Idle for longer than socktrace takes to forget a connection of its
+    // own namespace that its sock_diag dumps no longer list.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    op.proceed();
+    op.wait();
+    let events = tracer.wait_for("both close records", |ev| {
+        of_type(ev, "close").filter(|e| e["pid"] == pid).count() == 2
+    });
+    let client = conn(events, cport, port).expect("the client's transitions");
+    let close = close_of(events, &client);
+    assert_eq!(
+        (&close["opened"], &close["time_wait"], &close["netns"]),
+        (&"active".into(), &true.into(), &ns.inode().into())
+    );
+    assert!(close["duration_ms"].as_f64().unwrap() >= 3000.0, "{close}");
+    // Its TIME_WAIT lasts 60 s where our dumps cannot see it: no poll
+    // ends it; at exit its end is computed (entry + 60 s).
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let done = tracer.stop();
+    let ends: Vec<&Value> = states_of(&done.events, &client)
+        .into_iter()
+        .filter(|e| e["old_state"] == "TIME_WAIT")
+        .collect();
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert_eq!(ends[0]["timewait_end"], "timeout", "{}", ends[0]);
+}
+
+#[test]
 fn socket_used_after_fork_belongs_to_the_child() {
     let mut tracer = Tracer::start(&[]);
     let s = Op::start(&[

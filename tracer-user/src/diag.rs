@@ -35,6 +35,13 @@ pub enum Dump {
     Listeners,
 }
 
+/// Inode of our network namespace, the one dumps show (what the kernel's
+/// events carry as `netns`); 0 if unknown.
+pub fn own_netns() -> u32 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self/ns/net").map_or(0, |m| m.ino() as u32)
+}
+
 /// Hands every IPv4 and IPv6 TCP socket of this network namespace that
 /// matches `which` to `f`, one at a time: a host holding 100k TIME_WAIT
 /// sockets costs no 100k-element vector.

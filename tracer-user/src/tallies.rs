@@ -63,7 +63,7 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
     let start = clock.mono_now();
     let filter = &args.common.filter;
     // Our network namespace, what the kernel's keys carry: read once.
-    let netns = own_netns();
+    let netns = diag::own_netns();
     let before = existing(&host, netns, filter).context("sock_diag dump of TIME_WAIT")?;
     let servers = listeners().context("sock_diag dump of listeners")?;
     let mut analysis = Timewait::new(
@@ -283,12 +283,6 @@ fn in_use(host: &Host, netns: u32, filter: &Filter) -> io::Result<FxHashMap<Dest
 
 fn ephemeral(host: &Host, port: u16) -> bool {
     (host.port_range.0..=host.port_range.1).contains(&port)
-}
-
-/// Inode of our network namespace (what the kernel's keys carry).
-fn own_netns() -> u32 {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata("/proc/self/ns/net").map_or(0, |m| m.ino() as u32)
 }
 
 #[cfg(test)]

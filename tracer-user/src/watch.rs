@@ -17,7 +17,7 @@ use crate::{
     cli::{Common, ListenersArgs, WatchArgs},
     clock::Clock,
     diag::{self, Dump},
-    event::{self, Owner, TcpState},
+    event::{self, Owner, SockId, TcpState},
     filter::Filter,
     logsink::{self, Journal, Sink, Syslog},
     metrics::Metrics,
@@ -37,8 +37,6 @@ use crate::{
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
 /// The kernel wakes the reader early once this much is waiting.
 const WAKEUP_BYTES: u64 = 256 << 10;
-/// How often followed connections are checked against the kernel's.
-const GONE_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// How often loss counters are checked and kernel log lines collected.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
@@ -234,9 +232,6 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
     stats_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut tw_tick = interval(tw_poll);
     tw_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut gone_tick = interval(GONE_CHECK_EVERY);
-    gone_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    gone_tick.reset();
     // The view's periodic report; never, unless asked for.
     let mut report_tick = interval(report_every.unwrap_or(Duration::from_secs(1 << 30)));
     report_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -268,11 +263,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
                 // Everything the kernel reported before the dump first, so
                 // entries into TIME_WAIT are known when we look for ends.
                 pipeline.drain(&mut source, render.as_mut(), &mut out);
-                pipeline.poll_timewaits(clock.mono_now(), render.as_mut(), &mut out)?;
-            }
-            _ = gone_tick.tick() => {
-                pipeline.drain(&mut source, render.as_mut(), &mut out);
-                pipeline.forget_gone(clock.mono_now())?;
+                pipeline.poll_sockets(clock.mono_now(), render.as_mut(), &mut out)?;
             }
         }
         pipeline.drain(&mut source, render.as_mut(), &mut out);
@@ -354,6 +345,10 @@ struct Pipeline {
     records: Vec<Record>,
     taps: Taps,
     filter: Filter,
+    /// Our network namespace: what sock_diag dumps show.
+    netns: u32,
+    /// The sockets the last dump listed (kept to reuse its memory).
+    present: FxHashSet<SockId>,
 }
 
 impl Pipeline {
@@ -365,6 +360,8 @@ impl Pipeline {
             records: Vec::new(),
             taps,
             filter,
+            netns: diag::own_netns(),
+            present: FxHashSet::default(),
         }
     }
 
@@ -376,6 +373,7 @@ impl Pipeline {
             records,
             taps,
             filter,
+            ..
         } = self;
         // Record by record, so nothing piles up however much is waiting.
         source.drain(|bytes| match event::decode(bytes) {
@@ -393,38 +391,33 @@ impl Pipeline {
         });
     }
 
-    /// Looks for TIME_WAIT sockets that have ended since the last poll.
-    fn poll_timewaits(
+    /// What the kernel sends no event for, from a sock_diag dump of our
+    /// network namespace: TIME_WAIT sockets that have ended, and followed
+    /// connections it no longer has (their close was missed; kept, they
+    /// would pile up to the tracking limit).
+    fn poll_sockets(
         &mut self,
         now: u64,
         render: &mut dyn Render,
         out: &mut Output,
     ) -> anyhow::Result<()> {
-        if self.tracker.timewaits.is_empty() {
+        if self.tracker.is_empty() && self.tracker.timewaits.is_empty() {
             return Ok(());
         }
-        let mut present = FxHashSet::default();
-        diag::for_each(Dump::TimeWait, |s| {
-            present.insert(s.sock);
-        })
-        .context("sock_diag dump of TIME_WAIT sockets")?;
-        let mut ended = Vec::new();
-        self.tracker.timewaits.reconcile(&present, now, &mut ended);
-        self.records.extend(ended.into_iter().map(Record::Event));
-        self.emit(render, out);
-        Ok(())
-    }
-
-    /// Forgets connections whose close the kernel never showed us (a
-    /// transition it skipped): without this they would pile up to the
-    /// tracking limit.
-    fn forget_gone(&mut self, now: u64) -> anyhow::Result<()> {
-        let mut present = FxHashSet::default();
+        let present = &mut self.present;
+        present.clear();
         diag::for_each(Dump::All, |s| {
             present.insert(s.sock);
         })
         .context("sock_diag dump of all sockets")?;
-        self.tracker.forget_gone(&present, now);
+        let mut ended = Vec::new();
+        let tracker = &mut self.tracker;
+        tracker
+            .timewaits
+            .reconcile(&self.present, now, self.netns, &mut ended);
+        tracker.forget_gone(&self.present, now, self.netns);
+        self.records.extend(ended.into_iter().map(Record::Event));
+        self.emit(render, out);
         Ok(())
     }
 

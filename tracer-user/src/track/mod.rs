@@ -58,6 +58,19 @@ struct Conn {
     predates_us: bool,
     /// Our FIN was acknowledged (FIN_WAIT1 -> FIN_WAIT2 seen).
     fin_acked: bool,
+    /// Network namespace inode (0: ours, or unknown).
+    netns: u32,
+}
+
+/// A socket missing from a dump is forgotten only after this long without
+/// an event: one hashed just after its first transition may be missing
+/// from a dump that raced with it.
+const GONE_AFTER_NS: u64 = 1_000_000_000;
+
+/// Whether a socket of network namespace `of` is in dumps of `ours` (0 is
+/// unknown: the kernel could not tell us, so all look alike).
+fn dumped(of: u32, ours: u32) -> bool {
+    of == ours || of == 0 || ours == 0
 }
 
 pub struct Tracker {
@@ -115,6 +128,7 @@ impl Tracker {
                     owner: k.owner,
                     predates_us: true,
                     fin_acked: false,
+                    netns: 0,
                 },
             );
         }
@@ -228,13 +242,17 @@ impl Tracker {
         self.conns.insert(sock, conn);
     }
 
-    /// Forgets the sockets the kernel no longer has (not in `present`, a
-    /// dump that began at `dump_ns`) and that showed no event since: their
-    /// close was missed, and they would be kept forever.
-    pub fn forget_gone(&mut self, present: &FxHashSet<SockId>, dump_ns: u64) {
+    /// Forgets the sockets the kernel no longer has: missing from a dump
+    /// of network namespace `netns` that began at `dump_ns` (`present`),
+    /// and without an event for a while. Their close was missed; kept, they
+    /// would stay forever. Other namespaces' sockets are not in the dump.
+    pub fn forget_gone(&mut self, present: &FxHashSet<SockId>, dump_ns: u64, netns: u32) {
         let before = self.conns.len();
-        self.conns
-            .retain(|sock, conn| present.contains(sock) || conn.state_since_ns >= dump_ns);
+        self.conns.retain(|sock, conn| {
+            present.contains(sock)
+                || !dumped(conn.netns, netns)
+                || conn.state_since_ns + GONE_AFTER_NS > dump_ns
+        });
         self.gone += (before - self.conns.len()) as u64;
     }
 
@@ -274,6 +292,7 @@ impl Conn {
             owner: event.owner.clone(),
             predates_us: false,
             fin_acked: false,
+            netns: event.netns,
         }
     }
 

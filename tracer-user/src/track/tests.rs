@@ -245,12 +245,13 @@ fn time_wait_ends_when_a_dump_misses_it_or_by_expiry() {
     t.timewaits.reconcile(
         &[SockId(2)].into_iter().collect(),
         1_000_000_000,
+        1,
         &mut ended,
     );
     assert!(ended.is_empty());
     // Gone 2 s in: ended early (reuse, RST), seen by that dump.
     t.timewaits
-        .reconcile(&Default::default(), 2_000_000_000, &mut ended);
+        .reconcile(&Default::default(), 2_000_000_000, 1, &mut ended);
     assert_eq!(ended.len(), 1);
     assert_eq!(ended[0].mono_ns, 2_000_000_000);
     let Detail::State { old, new, info, .. } = ended[0].detail else {
@@ -267,7 +268,26 @@ fn time_wait_ends_when_a_dump_misses_it_or_by_expiry() {
     run(&mut t, conversation());
     let mut ended = Vec::new();
     t.timewaits
-        .reconcile(&Default::default(), 75_000_000_000, &mut ended);
+        .reconcile(&Default::default(), 75_000_000_000, 1, &mut ended);
+    assert_eq!(ended[0].mono_ns, 11_000_000 + TW_LEN_NS);
+    let Detail::State { info, .. } = ended[0].detail else {
+        panic!()
+    };
+    assert_eq!(info.tw_end, Some(TwEnd::Timeout));
+}
+
+#[test]
+fn a_time_wait_of_another_namespace_ends_by_expiry_not_by_our_dumps() {
+    let mut t = Tracker::new(16);
+    run(&mut t, conversation());
+    let mut ended = Vec::new();
+    // Our dumps (namespace 7) cannot list it: missing says nothing.
+    t.timewaits
+        .reconcile(&Default::default(), 2_000_000_000, 7, &mut ended);
+    assert!(ended.is_empty());
+    t.timewaits
+        .reconcile(&Default::default(), 75_000_000_000, 7, &mut ended);
+    assert_eq!(ended.len(), 1);
     assert_eq!(ended[0].mono_ns, 11_000_000 + TW_LEN_NS);
     let Detail::State { info, .. } = ended[0].detail else {
         panic!()
@@ -281,7 +301,7 @@ fn a_dump_started_before_the_entry_does_not_end_it() {
     run(&mut t, conversation());
     let mut ended = Vec::new();
     t.timewaits
-        .reconcile(&Default::default(), 5_000_000, &mut ended);
+        .reconcile(&Default::default(), 5_000_000, 1, &mut ended);
     assert!(ended.is_empty());
     assert_eq!(t.timewaits.len(), 1);
 }
@@ -497,13 +517,19 @@ fn connections_whose_close_was_missed_are_forgotten() {
             ev(2, 1, Some(CLIENT), ends, (SynSent, Established), info),
             ev(1, 2, Some(CLIENT), ends, (Close, SynSent), info),
             ev(2, 2, Some(CLIENT), ends, (SynSent, Established), info),
-            // Active after the dump began: kept whether listed or not.
-            ev(50, 3, Some(CLIENT), ends, (Close, SynSent), info),
+            // Active within a second of the dump: kept whether listed or
+            // not (it may have been hashed just after the dump passed).
+            ev(500, 3, Some(CLIENT), ends, (Close, SynSent), info),
+            // Another namespace's: never in our dumps.
+            Event {
+                netns: 2,
+                ..ev(1, 4, Some(CLIENT), ends, (Close, SynSent), info)
+            },
         ],
     );
-    assert_eq!(t.len(), 3);
+    assert_eq!(t.len(), 4);
     // The kernel still has socket 1; socket 2's close was never seen.
     let present = FxHashSet::from_iter([SockId(1)]);
-    t.forget_gone(&present, 10 * 1_000_000);
-    assert_eq!((t.len(), t.gone), (2, 1));
+    t.forget_gone(&present, 1_100 * 1_000_000, 1);
+    assert_eq!((t.len(), t.gone), (3, 1));
 }

@@ -3,9 +3,9 @@
 //! dumps (what `ss -tan state time-wait` sees): an entry missing from a dump
 //! has ended. Where we know when it started, its end by expiry is exact
 //! (entry + 60 s); an earlier end (reuse, RST) is known to the poll period.
-use std::net::SocketAddr;
+use std::{collections::BTreeMap, net::SocketAddr};
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 
 use crate::event::{Detail, Event, Owner, Proto, SockId, StateInfo, TcpState, TwEnd};
 
@@ -24,7 +24,11 @@ struct Entry {
 
 #[derive(Default)]
 pub struct TimeWaits {
-    entries: FxHashMap<SockId, Entry>,
+    /// An ordered map, not a hash table: its memory follows the number of
+    /// entries. The kernel allows 2^17 TIME_WAIT sockets by default; a hash
+    /// table holding about that many doubles (by tens of MB) whenever its
+    /// deleted slots run out while it is over half full, at any time.
+    entries: BTreeMap<SockId, Entry>,
 }
 
 impl TimeWaits {
@@ -58,19 +62,30 @@ impl TimeWaits {
         self.entries.is_empty()
     }
 
-    /// A dump that started at `dump_ns` listed `present`. Every entry that
-    /// was already in TIME_WAIT then and is missing has ended: appends its
-    /// `TIME_WAIT -> CLOSE` to `out`.
-    pub fn reconcile(&mut self, present: &FxHashSet<SockId>, dump_ns: u64, out: &mut Vec<Event>) {
-        let mut ended: Vec<SockId> = self
+    /// A dump of network namespace `netns` that started at `dump_ns`
+    /// listed `present`. Every entry of that namespace that was already in
+    /// TIME_WAIT then and is missing has ended; one of another namespace
+    /// (not in the dump) ends by expiry. Appends their `TIME_WAIT -> CLOSE`
+    /// to `out`.
+    pub fn reconcile(
+        &mut self,
+        present: &FxHashSet<SockId>,
+        dump_ns: u64,
+        netns: u32,
+        out: &mut Vec<Event>,
+    ) {
+        let ended: Vec<SockId> = self
             .entries
             .iter()
             .filter(|(sock, e)| {
-                !present.contains(sock) && e.since_ns.is_none_or(|since| since < dump_ns)
+                if super::dumped(e.netns, netns) {
+                    !present.contains(sock) && e.since_ns.is_none_or(|since| since < dump_ns)
+                } else {
+                    e.since_ns.is_some_and(|since| since + TW_LEN_NS <= dump_ns)
+                }
             })
             .map(|(sock, _)| *sock)
             .collect();
-        ended.sort();
         for sock in ended {
             let entry = self.entries.remove(&sock).expect("listed above");
             let (mono_ns, how) = match entry.since_ns {
@@ -84,9 +99,8 @@ impl TimeWaits {
     /// At exit: every entry still waiting ends by expiry, if we know when
     /// it began (computed, not observed).
     pub fn expire_all(&mut self, out: &mut Vec<Event>) {
-        let mut known: Vec<(SockId, Entry)> = self
-            .entries
-            .drain()
+        let mut known: Vec<(SockId, Entry)> = std::mem::take(&mut self.entries)
+            .into_iter()
             .filter(|(_, e)| e.since_ns.is_some())
             .collect();
         known.sort_by_key(|(sock, e)| (e.since_ns, *sock));
