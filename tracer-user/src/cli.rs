@@ -111,7 +111,8 @@ pub struct WatchArgs {
     /// and the summary says how many.
     #[arg(long, value_name = "N", default_value_t = 1 << 18, value_parser = clap::value_parser!(u32).range(1..))]
     pub track_limit: u32,
-    /// How often to look for TIME_WAIT sockets that ended (sock_diag).
+    /// How often to ask the kernel (sock_diag) which TIME_WAIT sockets
+    /// ended and which followed connections are gone.
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration, allow_negative_numbers = true)]
     pub tw_poll: Duration,
     /// Also write every event to the systemd journal, with SOCKTRACE_*
