@@ -2,16 +2,20 @@
 //! (`socktrace --json | sleep 100`) must not stop socktrace draining the
 //! kernel's ring: on a pipe or socket the writes do not block; what cannot
 //! be written waits in a bounded backlog, and beyond it whole lines are
-//! dropped, counted, and reported once the consumer reads again.
+//! dropped, counted, and reported once the consumer reads again. At exit,
+//! what is left goes out as long as the consumer keeps taking it.
 use std::{
     io::{self, Write},
     os::fd::AsRawFd,
+    time::{Duration, Instant},
 };
 
 /// Write out once this much is buffered, even in the middle of a batch.
 const CHUNK: usize = 1 << 20;
 /// The most kept for a consumer that is not reading.
 const BACKLOG: usize = 16 << 20;
+/// At exit, how long to wait for a consumer that takes nothing more.
+const EXIT_PATIENCE: Duration = Duration::from_secs(1);
 
 pub struct Output {
     writer: Box<dyn Write>,
@@ -107,9 +111,20 @@ impl Output {
         done
     }
 
-    /// At exit: what the consumer would not take now is counted as dropped.
+    /// At exit: waits while the consumer takes what is left (the kernel
+    /// programs are detached by now); what it stops taking for
+    /// [`EXIT_PATIENCE`] is counted as dropped.
     pub fn finish(&mut self) {
         self.flush();
+        let mut progress = Instant::now();
+        while !self.backlog.is_empty() && !self.closed && progress.elapsed() < EXIT_PATIENCE {
+            std::thread::sleep(Duration::from_millis(5));
+            let before = self.backlog.len();
+            self.write_backlog();
+            if self.backlog.len() < before {
+                progress = Instant::now();
+            }
+        }
         if !self.backlog.is_empty() {
             let lines = self.backlog.iter().filter(|&&b| b == b'\n').count() as u64;
             self.dropped_total += lines;
@@ -185,6 +200,42 @@ mod tests {
         assert!(!out.closed);
         out.finish();
         assert_eq!(out.dropped_total, 20 * 1024);
+    }
+
+    #[test]
+    fn a_reader_that_catches_up_at_exit_gets_every_line() {
+        /// Takes 1000 bytes a call, every other call.
+        struct Trickle {
+            ready: bool,
+            got: std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
+        }
+        impl Write for Trickle {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.ready = !self.ready;
+                if !self.ready {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                let n = b.len().min(1000);
+                self.got.borrow_mut().extend_from_slice(&b[..n]);
+                Ok(n)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let got = std::rc::Rc::default();
+        let mut out = Output::new(Box::new(Trickle {
+            ready: false,
+            got: std::rc::Rc::clone(&got),
+        }));
+        let line = "y".repeat(99) + "\n";
+        for _ in 0..1000 {
+            out.buf.push_str(&line);
+        }
+        out.flush();
+        out.finish();
+        assert_eq!(got.borrow().len(), 100_000);
+        assert_eq!(out.dropped_total, 0);
     }
 
     #[test]
