@@ -161,6 +161,77 @@ fn two_instances_at_once_both_see_everything() {
     );
 }
 
+#[test]
+fn a_full_bound_socket_table_is_counted() {
+    use std::{
+        io::{BufRead, BufReader},
+        process::Stdio,
+    };
+    require_root();
+    // The kernel's table of bound sockets it follows to their release
+    // (`BOUND`), and how many binds go beyond it.
+    const TABLE: usize = 65536;
+    const BEYOND: usize = 100;
+    // Four processes (one may not hold that many descriptors), each on
+    // its own addresses, holding their sockets at once.
+    const PROCESSES: usize = 4;
+    let each = (TABLE + BEYOND) / PROCESSES;
+    assert_eq!(each * PROCESSES, TABLE + BEYOND);
+    let mut ops: Vec<Op> = (0..PROCESSES)
+        .map(|k| Op::start(&["bind-many", &each.to_string(), &(1 + 2 * k).to_string()]))
+        .collect();
+    for op in &ops {
+        let files = op.report["files"].as_u64().unwrap() as usize;
+        assert!(files > each + 16, "a process may open only {files} files");
+    }
+    // Events to a file: 131k lines, none dropped by a slow pipe reader.
+    let events = std::env::temp_dir().join(format!("socktrace-bound-{}", std::process::id()));
+    let mut command = Command::new(socktrace_bin());
+    command.args(["--json", "--udp"]);
+    for op in &ops {
+        command.args(["--pid", &op.pid().to_string()]);
+    }
+    let mut tracer = command
+        .stdout(std::fs::File::create(&events).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(tracer.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("attached in") {
+        assert_ne!(stderr.read_line(&mut said).unwrap(), 0, "{said}");
+    }
+    for op in &mut ops {
+        op.proceed();
+        assert_eq!(op.next_report()["bound"], each);
+    }
+    for mut op in ops {
+        op.proceed();
+        op.wait();
+    }
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+    assert!(tracer.wait().unwrap().success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    said.push_str(&rest);
+    let lines = std::fs::read_to_string(&events).unwrap();
+    std::fs::remove_file(&events).unwrap();
+    let events: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let binds = of_type(&events, "bind").filter(|e| e["errno"] == 0);
+    assert_eq!(binds.count(), TABLE + BEYOND, "{said}");
+    assert_eq!(of_type(&events, "release").count(), TABLE, "{said}");
+    let summary = of_type(&events, "summary").next().expect("summary");
+    assert_eq!(summary["lost"]["bound_full"], BEYOND, "{summary}");
+    assert!(
+        said.contains(&format!("{BEYOND} bound sockets whose end is not followed")),
+        "{said}"
+    );
+}
+
 /// `socktrace ARGS` in a private mount namespace after `setup` (shell
 /// commands), so the host's mounts stay as they are.
 fn mount_namespace_command(setup: &str, args: &str) -> Command {

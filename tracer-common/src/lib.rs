@@ -387,6 +387,9 @@ pub const MODE_STREAM: u32 = 1;
 pub const MODE_LISTENERS: u32 = 2;
 /// Count connection ends in `TALLIES` (`timewait`).
 pub const MODE_TALLY: u32 = 4;
+/// `cgroup/sock_release` runs: keep bound sockets in `BOUND` until it
+/// reports their end.
+pub const MODE_RELEASE: u32 = 8;
 
 /// How many ports of one kind (`--port`, `--sport`, `--dport`) the kernel
 /// can check.
@@ -413,7 +416,9 @@ pub const COUNTER_TALLY_OVERFLOW: u32 = 3;
 /// Records the programs tried to put in the ring (delivered or dropped):
 /// what passed the kernel's filters.
 pub const COUNTER_EMITTED: u32 = 4;
-pub const COUNTERS: u32 = 5;
+/// Bound sockets whose end cannot be followed: `BOUND` was full.
+pub const COUNTER_BOUND_FULL: u32 = 5;
+pub const COUNTERS: u32 = 6;
 
 #[cfg(feature = "user")]
 mod user {

@@ -4,7 +4,7 @@ use core::ptr;
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, bpf_map_type::BPF_MAP_TYPE_SK_STORAGE},
     macros::{btf_map, map},
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use tracer_common::{COUNTERS as N_COUNTERS, Config, Owner, Tally, TallyKey};
 
@@ -103,9 +103,12 @@ pub static ACCEPTED: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(8192,
 /// Explicitly bound sockets that have not listened or connected yet, by
 /// cookie, with where they are bound: `sock_release` reports the end of
 /// these (a listener's end is its LISTEN -> CLOSE transition). Its context
-/// cannot show the address, hence the copy.
+/// cannot show the address, hence the copy. Not an LRU map, which would
+/// forget the oldest silently: when it is full, a bind is counted instead
+/// (`COUNTER_BOUND_FULL`). Every entry goes at the socket's release, which
+/// always runs, so none outlives its socket.
 #[map]
-pub static BOUND: LruHashMap<u64, Bound> = LruHashMap::with_max_entries(65536, 0);
+pub static BOUND: HashMap<u64, Bound> = HashMap::with_max_entries(65536, 0);
 
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -10,8 +10,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use tracer_common::{
-    AF_INET, AF_INET6, BindRecord, COUNTER_UNPAIRED, Field, IPPROTO_TCP, KIND_BIND, KIND_LISTEN,
-    ListenRecord,
+    AF_INET, AF_INET6, BindRecord, COUNTER_BOUND_FULL, COUNTER_UNPAIRED, Field, IPPROTO_TCP,
+    KIND_BIND, KIND_LISTEN, ListenRecord, MODE_RELEASE,
 };
 
 use crate::{
@@ -190,7 +190,7 @@ fn bind_exit(ctx: &TracePointContext, args: &SyscallArgs, ret: i32) {
             _ => Ok(()),
         };
     }
-    if ret == 0 && rec.cookie != 0 {
+    if ret == 0 && rec.cookie != 0 && cfg(&CONFIG.mode) & MODE_RELEASE != 0 {
         let bound = Bound {
             netns: rec.netns,
             family: rec.family,
@@ -199,7 +199,9 @@ fn bind_exit(ctx: &TracePointContext, args: &SyscallArgs, ret: i32) {
             port: rec.bound_port,
             _pad: [0; 6],
         };
-        let _ = BOUND.insert(rec.cookie, bound, 0);
+        if BOUND.insert(rec.cookie, bound, 0).is_err() {
+            bump(COUNTER_BOUND_FULL);
+        }
     }
     emit(&rec);
 }

@@ -19,8 +19,8 @@
 //!   `tw_end`: `sk_err`, the RST and FIN flags, `tw_table_full` and the
 //!   byte counts are default (the close record says what they meant);
 //! - durations (`duration_ns`, `spent`): rounded to the microsecond;
-//! - the kernel counters `emitted`, `unpaired`, `owner_failed` and
-//!   `tally_overflow`: 0;
+//! - the kernel counters `emitted`, `unpaired`, `owner_failed`,
+//!   `tally_overflow` and `bound_full`: 0;
 //! - [`Opener::Listener`](crate::track::Opener::Listener) (never in a
 //!   close record) reads as `Unknown`;
 //! - [`TcpState::Unknown`](crate::event::TcpState::Unknown)`(n)` reads as
@@ -436,6 +436,7 @@ mod tests {
             unpaired: 2,
             owner_failed: 3,
             tally_overflow: 5,
+            bound_full: 7,
             recursion_misses: 4,
         };
         let (got, _) = read_all(
@@ -470,6 +471,7 @@ mod tests {
             unpaired: 0,
             owner_failed: 0,
             tally_overflow: 0,
+            bound_full: 0,
             ..counters
         };
         assert_eq!(

@@ -6,8 +6,8 @@ use std::io;
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use tokio::io::{Interest, unix::AsyncFd};
 use tracer_common::{
-    COUNTER_EMITTED, COUNTER_OWNER_FAILED, COUNTER_RING_DROPS, COUNTER_TALLY_OVERFLOW,
-    COUNTER_UNPAIRED,
+    COUNTER_BOUND_FULL, COUNTER_EMITTED, COUNTER_OWNER_FAILED, COUNTER_RING_DROPS,
+    COUNTER_TALLY_OVERFLOW, COUNTER_UNPAIRED,
 };
 
 pub struct Source {
@@ -29,6 +29,8 @@ pub struct KernelCounters {
     pub owner_failed: u64,
     /// `timewait` counts that went to the overflow row (its map was full).
     pub tally_overflow: u64,
+    /// Bound sockets whose end could not be followed (`BOUND` was full).
+    pub bound_full: u64,
     /// Times a program of ours did not run because another BPF program was
     /// running on that CPU (from the kernel's program statistics).
     pub recursion_misses: u64,
@@ -73,6 +75,7 @@ impl Source {
             unpaired: sum(COUNTER_UNPAIRED)?,
             owner_failed: sum(COUNTER_OWNER_FAILED)?,
             tally_overflow: sum(COUNTER_TALLY_OVERFLOW)?,
+            bound_full: sum(COUNTER_BOUND_FULL)?,
             recursion_misses: 0,
         })
     }

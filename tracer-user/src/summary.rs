@@ -187,6 +187,10 @@ impl fmt::Display for Summary {
                 "connection ends counted in the overflow row (tally map full)",
             ),
             (
+                self.kernel.bound_full,
+                "bound sockets whose end is not followed (bound-socket table full)",
+            ),
+            (
                 self.untracked,
                 "connections dropped from tracking (table full)",
             ),

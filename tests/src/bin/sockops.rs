@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         ["bind", proto, ip_, port] => bind(proto, sa(ip_, port)),
         ["listen", ip_, backlog] => listen(ip(ip_), backlog.parse().expect("backlog")),
         ["hold", ip_, port, count] => hold(sa(ip_, port), n(count)),
+        ["bind-many", count, first] => bind_many(n(count), n(first)),
         ["listen-cycle", ip_, port, count, micros] => {
             listen_cycle(sa(ip_, port), n(count), n(micros))
         }
@@ -278,6 +279,38 @@ fn hold(to: SocketAddr, count: usize) -> io::Result<()> {
     say(json!({"pid": std::process::id(), "ports": ports}));
     wait_for_line()?;
     drop(conns);
+    Ok(())
+}
+
+/// Once a line arrives, binds `count` UDP sockets at once on 127.0.2.x
+/// from x = `first` on, ports 20000-29999 (no test's ephemeral ports);
+/// closes them when the next line arrives.
+fn bind_many(count: usize, first: usize) -> io::Result<()> {
+    // As many descriptors as we may (the hard limit).
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2)/setrlimit(2) with a valid struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    say(json!({"pid": std::process::id(), "files": limit.rlim_cur}));
+    wait_for_line()?;
+    let sockets = (0..count)
+        .map(|i| {
+            let host = u8::try_from(first + i / 10_000).map_err(io::Error::other)?;
+            let port = 20_000 + (i % 10_000) as u16;
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            s.bind(&SocketAddr::from(([127, 0, 2, host], port)).into())?;
+            Ok(s)
+        })
+        .collect::<io::Result<Vec<Socket>>>()?;
+    say(json!({"bound": sockets.len()}));
+    wait_for_line()?;
+    drop(sockets);
     Ok(())
 }
 

@@ -266,6 +266,14 @@ impl Op {
         self.report["port"].as_u64().expect("port")
     }
 
+    /// The scenario's next JSON line.
+    pub fn next_report(&mut self) -> Value {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("reading sockops");
+        assert!(!line.is_empty(), "sockops ended without a report");
+        parse(&line)
+    }
+
     /// Lets a scenario that waits on stdin go on.
     pub fn proceed(&mut self) {
         use std::io::Write as _;
@@ -275,7 +283,6 @@ impl Op {
 
     pub fn wait(mut self) {
         let status = self.child.wait().expect("waiting for sockops");
-        let _ = &self.stdout;
         assert!(status.success(), "sockops failed: {status}");
     }
 }

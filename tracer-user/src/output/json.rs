@@ -221,7 +221,8 @@ pub fn summary_line(s: &Summary, out: &mut String) {
                 .uint("owner_failed", s.kernel.owner_failed)
                 .uint("untracked", s.untracked)
                 .uint("output_dropped", s.output_dropped)
-                .uint("tally_overflow", s.kernel.tally_overflow);
+                .uint("tally_overflow", s.kernel.tally_overflow)
+                .uint("bound_full", s.kernel.bound_full);
         })
         .end();
 }

@@ -18,7 +18,8 @@ use aya::{
 use aya_log::EbpfLogger;
 use thiserror::Error;
 use tracer_common::{
-    Config, KernelFilter, MODE_LISTENERS, MODE_STREAM, MODE_TALLY, SyscallTpLayout, Tally, TallyKey,
+    Config, KernelFilter, MODE_LISTENERS, MODE_RELEASE, MODE_STREAM, MODE_TALLY, SyscallTpLayout,
+    Tally, TallyKey,
 };
 
 pub use self::{
@@ -118,11 +119,22 @@ pub enum Mode {
 
 impl Mode {
     fn bits(self) -> u32 {
-        match self {
+        let what = match self {
             Mode::Watch => MODE_STREAM,
             Mode::Listeners => MODE_LISTENERS,
             Mode::Timewait { .. } => MODE_TALLY,
+        };
+        // Where the release hook can attach (see `Probe::attach`).
+        if self.follows_releases() && cgroup::v2_root().is_some() {
+            what | MODE_RELEASE
+        } else {
+            what
         }
+    }
+
+    /// Whether the cgroup socket hooks (creation, release) are attached.
+    fn follows_releases(self) -> bool {
+        matches!(self, Mode::Watch | Mode::Listeners)
     }
 
     /// Whether `program` has a job in this mode.
@@ -230,7 +242,7 @@ impl Probe {
             program.load().map_err(program_err)?;
             program.attach("syscalls", name).map_err(program_err)?;
         }
-        if matches!(options.mode, Mode::Watch | Mode::Listeners) {
+        if options.mode.follows_releases() {
             let hooks = [
                 (
                     "sock_create",
