@@ -269,8 +269,14 @@ fn time_wait_ends_when_a_dump_misses_it_or_by_expiry() {
     let mut ended = Vec::new();
     t.timewaits
         .reconcile(&Default::default(), 75_000_000_000, 1, &mut ended);
-    assert_eq!(ended[0].mono_ns, 11_000_000 + TW_LEN_NS);
-    let Detail::State { info, .. } = ended[0].detail else {
+    assert_expired(&ended[0]);
+}
+
+/// `end` is the conversation's TIME_WAIT ending by expiry: at exactly its
+/// entry + 60 s.
+fn assert_expired(end: &Event) {
+    assert_eq!(end.mono_ns, 11_000_000 + TW_LEN_NS);
+    let Detail::State { info, .. } = end.detail else {
         panic!()
     };
     assert_eq!(info.tw_end, Some(TwEnd::Timeout));
@@ -288,11 +294,7 @@ fn a_time_wait_of_another_namespace_ends_by_expiry_not_by_our_dumps() {
     t.timewaits
         .reconcile(&Default::default(), 75_000_000_000, 7, &mut ended);
     assert_eq!(ended.len(), 1);
-    assert_eq!(ended[0].mono_ns, 11_000_000 + TW_LEN_NS);
-    let Detail::State { info, .. } = ended[0].detail else {
-        panic!()
-    };
-    assert_eq!(info.tw_end, Some(TwEnd::Timeout));
+    assert_expired(&ended[0]);
 }
 
 #[test]
