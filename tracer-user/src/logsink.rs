@@ -227,7 +227,7 @@ impl Sink for Syslog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Errno, Proto, StateInfo, TcpState};
+    use crate::event::{Errno, Proto, TcpState};
 
     #[test]
     fn a_transition_names_everything() {
@@ -236,13 +236,12 @@ mod tests {
             4242,
             "curl",
             Proto::Tcp,
-            Detail::State {
-                local: "127.0.0.1:43512".parse().unwrap(),
-                remote: "10.0.0.2:443".parse().unwrap(),
-                old: TcpState::SynSent,
-                new: TcpState::Established,
-                info: StateInfo::default(),
-            },
+            Detail::transition(
+                "127.0.0.1:43512",
+                "10.0.0.2:443",
+                TcpState::SynSent,
+                TcpState::Established,
+            ),
         );
         let entry = entry(&Record::Event(e)).unwrap();
         assert_eq!(entry.level, Level::Info);

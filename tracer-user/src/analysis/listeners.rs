@@ -337,7 +337,7 @@ fn note(e: &Event, what: What, kind: Kind, addr: SocketAddr) -> Note {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Comm, OwnerSource, StateInfo};
+    use crate::event::{Comm, OwnerSource};
 
     const MS: u64 = 1_000_000;
 
@@ -355,13 +355,7 @@ mod tests {
             7,
             sock,
             Proto::Tcp,
-            Detail::State {
-                local: "0.0.0.0:8080".parse().unwrap(),
-                remote: "0.0.0.0:0".parse().unwrap(),
-                old,
-                new,
-                info: StateInfo::default(),
-            },
+            Detail::transition("0.0.0.0:8080", "0.0.0.0:0", old, new),
         )
     }
 

@@ -1,6 +1,6 @@
 use super::*;
 use crate::{
-    event::{Event, Owner, Proto, StateInfo, TcpState},
+    event::{Event, Owner, Proto, TcpState},
     track::Close,
 };
 
@@ -17,13 +17,7 @@ fn state(old: TcpState, new: TcpState) -> Record {
         10,
         "app",
         Proto::Tcp,
-        Detail::State {
-            local: "127.0.0.1:8080".parse().expect("addr"),
-            remote: "127.0.0.1:50000".parse().expect("addr"),
-            old,
-            new,
-            info: StateInfo::default(),
-        },
+        Detail::transition("127.0.0.1:8080", "127.0.0.1:50000", old, new),
     ))
 }
 

@@ -249,7 +249,7 @@ impl Render for Json {
 mod tests {
     use super::*;
     use crate::{
-        event::{StateInfo, TcpState},
+        event::TcpState,
         track::{Failure, Reason, Side},
     };
 
@@ -288,13 +288,12 @@ mod tests {
 
     #[test]
     fn state_line_of_an_unknown_owner() {
-        let mut e = event(Detail::State {
-            local: "[::1]:80".parse().unwrap(),
-            remote: "[::1]:5555".parse().unwrap(),
-            old: TcpState::SynSent,
-            new: TcpState::Established,
-            info: StateInfo::default(),
-        });
+        let mut e = event(Detail::transition(
+            "[::1]:80",
+            "[::1]:5555",
+            TcpState::SynSent,
+            TcpState::Established,
+        ));
         e.owner = Owner::UNKNOWN;
         let v = render(&Record::Event(e));
         assert_eq!(

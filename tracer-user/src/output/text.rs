@@ -233,13 +233,12 @@ mod tests {
     fn state_line() {
         let mut e = event(
             Proto::Tcp,
-            Detail::State {
-                local: "127.0.0.1:43512".parse().unwrap(),
-                remote: "[::1]:8080".parse().unwrap(),
-                old: TcpState::Close,
-                new: TcpState::SynSent,
-                info: StateInfo::default(),
-            },
+            Detail::transition(
+                "127.0.0.1:43512",
+                "[::1]:8080",
+                TcpState::Close,
+                TcpState::SynSent,
+            ),
         );
         assert_eq!(
             render(TextMode::Events, &Record::Event(e.clone())),

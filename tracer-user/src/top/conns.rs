@@ -144,7 +144,7 @@ fn is_connection(state: TcpState) -> bool {
 mod tests {
     use super::*;
     use crate::{
-        event::{Event, Proto, StateInfo},
+        event::{Event, Proto},
         track::Known,
     };
 
@@ -154,13 +154,7 @@ mod tests {
             42,
             "curl",
             Proto::Tcp,
-            Detail::State {
-                local: local.parse().unwrap(),
-                remote: "10.0.0.2:443".parse().unwrap(),
-                old,
-                new,
-                info: StateInfo::default(),
-            },
+            Detail::transition(local, "10.0.0.2:443", old, new),
         );
         e.sock = Some(SockId(sock));
         Record::Event(e)

@@ -223,7 +223,7 @@ fn second(ns: u64) -> u64 {
 mod tests {
     use super::*;
     use crate::{
-        event::{Event, Owner, Proto, StateInfo},
+        event::{Event, Owner, Proto},
         track::{Close, Known},
     };
 
@@ -243,13 +243,12 @@ mod tests {
             1,
             "x",
             Proto::Tcp,
-            Detail::State {
-                local: "127.0.0.1:1".parse().unwrap(),
-                remote: "127.0.0.1:2".parse().unwrap(),
-                old: TcpState::TimeWait,
-                new: TcpState::Close,
-                info: StateInfo::default(),
-            },
+            Detail::transition(
+                "127.0.0.1:1",
+                "127.0.0.1:2",
+                TcpState::TimeWait,
+                TcpState::Close,
+            ),
         );
         e.sock = Some(SockId(sock));
         Record::Event(e)
