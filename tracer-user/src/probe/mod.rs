@@ -118,18 +118,14 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn bits(self) -> u32 {
+    /// `Config::mode`; `release`: the release hook will be attached.
+    fn bits(self, release: bool) -> u32 {
         let what = match self {
             Mode::Watch => MODE_STREAM,
             Mode::Listeners => MODE_LISTENERS,
             Mode::Timewait { .. } => MODE_TALLY,
         };
-        // Where the release hook can attach (see `Probe::attach`).
-        if self.follows_releases() && cgroup::v2_root().is_some() {
-            what | MODE_RELEASE
-        } else {
-            what
-        }
+        if release { what | MODE_RELEASE } else { what }
     }
 
     /// Whether the cgroup socket hooks (creation, release) are attached.
@@ -186,11 +182,17 @@ impl Probe {
         let (tracefs, mounted_tracefs) = Tracefs::find_or_mount()?;
         let kernel_btf = btf::kernel()?;
         let (kernel, mut degraded) = btf::kernel_layout(&kernel_btf)?;
+        // Where the cgroup socket hooks go, in the modes that use them.
+        let cgroup_root = if options.mode.follows_releases() {
+            cgroup::v2_root()
+        } else {
+            None
+        };
         let config = Config {
             syscall_tp: syscall_layout(&tracefs)?,
             kernel,
             wakeup_bytes: options.wakeup_bytes,
-            mode: options.mode.bits(),
+            mode: options.mode.bits(cgroup_root.is_some()),
             short_ns: match options.mode {
                 Mode::Timewait { short } => short.as_nanos().try_into().unwrap_or(u64::MAX),
                 _ => 0,
@@ -254,7 +256,7 @@ impl Probe {
                 ),
             ];
             for (name, lost) in hooks {
-                if let Err(why) = attach_cgroup_sock(&mut programs, name) {
+                if let Err(why) = attach_cgroup_sock(&mut programs, name, cgroup_root.as_deref()) {
                     degraded.push(format!("{lost}: {why}"));
                 }
             }
@@ -303,10 +305,14 @@ fn btf_program<'a>(
     program.try_into()
 }
 
-/// Attaches cgroup/sock program `name` to the root of cgroup v2.
-fn attach_cgroup_sock(programs: &mut Ebpf, name: &str) -> Result<(), String> {
-    let root = cgroup::v2_root().ok_or("cgroup v2 is not mounted")?;
-    let dir = std::fs::File::open(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+/// Attaches cgroup/sock program `name` to `root`, the root of cgroup v2.
+fn attach_cgroup_sock(
+    programs: &mut Ebpf,
+    name: &str,
+    root: Option<&std::path::Path>,
+) -> Result<(), String> {
+    let root = root.ok_or("cgroup v2 is not mounted")?;
+    let dir = std::fs::File::open(root).map_err(|e| format!("{}: {e}", root.display()))?;
     let program: &mut CgroupSock = programs
         .program_mut(name)
         .ok_or_else(|| format!("no {name} program"))?
