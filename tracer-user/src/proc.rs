@@ -91,10 +91,16 @@ fn socket_inode(link: &str) -> Option<u32> {
         .ok()
 }
 
-fn process(pid: u32, cgroup_root: Option<&Path>) -> Owner {
+/// `pid`'s command name, as /proc shows it ("" once it is gone).
+pub fn comm(pid: u32) -> String {
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    comm.trim_end_matches('\n').to_string()
+}
+
+fn process(pid: u32, cgroup_root: Option<&Path>) -> Owner {
+    let comm = comm(pid);
     let mut raw = [0u8; 16];
-    let comm = comm.trim_end_matches('\n').as_bytes();
+    let comm = comm.as_bytes();
     let n = comm.len().min(15);
     raw[..n].copy_from_slice(&comm[..n]);
     let uid = fs::metadata(format!("/proc/{pid}"))

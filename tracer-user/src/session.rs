@@ -39,10 +39,7 @@ pub fn announce_denied_owners(pids: &[u32]) {
     let mut named: Vec<String> = pids
         .iter()
         .take(NAMED)
-        .map(|pid| {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            format!("{pid} {}", comm.trim_end())
-        })
+        .map(|pid| format!("{pid} {}", crate::proc::comm(*pid)))
         .collect();
     if pids.len() > NAMED {
         named.push(format!("{} more", pids.len() - NAMED));
