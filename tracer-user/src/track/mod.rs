@@ -257,10 +257,12 @@ impl Tracker {
     }
 
     /// Sockets followed right now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.conns.len()
     }
 
+    /// Whether no socket is followed right now.
     pub fn is_empty(&self) -> bool {
         self.conns.is_empty()
     }

@@ -54,6 +54,7 @@ impl TimeWaits {
     }
 
     /// Sockets in TIME_WAIT now, as far as we know.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
