@@ -237,10 +237,18 @@ fn timewait_rows_filtered_by_address_and_command() {
             .map(|r| r["client_side"].as_u64().unwrap())
             .sum()
     };
+    // Exact, unless the kernel skipped some of an instance's program runs
+    // (each report says how many so far).
+    let missed = |ev: &[Value]| -> u64 {
+        of_type(ev, "timewait")
+            .last()
+            .map_or(0, |r| r["missed"].as_u64().unwrap())
+    };
     all.wait_for("every client-side TIME_WAIT", |ev| {
-        client_side(ev) >= clients
+        client_side(ev) + missed(ev) >= clients
     });
     let all = all.stop();
+    let missed_all = missed(&all.events);
     // Those towards 127.0.0.2, by the unfiltered count.
     let last = of_type(&all.events, "timewait").last().unwrap();
     let towards = |r: &Value| -> Vec<(String, u64)> {
@@ -261,19 +269,21 @@ fn timewait_rows_filtered_by_address_and_command() {
         .sum();
     assert!(expected > 0 && expected < clients, "{last}");
     filtered.wait_for("the client-side TIME_WAITs towards 127.0.0.2", |ev| {
-        client_side(ev) >= expected
+        client_side(ev) + missed(ev) >= expected
     });
     // One more report, to see nothing else arrives.
     thread::sleep(Duration::from_millis(700));
     let filtered = filtered.stop();
     assert!(filtered.status.success(), "{}", filtered.stderr);
-    assert_eq!(client_side(&filtered.events), expected);
-    let last = of_type(&filtered.events, "timewait").last().unwrap();
-    assert_eq!(
-        towards(last),
-        [("127.0.0.2".to_string(), expected)],
-        "{last}"
+    let got = client_side(&filtered.events);
+    let missed_filtered = missed(&filtered.events);
+    assert!(
+        got + missed_filtered >= expected && got <= expected + missed_all,
+        "{got} counted, {expected} by the unfiltered instance; runs missed: \
+         {missed_filtered} filtered, {missed_all} unfiltered"
     );
+    let last = of_type(&filtered.events, "timewait").last().unwrap();
+    assert_eq!(towards(last), [("127.0.0.2".to_string(), got)], "{last}");
     let processes = last["by_process"].as_array().unwrap();
     assert_eq!(processes.len(), 1, "{last}");
     assert_eq!(processes[0]["comm"], "churn");
