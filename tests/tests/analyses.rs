@@ -240,9 +240,7 @@ fn timewait_counts_real_churn_exactly_by_side() {
 
 #[test]
 fn record_then_analyze_offline() {
-    let dir = std::env::temp_dir().join(format!("socktrace-analyze-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir(&dir).unwrap();
+    let dir = scratch_dir("analyze");
     let file = dir.join("run.jsonl");
     let f = file.to_str().unwrap();
     let port = free_port("127.0.0.1");

@@ -25,14 +25,6 @@ fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// A fresh directory under the system's temporary directory.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("socktrace-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("scratch directory");
-    dir
-}
-
 fn systemd_analyze(args: &[&str], envs: &[(&str, &Path)]) -> Output {
     Command::new("systemd-analyze")
         .args(args)
@@ -85,7 +77,7 @@ fn unit_for_test(dir: &Path) -> PathBuf {
 
 #[test]
 fn service_unit_verifies_with_its_man_pages() {
-    let dir = scratch("unit-verify");
+    let dir = scratch_dir("unit-verify");
     let docs = dir.join("docs");
     let generated = Command::new(socktrace_bin())
         .arg("__generate")
@@ -114,7 +106,7 @@ fn service_unit_verifies_with_its_man_pages() {
 
 #[test]
 fn service_unit_stays_hardened() {
-    let dir = scratch("unit-security");
+    let dir = scratch_dir("unit-security");
     let unit = unit_for_test(&dir);
     // Exposure 2.2 of 10 now ("OK"); --threshold is on a 0-100 scale.
     let out = systemd_analyze(

@@ -336,7 +336,7 @@ struct Netns(String);
 
 impl Netns {
     fn new() -> Netns {
-        let name = format!("socktrace-test-{}", std::process::id());
+        let name = unique_name("netns");
         let ip = |args: &[&str]| {
             let status = Command::new("ip")
                 .args(args)
@@ -597,7 +597,10 @@ impl Drop for TestCgroup {
 fn events_name_the_cgroup_and_the_container() {
     use std::os::unix::{fs::MetadataExt as _, process::CommandExt as _};
     require_root();
-    let id = format!("{:064x}", std::process::id());
+    let id = format!("{:064x}", {
+        use std::hash::{BuildHasher as _, RandomState};
+        RandomState::new().hash_one(unique_name("cgroup"))
+    });
     let name = format!("docker-{id}.scope");
     let cgroup = TestCgroup(cgroup_v2_root().join(&name));
     std::fs::create_dir(&cgroup.0).unwrap();

@@ -173,9 +173,7 @@ fn rsyslogd(dir: &Path) -> (Daemon, PathBuf, PathBuf) {
 
 #[test]
 fn syslog_messages_are_rfc5424_with_structured_data() {
-    let dir = std::env::temp_dir().join(format!("socktrace-syslog-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir(&dir).unwrap();
+    let dir = scratch_dir("syslog");
     let (_rsyslogd, socket, parsed) = rsyslogd(&dir);
     let port = free_port("127.0.0.1");
     let p = port.to_string();

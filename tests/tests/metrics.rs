@@ -93,9 +93,7 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(target: u16) -> Prometheus {
-        let dir = std::env::temp_dir().join(format!("socktrace-prometheus-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("temporary directory");
+        let dir = scratch_dir("prometheus");
         let config = dir.join("prometheus.yml");
         fs::write(
             &config,

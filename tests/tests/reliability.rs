@@ -185,7 +185,7 @@ fn a_full_bound_socket_table_is_counted() {
         assert!(files > each + 16, "a process may open only {files} files");
     }
     // Events to a file: 131k lines, none dropped by a slow pipe reader.
-    let events = std::env::temp_dir().join(format!("socktrace-bound-{}", std::process::id()));
+    let events = std::env::temp_dir().join(unique_name("bound"));
     let mut command = Command::new(socktrace_bin());
     command.args(["--json", "--udp"]);
     for op in &ops {
@@ -263,7 +263,7 @@ fn kernel_btf_without(names: &[&str]) -> std::path::PathBuf {
         assert_eq!(found.len(), 1, "{name} is not once in the kernel's strings");
         btf[found[0] + name.len()] = b'X';
     }
-    let path = std::env::temp_dir().join(format!("socktrace-btf-{}", std::process::id()));
+    let path = std::env::temp_dir().join(unique_name("btf"));
     std::fs::write(&path, btf).expect("writing the BTF copy");
     path
 }

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{free_port, require_root, socktrace_bin};
+use common::{free_port, require_root, socktrace_bin, unique_name};
 
 const TMUX: &str = "/usr/bin/tmux";
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,7 +30,7 @@ impl Tmux {
              install it (`apt-get install tmux`; `cargo xtask test` does)"
         );
         let tmux = Tmux {
-            socket: format!("socktrace-top-test-{}", std::process::id()),
+            socket: unique_name("top"),
         };
         tmux.run(&[
             "new-session",

@@ -15,6 +15,25 @@ use std::{
 
 use serde_json::Value;
 
+/// A name no other test, in this process or another, is using now:
+/// `socktrace-KIND-PID-N`, N counting this process's calls. Every test
+/// resource (namespace, directory, file, cgroup, tmux socket) is named by
+/// it, so tests running in parallel never share one.
+pub fn unique_name(kind: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("socktrace-{kind}-{}-{n}", std::process::id())
+}
+
+/// A fresh, empty directory of the caller's own under the system's
+/// temporary directory.
+pub fn scratch_dir(kind: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique_name(kind));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
 
