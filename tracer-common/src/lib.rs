@@ -309,12 +309,17 @@ pub struct Config {
     pub wakeup_bytes: u64,
     /// `MODE_*` bits: what the programs do with what they see.
     pub mode: u32,
-    pub _pad: u32,
+    /// `FEATURE_*` bits: what this kernel lets the BTF tracepoints call,
+    /// probed at start. A route the kernel lacks is never taken, so the
+    /// verifier (which knows this read-only value) never sees its call.
+    pub features: u32,
     /// A connection shorter than this counts as short in `Tally::short`.
     pub short_ns: u64,
     /// What the user filtered out, decided before any record is built.
     pub filter: KernelFilter,
-    pub _pad2: u32,
+    /// What `KernelLayout::net_tw_count` counts beyond the TIME_WAIT
+    /// sockets: 1 for `tw_refcount` (Linux 5.17+), 0 for `tw_count`.
+    pub tw_count_bias: u32,
 }
 
 /// The user's filters the kernel programs check before building a record
@@ -391,6 +396,25 @@ pub const MODE_TALLY: u32 = 4;
 /// reports their end.
 pub const MODE_RELEASE: u32 = 8;
 
+/// `Config::features`: BTF tracepoints may call `bpf_get_socket_cookie`
+/// (Linux 5.12+). Without it they read `sock_common::skc_cookie`, which
+/// holds the cookie once anything asked for it (our `cgroup/sock_create`
+/// hook asks at creation; sock_diag dumps ask too).
+pub const FEATURE_COOKIE: u32 = 1;
+/// BTF tracepoints may call `bpf_sk_storage_get` (Linux 5.11+). Without it
+/// owners live in the `OWNERS` hash map, by socket address, removed when
+/// the socket closes; a full map is counted (`COUNTER_OWNER_FAILED`).
+pub const FEATURE_SK_STORAGE: u32 = 2;
+
+/// Sockets whose owner `OWNERS` can hold at once (without socket storage).
+pub const OWNERS_CAPACITY: u32 = 1 << 18;
+/// Listeners whose owner `LISTENING` can hold at once (without socket
+/// storage: new connections inherit their listener's owner from it).
+pub const LISTENING_CAPACITY: u32 = 1 << 14;
+
+/// First transitions `PENDING` can hold back at once.
+pub const PENDING_CAPACITY: u32 = 1 << 13;
+
 /// How many ports of one kind (`--port`, `--sport`, `--dport`) the kernel
 /// can check.
 pub const MAX_FILTER_PORTS: usize = 8;
@@ -409,7 +433,8 @@ pub const COUNTER_RING_DROPS: u32 = 0;
 /// Bind/listen exits whose entry was never seen (started mid-syscall) or
 /// whose argument stash was full.
 pub const COUNTER_UNPAIRED: u32 = 1;
-/// Sockets whose owner record could not be stored (allocation failed).
+/// Sockets whose owner record could not be stored (allocation failed, or
+/// `OWNERS` full).
 pub const COUNTER_OWNER_FAILED: u32 = 2;
 /// Tallies that went to the overflow row because `TALLIES` was full.
 pub const COUNTER_TALLY_OVERFLOW: u32 = 3;

@@ -1,6 +1,7 @@
 //! socktrace's kernel programs: one module per hook family, maps in `maps`.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 mod cookie;
 mod emit;

@@ -2,11 +2,15 @@
 use core::ptr;
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, bpf_map_type::BPF_MAP_TYPE_SK_STORAGE},
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, bpf_map_type::BPF_MAP_TYPE_SK_STORAGE},
+    helpers::bpf_get_smp_processor_id,
     macros::{btf_map, map},
-    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuHashMap, RingBuf},
 };
-use tracer_common::{COUNTERS as N_COUNTERS, Config, Owner, Tally, TallyKey};
+use tracer_common::{
+    COUNTERS as N_COUNTERS, Config, LISTENING_CAPACITY, OWNERS_CAPACITY, Owner, PENDING_CAPACITY,
+    StateRecord, Tally, TallyKey,
+};
 
 /// Layouts and tuning from the loader (`EbpfLoader::override_global`).
 /// Read it only through [`crate::field::cfg`], which stops the compiler from
@@ -18,9 +22,11 @@ pub static CONFIG: Config = Config::ZERO;
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 
-/// Per-CPU counters indexed by `tracer_common::COUNTER_*`.
+/// Counters indexed by CPU x `N_COUNTERS` + `tracer_common::COUNTER_*`
+/// (the loader sizes it for every possible CPU). Mmap-able, so userspace
+/// reads it as memory, needing no bpf(2) call (and no privilege) to do so.
 #[map]
-pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(N_COUNTERS, 0);
+pub static COUNTERS: Array<u64> = Array::with_max_entries(N_COUNTERS, BPF_F_MMAPABLE);
 
 /// Arguments of a bind/listen in flight, by thread id, kept from syscall
 /// entry to exit. LRU so a thread that never returns cannot fill it.
@@ -59,8 +65,16 @@ pub struct SockInfo {
     /// 1 once an event of this socket went to userspace (see the owner
     /// filter in `state`).
     pub reported: u8,
-    pub _pad: [u8; 5],
+    /// 1 while its first transition waits in `PENDING`.
+    pub pending: u8,
+    pub _pad: [u8; 4],
 }
+
+/// What a socket seen for the first time carries: nothing known. A static,
+/// so inserting it copies from read-only data, not from the stack (the
+/// state program's stack is near the verifier's 512-byte limit).
+// SAFETY: integers and arrays of integers only; zero is valid for each.
+pub static EMPTY_INFO: SockInfo = unsafe { core::mem::zeroed() };
 
 /// Copy the storage into sockets the kernel clones (accepted connections).
 const BPF_F_CLONE: usize = 1 << 9;
@@ -92,6 +106,41 @@ pub static SOCKS: SockStorage = SockStorage {
     key: ptr::null(),
     value: ptr::null(),
 };
+
+/// Where BTF tracepoints cannot use socket storage (before Linux 5.11,
+/// `FEATURE_SK_STORAGE` unset): the same [`SockInfo`], by kernel socket
+/// address. An entry is made at a socket's first event and removed at its
+/// transition to CLOSE, so a reused address starts afresh. Not an LRU map,
+/// which would forget owners silently: a full map is counted instead
+/// (`COUNTER_OWNER_FAILED`). Empty, and costing nothing, where socket
+/// storage works.
+#[map]
+pub static OWNERS: HashMap<u64, SockInfo> =
+    HashMap::with_max_entries(OWNERS_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Without socket storage there is no `BPF_F_CLONE` to hand a listener's
+/// owner to the connections it accepts: this map holds it instead, by
+/// [`listening_key`], from CLOSE -> LISTEN to LISTEN -> CLOSE.
+#[map]
+pub static LISTENING: HashMap<u64, Owner> =
+    HashMap::with_max_entries(LISTENING_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// The [`LISTENING`] key of a socket of `family` in namespace `netns`
+/// bound to local `port` (host order).
+#[inline(always)]
+pub fn listening_key(netns: u32, family: u16, port: u16) -> u64 {
+    (u64::from(netns) << 32) | (u64::from(family) << 16) | u64::from(port)
+}
+
+/// A connection's first transition (LISTEN -> SYN_RECV), held back where
+/// the kernel reports it before the connection has its own identity: where
+/// BTF tracepoints cannot assign cookies (the new socket still shows its
+/// listener's), or where the kernel sets its addresses only after (5.10
+/// does). Sent with the connection's next event, completed from it: same
+/// time, same owner. By socket address; a full map sends it at once.
+#[map]
+pub static PENDING: HashMap<u64, StateRecord> =
+    HashMap::with_max_entries(PENDING_CAPACITY, BPF_F_NO_PREALLOC);
 
 /// Owners of just-accepted sockets, by kernel socket address, from
 /// `accept(2)`'s exit (a plain tracepoint, which cannot reach socket
@@ -126,11 +175,18 @@ pub struct Bound {
 #[map]
 pub static TALLIES: PerCpuHashMap<TallyKey, Tally> = PerCpuHashMap::with_max_entries(16384, 0);
 
-/// Adds one to counter `index` on this CPU.
+/// Adds one to counter `index` in this CPU's row.
 #[inline(always)]
 pub fn bump(index: u32) {
-    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot, no other writer runs on this CPU meanwhile.
-        unsafe { *slot += 1 };
+    // SAFETY: helper without preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    if let Some(slot) = COUNTERS.get_ptr_mut(cpu * N_COUNTERS + index) {
+        // SAFETY: a slot of the map; atomic, because a program interrupted
+        // on this CPU (a syscall's, by a softirq's) may bump it meanwhile.
+        // `lock +=` (BPF_XADD) exists on every kernel; core's atomics are
+        // not offered on this target.
+        unsafe {
+            core::arch::asm!("lock *(u64 *)({slot} + 0) += {one}", slot = in(reg) slot, one = in(reg) 1u64);
+        }
     }
 }

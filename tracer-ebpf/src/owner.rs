@@ -3,15 +3,20 @@
 use core::{ffi::c_void, ptr};
 
 use aya_ebpf::{
-    bindings::BPF_SK_STORAGE_GET_F_CREATE,
+    bindings::{BPF_NOEXIST, BPF_SK_STORAGE_GET_F_CREATE},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_uid_gid, generated::bpf_sk_storage_get,
     },
 };
-use tracer_common::{COUNTER_OWNER_FAILED, OWNER_INHERITED, OWNER_SYSCALL, Owner};
+use tracer_common::{
+    COUNTER_OWNER_FAILED, FEATURE_SK_STORAGE, OWNER_INHERITED, OWNER_SYSCALL, Owner,
+};
 
-use crate::maps::{ACCEPTED, SOCKS, SockInfo, bump};
+use crate::{
+    field::cfg,
+    maps::{ACCEPTED, CONFIG, EMPTY_INFO, LISTENING, OWNERS, SOCKS, SockInfo, bump},
+};
 
 /// The current task, as the owner of whatever it is calling into.
 #[inline(always)]
@@ -28,25 +33,90 @@ pub fn current() -> Owner {
     }
 }
 
-/// The storage of `sk` (a BTF `struct sock *`), created empty if needed.
+/// Whether owners live in socket storage (else in `OWNERS`).
+#[inline(always)]
+fn in_storage() -> bool {
+    cfg(&CONFIG.features) & FEATURE_SK_STORAGE != 0
+}
+
+/// What we keep on `sk` (a BTF `struct sock *`), created empty if needed:
+/// in the socket's own storage, or where the kernel cannot give tracing
+/// programs that, in `OWNERS`.
 #[inline(always)]
 pub fn info(sk: *mut c_void) -> Option<&'static mut SockInfo> {
-    // SAFETY: `sk` is a trusted BTF socket pointer from a tracing program;
-    // the helper returns null or a pointer into the socket's storage.
-    let p = unsafe {
-        bpf_sk_storage_get(
-            SOCKS.as_ptr(),
-            sk,
-            ptr::null_mut(),
-            BPF_SK_STORAGE_GET_F_CREATE.into(),
-        )
-    } as *mut SockInfo;
-    // SAFETY: null-checked; the storage lives as long as the socket.
+    let p = if in_storage() {
+        // SAFETY: `sk` is a trusted BTF socket pointer from a tracing
+        // program; the helper returns null or a pointer into its storage.
+        unsafe {
+            bpf_sk_storage_get(
+                SOCKS.as_ptr(),
+                sk,
+                ptr::null_mut(),
+                BPF_SK_STORAGE_GET_F_CREATE.into(),
+            )
+        }
+        .cast::<SockInfo>()
+    } else {
+        let key = sk as u64;
+        match OWNERS.get_ptr_mut(key) {
+            Some(p) => p,
+            None => {
+                // Another CPU may insert first (EEXIST): the lookup finds it.
+                // By reference on purpose: copied from the static, not the stack.
+                #[allow(clippy::needless_borrows_for_generic_args)]
+                let _ = OWNERS.insert(key, &EMPTY_INFO, BPF_NOEXIST.into());
+                OWNERS.get_ptr_mut(key).unwrap_or_default()
+            }
+        }
+    };
+    // SAFETY: null-checked; the entry lives until the socket closes.
     let info = unsafe { p.as_mut() };
     if info.is_none() {
         bump(COUNTER_OWNER_FAILED);
     }
     info
+}
+
+/// `sk` closed: without socket storage its entry goes now, so nothing
+/// outlives the socket (with storage the kernel frees it with the socket).
+#[inline(always)]
+pub fn forget(sk: *mut c_void) {
+    if !in_storage() {
+        let _ = OWNERS.remove(sk as u64);
+    }
+}
+
+/// `sk` starts listening (`key`: see `maps::listening_key`), owned by
+/// `owner`. With socket storage its connections inherit that by
+/// `BPF_F_CLONE`; without, they find it in `LISTENING`.
+#[inline(always)]
+pub fn listening(key: u64, owner: &Owner) {
+    if !in_storage() {
+        let _ = LISTENING.insert(key, owner, 0);
+    }
+}
+
+/// The listener at `key` closed.
+#[inline(always)]
+pub fn not_listening(key: u64) {
+    if !in_storage() {
+        let _ = LISTENING.remove(key);
+    }
+}
+
+/// A connection the kernel just cloned from the listener at `key` (its
+/// first event, LISTEN -> SYN_RECV) starts with the listener's owner, as
+/// `BPF_F_CLONE` gives it where socket storage works.
+#[inline(always)]
+pub fn inherit(info: &mut SockInfo, key: u64) {
+    if in_storage() {
+        return;
+    }
+    // SAFETY: the value is copied out.
+    if let Some(owner) = unsafe { LISTENING.get(key) } {
+        info.owner = *owner;
+        info.sk = 0; // not this socket's own: `resolve` says inherited
+    }
 }
 
 /// Records the current task as `sk`'s owner (we are in its system call).

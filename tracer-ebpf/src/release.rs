@@ -14,6 +14,7 @@ use crate::{
     filter::{owner_wanted, wanted},
     maps::BOUND,
     owner::current,
+    sock::cookie,
 };
 
 #[cgroup_sock(sock_release)]
@@ -47,7 +48,5 @@ pub fn sock_release(ctx: SockContext) -> i32 {
 /// `sk` listens or connects from now on: its end is a TCP transition.
 #[inline(always)]
 pub fn forget_bound(sk: *mut c_void) {
-    // SAFETY: `sk` is a trusted BTF socket pointer.
-    let cookie = unsafe { bpf_get_socket_cookie(sk) };
-    let _ = BOUND.remove(cookie);
+    let _ = BOUND.remove(cookie(sk));
 }

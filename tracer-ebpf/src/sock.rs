@@ -1,7 +1,11 @@
 //! Reading a `struct sock`, and finding the one behind a file descriptor.
 //! Every offset comes from BTF through `CONFIG.kernel`.
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
-use tracer_common::{AF_INET, AF_INET6, Field};
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::{
+    bpf_get_current_task, bpf_probe_read_kernel, generated::bpf_get_socket_cookie,
+};
+use tracer_common::{AF_INET, AF_INET6, FEATURE_COOKIE, Field};
 
 use crate::{
     field::{addr, cfg, ptr, uint},
@@ -73,6 +77,19 @@ pub fn remote_end(sk: *const u8, family: u16, out: &mut [u8; 16]) -> Result<u16,
     Ok(u16::from_be(uint(sk, cfg(&k.sk_dport))? as u16))
 }
 
+/// The cookie of `sk` (a BTF `struct sock *`): assigned now if it had
+/// none, where the kernel lets tracing programs ask; else the one it has
+/// (0 if nothing asked yet).
+#[inline(always)]
+pub fn cookie(sk: *mut c_void) -> u64 {
+    if cfg(&CONFIG.features) & FEATURE_COOKIE != 0 {
+        // SAFETY: `sk` is a trusted BTF socket pointer.
+        unsafe { bpf_get_socket_cookie(sk) }
+    } else {
+        optional(sk as *const u8, cfg(&CONFIG.kernel.sk_cookie))
+    }
+}
+
 /// A field that may be missing on this kernel (`size` 0): zero then.
 #[inline(always)]
 pub fn optional(base: *const u8, field: Field) -> u64 {
@@ -94,10 +111,10 @@ pub fn tw_table_full(sk: *const u8) -> bool {
     let Ok(net) = ptr(sk, cfg(&k.sk_net)) else {
         return false;
     };
-    let count = optional(net, count) as i64;
+    let count = optional(net, count) as i64 - i64::from(cfg(&CONFIG.tw_count_bias));
     let max = optional(net, max) as u32 as i32 as i64;
-    // inet_twsk_alloc refuses when refcount - 1 >= max.
-    count > max
+    // inet_twsk_alloc refuses when tw_refcount - 1 (or tw_count) >= max.
+    count >= max
 }
 
 /// Inode of the network namespace `sk` lives in (0 if unknown).

@@ -3,24 +3,21 @@
 //! the CPU was running (often a softirq serving someone else's packet).
 use core::ffi::c_void;
 
-use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, generated::bpf_get_socket_cookie},
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
-};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::{
-    IPPROTO_TCP, KIND_STATE, MODE_LISTENERS, MODE_STREAM, MODE_TALLY, ROLE_CLIENT, ROLE_SERVER,
-    SOCK_PEER_FIN, SOCK_RST_RECEIVED, SOCK_RST_SENT, SOCK_TW_FULL, StateRecord,
+    FEATURE_COOKIE, IPPROTO_TCP, KIND_STATE, MODE_LISTENERS, MODE_STREAM, MODE_TALLY, ROLE_CLIENT,
+    ROLE_SERVER, SOCK_PEER_FIN, SOCK_RST_RECEIVED, SOCK_RST_SENT, SOCK_TW_FULL, StateRecord,
 };
 
 use crate::{
     emit::{emit, header},
     field::cfg,
+    field::uint,
     filter::{owner_wanted, sock_wanted},
-    maps::{CONFIG, SockInfo},
-    owner::{claim, info, resolve},
+    maps::{CONFIG, PENDING, SockInfo, listening_key},
+    owner::{claim, forget, info, inherit, listening, not_listening, resolve},
     release::forget_bound,
-    sock::{local_end, netns, optional, remote_end, tw_table_full},
+    sock::{cookie, local_end, netns, optional, remote_end, tw_table_full},
     tally::count_close,
 };
 
@@ -43,7 +40,42 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
     let _ = try_inet_sock_set_state(sk, old, new);
+    if new == TCP_CLOSE {
+        if old == TCP_LISTEN {
+            not_listening(listener_key(sk));
+        }
+        forget(sk);
+    }
     0
+}
+
+/// Where `sk` (a listener, or a connection cloned from one) is found in
+/// `LISTENING`: namespace, family, local port.
+#[inline(always)]
+fn listener_key(sk: *mut c_void) -> u64 {
+    let k = &CONFIG.kernel;
+    let base = sk as *const u8;
+    let read = |field| uint(base, cfg(field)).unwrap_or(0);
+    listening_key(
+        netns(base),
+        read(&k.sk_family) as u16,
+        u16::from_be(read(&k.sk_sport) as u16),
+    )
+}
+
+/// What every transition teaches about `sk`'s owner: the caller of a
+/// system call owns it; a listener's owner is kept for the connections it
+/// accepts, which start with it.
+#[inline(always)]
+fn learn_owner(info: &mut SockInfo, sk: *mut c_void, old: i32, new: i32) {
+    if made_by_a_syscall(old, new) {
+        claim(info, sk);
+        if old == TCP_CLOSE && new == TCP_LISTEN {
+            listening(listener_key(sk), &info.owner);
+        }
+    } else if old == TCP_LISTEN && new == TCP_SYN_RECV {
+        inherit(info, listener_key(sk));
+    }
 }
 
 /// Transitions only a system call on the socket makes: connect, listen,
@@ -85,16 +117,14 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
             && new == TCP_LISTEN
             && let Some(info) = info(sk)
         {
-            claim(info, sk);
+            learn_owner(info, sk, old, new);
         }
         return Ok(());
     }
     if !stream && new != TCP_CLOSE {
         // Tallies only: a start is marked on the socket, nothing is read.
         if let Some(info) = info(sk) {
-            if made_by_a_syscall(old, new) {
-                claim(info, sk);
-            }
+            learn_owner(info, sk, old, new);
             // SAFETY: helper without preconditions.
             mark_start(info, new, unsafe { bpf_ktime_get_ns() });
         }
@@ -104,31 +134,26 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
     if local.protocol != IPPROTO_TCP {
         return Ok(());
     }
-    let mut daddr = [0u8; 16];
-    let dport = remote_end(base, local.family, &mut daddr)?;
+    // Built in place: this program's stack is near the verifier's limit.
     let mut rec = StateRecord {
         header: header(KIND_STATE),
         netns: netns(base),
         saddr: local.addr,
-        daddr,
         sport: local.port,
-        dport,
         family: local.family,
         protocol: IPPROTO_TCP,
         old_state: old as u8,
         new_state: new as u8,
         ..StateRecord::default()
     };
+    rec.dport = remote_end(base, local.family, &mut rec.daddr)?;
     if stream {
-        // SAFETY: `sk` is the tracepoint's trusted socket pointer.
-        rec.cookie = unsafe { bpf_get_socket_cookie(sk) };
+        rec.cookie = cookie(sk);
     }
     let (mut opened_ns, mut role, mut reported) = (0, 0, false);
     let mut storage = info(sk);
     if let Some(info) = storage.as_deref_mut() {
-        if made_by_a_syscall(old, new) {
-            claim(info, sk);
-        }
+        learn_owner(info, sk, old, new);
         mark_start(info, new, rec.header.ts_ns);
         // Accepts hand owners over only where their hooks run (streaming).
         rec.owner = resolve(info, sk, mode & MODE_STREAM != 0);
@@ -164,10 +189,53 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
     if stream {
         if let Some(info) = storage {
             info.reported = 1;
+            if info.pending != 0 {
+                info.pending = 0;
+                send_pending(sk, &rec);
+            }
+            if old == TCP_LISTEN && new == TCP_SYN_RECV && incomplete(&rec) && hold(sk, &rec) {
+                info.pending = 1;
+                return Ok(());
+            }
         }
         emit(&rec);
     }
     Ok(())
+}
+
+/// Whether a new connection's first transition does not show the
+/// connection yet: no cookie of its own can be had (the socket still holds
+/// its listener's), or the kernel has not set its peer yet.
+#[inline(always)]
+fn incomplete(rec: &StateRecord) -> bool {
+    cfg(&CONFIG.features) & FEATURE_COOKIE == 0 || rec.dport == 0
+}
+
+/// Holds `rec` back in `PENDING` until `sk`'s next event; false if full.
+#[inline(always)]
+fn hold(sk: *mut c_void, rec: &StateRecord) -> bool {
+    PENDING.insert(sk as u64, rec, 0).is_ok()
+}
+
+/// Sends `sk`'s held-back first transition, with the identity its next
+/// event `now` shows.
+#[inline(always)]
+fn send_pending(sk: *mut c_void, now: &StateRecord) {
+    let key = sk as u64;
+    let Some(held) = PENDING.get_ptr_mut(key) else {
+        return;
+    };
+    // SAFETY: a value of the map, ours until removed below.
+    let held = unsafe { &mut *held };
+    held.cookie = now.cookie;
+    held.netns = now.netns;
+    held.saddr = now.saddr;
+    held.daddr = now.daddr;
+    held.sport = now.sport;
+    held.dport = now.dport;
+    held.family = now.family;
+    emit(held);
+    let _ = PENDING.remove(key);
 }
 
 /// Notes when and on which side a connection starts.

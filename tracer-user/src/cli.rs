@@ -67,6 +67,10 @@ pub struct Common {
     #[arg(long, value_name = "N", default_value_t = -10, allow_negative_numbers = true,
           value_parser = clap::value_parser!(i32).range(-20..=19))]
     pub nice: i32,
+    /// When the kernel refuses a program, print its verifier's whole log
+    /// here instead of to a file (whose path socktrace names).
+    #[arg(long)]
+    pub verbose: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics; ADDR defaults to
     /// 127.0.0.1:9400 (name another address to serve beyond this host).
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9400")]

@@ -3,16 +3,18 @@
 //! tracer-ebpf), so callers also drain on a short timer.
 use std::io;
 
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{MapData, RingBuf};
 use tokio::io::{Interest, unix::AsyncFd};
 use tracer_common::{
     COUNTER_BOUND_FULL, COUNTER_EMITTED, COUNTER_OWNER_FAILED, COUNTER_RING_DROPS,
     COUNTER_TALLY_OVERFLOW, COUNTER_UNPAIRED,
 };
 
+use crate::probe::Counters;
+
 pub struct Source {
     ring: AsyncFd<RingBuf<MapData>>,
-    counters: PerCpuArray<MapData, u64>,
+    counters: Counters,
 }
 
 /// Totals of the kernel-side counters, summed over CPUs.
@@ -37,7 +39,7 @@ pub struct KernelCounters {
 }
 
 impl Source {
-    pub fn new(ring: RingBuf<MapData>, counters: PerCpuArray<MapData, u64>) -> io::Result<Source> {
+    pub fn new(ring: RingBuf<MapData>, counters: Counters) -> io::Result<Source> {
         // SAFETY: the RingBuf owns its map fd, keeps it open until it is
         // dropped and never swaps it, as `register` requires.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -64,19 +66,16 @@ impl Source {
     }
 
     /// Our counters; `recursion_misses` is left for the caller to fill.
-    pub fn counters(&self) -> io::Result<KernelCounters> {
-        let sum = |index: u32| -> io::Result<u64> {
-            let per_cpu = self.counters.get(&index, 0).map_err(io::Error::other)?;
-            Ok(per_cpu.iter().sum())
-        };
-        Ok(KernelCounters {
-            emitted: sum(COUNTER_EMITTED)?,
-            ring_drops: sum(COUNTER_RING_DROPS)?,
-            unpaired: sum(COUNTER_UNPAIRED)?,
-            owner_failed: sum(COUNTER_OWNER_FAILED)?,
-            tally_overflow: sum(COUNTER_TALLY_OVERFLOW)?,
-            bound_full: sum(COUNTER_BOUND_FULL)?,
+    pub fn counters(&self) -> KernelCounters {
+        let sum = |index| self.counters.sum(index);
+        KernelCounters {
+            emitted: sum(COUNTER_EMITTED),
+            ring_drops: sum(COUNTER_RING_DROPS),
+            unpaired: sum(COUNTER_UNPAIRED),
+            owner_failed: sum(COUNTER_OWNER_FAILED),
+            tally_overflow: sum(COUNTER_TALLY_OVERFLOW),
+            bound_full: sum(COUNTER_BOUND_FULL),
             recursion_misses: 0,
-        })
+        }
     }
 }

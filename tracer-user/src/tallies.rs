@@ -49,6 +49,7 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
     } = Probe::attach(&Options {
         wakeup_bytes: 0,
         filter: args.common.filter.kernel(),
+        verbose: args.common.verbose,
         mode: Mode::Timewait {
             short: report.short.short,
         },
@@ -121,7 +122,7 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
         server.abort();
     }
     let mut summary = Summary::default();
-    summary.kernel = source.counters()?;
+    summary.kernel = source.counters();
     summary.kernel.recursion_misses = missed;
     summary.time_waits = analysis.entries_by_place();
     if args.common.json {
@@ -156,7 +157,7 @@ fn export(metrics: &Metrics, r: &Report, source: &Source) -> anyhow::Result<()> 
         population: r.server_population.saturating_sub(listed),
     });
     metrics.set_timewait(&rows);
-    let mut kernel = source.counters()?;
+    let mut kernel = source.counters();
     kernel.recursion_misses = r.missed;
     metrics.set_losses(&kernel, 0);
     Ok(())

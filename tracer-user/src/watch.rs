@@ -158,6 +158,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
         wakeup_bytes: WAKEUP_BYTES,
         filter: args.filter.kernel(),
         mode,
+        verbose: args.verbose,
     })?;
     let mut source = Source::new(ring, counters).context("watching the ring buffer")?;
     session::announce(mounted_tracefs, &degraded, args.nice);
@@ -251,7 +252,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
                 if let Some(logger) = logger.as_mut() {
                     logger.flush();
                 }
-                let now = losses(&source, &programs)?;
+                let now = losses(&source, &programs);
                 pipeline.report_losses(reported, now, clock.mono_now(), render.as_mut(), &mut out);
                 reported = now;
             }
@@ -274,7 +275,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
     }
 
     // Detach first so nothing new arrives, then take what is left.
-    let mut last = losses(&source, &programs)?;
+    let mut last = losses(&source, &programs);
     drop(programs);
     pipeline.drain(&mut source, render.as_mut(), &mut out);
     pipeline.finish(render.as_mut(), &mut out);
@@ -282,7 +283,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
         logger.flush();
     }
     let misses = last.recursion_misses;
-    last = source.counters()?;
+    last = source.counters();
     last.recursion_misses = misses;
     pipeline.report_losses(reported, last, clock.mono_now(), render.as_mut(), &mut out);
     render.finish(clock.mono_now(), &mut out.buf);
@@ -304,10 +305,10 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
 }
 
 /// The kernel's loss counters now.
-fn losses(source: &Source, programs: &aya::Ebpf) -> anyhow::Result<KernelCounters> {
-    let mut counters = source.counters().context("reading loss counters")?;
+fn losses(source: &Source, programs: &aya::Ebpf) -> KernelCounters {
+    let mut counters = source.counters();
     counters.recursion_misses = probe::total_recursion_misses(programs);
-    Ok(counters)
+    counters
 }
 
 /// Every TCP socket that exists now and that `wanted(local, remote)`, with

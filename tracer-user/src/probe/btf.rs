@@ -24,7 +24,7 @@ pub fn kernel() -> Result<Btf, BtfError> {
 /// Resolves every offset the programs need. Members that only optional
 /// features use may be missing: those come back with size 0, and the
 /// second value says what is lost.
-pub fn kernel_layout(btf: &Btf) -> Result<(KernelLayout, Vec<String>), BtfError> {
+pub fn kernel_layout(btf: &Btf) -> Result<Layout, BtfError> {
     let roots = structs(
         btf,
         &[
@@ -41,6 +41,18 @@ pub fn kernel_layout(btf: &Btf) -> Result<(KernelLayout, Vec<String>), BtfError>
     );
     let f = |path: &str| member(btf, &roots, path);
     let mut degraded = Vec::new();
+    // Linux 5.17 made the count a refcount, one above the sockets.
+    let (net_tw_count, tw_count_bias) =
+        match member(btf, &roots, "net.ipv4.tcp_death_row.tw_refcount") {
+            Ok(field) => (field, 1),
+            Err(_) => match member(btf, &roots, "net.ipv4.tcp_death_row.tw_count") {
+                Ok(field) => (field, 0),
+                Err(err) => {
+                    degraded.push(format!("{TW_FULL_LOST}: {err}"));
+                    (Field::default(), 0)
+                }
+            },
+        };
     let mut optional = |path: &str, lost: &str| match member(btf, &roots, path) {
         Ok(field) => field,
         Err(err) => {
@@ -76,20 +88,30 @@ pub fn kernel_layout(btf: &Btf) -> Result<(KernelLayout, Vec<String>), BtfError>
             "sock.sk_shutdown",
             "TIME_WAIT entry is not told from an orphaned FIN_WAIT2",
         ),
-        net_tw_count: optional(
-            "net.ipv4.tcp_death_row.tw_refcount",
-            "a TIME_WAIT the kernel could not create (bucket table full) is reported as entered",
-        ),
-        net_tw_max: optional(
-            "net.ipv4.tcp_death_row.sysctl_max_tw_buckets",
-            "a TIME_WAIT the kernel could not create (bucket table full) is reported as entered",
-        ),
+        net_tw_count,
+        net_tw_max: optional("net.ipv4.tcp_death_row.sysctl_max_tw_buckets", TW_FULL_LOST),
         tcp_bytes_acked: optional("tcp_sock.bytes_acked", "no byte counts"),
         tcp_bytes_received: optional("tcp_sock.bytes_received", "no byte counts"),
     };
     degraded.dedup();
-    Ok((layout, degraded))
+    Ok(Layout {
+        kernel: layout,
+        tw_count_bias,
+        degraded,
+    })
 }
+
+/// What [`kernel_layout`] found.
+pub struct Layout {
+    pub kernel: KernelLayout,
+    /// `Config::tw_count_bias`.
+    pub tw_count_bias: u32,
+    /// What is lost with the members this kernel lacks.
+    pub degraded: Vec<String>,
+}
+
+const TW_FULL_LOST: &str =
+    "a TIME_WAIT the kernel could not create (bucket table full) is reported as entered";
 
 /// A small BTF blob in which each `btf_trace_<event>` typedef has the type
 /// id the running kernel gives it (the gaps are filled with `void *`).
@@ -101,14 +123,7 @@ pub fn trace_typedefs(btf: &Btf, events: &[&str]) -> Vec<u8> {
     const KIND_TYPEDEF: u32 = 8;
     let mut wanted: Vec<(u32, String)> = events
         .iter()
-        .filter_map(|event| {
-            let name = format!("btf_trace_{event}");
-            let ids = btf.resolve_ids_by_name(&name).ok()?;
-            let id = ids
-                .into_iter()
-                .find(|&id| matches!(btf.resolve_type_by_id(id), Ok(Type::Typedef(_))))?;
-            Some((id, name))
-        })
+        .filter_map(|event| Some((trace_typedef_id(btf, event)?, format!("btf_trace_{event}"))))
         .collect();
     wanted.sort();
     let mut types = Vec::new();
@@ -145,6 +160,15 @@ pub fn trace_typedefs(btf: &Btf, events: &[&str]) -> Vec<u8> {
     blob.extend_from_slice(&types);
     blob.extend_from_slice(&strings);
     blob
+}
+
+/// The kernel's type id of `btf_trace_<event>`, what a BTF tracepoint on
+/// `event` is verified against; `None` where this kernel has no such event.
+pub fn trace_typedef_id(btf: &Btf, event: &str) -> Option<u32> {
+    btf.resolve_ids_by_name(&format!("btf_trace_{event}"))
+        .ok()?
+        .into_iter()
+        .find(|&id| matches!(btf.resolve_type_by_id(id), Ok(Type::Typedef(_))))
 }
 
 /// Mapping the file and reading only the types we need takes a few ms;
@@ -287,8 +311,13 @@ mod tests {
     /// without root) and checks what C says about each member.
     #[test]
     fn resolves_the_running_kernel() {
-        let (k, degraded) = kernel_layout(&kernel().unwrap()).expect("this machine's BTF");
+        let Layout {
+            kernel: k,
+            tw_count_bias,
+            degraded,
+        } = kernel_layout(&kernel().unwrap()).expect("this machine's BTF");
         assert_eq!(degraded, Vec::<String>::new());
+        assert_eq!(tw_count_bias, 1, "tw_refcount, as since Linux 5.17");
         for ptr in [k.task_files, k.files_fdt, k.fdtable_fd, k.file_private_data] {
             assert_eq!((ptr.size, ptr.bits), (8, 0), "{ptr:?}");
         }

@@ -5,6 +5,9 @@
 mod btf;
 mod caps;
 mod cgroup;
+mod counters;
+mod features;
+mod refusal;
 mod stats;
 mod tracefs;
 
@@ -12,18 +15,19 @@ use std::time::Instant;
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
-    programs::{BtfTracePoint, CgroupAttachMode, CgroupSock, TracePoint},
+    maps::{MapData, PerCpuHashMap, PerCpuValues, RingBuf},
+    programs::{BtfTracePoint, CgroupAttachMode, Program, TracePoint},
 };
 use aya_log::EbpfLogger;
 use thiserror::Error;
 use tracer_common::{
-    Config, KernelFilter, MODE_LISTENERS, MODE_RELEASE, MODE_STREAM, MODE_TALLY, SyscallTpLayout,
-    Tally, TallyKey,
+    COUNTERS, Config, FEATURE_COOKIE, KernelFilter, MODE_LISTENERS, MODE_RELEASE, MODE_STREAM,
+    MODE_TALLY, SyscallTpLayout, Tally, TallyKey,
 };
 
 pub use self::{
     cgroup::v2_root as cgroup_v2_root,
+    counters::Counters,
     stats::total_recursion_misses,
     tracefs::{Format, Tracefs, TracefsError},
 };
@@ -79,13 +83,13 @@ pub enum ProbeError {
     KernelBtf(#[from] aya::BtfError),
     #[error("loading the kernel programs failed: {0}")]
     Load(#[from] aya::EbpfError),
-    #[error("program {name}: {source}")]
-    Program {
-        name: &'static str,
-        source: aya::programs::ProgramError,
-    },
+    /// `why` is one line (see `refusal`).
+    #[error("program {name}: {why}")]
+    Program { name: &'static str, why: String },
     #[error("counting CPUs: {0}")]
     Cpus(std::io::Error),
+    #[error("mapping the kernel's counters: {0}")]
+    Counters(std::io::Error),
     #[error("{0} is missing from the kernel object")]
     Missing(&'static str),
     #[error("map {name}: {source}")]
@@ -102,6 +106,9 @@ pub struct Options {
     /// What the programs drop before building a record.
     pub filter: KernelFilter,
     pub mode: Mode,
+    /// A program the kernel refuses: its verifier's log to stderr, not to
+    /// a file.
+    pub verbose: bool,
 }
 
 /// What the kernel programs are asked to do; each mode attaches only the
@@ -160,7 +167,7 @@ impl Mode {
 pub struct Probe {
     pub programs: Ebpf,
     pub ring: RingBuf<MapData>,
-    pub counters: PerCpuArray<MapData, u64>,
+    pub counters: Counters,
     /// `Mode::Timewait`'s counters, by owner and destination.
     pub tallies: Option<PerCpuHashMap<MapData, TallyKey, Tally>>,
     pub logger: Option<EbpfLogger<&'static dyn log::Log>>,
@@ -181,7 +188,16 @@ impl Probe {
         caps::check()?;
         let (tracefs, mounted_tracefs) = Tracefs::find_or_mount()?;
         let kernel_btf = btf::kernel()?;
-        let (kernel, mut degraded) = btf::kernel_layout(&kernel_btf)?;
+        let btf::Layout {
+            kernel,
+            tw_count_bias,
+            mut degraded,
+        } = btf::kernel_layout(&kernel_btf)?;
+        // No such tracepoint: its program fails to load below, in one line.
+        let (features, lacking) = btf::trace_typedef_id(&kernel_btf, "inet_sock_set_state")
+            .map(features::probe)
+            .unwrap_or_default();
+        degraded.extend(lacking);
         // Where the cgroup socket hooks go, in the modes that use them.
         let cgroup_root = if options.mode.follows_releases() {
             cgroup::v2_root()
@@ -193,15 +209,18 @@ impl Probe {
             kernel,
             wakeup_bytes: options.wakeup_bytes,
             mode: options.mode.bits(cgroup_root.is_some()),
+            features,
             short_ns: match options.mode {
                 Mode::Timewait { short } => short.as_nanos().try_into().unwrap_or(u64::MAX),
                 _ => 0,
             },
             filter: options.filter,
-            ..Config::default()
+            tw_count_bias,
         };
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
         let mut programs = EbpfLoader::new()
             .btf(None) // no CO-RE relocations to do
+            .map_max_entries("COUNTERS", cpus as u32 * COUNTERS)
             .override_global("CONFIG", &config, true)
             .load(OBJECT)?;
         // Must live as long as the programs: it owns the log ring's fd.
@@ -224,7 +243,10 @@ impl Probe {
                     p.load(name, &trace_btf)?;
                     p.attach()
                 })
-                .map_err(|source| ProbeError::Program { name, source });
+                .map_err(|err| ProbeError::Program {
+                    name,
+                    why: refusal::explain(name, err, options.verbose),
+                });
             match (result, lost) {
                 (Ok(_), _) => {}
                 (Err(err), None) => return Err(err),
@@ -235,7 +257,10 @@ impl Probe {
             if !options.mode.wants(name) {
                 continue;
             }
-            let program_err = |source| ProbeError::Program { name, source };
+            let program_err = |err| ProbeError::Program {
+                name,
+                why: refusal::explain(name, err, options.verbose),
+            };
             let program: &mut TracePoint = programs
                 .program_mut(name)
                 .ok_or(ProbeError::Missing(name))?
@@ -255,14 +280,34 @@ impl Probe {
                     "ends of bound sockets that never listen (UDP) are not seen",
                 ),
             ];
-            for (name, lost) in hooks {
-                if let Err(why) = attach_cgroup_sock(&mut programs, name, cgroup_root.as_deref()) {
+            // Where BTF tracepoints cannot assign cookies (see `features`).
+            let accepted = (options.mode == Mode::Watch && features & FEATURE_COOKIE == 0)
+                .then_some((
+                    "accepted_cookie",
+                    "connections accepted from a listener carry no socket id",
+                ));
+            for (name, lost) in hooks.into_iter().chain(accepted) {
+                let attached =
+                    attach_to_cgroup(&mut programs, name, cgroup_root.as_deref(), options.verbose);
+                if let Err(why) = attached {
                     degraded.push(format!("{lost}: {why}"));
                 }
             }
         }
+        if !stats::counts_recursion_misses(&programs) {
+            degraded.push(
+                "runs of our programs the kernel skipped (another BPF program was running on \
+                 that CPU) are not counted: the kernel counts them from Linux 5.12"
+                    .to_string(),
+            );
+        }
         let ring = take_map(&mut programs, "EVENTS")?;
-        let counters = take_map(&mut programs, "COUNTERS")?;
+        let counters = match programs.take_map("COUNTERS") {
+            Some(aya::maps::Map::Array(map)) => {
+                Counters::map(map, cpus).map_err(ProbeError::Counters)?
+            }
+            _ => return Err(ProbeError::Missing("COUNTERS")),
+        };
         let tallies = match options.mode {
             Mode::Timewait { .. } => {
                 let mut tallies: PerCpuHashMap<MapData, TallyKey, Tally> =
@@ -272,7 +317,6 @@ impl Probe {
                     name: "TALLIES",
                     source,
                 };
-                let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
                 let zero = PerCpuValues::try_from(vec![Tally::default(); cpus])
                     .map_err(ProbeError::Cpus)?;
                 tallies
@@ -305,26 +349,30 @@ fn btf_program<'a>(
     program.try_into()
 }
 
-/// Attaches cgroup/sock program `name` to `root`, the root of cgroup v2.
-fn attach_cgroup_sock(
+/// Attaches cgroup program `name` (cgroup/sock or sock_ops) to `root`, the
+/// root of cgroup v2, through a BPF link, which coexists with other
+/// programs on the cgroup (the kernel refuses attach flags on links).
+fn attach_to_cgroup(
     programs: &mut Ebpf,
     name: &str,
     root: Option<&std::path::Path>,
+    verbose: bool,
 ) -> Result<(), String> {
     let root = root.ok_or("cgroup v2 is not mounted")?;
     let dir = std::fs::File::open(root).map_err(|e| format!("{}: {e}", root.display()))?;
-    let program: &mut CgroupSock = programs
-        .program_mut(name)
-        .ok_or_else(|| format!("no {name} program"))?
-        .try_into()
-        .map_err(|e| format!("{e}"))?;
-    program.load().map_err(|e| format!("{e}"))?;
-    // Through a BPF link, which coexists with other programs on the cgroup
-    // (the kernel refuses attach flags on links).
-    program
-        .attach(dir, CgroupAttachMode::Single)
-        .map_err(|e| format!("{e:#}"))?;
-    Ok(())
+    let refused = |e| refusal::explain(name, e, verbose);
+    let attached = match programs.program_mut(name) {
+        Some(Program::CgroupSock(program)) => {
+            program.load().map_err(refused)?;
+            program.attach(dir, CgroupAttachMode::Single).map(drop)
+        }
+        Some(Program::SockOps(program)) => {
+            program.load().map_err(refused)?;
+            program.attach(dir, CgroupAttachMode::Single).map(drop)
+        }
+        _ => return Err(format!("no cgroup program {name}")),
+    };
+    attached.map_err(|e| format!("{e:#}"))
 }
 
 fn take_map<M>(programs: &mut Ebpf, name: &'static str) -> Result<M, ProbeError>

@@ -1,41 +1,31 @@
 //! Run-time statistics the kernel keeps about our programs: how often a
 //! program did not run because another BPF program was running on that CPU
 //! (`recursion_misses`). Each miss is an event we never saw.
+//!
+//! Read from `/proc/self/fdinfo` of each program's descriptor, not with
+//! `BPF_OBJ_GET_INFO_BY_FD`: reading our own fdinfo needs no privilege, so
+//! it keeps working once socktrace has dropped its capabilities, also on
+//! kernels (before 6.5) that refuse every bpf(2) command to an unprivileged
+//! caller.
 use std::os::fd::{AsFd, AsRawFd};
 
 use aya::Ebpf;
-use aya_obj::generated::{bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, bpf_prog_info};
 
-/// `union bpf_attr`, as BPF_OBJ_GET_INFO_BY_FD reads it.
-#[repr(C)]
-struct InfoByFd {
-    bpf_fd: u32,
-    info_len: u32,
-    info: u64,
+/// What the kernel says of one program there: its `recursion_misses`,
+/// `None` where the kernel does not count them (before Linux 5.12).
+fn recursion_misses(fd: impl AsFd) -> Option<u64> {
+    let info =
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd())).ok()?;
+    parse(&info)
 }
 
-/// Recursion misses of one program, from the kernel.
-fn recursion_misses(fd: impl AsFd) -> std::io::Result<u64> {
-    // SAFETY: bpf_prog_info is plain data; all zeroes is a valid value.
-    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
-    let attr = InfoByFd {
-        bpf_fd: fd.as_fd().as_raw_fd() as u32,
-        info_len: size_of::<bpf_prog_info>() as u32,
-        info: &raw mut info as u64,
-    };
-    // SAFETY: the kernel writes at most `info_len` bytes into `info`.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
-            &raw const attr,
-            size_of::<InfoByFd>(),
-        )
-    };
-    if ret < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(info.recursion_misses)
+fn parse(fdinfo: &str) -> Option<u64> {
+    fdinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("recursion_misses:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The sum over every loaded program of `programs`.
@@ -43,6 +33,31 @@ pub fn total_recursion_misses(programs: &Ebpf) -> u64 {
     programs
         .programs()
         .filter_map(|(_, p)| p.fd().ok())
-        .filter_map(|fd| recursion_misses(fd).ok())
+        .filter_map(recursion_misses)
         .sum()
+}
+
+/// Whether this kernel counts recursion misses (asked of one program).
+pub fn counts_recursion_misses(programs: &Ebpf) -> bool {
+    programs
+        .programs()
+        .filter_map(|(_, p)| p.fd().ok())
+        .find_map(recursion_misses)
+        .is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_kernel_s_count_and_tells_when_it_has_none() {
+        let info = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nlink:\t\
+                    prog_type:\t26\nprog_jited:\t1\nprog_tag:\t39dbe8b3c3a8f1a2\n\
+                    memlock:\t4096\nprog_id:\t43\nrun_time_ns:\t0\nrun_cnt:\t0\n\
+                    recursion_misses:\t7\nverified_insns:\t843\n";
+        assert_eq!(parse(info), Some(7));
+        // 5.10 shows the rest, not this line.
+        assert_eq!(parse("prog_type:\t26\nrun_cnt:\t0\n"), None);
+    }
 }
