@@ -571,19 +571,6 @@ fn more_connections_than_the_tracker_holds() {
     );
 }
 
-/// The cgroup v2 mount (`/sys/fs/cgroup/unified` on hybrid hosts).
-fn cgroup_v2_root() -> std::path::PathBuf {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    mountinfo
-        .lines()
-        .find_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let mut f = left.split_whitespace();
-            (right.starts_with("cgroup2 ") && f.nth(3)? == "/").then(|| f.next().unwrap().into())
-        })
-        .expect("cgroup v2 is mounted")
-}
-
 /// A cgroup of the test's own, removed when dropped.
 struct TestCgroup(std::path::PathBuf);
 

@@ -319,7 +319,8 @@ fn missing_kernel_btf_is_one_line() {
 #[test]
 fn without_cgroup_v2_it_runs_degraded_and_says_so() {
     require_root();
-    let out = in_mount_namespace("umount -l /sys/fs/cgroup/unified", "--duration 0.5");
+    let unmount = format!("umount -l {}", cgroup_v2_root().display());
+    let out = in_mount_namespace(&unmount, "--duration 0.5");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     // The two cgroup hooks say they are off, and why.

@@ -15,6 +15,8 @@ pub const KIND_BIND: u32 = 2;
 pub const KIND_LISTEN: u32 = 3;
 /// `Header::kind` of a [`ReleaseRecord`].
 pub const KIND_RELEASE: u32 = 4;
+/// `Header::kind` of a [`TallyRecord`].
+pub const KIND_TALLY: u32 = 5;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
@@ -207,6 +209,21 @@ pub struct Tally {
     pub comm: [u8; COMM_LEN],
 }
 
+/// One connection end as `socktrace timewait` counts it, sent through the
+/// ring (`MODE_TALLY_RING`) where userspace cannot read `TALLIES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TallyRecord {
+    pub header: Header,
+    pub key: TallyKey,
+    pub comm: [u8; COMM_LEN],
+    /// It entered TIME_WAIT.
+    pub time_wait: u8,
+    /// It lived less than `Config::short_ns`.
+    pub short: u8,
+    pub _pad: [u8; 6],
+}
+
 /// Where a field lives inside a tracepoint record or a kernel struct.
 ///
 /// `size` is in bytes. For a bitfield (`struct sock::sk_protocol` before
@@ -395,6 +412,12 @@ pub const MODE_TALLY: u32 = 4;
 /// `cgroup/sock_release` runs: keep bound sockets in `BOUND` until it
 /// reports their end.
 pub const MODE_RELEASE: u32 = 8;
+/// With `MODE_TALLY`: send each count as a [`TallyRecord`] instead of
+/// adding it to `TALLIES`, for kernels (before 6.5) that refuse every
+/// bpf(2) command, map reads included, to an unprivileged caller while
+/// `kernel.unprivileged_bpf_disabled` is set (socktrace drops its
+/// privileges after attaching).
+pub const MODE_TALLY_RING: u32 = 16;
 
 /// `Config::features`: BTF tracepoints may call `bpf_get_socket_cookie`
 /// (Linux 5.12+). Without it they read `sock_common::skc_cookie`, which
@@ -411,6 +434,10 @@ pub const OWNERS_CAPACITY: u32 = 1 << 18;
 /// Listeners whose owner `LISTENING` can hold at once (without socket
 /// storage: new connections inherit their listener's owner from it).
 pub const LISTENING_CAPACITY: u32 = 1 << 14;
+
+/// Keys `TALLIES` holds before counting in its overflow row (the all-zero
+/// key); userspace bounds its sums of `TallyRecord`s the same.
+pub const TALLIES_CAPACITY: u32 = 1 << 14;
 
 /// First transitions `PENDING` can hold back at once.
 pub const PENDING_CAPACITY: u32 = 1 << 13;

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     COUNTERS as N_COUNTERS, Config, LISTENING_CAPACITY, OWNERS_CAPACITY, Owner, PENDING_CAPACITY,
-    StateRecord, Tally, TallyKey,
+    StateRecord, TALLIES_CAPACITY, Tally, TallyKey,
 };
 
 /// Layouts and tuning from the loader (`EbpfLoader::override_global`).
@@ -173,7 +173,8 @@ pub struct Bound {
 /// `socktrace timewait`'s counters. When full, new keys count in the
 /// all-zero key, which the loader inserts first.
 #[map]
-pub static TALLIES: PerCpuHashMap<TallyKey, Tally> = PerCpuHashMap::with_max_entries(16384, 0);
+pub static TALLIES: PerCpuHashMap<TallyKey, Tally> =
+    PerCpuHashMap::with_max_entries(TALLIES_CAPACITY, 0);
 
 /// Adds one to counter `index` in this CPU's row.
 #[inline(always)]

@@ -1,9 +1,16 @@
 //! `socktrace timewait`: connection ends counted in the kernel by owner and
 //! destination, so a busy host streams nothing per connection.
 use aya_ebpf::bindings::BPF_NOEXIST;
-use tracer_common::{COUNTER_TALLY_OVERFLOW, ROLE_SERVER, StateRecord, Tally, TallyKey};
+use tracer_common::{
+    COUNTER_TALLY_OVERFLOW, KIND_TALLY, MODE_TALLY_RING, ROLE_SERVER, StateRecord, Tally, TallyKey,
+    TallyRecord,
+};
 
-use crate::maps::{TALLIES, bump};
+use crate::{
+    emit::{emit, header},
+    field::cfg,
+    maps::{CONFIG, TALLIES, bump},
+};
 
 const EEXIST: i32 = -17;
 
@@ -24,6 +31,17 @@ pub fn count_close(rec: &StateRecord, role: u8, time_wait: bool, short: bool) {
         raddr: rec.daddr,
         ..TallyKey::default()
     };
+    if cfg(&CONFIG.mode) & MODE_TALLY_RING != 0 {
+        emit(&TallyRecord {
+            header: header(KIND_TALLY),
+            key,
+            comm: rec.owner.comm,
+            time_wait: time_wait.into(),
+            short: short.into(),
+            _pad: [0; 6],
+        });
+        return;
+    }
     let Some(tally) = slot(&key, rec) else {
         return;
     };

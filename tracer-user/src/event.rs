@@ -577,7 +577,7 @@ fn syscall_event(
 }
 
 /// Copies a `#[repr(C)]` record out of possibly unaligned bytes.
-fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+pub(crate) fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
     if bytes.len() < size_of::<T>() {
         return None;
     }

@@ -11,7 +11,9 @@ use anyhow::Context as _;
 use aya::maps::{MapData, PerCpuHashMap};
 use rustc_hash::FxHashMap;
 use tokio::time::{MissedTickBehavior, interval};
-use tracer_common::{AF_INET, ROLE_CLIENT, ROLE_SERVER, Tally, TallyKey};
+use tracer_common::{
+    AF_INET, KIND_TALLY, ROLE_CLIENT, ROLE_SERVER, TALLIES_CAPACITY, Tally, TallyKey, TallyRecord,
+};
 
 use crate::{
     analysis::timewait::{Counted, Dest, Host, Key, Report, Role, Settings, Timewait, Totals},
@@ -24,7 +26,7 @@ use crate::{
     metrics::{Metrics, TimewaitRow},
     output::{Palette, TimewaitView, summary_line},
     privileges,
-    probe::{self, Mode, Options, Probe},
+    probe::{self, Mode, Options, Probe, Tallies},
     proc,
     session::{self, Stop},
     source::Source,
@@ -47,16 +49,19 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
         degraded,
         attach_time,
     } = Probe::attach(&Options {
-        wakeup_bytes: 0,
+        wakeup_bytes: crate::watch::WAKEUP_BYTES,
         filter: args.common.filter.kernel(),
         verbose: args.common.verbose,
         mode: Mode::Timewait {
             short: report.short.short,
         },
     })?;
-    let tallies = tallies.context("the kernel object has no TALLIES map")?;
-    // Nothing is streamed in this mode; the ring is kept for its counters.
-    let source = Source::new(ring, counters).context("opening the kernel counters")?;
+    let mut tallies = match tallies.context("the kernel object has no TALLIES map")? {
+        Tallies::Map(map) => Counts::Map(map),
+        Tallies::Ring => Counts::Ring(RingTallies::default()),
+    };
+    // Nothing else is streamed in this mode.
+    let mut source = Source::new(ring, counters).context("opening the kernel counters")?;
     session::announce(mounted_tracefs, &degraded, args.common.nice);
     let (metrics, server) = session::serve_metrics(args.common.metrics).await?;
     let clock = Clock::system();
@@ -88,16 +93,24 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
     let mut tick = interval(report.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tick.reset();
+    // Counts sent through the ring are taken often enough that it never
+    // fills between reports.
+    let mut drain = interval(crate::watch::DRAIN_EVERY);
     let mut out = String::new();
     let mut stdout = io::stdout().lock();
     loop {
         tokio::select! {
             _ = stop.wait() => break,
             _ = tick.tick() => {}
+            _ = drain.tick(), if matches!(tallies, Counts::Ring(_)) => {
+                tallies.take(&mut source);
+                continue;
+            }
         }
         let in_use = in_use(&host, netns, filter).context("sock_diag dump")?;
         let now = clock.mono_now();
-        let mut counted = read(&tallies)?;
+        tallies.take(&mut source);
+        let mut counted = tallies.read()?;
         own_by_listener(&mut counted, &servers);
         // The kernel checked ports and family and the owners it knew.
         counted.retain(|c| filter.matches_row(c.key.pid, &c.comm, c.key.local, c.key.remote));
@@ -123,6 +136,9 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
     }
     let mut summary = Summary::default();
     summary.kernel = source.counters();
+    if let Counts::Ring(ring) = &tallies {
+        summary.kernel.tally_overflow += ring.overflow;
+    }
     summary.kernel.recursion_misses = missed;
     summary.time_waits = analysis.entries_by_place();
     if args.common.json {
@@ -163,28 +179,99 @@ fn export(metrics: &Metrics, r: &Report, source: &Source) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Sums the kernel's per-CPU totals.
-fn read(tallies: &PerCpuHashMap<MapData, TallyKey, Tally>) -> anyhow::Result<Vec<Counted>> {
-    let mut counted = Vec::new();
-    for entry in tallies.iter() {
-        let (raw, per_cpu) = entry.context("reading the TALLIES map")?;
-        let mut totals = Totals::default();
-        let mut comm = [0u8; tracer_common::COMM_LEN];
-        for t in per_cpu.iter() {
-            totals.time_waits += t.time_waits;
-            totals.closes += t.closes;
-            totals.short += t.short;
-            if t.comm[0] != 0 {
-                comm = t.comm;
-            }
-        }
-        counted.push(Counted {
-            key: key(&raw),
-            comm: Comm::new(&comm).as_str().into_owned(),
-            totals,
-        });
+/// Where this run's counts are: the kernel's map, or summed here from the
+/// ring (see `probe::Tallies`).
+enum Counts {
+    Map(PerCpuHashMap<MapData, TallyKey, Tally>),
+    Ring(RingTallies),
+}
+
+/// What the kernel's `TALLIES` would hold, summed from `TallyRecord`s,
+/// with the same bound and overflow row.
+#[derive(Default)]
+struct RingTallies {
+    totals: FxHashMap<TallyKey, Tally>,
+    /// Counts that went to the overflow row (the all-zero key).
+    overflow: u64,
+}
+
+impl RingTallies {
+    fn add(&mut self, r: &TallyRecord) {
+        let full = self.totals.len() >= TALLIES_CAPACITY as usize;
+        let key = if full && !self.totals.contains_key(&r.key) {
+            self.overflow += 1;
+            TallyKey::default()
+        } else {
+            r.key
+        };
+        let t = self.totals.entry(key).or_default();
+        t.closes += 1;
+        t.time_waits += u64::from(r.time_wait);
+        t.short += u64::from(r.short);
+        t.comm = r.comm;
     }
-    Ok(counted)
+}
+
+impl Counts {
+    /// Takes the counts waiting in the ring (none in the map route).
+    fn take(&mut self, source: &mut Source) {
+        if let Counts::Ring(ring) = self {
+            source.drain(|bytes| {
+                if let Some(r) = tally_record(bytes) {
+                    ring.add(&r);
+                }
+            });
+        }
+    }
+
+    /// The totals so far, by key.
+    fn read(&self) -> anyhow::Result<Vec<Counted>> {
+        let counted =
+            |raw: &TallyKey, totals: Totals, comm: &[u8; tracer_common::COMM_LEN]| Counted {
+                key: key(raw),
+                comm: Comm::new(comm).as_str().into_owned(),
+                totals,
+            };
+        match self {
+            Counts::Map(map) => {
+                let mut all = Vec::new();
+                for entry in map.iter() {
+                    let (raw, per_cpu) = entry.context("reading the TALLIES map")?;
+                    let mut totals = Totals::default();
+                    let mut comm = [0u8; tracer_common::COMM_LEN];
+                    for t in per_cpu.iter() {
+                        add(&mut totals, t);
+                        if t.comm[0] != 0 {
+                            comm = t.comm;
+                        }
+                    }
+                    all.push(counted(&raw, totals, &comm));
+                }
+                Ok(all)
+            }
+            Counts::Ring(ring) => Ok(ring
+                .totals
+                .iter()
+                .map(|(raw, t)| {
+                    let mut totals = Totals::default();
+                    add(&mut totals, t);
+                    counted(raw, totals, &t.comm)
+                })
+                .collect()),
+        }
+    }
+}
+
+fn add(totals: &mut Totals, t: &Tally) {
+    totals.time_waits += t.time_waits;
+    totals.closes += t.closes;
+    totals.short += t.short;
+}
+
+/// A ring record of one counted connection end; `None` for anything else.
+fn tally_record(bytes: &[u8]) -> Option<TallyRecord> {
+    let r: TallyRecord = crate::event::read(bytes)?;
+    (r.header.kind == KIND_TALLY && bytes.len() == size_of::<TallyRecord>()).then_some(r)
 }
 
 fn key(raw: &TallyKey) -> Key {

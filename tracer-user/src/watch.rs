@@ -34,9 +34,9 @@ use crate::{
 
 /// How often the reader drains the ring without being woken: the most a
 /// quiet event waits before it is shown.
-const DRAIN_EVERY: Duration = Duration::from_millis(10);
+pub const DRAIN_EVERY: Duration = Duration::from_millis(10);
 /// The kernel wakes the reader early once this much is waiting.
-const WAKEUP_BYTES: u64 = 256 << 10;
+pub const WAKEUP_BYTES: u64 = 256 << 10;
 /// How often loss counters are checked and kernel log lines collected.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 

@@ -3,6 +3,7 @@
 mod bench;
 mod dist;
 mod fuzz;
+mod matrix;
 mod setup;
 mod soak;
 
@@ -36,11 +37,16 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Every check: fmt, clippy (user and kernel crates), unit tests, and
-    /// the integration tests against the running kernel, a Prometheus
-    /// server and tmux (needs root; installs Debian's `prometheus` and
-    /// `tmux` if missing).
-    Test,
+    /// Every check: fmt, clippy (user and kernel crates), unit tests, the
+    /// integration tests against the running kernel, a Prometheus server
+    /// and tmux, then again inside Debian's 5.10, 6.1 and 6.12 kernels
+    /// under qemu (needs root; installs what is missing).
+    Test {
+        /// Only the integration tests inside this kernel of the matrix
+        /// (5.10, 6.1 or 6.12).
+        #[arg(long, value_name = "VERSION")]
+        kernel: Option<String>,
+    },
     /// What tracing costs under connection churn, vs no tracer (needs root);
     /// writes bench/RESULTS.md and the README's performance section.
     Bench,
@@ -85,7 +91,14 @@ fn run(task: Task) -> Result<()> {
             let err = Command::new(&bin).args(&args).exec();
             Err(err).with_context(|| format!("running {}", bin.display()))
         }
-        Task::Test => test(&root),
+        Task::Test { kernel: None } => test(&root),
+        Task::Test {
+            kernel: Some(kernel),
+        } => {
+            setup::ensure_test_tools()?;
+            build_release()?;
+            matrix::run(&root, Some(&kernel), &root.join("target/release/socktrace"))
+        }
         Task::Bench => bench::run(&root),
         Task::Fuzz { seconds } => fuzz::run(&root, seconds, true),
         Task::Soak { seconds } => {
@@ -150,7 +163,11 @@ fn test(root: &Path) -> Result<()> {
         &root.join("target/release"),
         &root.join("target/soak-short"),
         SHORT_SOAK_S,
-    )
+    )?;
+    println!(
+        "xtask: the kernel matrix (the integration tests inside Debian's kernels, under qemu)"
+    );
+    matrix::run(root, None, &root.join("target/release/socktrace"))
 }
 
 /// The short soak in `cargo xtask test`.

@@ -8,7 +8,8 @@
 //! 3. bpf-linker built against that LLVM;
 //!
 //! and, for `test` only, the daemons and tools the integration tests
-//! use: Prometheus, rsyslog, systemd-journald and tmux (Debian packages).
+//! use: Prometheus, rsyslog, systemd-journald, tmux, and qemu, busybox and
+//! cpio for the kernel matrix (Debian packages).
 //!
 //! Each install step says what it does. When one cannot run (not root, no
 //! network) it stops with the command to run by hand.
@@ -32,7 +33,7 @@ pub fn ensure() -> Result<()> {
 
 /// What `cargo xtask test` needs beyond building: (a file the package
 /// installs, the Debian package, what for).
-const TEST_TOOLS: [(&str, &str, &str); 4] = [
+const TEST_TOOLS: [(&str, &str, &str); 7] = [
     (
         "/usr/bin/prometheus",
         "prometheus",
@@ -52,6 +53,21 @@ const TEST_TOOLS: [(&str, &str, &str); 4] = [
         "/usr/bin/tmux",
         "tmux",
         "the top test drives socktrace's terminal view in it",
+    ),
+    (
+        "/usr/bin/qemu-system-x86_64",
+        "qemu-system-x86",
+        "the kernel matrix boots Debian's kernels in it",
+    ),
+    (
+        "/bin/busybox",
+        "busybox-static",
+        "the shell and tools of the kernel matrix's guests",
+    ),
+    (
+        "/usr/bin/cpio",
+        "cpio",
+        "packs the kernel matrix's initramfs",
     ),
 ];
 

@@ -406,3 +406,16 @@ pub fn require_time_wait_room() {
          so this test cannot see one; run it again once they expire (60 s)"
     );
 }
+
+/// Where cgroup v2 is mounted (its root), on the host or in a guest.
+pub fn cgroup_v2_root() -> std::path::PathBuf {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mountinfo
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let mut f = left.split_whitespace();
+            (right.starts_with("cgroup2 ") && f.nth(3)? == "/").then(|| f.next().unwrap().into())
+        })
+        .expect("cgroup v2 is mounted")
+}

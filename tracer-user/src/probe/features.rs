@@ -34,15 +34,17 @@ const PROBED: [(u32, bpf_func_id, &str); 2] = [
     ),
 ];
 
-/// `Config::features` for this kernel, and a line for each route it lacks.
+/// `Config::features` for this kernel, and a line for each route it lacks
+/// that matters to a mode that `streams` (socket ids are only streamed).
 /// `attach_btf_id`: the kernel's `btf_trace_inet_sock_set_state`, a BTF
 /// tracepoint the probe programs are verified against.
-pub fn probe(attach_btf_id: u32) -> (u32, Vec<String>) {
+pub fn probe(attach_btf_id: u32, streams: bool) -> (u32, Vec<String>) {
     let mut features = 0;
     let mut degraded = Vec::new();
     for (bit, helper, lost) in PROBED {
         match tracing_may_call(attach_btf_id, helper) {
             Ok(true) => features |= bit,
+            Ok(false) if bit == FEATURE_COOKIE && !streams => {}
             Ok(false) => degraded.push(lost.to_string()),
             // Could not tell (an unexpected errno): take the primary route;
             // if the kernel refuses it, loading says so in one line.

@@ -10,6 +10,7 @@ mod features;
 mod refusal;
 mod stats;
 mod tracefs;
+mod unprivileged;
 
 use std::time::Instant;
 
@@ -22,7 +23,7 @@ use aya_log::EbpfLogger;
 use thiserror::Error;
 use tracer_common::{
     COUNTERS, Config, FEATURE_COOKIE, KernelFilter, MODE_LISTENERS, MODE_RELEASE, MODE_STREAM,
-    MODE_TALLY, SyscallTpLayout, Tally, TallyKey,
+    MODE_TALLY, MODE_TALLY_RING, SyscallTpLayout, Tally, TallyKey,
 };
 
 pub use self::{
@@ -162,6 +163,15 @@ impl Mode {
     }
 }
 
+/// Where `socktrace timewait` finds its counts.
+pub enum Tallies {
+    /// Summed in the kernel, by owner and destination.
+    Map(PerCpuHashMap<MapData, TallyKey, Tally>),
+    /// One `TallyRecord` per connection end in the ring, summed by the
+    /// reader (`MODE_TALLY_RING`).
+    Ring,
+}
+
 /// Loaded and attached programs. Dropping `programs` detaches them all;
 /// the ring and counters stay readable so the reader can drain them.
 pub struct Probe {
@@ -169,7 +179,7 @@ pub struct Probe {
     pub ring: RingBuf<MapData>,
     pub counters: Counters,
     /// `Mode::Timewait`'s counters, by owner and destination.
-    pub tallies: Option<PerCpuHashMap<MapData, TallyKey, Tally>>,
+    pub tallies: Option<Tallies>,
     pub logger: Option<EbpfLogger<&'static dyn log::Log>>,
     /// We mounted tracefs (worth saying: the user did not ask for it).
     pub mounted_tracefs: bool,
@@ -195,10 +205,22 @@ impl Probe {
         } = btf::kernel_layout(&kernel_btf)?;
         // No such tracepoint: its program fails to load below, in one line.
         let (features, lacking) = btf::trace_typedef_id(&kernel_btf, "inet_sock_set_state")
-            .map(features::probe)
+            .map(|id| features::probe(id, options.mode.follows_releases()))
             .unwrap_or_default();
         degraded.extend(lacking);
         // Where the cgroup socket hooks go, in the modes that use them.
+        // Read the tallies' map after dropping privileges, or count from
+        // the ring where the kernel would refuse that.
+        let tally_ring = matches!(options.mode, Mode::Timewait { .. })
+            && unprivileged::bpf_refused_without_caps();
+        if tally_ring {
+            degraded.push(
+                "timewait counts from one ring record per connection end, not in the kernel: \
+                 this kernel refuses bpf(2), map reads included, to a process without \
+                 capabilities (kernel.unprivileged_bpf_disabled, before Linux 6.5)"
+                    .to_string(),
+            );
+        }
         let cgroup_root = if options.mode.follows_releases() {
             cgroup::v2_root()
         } else {
@@ -208,7 +230,8 @@ impl Probe {
             syscall_tp: syscall_layout(&tracefs)?,
             kernel,
             wakeup_bytes: options.wakeup_bytes,
-            mode: options.mode.bits(cgroup_root.is_some()),
+            mode: options.mode.bits(cgroup_root.is_some())
+                | if tally_ring { MODE_TALLY_RING } else { 0 },
             features,
             short_ns: match options.mode {
                 Mode::Timewait { short } => short.as_nanos().try_into().unwrap_or(u64::MAX),
@@ -309,6 +332,7 @@ impl Probe {
             _ => return Err(ProbeError::Missing("COUNTERS")),
         };
         let tallies = match options.mode {
+            Mode::Timewait { .. } if tally_ring => Some(Tallies::Ring),
             Mode::Timewait { .. } => {
                 let mut tallies: PerCpuHashMap<MapData, TallyKey, Tally> =
                     take_map(&mut programs, "TALLIES")?;
@@ -322,7 +346,7 @@ impl Probe {
                 tallies
                     .insert(TallyKey::default(), zero, 0)
                     .map_err(map_err)?;
-                Some(tallies)
+                Some(Tallies::Map(tallies))
             }
             _ => None,
         };

@@ -38,22 +38,31 @@ impl Tracefs {
     /// Finds tracefs, mounting it at /sys/kernel/tracing if no mount is
     /// there. Returns it and whether we mounted it.
     pub fn find_or_mount() -> Result<(Tracefs, bool), TracefsError> {
-        for root in MOUNT_POINTS {
-            if Path::new(root).join("events").is_dir() {
-                let root = root.into();
-                return Ok((Tracefs { root }, false));
-            }
+        let mounted = || {
+            MOUNT_POINTS
+                .iter()
+                .find(|root| Path::new(root).join("events").is_dir())
+                .map(|root| Tracefs { root: root.into() })
+        };
+        if let Some(tracefs) = mounted() {
+            return Ok((tracefs, false));
         }
         let root = MOUNT_POINTS[0];
-        nix::mount::mount(
+        let mount = nix::mount::mount(
             Some("tracefs"),
             root,
             Some("tracefs"),
             nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
             None::<&str>,
-        )
-        .map_err(TracefsError::Mount)?;
-        Ok((Tracefs { root: root.into() }, true))
+        );
+        match mount {
+            Ok(()) => Ok((Tracefs { root: root.into() }, true)),
+            // Another process (a second socktrace starting at the same
+            // moment) mounted it meanwhile (EBUSY): use theirs.
+            Err(err) => mounted()
+                .map(|t| (t, false))
+                .ok_or(TracefsError::Mount(err)),
+        }
     }
 
     /// The record layout of tracepoint `category:name`. `why` says what the

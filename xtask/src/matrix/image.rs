@@ -1,0 +1,176 @@
+//! The guest's initramfs: busybox for a shell, the few tools the tests
+//! call with the libraries `ldd` names, the sock_diag and veth modules of
+//! the guest's kernel, and the real binaries at their host paths (so the
+//! paths compiled into the tests hold), without debug info.
+use std::{
+    collections::BTreeMap,
+    fs,
+    os::unix::fs::symlink,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{fetch::Tree, is_test};
+
+/// busybox applets the init script and the tests use.
+const APPLETS: [&str; 16] = [
+    "sh", "mount", "umount", "insmod", "poweroff", "mkdir", "cat", "sleep", "echo", "kill", "grep",
+    "ls", "rm", "env", "true", "false",
+];
+
+/// Host tools the tests run (they need more than busybox's versions).
+const TOOLS: [&str; 4] = ["ip", "ss", "unshare", "setpriv"];
+
+/// Kernel modules, in load order.
+const MODULES: [&str; 4] = ["inet_diag", "tcp_diag", "udp_diag", "veth"];
+
+/// Builds `dir/initramfs.cpio` for `tree`'s kernel; `bins`: the test and
+/// helper binaries by name (see `super::test_binaries`).
+pub fn build(
+    tree: &Tree,
+    dir: &Path,
+    socktrace: &Path,
+    bins: &BTreeMap<String, PathBuf>,
+) -> Result<PathBuf> {
+    let root = dir.join("root");
+    let _ = fs::remove_dir_all(&root);
+    for sub in [
+        "bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "run", "root", "modules", "var",
+    ] {
+        fs::create_dir_all(root.join(sub))?;
+    }
+    symlink("/run", root.join("var/run"))?;
+    copy_binary(Path::new("/bin/busybox"), &root)?;
+    for applet in APPLETS {
+        symlink("busybox", root.join("bin").join(applet))?;
+    }
+    for tool in TOOLS {
+        copy_binary(&which(tool)?, &root)?;
+    }
+    copy_binary(socktrace, &root)?;
+    let mut tests = String::new();
+    for (name, path) in bins {
+        copy_binary(path, &root)?;
+        if is_test(name) {
+            tests.push_str(&format!("{name} {}\n", path.display()));
+        }
+    }
+    fs::write(root.join("tests.list"), tests)?;
+    fs::write(
+        root.join("tests.env"),
+        format!("export SOCKTRACE_BIN={}\n", socktrace.display()),
+    )?;
+    for module in MODULES {
+        let found = find_module(&tree.modules, module)
+            .with_context(|| format!("kernel {} has no module {module}", tree.version))?;
+        let out = root.join("modules").join(format!("{module}.ko"));
+        if found.extension().is_some_and(|x| x == "xz") {
+            let plain = Command::new("xz").arg("-dc").arg(&found).output()?;
+            if !plain.status.success() {
+                bail!("xz -d {}", found.display());
+            }
+            fs::write(&out, plain.stdout)?;
+        } else {
+            fs::copy(&found, &out)?;
+        }
+    }
+    fs::write(root.join("modules.list"), MODULES.join("\n") + "\n")?;
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )?;
+    fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
+    let init = root.join("init");
+    fs::write(&init, include_str!("init.sh"))?;
+    set_mode(&init, 0o755)?;
+    pack(&root, &dir.join("initramfs.cpio"))
+}
+
+/// Copies `path` to the same path under `root` without debug info, with
+/// every library `ldd` names for it.
+fn copy_binary(path: &Path, root: &Path) -> Result<()> {
+    let dest = under(root, path);
+    if dest.exists() {
+        return Ok(());
+    }
+    fs::create_dir_all(dest.parent().unwrap_or(root))?;
+    let stripped = Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(path)
+        .arg(&dest)
+        .status()
+        .context("running objcopy (binutils)")?;
+    if !stripped.success() {
+        bail!("objcopy --strip-debug {}", path.display());
+    }
+    let ldd = Command::new("ldd")
+        .arg(path)
+        .stderr(Stdio::null())
+        .output()?;
+    for lib in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let lib = Path::new(lib);
+        let dest = under(root, lib);
+        if !dest.exists() {
+            fs::create_dir_all(dest.parent().unwrap_or(root))?;
+            fs::copy(lib, &dest).with_context(|| format!("copying {}", lib.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn under(root: &Path, path: &Path) -> PathBuf {
+    root.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+fn which(tool: &str) -> Result<PathBuf> {
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{tool} is not installed on this host"))
+}
+
+fn find_module(dir: &Path, name: &str) -> Option<PathBuf> {
+    for entry in fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = find_module(&path, name) {
+                return Some(found);
+            }
+        } else if let Some(file) = path.file_name().and_then(|f| f.to_str())
+            && (file == format!("{name}.ko") || file == format!("{name}.ko.xz"))
+        {
+            return Some(path);
+        }
+    }
+    None
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// `root` as an uncompressed newc cpio archive (the kernel unpacks it
+/// without a decompressor, which under TCG saves seconds).
+fn pack(root: &Path, out: &Path) -> Result<PathBuf> {
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "find . | cpio -o -H newc --quiet > '{}'",
+            out.display()
+        ))
+        .current_dir(root)
+        .status()
+        .context("running cpio")?;
+    if !status.success() {
+        bail!("cpio failed");
+    }
+    Ok(out.to_path_buf())
+}

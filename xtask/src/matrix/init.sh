@@ -1,0 +1,34 @@
+#!/bin/sh
+# The kernel matrix guest's /init: a Debian kernel, busybox, and the real
+# socktrace and test binaries at the paths they have on the host. Runs
+# every test binary named in /tests.list, then powers off. The host reads
+# the serial console (this script's output) for the "socktrace-guest:" lines.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TMPDIR=/tmp
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mkdir -p /sys/fs/cgroup
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+# sock_diag and veth are modules in Debian's cloud kernels; in this order.
+while read -r module; do
+    insmod "/modules/$module.ko" || echo "socktrace-guest: insmod $module failed"
+done < /modules.list
+ip link set lo up
+# As much as a host's root has: tests hold 16k sockets in one process.
+ulimit -n 65536
+. /tests.env
+echo "socktrace-guest: kernel $(cat /proc/sys/kernel/osrelease)"
+failed=0
+while read -r name binary; do
+    echo "socktrace-guest: test $name"
+    if ! "$binary" --test-threads=2 < /dev/null; then
+        failed=$((failed + 1))
+        echo "socktrace-guest: FAILED $name"
+    fi
+done < /tests.list
+echo "socktrace-guest: done, $failed test binaries failed"
+poweroff -f
