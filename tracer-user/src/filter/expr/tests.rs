@@ -71,6 +71,107 @@ fn lexes_around_parentheses_and_operators() {
     );
     assert_eq!(lex("((a))"), ["(", "(", "a", ")", ")"]);
     assert!(lex("  \t ").is_empty());
+    // Every operator is a token of its own, the longest first.
+    let cases: [(&str, &[&str]); 8] = [
+        (
+            "dport=:443&&!sport=:80",
+            &["dport", "=", ":443", "&&", "!", "sport", "=", ":80"],
+        ),
+        ("!!x", &["!", "!", "x"]),
+        ("! ! x", &["!", "!", "x"]),
+        (
+            "a||!(b)|c&d",
+            &["a", "||", "!", "(", "b", ")", "|", "c", "&", "d"],
+        ),
+        ("sport!=:1", &["sport", "!=", ":1"]),
+        (
+            "sport<=:1>=:2==:3",
+            &["sport", "<=", ":1", ">=", ":2", "==", ":3"],
+        ),
+        ("&&&", &["&&", "&"]),
+        ("=>!==<>", &["=", ">", "!=", "=", "<", ">"]),
+    ];
+    for (text, tokens) in cases {
+        assert_eq!(lex(text), tokens, "{text}");
+    }
+}
+
+/// What ss accepts parses the same with or without spaces around its
+/// operators; what it refuses (a run of operators no rule takes) is
+/// refused here too, naming the operator out of place.
+#[test]
+fn operators_need_no_spaces() {
+    use End::*;
+    let accepted = [
+        (
+            "dport=:443&&!sport=:80",
+            and(port(Remote, Op::Eq, 443), not(port(Local, Op::Eq, 80))),
+        ),
+        (
+            "dport = :443 && ! sport = :80",
+            and(port(Remote, Op::Eq, 443), not(port(Local, Op::Eq, 80))),
+        ),
+        ("! ! sport = :1", not(not(port(Local, Op::Eq, 1)))),
+        ("!!sport=:1", not(not(port(Local, Op::Eq, 1)))),
+        ("not not sport = :1", not(not(port(Local, Op::Eq, 1)))),
+        ("!(sport=:1)", not(port(Local, Op::Eq, 1))),
+        (
+            "sport>=:1024&dport!=:22",
+            and(port(Local, Op::Ge, 1024), port(Remote, Op::Ne, 22)),
+        ),
+        (
+            "sport<:1||dport>:2",
+            or(port(Local, Op::Lt, 1), port(Remote, Op::Gt, 2)),
+        ),
+        ("dport==:443", port(Remote, Op::Eq, 443)),
+        ("sport<=:1", port(Local, Op::Le, 1)),
+    ];
+    for (text, want) in accepted {
+        assert_eq!(expr(text), want, "{text}");
+    }
+    let term = "expected a filter term: state, exclude, sport, dport, src, dst, cgroup, not or (";
+    let refused = [
+        (
+            "sport = :22 &&& dport = :1",
+            format!("bad filter at token 5 ('&'): {term}"),
+        ),
+        (
+            "sport = :22 ||| dport = :1",
+            format!("bad filter at token 5 ('|'): {term}"),
+        ),
+        (
+            "sport = :22 & & dport = :1",
+            format!("bad filter at token 5 ('&'): {term}"),
+        ),
+        (
+            "sport = :22 | | dport = :1",
+            format!("bad filter at token 5 ('|'): {term}"),
+        ),
+        (
+            "sport = :22 & | dport = :1",
+            format!("bad filter at token 5 ('|'): {term}"),
+        ),
+        (
+            "sport =! :22",
+            "bad filter at token 3 ('!'): expected a port".into(),
+        ),
+        (
+            "sport <> :22",
+            "bad filter at token 3 ('>'): expected a port".into(),
+        ),
+        (
+            "sport => :22",
+            "bad filter at token 3 ('>'): expected a port".into(),
+        ),
+        ("sport = :22 !", format!("bad filter at its end: {term}")),
+        (
+            "sport !:22",
+            format!("bad filter at token 2 ('!'): expected a port"),
+        ),
+    ];
+    for (text, message) in refused {
+        assert_eq!(error(text), message, "{text}");
+    }
 }
 
 #[test]
