@@ -339,6 +339,7 @@ mod tests {
         };
         let known = Known {
             sock: SockId(0xdead_beef),
+            netns: 4026531840,
             state: TcpState::Listen,
             local: "0.0.0.0:22".parse().unwrap(),
             remote: "0.0.0.0:0".parse().unwrap(),

@@ -319,9 +319,11 @@ fn snapshot(
     let owners = proc::socket_owners(probe::cgroup_v2_root().as_deref());
     session::announce_denied_owners(&owners.denied);
     let mut known = Vec::new();
+    let netns = diag::own_netns();
     diag::for_each(which, |s| {
         if wanted(&s.local, &s.remote) {
             known.push(Known {
+                netns,
                 owner: owners
                     .by_inode
                     .get(&s.inode)

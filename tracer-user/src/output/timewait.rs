@@ -2,7 +2,7 @@
 //! one `timewait` JSON line per interval for programs.
 use std::fmt::Write as _;
 
-use super::{Hue, Palette, jsonw::Obj};
+use super::{Hue, Palette, json::netns, jsonw::Obj};
 use crate::{
     analysis::timewait::{Dest, Report},
     clock::{Clock, Style, TimeFormatter},
@@ -145,8 +145,17 @@ fn text(r: &Report, time: &str, palette: Palette, out: &mut String) {
 fn dest(o: &mut Obj<'_>, d: &Dest) {
     o.ip("saddr", d.local)
         .ip("daddr", d.remote.ip())
-        .uint("dport", d.remote.port().into())
-        .uint("netns", d.netns.into());
+        .uint("dport", d.remote.port().into());
+    netns(o, d.netns);
+}
+
+/// A row's process; pid 0 is the analysis's row for owners not known
+/// (sockets older than us, unowned ends): `null` both.
+fn process(o: &mut Obj<'_>, pid: u32, comm: &str) {
+    match pid {
+        0 => o.null("pid").null("comm"),
+        pid => o.uint("pid", pid.into()).string("comm", comm),
+    };
 }
 
 fn json(r: &Report, time: &str, out: &mut String) {
@@ -154,7 +163,7 @@ fn json(r: &Report, time: &str, out: &mut String) {
     o.name("time", time)
         .millis("interval_ms", r.interval_ns)
         .uint("entries", r.entries)
-        .shown("entries_per_sec", format_args!("{:.1}", r.rate()))
+        .decimal("entries_per_sec", r.rate())
         .uint("client_side", r.client_entries)
         .uint("server_side", r.server_entries)
         .uint("population", r.population)
@@ -164,38 +173,35 @@ fn json(r: &Report, time: &str, out: &mut String) {
         .uint("total_entries", r.total_entries)
         .uint("missed", r.missed)
         .array("by_process", &r.by_process, |o, row| {
-            o.uint("pid", row.id.into())
-                .string("comm", &row.comm)
-                .shown("per_sec", format_args!("{:.1}", row.per_sec))
+            process(o, row.id, &row.comm);
+            o.decimal("per_sec", row.per_sec)
                 .uint("time_wait", row.population);
         })
         .array("by_destination", &r.by_destination, |o, d| {
             dest(o, &d.dest);
-            o.shown("per_sec", format_args!("{:.1}", d.per_sec))
+            o.decimal("per_sec", d.per_sec)
                 .uint("time_wait", d.time_wait)
                 .uint("in_use", d.in_use);
         })
         .array("by_local_port", &r.by_local_port, |o, row| {
             o.uint("port", row.id.into())
-                .shown("per_sec", format_args!("{:.1}", row.per_sec))
+                .decimal("per_sec", row.per_sec)
                 .uint("time_wait", row.population);
         })
         .array("port_pressure", &r.pressure, |o, p| {
             dest(o, &p.dest);
             o.uint("held", p.held)
                 .uint("range", p.range)
-                .shown("percent", format_args!("{:.1}", p.percent))
-                .uint("pid", p.pid.into())
-                .string("comm", &p.comm)
-                .bool("tw_reuse_applies", p.reuse);
+                .decimal("percent", p.percent);
+            process(o, p.pid, &p.comm);
+            o.bool("tw_reuse_applies", p.reuse);
         })
         .array("per_request", &r.per_request, |o, c| {
-            o.uint("pid", c.pid.into())
-                .string("comm", &c.comm)
-                .ip("daddr", c.dest.remote.ip())
+            process(o, c.pid, &c.comm);
+            o.ip("daddr", c.dest.remote.ip())
                 .uint("dport", c.dest.remote.port().into())
-                .shown("per_sec", format_args!("{:.1}", c.per_sec))
-                .shown("short_percent", format_args!("{:.1}", c.short_pct));
+                .decimal("per_sec", c.per_sec)
+                .decimal("short_percent", c.short_pct);
         })
         .array("settings", &r.settings, |o, s| {
             o.string("note", s);
@@ -206,7 +212,73 @@ fn json(r: &Report, time: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::timewait::{PerRequest, Pressure};
+    use crate::analysis::timewait::{DestRow, PerRequest, Pressure, Row};
+
+    #[test]
+    fn json_numbers_are_numbers_and_unknown_owners_null() {
+        let dest = Dest {
+            netns: 0,
+            local: "127.0.0.1".parse().unwrap(),
+            remote: "127.0.0.2:8080".parse().unwrap(),
+        };
+        let row = |id, comm: &str| Row {
+            id,
+            comm: comm.into(),
+            per_sec: 300.25,
+            population: 9,
+        };
+        let report = Report {
+            now_ns: 1_000_000_000,
+            interval_ns: 1_000_000_000,
+            entries: 1993,
+            by_process: vec![row(7, "churn"), row(0, "(unknown)")],
+            by_destination: vec![DestRow {
+                dest,
+                per_sec: 299.96,
+                time_wait: 5,
+                in_use: 1,
+            }],
+            by_local_port: vec![row(8080, "")],
+            pressure: vec![Pressure {
+                dest,
+                held: 6,
+                range: 10,
+                percent: 60.0,
+                pid: 0,
+                comm: "(unknown)".into(),
+                reuse: false,
+            }],
+            per_request: vec![PerRequest {
+                pid: 7,
+                comm: "churn".into(),
+                dest,
+                per_sec: 12.5,
+                short_pct: 100.0,
+            }],
+            ..Report::default()
+        };
+        let mut out = String::new();
+        TimewaitView::new(Clock::with_offset(0), true, Palette::OFF).report(&report, &mut out);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["entries_per_sec"], 1993.0);
+        assert_eq!(v["by_process"][0]["per_sec"], 300.2);
+        assert_eq!(
+            (&v["by_process"][1]["pid"], &v["by_process"][1]["comm"]),
+            (&serde_json::Value::Null, &serde_json::Value::Null)
+        );
+        assert_eq!(v["by_destination"][0]["per_sec"], 300.0);
+        assert_eq!(v["by_destination"][0]["netns"], serde_json::Value::Null);
+        assert_eq!(v["by_local_port"][0]["per_sec"], 300.2);
+        assert_eq!(v["port_pressure"][0]["percent"], 60.0);
+        assert_eq!(v["port_pressure"][0]["pid"], serde_json::Value::Null);
+        assert_eq!(
+            (
+                &v["per_request"][0]["per_sec"],
+                &v["per_request"][0]["short_percent"]
+            ),
+            (&12.5.into(), &100.0.into())
+        );
+    }
 
     #[test]
     fn warnings_and_the_headline_in_colour() {
