@@ -46,12 +46,19 @@ const MAX_LINE: usize = 1 << 20;
 /// The first line `socktrace record` writes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
+    /// When recording started, RFC 3339 (`start` in recordings before
+    /// the schema had a version).
+    #[serde(alias = "start")]
+    pub time: String,
+    /// The version of the JSON schema the lines follow
+    /// ([`SCHEMA_VERSION`](crate::output::SCHEMA_VERSION) when we write
+    /// it; absent in older recordings).
+    #[serde(default)]
+    pub schema: Option<u32>,
     /// socktrace's version.
     pub socktrace: String,
     pub host: String,
     pub kernel: String,
-    /// When recording started, RFC 3339.
-    pub start: String,
     /// The command line that recorded.
     pub command: String,
     pub filters: Vec<String>,
@@ -62,12 +69,13 @@ impl Header {
     pub fn line(&self) -> String {
         let text = |s: &str| serde_json::Value::from(s).to_string();
         let filters = serde_json::Value::from(self.filters.clone());
+        let schema = serde_json::Value::from(self.schema);
         format!(
-            r#"{{"type":"header","socktrace":{},"host":{},"kernel":{},"start":{},"command":{},"filters":{filters}}}"#,
+            r#"{{"type":"header","time":{},"schema":{schema},"socktrace":{},"host":{},"kernel":{},"command":{},"filters":{filters}}}"#,
+            text(&self.time),
             text(&self.socktrace),
             text(&self.host),
             text(&self.kernel),
-            text(&self.start),
             text(&self.command),
         )
     }
@@ -488,15 +496,20 @@ mod tests {
     #[test]
     fn header_line_round_trips() {
         let header = Header {
+            time: "2026-11-25T14:55:01.000000007Z".into(),
+            schema: Some(crate::output::SCHEMA_VERSION),
             socktrace: "0.1.0".into(),
             host: "web-1".into(),
             kernel: "6.18.44".into(),
-            start: "2026-11-25T14:55:01.000000007Z".into(),
             command: "socktrace record --port 443 -o \"a b\\c\"".into(),
             filters: vec!["port 443".into()],
         };
         let line = header.line();
-        assert!(line.starts_with(r#"{"type":"header","socktrace":"0.1.0","#));
+        assert!(
+            line.starts_with(
+                r#"{"type":"header","time":"2026-11-25T14:55:01.000000007Z","schema":"#
+            )
+        );
         assert!(!line.contains('\n'));
         let record = Record::Loss(KernelCounters::default(), T);
         let text = format!("{line}\n\n{}", render(std::slice::from_ref(&record)));

@@ -308,6 +308,8 @@ impl Analysis {
     }
 
     fn finish(&mut self, last_ns: u64, out: &mut String) {
+        // Offline times are already wall-clock.
+        let time = || crate::clock::rfc3339(Clock::with_offset(0), last_ns);
         match self {
             Analysis::Listeners(view) => view.finish(last_ns, out),
             Analysis::Timewait(run) => {
@@ -316,8 +318,8 @@ impl Analysis {
                     run.view.report(&report, out);
                 }
             }
-            Analysis::Lifecycles(l, json) => lifecycles(l, *json, out),
-            Analysis::Summary(s, true) => summary_line(s, out),
+            Analysis::Lifecycles(l, json) => lifecycles(l, *json, &time(), out),
+            Analysis::Summary(s, true) => summary_line(s, &time(), out),
             Analysis::Summary(s, false) => {
                 out.push_str(&s.to_string());
                 out.push('\n');

@@ -21,10 +21,11 @@ pub fn plan(args: RecordArgs) -> anyhow::Result<Plan> {
     let file = create(&args.file, args.force)
         .with_context(|| format!("cannot create {}", args.file.display()))?;
     let header = Header {
+        time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        schema: Some(crate::output::SCHEMA_VERSION),
         socktrace: env!("CARGO_PKG_VERSION").into(),
         host: read_trimmed("/proc/sys/kernel/hostname"),
         kernel: read_trimmed("/proc/sys/kernel/osrelease"),
-        start: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         filters: args.watch.common.filter.describe(),
     };

@@ -192,9 +192,10 @@ impl Json {
     }
 }
 
-/// The end-of-run summary as one `summary` line.
-pub fn summary_line(s: &Summary, out: &mut String) {
+/// The end-of-run summary as one `summary` line, at `time` (RFC 3339).
+pub fn summary_line(s: &Summary, time: &str, out: &mut String) {
     Obj::new(out, "summary")
+        .name("time", time)
         .object("events", |o| {
             o.uint("state", s.state)
                 .uint("bind", s.bind)
@@ -348,6 +349,19 @@ mod tests {
         let unknown = Known { netns: 0, ..known };
         let v = render(&Record::Existing(unknown, 5_000_000_000));
         assert_eq!(v["netns"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn summary_line_has_type_and_time() {
+        let clock = Clock::with_offset(1_795_618_501 * 1_000_000_000 - 5_000_000_000);
+        let time = crate::clock::rfc3339(clock, 5_000_000_007);
+        let mut out = String::new();
+        summary_line(&Summary::default(), &time, &mut out);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            (&v["type"], &v["time"]),
+            (&"summary".into(), &"2026-11-25T14:55:01.000000007Z".into())
+        );
     }
 
     #[test]

@@ -7,9 +7,11 @@ use crate::analysis::{lifecycles::Lifecycles, timewait::Place};
 
 const COLUMNS: &str = "COMM            WHERE                          CONNS    FAILED  RESET   TIME_WAIT  MEDIAN     P99        MAX        TX_KB    RX_KB";
 
-pub fn lifecycles(l: &Lifecycles, json: bool, out: &mut String) {
+/// The table; as JSON, a line at `time` (RFC 3339).
+pub fn lifecycles(l: &Lifecycles, json: bool, time: &str, out: &mut String) {
     if json {
         Obj::new(out, "lifecycles")
+            .name("time", time)
             .array("rows", l.rows(), |o, (key, row)| {
                 let (side, addr) = match key.place {
                     Place::To(addr) => ("client", addr),

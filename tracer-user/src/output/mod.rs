@@ -20,6 +20,11 @@ use std::task::{Context, Poll};
 
 use crate::track::Record;
 
+/// The version of the JSON lines' contract, `docs/socktrace.schema.json`
+/// (its `$id` ends in it), which `record`'s header carries as `schema`.
+/// Raise it when a line changes in a way a reader could notice.
+pub const SCHEMA_VERSION: u32 = 1;
+
 pub trait Render {
     /// Appends the line (with its newline) for `record` to `out`, if this
     /// renderer shows such records.
