@@ -296,3 +296,52 @@ fn record_then_analyze_offline() {
     assert_eq!(row["pids"], serde_json::json!([cycle["pid"]]));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `analyze` of what is no recording (another file, an empty one, a
+/// report) says so in one line and fails; a recording without events
+/// (only its header) is a recording.
+#[test]
+fn analyze_refuses_input_without_records() {
+    let dir = scratch_dir("analyze-none");
+    let passwd = "root:x:0:0:root:/root:/bin/bash\n".repeat(12);
+    let summary = r#"{"type":"summary","time":"2026-11-25T14:55:01Z"}"#.to_string() + "\n";
+    let header = r#"{"type":"header","time":"2026-11-25T14:55:01Z","schema":1,"socktrace":"0.1.0","host":"h","kernel":"k","command":"c","filters":[]}"#.to_string() + "\n";
+    let cases = [
+        ("passwd", passwd, Some("no socktrace records")),
+        ("empty", String::new(), Some("no socktrace records")),
+        (
+            "report",
+            summary,
+            Some(
+                "no socktrace records, only 1 report line(s) (analyze reads what `record` and `--json` write)",
+            ),
+        ),
+        ("header", header, None),
+    ];
+    for (name, text, refused) in cases {
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(socktrace_bin())
+            .args(["analyze", file.to_str().unwrap(), "--report", "summary"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match refused {
+            Some(why) => {
+                assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+                assert_eq!(
+                    stderr,
+                    format!("socktrace: {}: {why}\n", file.display()),
+                    "{name}"
+                );
+                assert!(out.stdout.is_empty(), "{name}");
+            }
+            None => {
+                assert!(out.status.success(), "{name}: {stderr}");
+                assert_eq!(stderr, "", "{name}");
+                assert!(String::from_utf8_lossy(&out.stdout).starts_with("socktrace: 0 events"));
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,6 +1,7 @@
 //! `socktrace analyze FILE --report ...`: the live analyses, run over a
 //! recording. Bad lines are reported with their number and skipped; the
-//! analysis goes on with the rest.
+//! analysis goes on with the rest. Input without a single record or
+//! header (empty, or not socktrace's) is one line and an error.
 use std::{
     fs::File,
     io::{self, BufRead, BufReader, Write},
@@ -38,7 +39,7 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
         let file = File::open(&args.file).with_context(|| format!("cannot open {name}"))?;
         Box::new(BufReader::with_capacity(1 << 20, file))
     };
-    let reader = Reader::new(input);
+    let mut reader = Reader::new(input);
     let mut charts = args
         .plot
         .as_ref()
@@ -47,10 +48,15 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
     let mut out = String::new();
     let mut stdout = io::stdout().lock();
     let mut bad = 0u64;
+    let mut records = 0u64;
+    // What to say about bad lines, held until the input proves to be a
+    // recording: of a file that is none, one line says so.
+    let mut held: Vec<String> = Vec::new();
     let mut last_ns = 0;
-    for next in reader {
+    while let Some(next) = reader.next() {
         match next {
             Ok(record) => {
+                records += 1;
                 last_ns = at(&record).max(last_ns);
                 analysis.observe(&record, &mut out);
                 if let Some(charts) = charts.as_mut() {
@@ -60,13 +66,28 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
             Err((line, err)) => {
                 bad += 1;
                 if bad <= SHOWN_ERRORS {
-                    say!("socktrace: {name}:{line}: {err}; skipped");
+                    held.push(format!("socktrace: {name}:{line}: {err}; skipped"));
                 }
+            }
+        }
+        if records > 0 || reader.header().is_some() {
+            for said in held.drain(..) {
+                say!("{said}");
             }
         }
         if out.len() >= 1 << 20 && write(&mut stdout, &mut out).is_err() {
             return Ok(()); // stdout closed (`| head`)
         }
+    }
+    if records == 0 && reader.header().is_none() {
+        let reports = match reader.skipped() {
+            0 => String::new(),
+            n => format!(
+                ", only {n} report line(s) (analyze reads what `record` and `--json` \
+                 write)"
+            ),
+        };
+        anyhow::bail!("{name}: no socktrace records{reports}");
     }
     analysis.finish(last_ns, &mut out);
     let _ = write(&mut stdout, &mut out);
