@@ -211,6 +211,7 @@ fn timewait_counts_real_churn_exactly_by_side() {
     let held: u64 = dests.iter().map(|d| d["time_wait"].as_u64().unwrap()).sum();
     counts(held, clients, "held towards the destinations");
     assert_eq!(dests.len(), 4, "{last}");
+    ports_headroom(&reports);
     // Who: both churn processes, by pid.
     let pids: Vec<u64> = reports
         .iter()
@@ -236,6 +237,65 @@ fn timewait_counts_real_churn_exactly_by_side() {
         .map(|d| d["entries"].as_u64().unwrap())
         .sum();
     counts(entered, clients + servers, "summary");
+}
+
+/// The first line of a file under /proc/sys/net/ipv4, as numbers.
+fn sysctl(name: &str) -> Vec<u64> {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
+        .expect(name)
+        .split_whitespace()
+        .map(|n| n.parse().expect("a number"))
+        .collect()
+}
+
+/// Every destination row of every report holds its ports in TIME_WAIT
+/// and in use against `ip_local_port_range`, and says when none is left
+/// at the rate they grew since the report before (null when they did
+/// not; connections in use when a destination is first seen count as
+/// there before).
+fn ports_headroom(reports: &[&Value]) {
+    let range = match sysctl("ip_local_port_range")[..] {
+        [low, high] => high - low + 1,
+        ref other => panic!("ip_local_port_range: {other:?}"),
+    };
+    let reuse = sysctl("tcp_tw_reuse")[0];
+    let mut before: std::collections::HashMap<String, u64> = Default::default();
+    let mut growing = 0;
+    for r in reports {
+        let interval_s = r["interval_ms"].as_f64().unwrap() / 1000.0;
+        let mut now = std::collections::HashMap::new();
+        for d in r["by_destination"].as_array().unwrap() {
+            let n = |key: &str| d[key].as_u64().unwrap_or_else(|| panic!("{key}: {d}"));
+            let held = n("time_wait") + n("in_use");
+            assert_eq!((n("held"), n("range")), (held, range), "{d}");
+            let percent = held as f64 * 100.0 / range as f64;
+            assert!(
+                (d["percent"].as_f64().unwrap() - percent).abs() <= 0.051,
+                "{d}"
+            );
+            let loopback = d["daddr"].as_str().unwrap().starts_with("127.");
+            assert_eq!(
+                d["tw_reuse_applies"],
+                reuse == 1 || reuse == 2 && loopback,
+                "{d}"
+            );
+            let key = format!("{} {} {}", d["saddr"], d["daddr"], d["dport"]);
+            let prior = before.get(&key).copied().unwrap_or(n("in_use"));
+            let rate = (held as f64 - prior as f64) / interval_s;
+            match d["runs_out_in_s"].as_f64() {
+                Some(s) => {
+                    assert!(rate > 0.0, "{d} after {prior} held");
+                    let want = range.saturating_sub(held) as f64 / rate;
+                    assert!((s - want).abs() <= 0.051 + want * 1e-3, "{d}: want {want}");
+                    growing += 1;
+                }
+                None => assert!(rate <= 0.0, "{d} after {prior} held"),
+            }
+            now.insert(key, held);
+        }
+        before = now;
+    }
+    assert!(growing > 0, "no destination's ports grew while churn ran");
 }
 
 #[test]

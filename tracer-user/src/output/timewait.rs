@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use super::{Hue, Palette, json::netns, jsonw::Obj};
 use crate::{
-    analysis::timewait::{Dest, Report},
+    analysis::timewait::{Dest, Headroom, Report},
     clock::{Clock, Style, TimeFormatter},
 };
 
@@ -80,17 +80,25 @@ fn text(r: &Report, time: &str, palette: Palette, out: &mut String) {
     }
     if !r.by_destination.is_empty() {
         out.push_str(
-            "  DESTINATION (client side)                          ENTRIES/S  TIME_WAIT  IN_USE\n",
+            "  DESTINATION (client side)                          ENTRIES/S  TIME_WAIT  IN_USE  \
+             PORTS_HELD/RANGE        RUNS_OUT\n",
         );
         for d in &r.by_destination {
+            let h = &d.ports;
+            let held = format!("{}/{} {:.1}%", h.held, h.range, h.percent);
+            let runs_out = h.runs_out_in_s.map_or("-".into(), human_secs);
             let _ = writeln!(
                 out,
-                "  {:<50} {:>9.0} {:>10} {:>7}",
+                "  {:<50} {:>9.0} {:>10} {:>7}  {held:<23} {runs_out}{}",
                 dest_name(&d.dest),
                 d.per_sec,
                 d.time_wait,
-                d.in_use
+                d.in_use,
+                if h.tw_reuse { " *" } else { "" }
             );
+        }
+        if r.by_destination.iter().any(|d| d.ports.tw_reuse) {
+            out.push_str("  * tcp_tw_reuse lets new connections there take ports in TIME_WAIT\n");
         }
     }
     if !r.by_local_port.is_empty() {
@@ -111,12 +119,12 @@ fn text(r: &Report, time: &str, palette: Palette, out: &mut String) {
             "! {} holds {:.0}% of the local ports ({} of {}), most by pid {} ({}): new \
              connections there fail with EADDRNOTAVAIL once none is free{}",
             dest_name(&p.dest),
-            p.percent,
-            p.held,
-            p.range,
+            p.ports.percent,
+            p.ports.held,
+            p.ports.range,
             p.pid,
             p.comm,
-            if p.reuse {
+            if p.ports.tw_reuse {
                 "; tcp_tw_reuse lets them take ports in TIME_WAIT here"
             } else {
                 ""
@@ -140,6 +148,27 @@ fn text(r: &Report, time: &str, palette: Palette, out: &mut String) {
     for s in &r.settings {
         let _ = writeln!(out, "  {s}");
     }
+}
+
+/// When ports run out, for people: `now`, `45 s`, `12 min`, `3.5 h`.
+fn human_secs(s: f64) -> String {
+    match s {
+        ..0.5 => "now".into(),
+        ..119.5 => format!("{s:.0} s"),
+        ..7170.0 => format!("{:.0} min", s / 60.0),
+        _ => format!("{:.1} h", s / 3600.0),
+    }
+}
+
+/// A destination's ephemeral-port headroom.
+fn headroom(o: &mut Obj<'_>, h: &Headroom) {
+    o.uint("held", h.held)
+        .uint("range", h.range)
+        .decimal("percent", h.percent)
+        .opt("runs_out_in_s", h.runs_out_in_s, |o, k, s| {
+            o.decimal(k, s);
+        })
+        .bool("tw_reuse_applies", h.tw_reuse);
 }
 
 fn dest(o: &mut Obj<'_>, d: &Dest) {
@@ -182,6 +211,7 @@ fn json(r: &Report, time: &str, out: &mut String) {
             o.decimal("per_sec", d.per_sec)
                 .uint("time_wait", d.time_wait)
                 .uint("in_use", d.in_use);
+            headroom(o, &d.ports);
         })
         .array("by_local_port", &r.by_local_port, |o, row| {
             o.uint("port", row.id.into())
@@ -190,11 +220,8 @@ fn json(r: &Report, time: &str, out: &mut String) {
         })
         .array("port_pressure", &r.pressure, |o, p| {
             dest(o, &p.dest);
-            o.uint("held", p.held)
-                .uint("range", p.range)
-                .decimal("percent", p.percent);
+            headroom(o, &p.ports);
             process(o, p.pid, &p.comm);
-            o.bool("tw_reuse_applies", p.reuse);
         })
         .array("per_request", &r.per_request, |o, c| {
             process(o, c.pid, &c.comm);
@@ -212,10 +239,10 @@ fn json(r: &Report, time: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::timewait::{DestRow, PerRequest, Pressure, Row};
+    use crate::analysis::timewait::{DestRow, Headroom, PerRequest, Pressure, Row};
 
-    #[test]
-    fn json_numbers_are_numbers_and_unknown_owners_null() {
+    /// A report with a row of every kind.
+    fn sample() -> Report {
         let dest = Dest {
             netns: 0,
             local: "127.0.0.1".parse().unwrap(),
@@ -227,7 +254,7 @@ mod tests {
             per_sec: 300.25,
             population: 9,
         };
-        let report = Report {
+        Report {
             now_ns: 1_000_000_000,
             interval_ns: 1_000_000_000,
             entries: 1993,
@@ -237,16 +264,26 @@ mod tests {
                 per_sec: 299.96,
                 time_wait: 5,
                 in_use: 1,
+                ports: Headroom {
+                    held: 6,
+                    range: 10,
+                    percent: 60.0,
+                    runs_out_in_s: Some(1.25),
+                    tw_reuse: true,
+                },
             }],
             by_local_port: vec![row(8080, "")],
             pressure: vec![Pressure {
                 dest,
-                held: 6,
-                range: 10,
-                percent: 60.0,
+                ports: Headroom {
+                    held: 6,
+                    range: 10,
+                    percent: 60.0,
+                    runs_out_in_s: None,
+                    tw_reuse: false,
+                },
                 pid: 0,
                 comm: "(unknown)".into(),
-                reuse: false,
             }],
             per_request: vec![PerRequest {
                 pid: 7,
@@ -256,7 +293,46 @@ mod tests {
                 short_pct: 100.0,
             }],
             ..Report::default()
-        };
+        }
+    }
+
+    #[test]
+    fn text_shows_each_destinations_headroom() {
+        let mut report = sample();
+        report.by_destination.push(DestRow {
+            ports: Headroom {
+                runs_out_in_s: None,
+                tw_reuse: false,
+                ..report.by_destination[0].ports
+            },
+            ..report.by_destination[0].clone()
+        });
+        let mut out = String::new();
+        TimewaitView::new(Clock::with_offset(0), false, Palette::OFF).report(&report, &mut out);
+        let table: Vec<&str> = out
+            .lines()
+            .skip_while(|l| !l.starts_with("  DESTINATION"))
+            .take(4)
+            .collect();
+        assert_eq!(
+            table,
+            [
+                "  DESTINATION (client side)                          ENTRIES/S  TIME_WAIT  \
+                 IN_USE  PORTS_HELD/RANGE        RUNS_OUT",
+                "  127.0.0.1 -> 127.0.0.2:8080                              300          5       \
+                 1  6/10 60.0%              1 s *",
+                "  127.0.0.1 -> 127.0.0.2:8080                              300          5       \
+                 1  6/10 60.0%              -",
+                "  * tcp_tw_reuse lets new connections there take ports in TIME_WAIT",
+            ]
+        );
+        let when: Vec<String> = [0.2, 44.6, 600.0, 7200.0].map(human_secs).into();
+        assert_eq!(when, ["now", "45 s", "10 min", "2.0 h"]);
+    }
+
+    #[test]
+    fn json_numbers_are_numbers_and_unknown_owners_null() {
+        let report = sample();
         let mut out = String::new();
         TimewaitView::new(Clock::with_offset(0), true, Palette::OFF).report(&report, &mut out);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -269,7 +345,17 @@ mod tests {
         assert_eq!(v["by_destination"][0]["per_sec"], 300.0);
         assert_eq!(v["by_destination"][0]["netns"], serde_json::Value::Null);
         assert_eq!(v["by_local_port"][0]["per_sec"], 300.2);
+        assert_eq!(
+            v["by_destination"][0],
+            serde_json::json!({"saddr": "127.0.0.1", "daddr": "127.0.0.2", "dport": 8080,
+                "netns": null, "per_sec": 300.0, "time_wait": 5, "in_use": 1, "held": 6,
+                "range": 10, "percent": 60.0, "runs_out_in_s": 1.2, "tw_reuse_applies": true})
+        );
         assert_eq!(v["port_pressure"][0]["percent"], 60.0);
+        assert_eq!(
+            v["port_pressure"][0]["runs_out_in_s"],
+            serde_json::Value::Null
+        );
         assert_eq!(v["port_pressure"][0]["pid"], serde_json::Value::Null);
         assert_eq!(
             (
@@ -290,12 +376,15 @@ mod tests {
         let report = Report {
             pressure: vec![Pressure {
                 dest,
-                held: 30000,
-                range: 28232,
-                percent: 100.0,
+                ports: Headroom {
+                    held: 30000,
+                    range: 28232,
+                    percent: 100.0,
+                    runs_out_in_s: Some(0.0),
+                    tw_reuse: false,
+                },
                 pid: 7,
                 comm: "churn".into(),
-                reuse: false,
             }],
             per_request: vec![PerRequest {
                 pid: 7,
