@@ -323,7 +323,8 @@ fn record_then_analyze_offline() {
     let done = tracer.stop();
     assert!(done.status.success(), "{}", done.stderr);
     let text = std::fs::read_to_string(&file).unwrap();
-    let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let lines = records(&text);
+    let header = &lines[0];
     assert_eq!(header["type"], "header");
     assert_eq!(
         header["filters"],
@@ -344,7 +345,7 @@ fn record_then_analyze_offline() {
     assert!(stderr.contains(&format!("{f}:3: ")), "{stderr}");
     assert!(stderr.contains(&format!("{f}:4: ")), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let table: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let table = records(&stdout).pop().expect("the table");
     let row = &table["rows"].as_array().unwrap()[0];
     assert_eq!(
         (&row["port"], &row["kind"]),

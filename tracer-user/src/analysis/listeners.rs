@@ -67,7 +67,9 @@ pub struct RowKey {
     pub proto: Proto,
     pub port: u16,
     pub kind: Kind,
+    /// The owner's name, `-` when `known` is not.
     pub comm: String,
+    pub known: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -329,6 +331,7 @@ fn row_key(proto: Proto, port: u16, kind: Kind, owner: &Owner) -> RowKey {
         } else {
             "-".into()
         },
+        known: owner.is_known(),
     }
 }
 

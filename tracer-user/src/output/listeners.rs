@@ -127,7 +127,9 @@ impl ListenersView {
                     o.shown("proto", key.proto)
                         .uint("port", key.port.into())
                         .name("kind", key.kind.name())
-                        .string("comm", &key.comm)
+                        .opt("comm", key.known.then_some(&key.comm), |o, k, c| {
+                            o.string(k, c);
+                        })
                         .uints("pids", row.pids.iter().map(|&p| u64::from(p)))
                         .uint("cycles", row.cycles)
                         .uint("short", row.short)
@@ -265,6 +267,41 @@ mod tests {
                 ("close".into(), "abc".into(), 4026531840u32.into()),
                 ("bind_failed".into(), "abc".into(), serde_json::Value::Null),
             ]
+        );
+    }
+
+    #[test]
+    fn a_table_row_of_no_known_owner_has_a_null_comm() {
+        let known = || crate::track::Known {
+            sock: crate::event::SockId(1),
+            netns: 1,
+            state: crate::event::TcpState::Listen,
+            local: "0.0.0.0:22".parse().unwrap(),
+            remote: "0.0.0.0:0".parse().unwrap(),
+            owner: crate::event::Owner::UNKNOWN,
+        };
+        let clock = Clock::with_offset(0);
+        let mut view = ListenersView::new(clock, Listeners::new(1_000_000_000), true, Palette::OFF);
+        let mut out = String::new();
+        view.record(&Record::Existing(known(), 5), &mut out);
+        view.finish(10, &mut out);
+        let table: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            (&table["rows"][0]["port"], &table["rows"][0]["comm"]),
+            (&22.into(), &serde_json::Value::Null)
+        );
+        // People still read `-`.
+        let mut text =
+            ListenersView::new(clock, Listeners::new(1_000_000_000), false, Palette::OFF);
+        let mut out = String::new();
+        text.record(&Record::Existing(known(), 5), &mut out);
+        text.finish(10, &mut out);
+        assert!(
+            out.lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("tcp   22    listen -  "),
+            "{out}"
         );
     }
 }

@@ -6,6 +6,8 @@ mod json;
 mod jsonw;
 mod lifecycles;
 mod listeners;
+#[cfg(test)]
+mod schema;
 mod text;
 mod timewait;
 

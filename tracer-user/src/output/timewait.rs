@@ -224,8 +224,10 @@ fn json(r: &Report, time: &str, out: &mut String) {
             process(o, p.pid, &p.comm);
         })
         .array("per_request", &r.per_request, |o, c| {
-            process(o, c.pid, &c.comm);
-            o.ip("daddr", c.dest.remote.ip())
+            // Only processes known by pid are flagged.
+            o.uint("pid", c.pid.into())
+                .string("comm", &c.comm)
+                .ip("daddr", c.dest.remote.ip())
                 .uint("dport", c.dest.remote.port().into())
                 .decimal("per_sec", c.per_sec)
                 .decimal("short_percent", c.short_pct);
