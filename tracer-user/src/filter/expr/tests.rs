@@ -166,7 +166,7 @@ fn operators_need_no_spaces() {
         ("sport = :22 !", format!("bad filter at its end: {term}")),
         (
             "sport !:22",
-            format!("bad filter at token 2 ('!'): expected a port"),
+            "bad filter at token 2 ('!'): expected a port".into(),
         ),
     ];
     for (text, message) in refused {
