@@ -236,7 +236,7 @@ impl<R: BufRead> Iterator for Reader<R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use super::*;
@@ -303,7 +303,7 @@ mod tests {
     }
 
     /// One record of every kind, with only what JSON carries.
-    fn every_kind() -> Vec<Record> {
+    pub(crate) fn every_kind() -> Vec<Record> {
         let (v4, peer) = ("127.0.0.1:40000", "127.0.0.1:8080");
         let established = Detail::transition(v4, peer, TcpState::SynSent, TcpState::Established);
         let mut ended = event(

@@ -766,6 +766,11 @@ mod tests {
     }
 
     fn analysis(range: (u16, u16), tw_reuse: u8) -> Timewait {
+        counting_from(range, Some(tw_reuse), Vec::new())
+    }
+
+    /// Counting from 0, with the TIME_WAITs of `before` there then.
+    fn counting_from(range: (u16, u16), tw_reuse: Option<u8>, before: Vec<(Key, u64)>) -> Timewait {
         let settings = Settings {
             top: 10,
             threshold_pct: 50,
@@ -773,10 +778,10 @@ mod tests {
         };
         let host = Host {
             port_range: range,
-            tw_reuse: Some(tw_reuse),
+            tw_reuse,
             max_tw_buckets: Some(1000),
         };
-        Timewait::new(settings, host, 0, Vec::new())
+        Timewait::new(settings, host, 0, before)
     }
 
     #[test]
@@ -852,19 +857,10 @@ mod tests {
     #[test]
     fn every_destination_says_its_port_headroom() {
         // 1000 ports. Counting starts at 0 with 100 TIME_WAITs towards A.
-        let settings = Settings {
-            top: 10,
-            threshold_pct: 50,
-            per_request_rate: 10,
-        };
-        let host = Host {
-            port_range: (1000, 1999),
-            tw_reuse: Some(2),
-            max_tw_buckets: None,
-        };
         let a = client(10, "10.0.0.2", 80);
         let b = client(11, "127.0.0.3", 80);
-        let mut tw = Timewait::new(settings, host, 0, vec![(client(0, "10.0.0.2", 80), 100)]);
+        let before = vec![(client(0, "10.0.0.2", 80), 100)];
+        let mut tw = counting_from((1000, 1999), Some(2), before);
         let ports = |r: &Report, key: &Key| {
             let row = r
                 .by_destination
@@ -944,18 +940,8 @@ mod tests {
 
     #[test]
     fn sockets_from_before_start_fade_over_a_minute() {
-        let settings = Settings {
-            top: 10,
-            threshold_pct: 50,
-            per_request_rate: 10,
-        };
-        let host = Host {
-            port_range: (1000, 1999),
-            tw_reuse: None,
-            max_tw_buckets: None,
-        };
         let before = vec![(client(0, "10.0.0.2", 80), 600)];
-        let mut tw = Timewait::new(settings, host, 0, before);
+        let mut tw = counting_from((1000, 1999), None, before);
         let none = FxHashMap::default();
         assert_eq!(tw.tick(30 * S, &[], &none, None).population, 300);
         assert_eq!(tw.tick(60 * S, &[], &none, None).population, 0);

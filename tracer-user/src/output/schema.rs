@@ -18,11 +18,10 @@ use crate::{
         timewait::{Feed, Host, Key, Role, Settings, Timewait},
     },
     clock::{self, Clock},
-    event::{Detail, Errno, Event, Owner, Proto, SockId, TcpState, TwEnd},
+    event::TcpState,
     input::{Header, Reader},
-    source::KernelCounters,
     summary::Summary,
-    track::{Close, Failure, Known, Opener, Reason, Record, Side},
+    track::{Close, Known, Record},
 };
 
 const SCHEMA: &str = include_str!("../../../docs/socktrace.schema.json");
@@ -50,83 +49,27 @@ fn recorded() -> Vec<Record> {
 /// Records that take the writers' other branches: unknown owners,
 /// namespaces and socket ids, failures, every optional field.
 fn built() -> Vec<Record> {
-    let t = 1_795_618_501_000_000_007;
-    let mut ended = Event::sample(
-        t,
-        0,
-        "",
-        Proto::Tcp,
-        Detail::transition(
-            "[::1]:80",
-            "[::1]:5555",
-            TcpState::TimeWait,
-            TcpState::Close,
-        ),
-    );
-    (ended.owner, ended.sock, ended.netns) = (Owner::UNKNOWN, None, 0);
-    if let Detail::State { info, .. } = &mut ended.detail {
-        info.tw_end = Some(TwEnd::Observed);
-    }
-    let failed_bind = Event::sample(
-        t,
-        7,
-        "nc",
-        Proto::Udp,
-        Detail::Bind {
-            addr: "0.0.0.0:5353".parse().unwrap(),
-            requested_port: 5353,
-            errno: Errno(98),
-        },
-    );
-    let listen = Event::sample(
-        t,
-        7,
-        "nc",
-        Proto::Other(132),
-        Detail::Listen {
-            addr: "[::]:8443".parse().unwrap(),
-            backlog: -1,
-            errno: Errno(0),
-        },
-    );
-    let refused = Close {
-        reset_by: Some(Side::Remote),
-        closed_first: Some(Side::Local),
-        failure: Some(Failure {
-            reason: Reason::Refused,
-            errno: Errno(111),
-        }),
-        spent: vec![(TcpState::SynSent, 19_000), (TcpState::Unknown(42), 1)],
-        ..Close::sample(t, Owner::UNKNOWN, "127.0.0.1:40000", "127.0.0.1:9")
-    };
-    let served = Close {
-        opener: Opener::Passive,
-        netns: 0,
-        predates_us: true,
-        ..Close::sample(t, failed_bind.owner.clone(), "10.0.0.1:80", "10.0.0.2:5000")
-    };
-    let known = Known {
-        sock: SockId(0x1f),
-        netns: 0,
-        state: TcpState::Listen,
-        local: "0.0.0.0:22".parse().unwrap(),
-        remote: "0.0.0.0:0".parse().unwrap(),
-        owner: Owner::UNKNOWN,
-    };
-    let counters = KernelCounters {
-        ring_drops: 3,
-        recursion_misses: 4,
-        ..KernelCounters::default()
-    };
-    vec![
-        Record::Event(ended),
-        Record::Event(failed_bind),
-        Record::Event(listen),
-        Record::Close(refused),
-        Record::Close(served),
-        Record::Existing(known, t),
-        Record::Loss(counters, t),
-    ]
+    let mut records = crate::input::tests::every_kind();
+    let unknown_netns: Vec<Record> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Existing(k, at) => Some(Record::Existing(
+                Known {
+                    netns: 0,
+                    ..k.clone()
+                },
+                *at,
+            )),
+            Record::Close(c) => Some(Record::Close(Close {
+                netns: 0,
+                spent: vec![(TcpState::Unknown(42), 1)],
+                ..c.clone()
+            })),
+            _ => None,
+        })
+        .collect();
+    records.extend(unknown_netns);
+    records
 }
 
 /// A line of every type, and more, as the writers write them.
