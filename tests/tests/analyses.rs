@@ -359,8 +359,8 @@ fn record_then_analyze_offline() {
 }
 
 /// `analyze` of what is no recording (another file, an empty one, a
-/// report) says so in one line and fails; a recording without events
-/// (only its header) is a recording.
+/// report) or of what cannot be read says so in one line and fails; a
+/// recording without events (only its header) is a recording.
 #[test]
 fn analyze_refuses_input_without_records() {
     let dir = scratch_dir("analyze-none");
@@ -404,5 +404,17 @@ fn analyze_refuses_input_without_records() {
             }
         }
     }
+    let out = Command::new(socktrace_bin())
+        .args(["analyze", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "socktrace: {}:1: read error: Is a directory (os error 21)\n",
+            dir.display()
+        )
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

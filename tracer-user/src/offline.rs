@@ -20,7 +20,7 @@ use crate::{
     cli::{AnalyzeArgs, Report},
     clock::Clock,
     host,
-    input::Reader,
+    input::{LineError, Reader},
     output::{ListenersView, Palette, Render, TimewaitView, lifecycles, summary_line},
     plot::{self, Bar, Series},
     record,
@@ -53,6 +53,7 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
     // recording: of a file that is none, one line says so.
     let mut held: Vec<String> = Vec::new();
     let mut last_ns = 0;
+    let mut unread = None;
     while let Some(next) = reader.next() {
         match next {
             Ok(record) => {
@@ -62,6 +63,11 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
                 if let Some(charts) = charts.as_mut() {
                     charts.observe(&record);
                 }
+            }
+            Err((line, LineError::Io(err))) => {
+                // The stream ends here: fails, after the report of what
+                // was read.
+                unread = Some(format!("{name}:{line}: read error: {err}"));
             }
             Err((line, err)) => {
                 bad += 1;
@@ -78,6 +84,9 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
         if out.len() >= 1 << 20 && write(&mut stdout, &mut out).is_err() {
             return Ok(()); // stdout closed (`| head`)
         }
+    }
+    if let (Some(unread), 0) = (&unread, records) {
+        anyhow::bail!("{unread}");
     }
     if records == 0 && reader.header().is_none() {
         let reports = match reader.skipped() {
@@ -107,7 +116,10 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
     if bad > 0 {
         say!("socktrace: {name}: {bad} bad lines skipped");
     }
-    Ok(())
+    match unread {
+        Some(unread) => anyhow::bail!("{unread}; the report covers the lines before it"),
+        None => Ok(()),
+    }
 }
 
 fn write(stdout: &mut impl Write, out: &mut String) -> io::Result<()> {
