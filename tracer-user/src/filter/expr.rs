@@ -25,7 +25,7 @@ use std::{collections::BTreeSet, fmt, net::SocketAddr};
 
 use super::{
     Subject,
-    terms::{CgroupMatch, Net, StateSet},
+    terms::{CgroupMatch, Net, StateSet, number},
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -519,13 +519,14 @@ impl<'a> Parser<'a> {
         })
     }
 
-    /// A number, a service name or `*` (any: `None`).
+    /// A number (as ss reads one: `0x1bb`, `0673` octal), a service name
+    /// or `*` (any: `None`).
     fn port_number(&self, text: &str) -> Result<Option<u16>, String> {
         if text == "*" {
             return Ok(None);
         }
-        text.parse()
-            .ok()
+        number(text)
+            .and_then(|n| u16::try_from(n).ok())
             .or_else(|| (self.services)(text))
             .map(Some)
             .ok_or_else(|| "expected a port".into())

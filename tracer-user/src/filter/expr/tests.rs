@@ -220,6 +220,10 @@ fn ports_with_every_operator_and_form() {
         "dport = 443",
         "dport = :https",
         "dport=:443",
+        // Numbers as ss reads them (strtoul, base 0).
+        "dport = :0x1bb",
+        "dport = :0673",
+        "dport 0x1BB",
     ] {
         assert_eq!(expr(text), https, "{text}");
     }
@@ -238,6 +242,8 @@ fn ports_with_every_operator_and_form() {
         ("ge", Op::Ge),
         ("geq", Op::Ge),
     ];
+    // A leading 0 is octal, as in ss: `:022` is port 18, not 22.
+    assert_eq!(expr("sport = :022"), port(Local, Op::Eq, 18));
     for (token, op) in ops {
         assert_eq!(
             expr(&format!("sport {token} :1024")),
@@ -403,6 +409,11 @@ fn errors_name_the_token() {
         (
             "sport = :99999",
             "bad filter at token 3 (':99999'): expected a port".into(),
+        ),
+        (
+            // 8 is no octal digit: ss refuses it too.
+            "sport = :08",
+            "bad filter at token 3 (':08'): expected a port".into(),
         ),
         ("( sport = :80", "bad filter at its end: expected )".into()),
         (
