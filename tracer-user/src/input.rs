@@ -57,8 +57,10 @@ pub struct Header {
     pub schema: Option<u32>,
     /// socktrace's version.
     pub socktrace: String,
-    pub host: String,
-    pub kernel: String,
+    /// The host name and kernel release; `None` when they could not be
+    /// read.
+    pub host: Option<String>,
+    pub kernel: Option<String>,
     /// The command line that recorded.
     pub command: String,
     pub filters: Vec<String>,
@@ -70,12 +72,14 @@ impl Header {
         let text = |s: &str| serde_json::Value::from(s).to_string();
         let filters = serde_json::Value::from(self.filters.clone());
         let schema = serde_json::Value::from(self.schema);
+        let (host, kernel) = (
+            serde_json::Value::from(self.host.clone()),
+            serde_json::Value::from(self.kernel.clone()),
+        );
         format!(
-            r#"{{"type":"header","time":{},"schema":{schema},"socktrace":{},"host":{},"kernel":{},"command":{},"filters":{filters}}}"#,
+            r#"{{"type":"header","time":{},"schema":{schema},"socktrace":{},"host":{host},"kernel":{kernel},"command":{},"filters":{filters}}}"#,
             text(&self.time),
             text(&self.socktrace),
-            text(&self.host),
-            text(&self.kernel),
             text(&self.command),
         )
     }
@@ -499,8 +503,8 @@ pub(crate) mod tests {
             time: "2026-11-25T14:55:01.000000007Z".into(),
             schema: Some(crate::output::SCHEMA_VERSION),
             socktrace: "0.1.0".into(),
-            host: "web-1".into(),
-            kernel: "6.18.44".into(),
+            host: Some("web-1".into()),
+            kernel: Some("6.18.44".into()),
             command: "socktrace record --port 443 -o \"a b\\c\"".into(),
             filters: vec!["port 443".into()],
         };
@@ -518,6 +522,17 @@ pub(crate) mod tests {
         assert_eq!(reader.next().map(|r| r.map_err(|e| e.0)), Some(Ok(record)));
         assert_eq!(reader.header(), Some(&header));
         assert!(reader.next().is_none());
+        // What could not be read is null, not "".
+        let unread = Header {
+            host: None,
+            kernel: None,
+            ..header
+        };
+        let line = unread.line();
+        assert!(line.contains(r#""host":null,"kernel":null"#), "{line}");
+        let mut reader = Reader::new(line.as_bytes());
+        assert!(reader.next().is_none());
+        assert_eq!(reader.header(), Some(&unread));
     }
 
     #[test]

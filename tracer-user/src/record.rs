@@ -52,10 +52,12 @@ pub fn create(path: &Path, force: bool) -> io::Result<File> {
     options.open(path)
 }
 
-fn read_trimmed(path: &str) -> String {
+/// The file's text, trimmed; `None` if it cannot be read (or is empty).
+fn read_trimmed(path: &str) -> Option<String> {
     std::fs::read_to_string(path)
+        .ok()
         .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+        .filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]

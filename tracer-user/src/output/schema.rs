@@ -132,13 +132,20 @@ fn every_line() -> Vec<String> {
         time: time.clone(),
         schema: Some(SCHEMA_VERSION),
         socktrace: "0.1.0".into(),
-        host: "h".into(),
-        kernel: "6.18".into(),
+        host: Some("h".into()),
+        kernel: Some("6.18".into()),
         command: "socktrace record x".into(),
         filters: vec!["port 443".into()],
     };
-    out.push_str(&header.line());
-    out.push('\n');
+    let unread = Header {
+        host: None,
+        kernel: None,
+        ..header.clone()
+    };
+    for header in [header, unread] {
+        out.push_str(&header.line());
+        out.push('\n');
+    }
     out.lines().map(String::from).collect()
 }
 
