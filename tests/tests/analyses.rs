@@ -211,6 +211,7 @@ fn timewait_counts_real_churn_exactly_by_side() {
     let held: u64 = dests.iter().map(|d| d["time_wait"].as_u64().unwrap()).sum();
     counts(held, clients, "held towards the destinations");
     assert_eq!(dests.len(), 4, "{last}");
+    ports_headroom(&reports);
     // Who: both churn processes, by pid.
     let pids: Vec<u64> = reports
         .iter()
@@ -238,6 +239,65 @@ fn timewait_counts_real_churn_exactly_by_side() {
     counts(entered, clients + servers, "summary");
 }
 
+/// The first line of a file under /proc/sys/net/ipv4, as numbers.
+fn sysctl(name: &str) -> Vec<u64> {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
+        .expect(name)
+        .split_whitespace()
+        .map(|n| n.parse().expect("a number"))
+        .collect()
+}
+
+/// Every destination row of every report holds its ports in TIME_WAIT
+/// and in use against `ip_local_port_range`, and says when none is left
+/// at the rate they grew since the report before (null when they did
+/// not; connections in use when a destination is first seen count as
+/// there before).
+fn ports_headroom(reports: &[&Value]) {
+    let range = match sysctl("ip_local_port_range")[..] {
+        [low, high] => high - low + 1,
+        ref other => panic!("ip_local_port_range: {other:?}"),
+    };
+    let reuse = sysctl("tcp_tw_reuse")[0];
+    let mut before: std::collections::HashMap<String, u64> = Default::default();
+    let mut growing = 0;
+    for r in reports {
+        let interval_s = r["interval_ms"].as_f64().unwrap() / 1000.0;
+        let mut now = std::collections::HashMap::new();
+        for d in r["by_destination"].as_array().unwrap() {
+            let n = |key: &str| d[key].as_u64().unwrap_or_else(|| panic!("{key}: {d}"));
+            let held = n("time_wait") + n("in_use");
+            assert_eq!((n("held"), n("range")), (held, range), "{d}");
+            let percent = held as f64 * 100.0 / range as f64;
+            assert!(
+                (d["percent"].as_f64().unwrap() - percent).abs() <= 0.051,
+                "{d}"
+            );
+            let loopback = d["daddr"].as_str().unwrap().starts_with("127.");
+            assert_eq!(
+                d["tw_reuse_applies"],
+                reuse == 1 || reuse == 2 && loopback,
+                "{d}"
+            );
+            let key = format!("{} {} {}", d["saddr"], d["daddr"], d["dport"]);
+            let prior = before.get(&key).copied().unwrap_or(n("in_use"));
+            let rate = (held as f64 - prior as f64) / interval_s;
+            match d["runs_out_in_s"].as_f64() {
+                Some(s) => {
+                    assert!(rate > 0.0, "{d} after {prior} held");
+                    let want = range.saturating_sub(held) as f64 / rate;
+                    assert!((s - want).abs() <= 0.051 + want * 1e-3, "{d}: want {want}");
+                    growing += 1;
+                }
+                None => assert!(rate <= 0.0, "{d} after {prior} held"),
+            }
+            now.insert(key, held);
+        }
+        before = now;
+    }
+    assert!(growing > 0, "no destination's ports grew while churn ran");
+}
+
 #[test]
 fn record_then_analyze_offline() {
     let dir = scratch_dir("analyze");
@@ -263,7 +323,8 @@ fn record_then_analyze_offline() {
     let done = tracer.stop();
     assert!(done.status.success(), "{}", done.stderr);
     let text = std::fs::read_to_string(&file).unwrap();
-    let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let lines = records(&text);
+    let header = &lines[0];
     assert_eq!(header["type"], "header");
     assert_eq!(
         header["filters"],
@@ -284,7 +345,7 @@ fn record_then_analyze_offline() {
     assert!(stderr.contains(&format!("{f}:3: ")), "{stderr}");
     assert!(stderr.contains(&format!("{f}:4: ")), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let table: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let table = records(&stdout).pop().expect("the table");
     let row = &table["rows"].as_array().unwrap()[0];
     assert_eq!(
         (&row["port"], &row["kind"]),
@@ -294,5 +355,66 @@ fn record_then_analyze_offline() {
     // five cycles still end, four or five of them timed.
     assert_eq!(row["cycles"], 5, "{table}");
     assert_eq!(row["pids"], serde_json::json!([cycle["pid"]]));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `analyze` of what is no recording (another file, an empty one, a
+/// report) or of what cannot be read says so in one line and fails; a
+/// recording without events (only its header) is a recording.
+#[test]
+fn analyze_refuses_input_without_records() {
+    let dir = scratch_dir("analyze-none");
+    let passwd = "root:x:0:0:root:/root:/bin/bash\n".repeat(12);
+    let summary = r#"{"type":"summary","time":"2026-11-25T14:55:01Z"}"#.to_string() + "\n";
+    let header = r#"{"type":"header","time":"2026-11-25T14:55:01Z","schema":1,"socktrace":"0.1.0","host":"h","kernel":"k","command":"c","filters":[]}"#.to_string() + "\n";
+    let cases = [
+        ("passwd", passwd, Some("no socktrace records")),
+        ("empty", String::new(), Some("no socktrace records")),
+        (
+            "report",
+            summary,
+            Some(
+                "no socktrace records, only 1 report line(s) (analyze reads what `record` and `--json` write)",
+            ),
+        ),
+        ("header", header, None),
+    ];
+    for (name, text, refused) in cases {
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(socktrace_bin())
+            .args(["analyze", file.to_str().unwrap(), "--report", "summary"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match refused {
+            Some(why) => {
+                assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+                assert_eq!(
+                    stderr,
+                    format!("socktrace: {}: {why}\n", file.display()),
+                    "{name}"
+                );
+                assert!(out.stdout.is_empty(), "{name}");
+            }
+            None => {
+                assert!(out.status.success(), "{name}: {stderr}");
+                assert_eq!(stderr, "", "{name}");
+                assert!(String::from_utf8_lossy(&out.stdout).starts_with("socktrace: 0 events"));
+            }
+        }
+    }
+    let out = Command::new(socktrace_bin())
+        .args(["analyze", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "socktrace: {}:1: read error: Is a directory (os error 21)\n",
+            dir.display()
+        )
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

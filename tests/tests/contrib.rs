@@ -162,10 +162,7 @@ fn runs_with_only(caps: &BTreeSet<String>, args: &[String]) {
         degraded[0].contains("/proc/PID/fd is unreadable"),
         "{stderr}"
     );
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect();
+    let lines = records(&String::from_utf8_lossy(&out.stdout));
     let types: Vec<&str> = lines.iter().filter_map(|l| l["type"].as_str()).collect();
     assert!(types.len() >= 2, "{types:?}");
     assert!(types[..types.len() - 1].iter().all(|t| *t == "timewait"));

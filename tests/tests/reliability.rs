@@ -217,10 +217,7 @@ fn a_full_bound_socket_table_is_counted() {
     said.push_str(&rest);
     let lines = std::fs::read_to_string(&events).unwrap();
     std::fs::remove_file(&events).unwrap();
-    let events: Vec<Value> = lines
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = records(&lines);
     let binds = of_type(&events, "bind").filter(|e| e["errno"] == 0);
     assert_eq!(binds.count(), TABLE + BEYOND, "{said}");
     assert_eq!(of_type(&events, "release").count(), TABLE, "{said}");

@@ -286,7 +286,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     if !(secs.is_finite() && secs > 0.0 && secs < 1e9) {
         return Err(format!("`{s}` must be a positive number of seconds"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    // A period of 0 ns would stop the timers (tokio panics on it).
+    match Duration::from_secs_f64(secs) {
+        d if d.is_zero() => Err(format!("`{s}` is shorter than a nanosecond")),
+        d => Ok(d),
+    }
 }
 
 #[cfg(test)]
@@ -306,6 +310,18 @@ mod tests {
             Command::Watch(w) => Ok(w),
             other => Err(format!("not watch: {other:?}")),
         }
+    }
+
+    #[test]
+    fn periods_shorter_than_a_nanosecond_are_refused() {
+        let err = Cli::try_parse_from(["socktrace", "timewait", "--interval", "1e-12"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`1e-12` is shorter than a nanosecond"),
+            "{err}"
+        );
+        assert!(watch(&["--tw-poll", "1e-9"]).is_ok());
     }
 
     #[test]

@@ -93,6 +93,14 @@ impl TimeFormatter {
     }
 }
 
+/// The RFC 3339 (UTC, nanoseconds) text of `mono_ns`, for a line written
+/// once (a summary, a table), where no formatter is kept.
+pub fn rfc3339(clock: Clock, mono_ns: u64) -> String {
+    let mut out = String::new();
+    TimeFormatter::new(clock, Style::Rfc3339Utc).write(mono_ns, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

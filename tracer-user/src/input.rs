@@ -46,12 +46,21 @@ const MAX_LINE: usize = 1 << 20;
 /// The first line `socktrace record` writes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
+    /// When recording started, RFC 3339 (`start` in recordings before
+    /// the schema had a version).
+    #[serde(alias = "start")]
+    pub time: String,
+    /// The version of the JSON schema the lines follow
+    /// ([`SCHEMA_VERSION`](crate::output::SCHEMA_VERSION) when we write
+    /// it; absent in older recordings).
+    #[serde(default)]
+    pub schema: Option<u32>,
     /// socktrace's version.
     pub socktrace: String,
-    pub host: String,
-    pub kernel: String,
-    /// When recording started, RFC 3339.
-    pub start: String,
+    /// The host name and kernel release; `None` when they could not be
+    /// read.
+    pub host: Option<String>,
+    pub kernel: Option<String>,
     /// The command line that recorded.
     pub command: String,
     pub filters: Vec<String>,
@@ -62,12 +71,15 @@ impl Header {
     pub fn line(&self) -> String {
         let text = |s: &str| serde_json::Value::from(s).to_string();
         let filters = serde_json::Value::from(self.filters.clone());
+        let schema = serde_json::Value::from(self.schema);
+        let (host, kernel) = (
+            serde_json::Value::from(self.host.clone()),
+            serde_json::Value::from(self.kernel.clone()),
+        );
         format!(
-            r#"{{"type":"header","socktrace":{},"host":{},"kernel":{},"start":{},"command":{},"filters":{filters}}}"#,
+            r#"{{"type":"header","time":{},"schema":{schema},"socktrace":{},"host":{host},"kernel":{kernel},"command":{},"filters":{filters}}}"#,
+            text(&self.time),
             text(&self.socktrace),
-            text(&self.host),
-            text(&self.kernel),
-            text(&self.start),
             text(&self.command),
         )
     }
@@ -228,7 +240,7 @@ impl<R: BufRead> Iterator for Reader<R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use super::*;
@@ -295,7 +307,7 @@ mod tests {
     }
 
     /// One record of every kind, with only what JSON carries.
-    fn every_kind() -> Vec<Record> {
+    pub(crate) fn every_kind() -> Vec<Record> {
         let (v4, peer) = ("127.0.0.1:40000", "127.0.0.1:8080");
         let established = Detail::transition(v4, peer, TcpState::SynSent, TcpState::Established);
         let mut ended = event(
@@ -339,6 +351,7 @@ mod tests {
         };
         let known = Known {
             sock: SockId(0xdead_beef),
+            netns: 4026531840,
             state: TcpState::Listen,
             local: "0.0.0.0:22".parse().unwrap(),
             remote: "0.0.0.0:0".parse().unwrap(),
@@ -487,15 +500,20 @@ mod tests {
     #[test]
     fn header_line_round_trips() {
         let header = Header {
+            time: "2026-11-25T14:55:01.000000007Z".into(),
+            schema: Some(crate::output::SCHEMA_VERSION),
             socktrace: "0.1.0".into(),
-            host: "web-1".into(),
-            kernel: "6.18.44".into(),
-            start: "2026-11-25T14:55:01.000000007Z".into(),
+            host: Some("web-1".into()),
+            kernel: Some("6.18.44".into()),
             command: "socktrace record --port 443 -o \"a b\\c\"".into(),
             filters: vec!["port 443".into()],
         };
         let line = header.line();
-        assert!(line.starts_with(r#"{"type":"header","socktrace":"0.1.0","#));
+        assert!(
+            line.starts_with(
+                r#"{"type":"header","time":"2026-11-25T14:55:01.000000007Z","schema":"#
+            )
+        );
         assert!(!line.contains('\n'));
         let record = Record::Loss(KernelCounters::default(), T);
         let text = format!("{line}\n\n{}", render(std::slice::from_ref(&record)));
@@ -504,6 +522,17 @@ mod tests {
         assert_eq!(reader.next().map(|r| r.map_err(|e| e.0)), Some(Ok(record)));
         assert_eq!(reader.header(), Some(&header));
         assert!(reader.next().is_none());
+        // What could not be read is null, not "".
+        let unread = Header {
+            host: None,
+            kernel: None,
+            ..header
+        };
+        let line = unread.line();
+        assert!(line.contains(r#""host":null,"kernel":null"#), "{line}");
+        let mut reader = Reader::new(line.as_bytes());
+        assert!(reader.next().is_none());
+        assert_eq!(reader.header(), Some(&unread));
     }
 
     #[test]

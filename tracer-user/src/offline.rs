@@ -1,6 +1,7 @@
 //! `socktrace analyze FILE --report ...`: the live analyses, run over a
 //! recording. Bad lines are reported with their number and skipped; the
-//! analysis goes on with the rest.
+//! analysis goes on with the rest. Input without a single record or
+//! header (empty, or not socktrace's) is one line and an error.
 use std::{
     fs::File,
     io::{self, BufRead, BufReader, Write},
@@ -19,7 +20,7 @@ use crate::{
     cli::{AnalyzeArgs, Report},
     clock::Clock,
     host,
-    input::Reader,
+    input::{LineError, Reader},
     output::{ListenersView, Palette, Render, TimewaitView, lifecycles, summary_line},
     plot::{self, Bar, Series},
     record,
@@ -38,7 +39,7 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
         let file = File::open(&args.file).with_context(|| format!("cannot open {name}"))?;
         Box::new(BufReader::with_capacity(1 << 20, file))
     };
-    let reader = Reader::new(input);
+    let mut reader = Reader::new(input);
     let mut charts = args
         .plot
         .as_ref()
@@ -47,26 +48,55 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
     let mut out = String::new();
     let mut stdout = io::stdout().lock();
     let mut bad = 0u64;
+    let mut records = 0u64;
+    // What to say about bad lines, held until the input proves to be a
+    // recording: of a file that is none, one line says so.
+    let mut held: Vec<String> = Vec::new();
     let mut last_ns = 0;
-    for next in reader {
+    let mut unread = None;
+    while let Some(next) = reader.next() {
         match next {
             Ok(record) => {
+                records += 1;
                 last_ns = at(&record).max(last_ns);
                 analysis.observe(&record, &mut out);
                 if let Some(charts) = charts.as_mut() {
                     charts.observe(&record);
                 }
             }
+            Err((line, LineError::Io(err))) => {
+                // The stream ends here: fails, after the report of what
+                // was read.
+                unread = Some(format!("{name}:{line}: read error: {err}"));
+            }
             Err((line, err)) => {
                 bad += 1;
                 if bad <= SHOWN_ERRORS {
-                    say!("socktrace: {name}:{line}: {err}; skipped");
+                    held.push(format!("socktrace: {name}:{line}: {err}; skipped"));
                 }
+            }
+        }
+        if records > 0 || reader.header().is_some() {
+            for said in held.drain(..) {
+                say!("{said}");
             }
         }
         if out.len() >= 1 << 20 && write(&mut stdout, &mut out).is_err() {
             return Ok(()); // stdout closed (`| head`)
         }
+    }
+    if let (Some(unread), 0) = (&unread, records) {
+        anyhow::bail!("{unread}");
+    }
+    if records == 0 && reader.header().is_none() {
+        let reports = match reader.skipped() {
+            0 => String::new(),
+            n => format!(
+                ", only {n} report line(s) (analyze reads what `record` and `--json` \
+                 write)"
+            ),
+        };
+        anyhow::bail!("{name}: no socktrace records{reports}");
     }
     analysis.finish(last_ns, &mut out);
     let _ = write(&mut stdout, &mut out);
@@ -86,7 +116,10 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
     if bad > 0 {
         say!("socktrace: {name}: {bad} bad lines skipped");
     }
-    Ok(())
+    match unread {
+        Some(unread) => anyhow::bail!("{unread}; the report covers the lines before it"),
+        None => Ok(()),
+    }
 }
 
 fn write(stdout: &mut impl Write, out: &mut String) -> io::Result<()> {
@@ -308,6 +341,8 @@ impl Analysis {
     }
 
     fn finish(&mut self, last_ns: u64, out: &mut String) {
+        // Offline times are already wall-clock.
+        let time = || crate::clock::rfc3339(Clock::with_offset(0), last_ns);
         match self {
             Analysis::Listeners(view) => view.finish(last_ns, out),
             Analysis::Timewait(run) => {
@@ -316,8 +351,8 @@ impl Analysis {
                     run.view.report(&report, out);
                 }
             }
-            Analysis::Lifecycles(l, json) => lifecycles(l, *json, out),
-            Analysis::Summary(s, true) => summary_line(s, out),
+            Analysis::Lifecycles(l, json) => lifecycles(l, *json, &time(), out),
+            Analysis::Summary(s, true) => summary_line(s, &time(), out),
             Analysis::Summary(s, false) => {
                 out.push_str(&s.to_string());
                 out.push('\n');

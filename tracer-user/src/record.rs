@@ -21,10 +21,11 @@ pub fn plan(args: RecordArgs) -> anyhow::Result<Plan> {
     let file = create(&args.file, args.force)
         .with_context(|| format!("cannot create {}", args.file.display()))?;
     let header = Header {
+        time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        schema: Some(crate::output::SCHEMA_VERSION),
         socktrace: env!("CARGO_PKG_VERSION").into(),
         host: read_trimmed("/proc/sys/kernel/hostname"),
         kernel: read_trimmed("/proc/sys/kernel/osrelease"),
-        start: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         filters: args.watch.common.filter.describe(),
     };
@@ -51,10 +52,12 @@ pub fn create(path: &Path, force: bool) -> io::Result<File> {
     options.open(path)
 }
 
-fn read_trimmed(path: &str) -> String {
+/// The file's text, trimmed; `None` if it cannot be read (or is empty).
+fn read_trimmed(path: &str) -> Option<String> {
     std::fs::read_to_string(path)
+        .ok()
         .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+        .filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]

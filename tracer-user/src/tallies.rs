@@ -142,7 +142,8 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
     summary.kernel.recursion_misses = missed;
     summary.time_waits = analysis.entries_by_place();
     if args.common.json {
-        summary_line(&summary, &mut out);
+        let time = crate::clock::rfc3339(clock, clock.mono_now());
+        summary_line(&summary, &time, &mut out);
         let _ = stdout
             .write_all(out.as_bytes())
             .and_then(|()| stdout.flush());

@@ -15,7 +15,7 @@ use tokio::time::{MissedTickBehavior, interval};
 use crate::{
     analysis::listeners::Listeners,
     cli::{Common, ListenersArgs, WatchArgs},
-    clock::Clock,
+    clock::{self, Clock},
     diag::{self, Dump},
     event::{self, Owner, SockId, TcpState},
     filter::Filter,
@@ -296,7 +296,8 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
     pipeline.summary.gone = pipeline.tracker.gone;
     pipeline.summary.output_dropped = out.dropped_total;
     if json {
-        summary_line(&pipeline.summary, &mut out.buf);
+        let time = clock::rfc3339(clock, clock.mono_now());
+        summary_line(&pipeline.summary, &time, &mut out.buf);
     }
     // A reader that is not reading now will not get the rest: counted.
     out.finish();
@@ -320,9 +321,11 @@ fn snapshot(
     let owners = proc::socket_owners(probe::cgroup_v2_root().as_deref());
     session::announce_denied_owners(&owners.denied);
     let mut known = Vec::new();
+    let netns = diag::own_netns();
     diag::for_each(which, |s| {
         if wanted(&s.local, &s.remote) {
             known.push(Known {
+                netns,
                 owner: owners
                     .by_inode
                     .get(&s.inode)

@@ -6,7 +6,7 @@ use std::{
     path::PathBuf,
     process::{Child, ChildStdout, Command, ExitStatus, Stdio},
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         mpsc::{self, Receiver, RecvTimeoutError},
     },
     thread,
@@ -143,11 +143,11 @@ impl Tracer {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
-                    self.events.push(parse(&line));
+                    self.events.push(record(&line));
                     // Take whatever else is waiting before checking again:
                     // the check looks at every event so far.
                     while let Ok(line) = self.lines.try_recv() {
-                        self.events.push(parse(&line));
+                        self.events.push(record(&line));
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => panic!(
@@ -194,7 +194,7 @@ impl Tracer {
     /// Waits for socktrace to exit by itself (e.g. `--duration`).
     pub fn finish(mut self) -> Finished {
         let status = self.child.wait().expect("waiting for socktrace");
-        let rest: Vec<Value> = self.lines.iter().map(|l| parse(&l)).collect();
+        let rest: Vec<Value> = self.lines.iter().map(|l| record(&l)).collect();
         self.events.extend(rest);
         if let Some(reader) = self.stderr_reader.take() {
             let _ = reader.join(); // ends with the pipe
@@ -227,9 +227,42 @@ fn spawn_line_reader(out: ChildStdout) -> Receiver<String> {
     rx
 }
 
+/// The contract of socktrace's JSON lines, compiled once per test binary.
+fn schema() -> &'static jsonschema::Validator {
+    static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let text = include_str!("../../../docs/socktrace.schema.json");
+        let schema: Value = serde_json::from_str(text).expect("docs/socktrace.schema.json is JSON");
+        jsonschema::draft202012::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .expect("docs/socktrace.schema.json is a draft 2020-12 schema")
+    })
+}
+
+/// One line socktrace printed: JSON, and valid against
+/// docs/socktrace.schema.json (else the test fails, naming what is wrong).
+pub fn record(line: &str) -> Value {
+    let value = parse(line);
+    let errors: Vec<String> = schema()
+        .iter_errors(&value)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "socktrace printed a line its schema refuses: {line}\n{}",
+        errors.join("\n")
+    );
+    value
+}
+
+/// Every line of `text` (socktrace's output) as [`record`]s.
+pub fn records(text: &str) -> Vec<Value> {
+    text.lines().map(record).collect()
+}
+
 fn parse(line: &str) -> Value {
-    serde_json::from_str(line)
-        .unwrap_or_else(|e| panic!("socktrace printed invalid JSON ({e}): {line}"))
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("invalid JSON ({e}): {line}"))
 }
 
 /// A `sockops` scenario in its own process, and the JSON line it printed.

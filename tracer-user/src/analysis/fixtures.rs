@@ -28,6 +28,12 @@ fn records() -> Vec<Record> {
     let records: Vec<Record> = reader.by_ref().map(|r| r.expect("a valid line")).collect();
     let header = reader.header().expect("a header line");
     assert_eq!(header.filters.len(), 4);
+    // Recorded before headers said `time` and `schema`: `start` reads as
+    // its time.
+    assert_eq!(
+        (header.time.as_str(), header.schema),
+        ("2026-11-25T17:26:48.778932015Z", None)
+    );
     records
 }
 

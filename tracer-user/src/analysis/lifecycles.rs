@@ -10,7 +10,9 @@ use crate::track::{Close, Opener, Record};
 /// A row: one program and where its connections went.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RowKey {
+    /// The owner's name, `-` when `known` is not.
     pub comm: String,
+    pub known: bool,
     pub place: Place,
 }
 
@@ -72,7 +74,11 @@ impl Lifecycles {
                 Opener::Passive => Place::Served(c.local),
                 _ => Place::To(c.remote),
             };
-            let key = RowKey { comm, place };
+            let key = RowKey {
+                comm,
+                known: c.owner.is_known(),
+                place,
+            };
             self.rows.entry(key).or_default().add(c);
         }
     }

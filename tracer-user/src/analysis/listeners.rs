@@ -42,6 +42,9 @@ pub struct Note {
     pub proto: Proto,
     pub addr: SocketAddr,
     pub owner: Owner,
+    /// The socket, and its network namespace (0: unknown).
+    pub sock: SockId,
+    pub netns: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +67,9 @@ pub struct RowKey {
     pub proto: Proto,
     pub port: u16,
     pub kind: Kind,
+    /// The owner's name, `-` when `known` is not.
     pub comm: String,
+    pub known: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -125,6 +130,7 @@ struct Open {
     proto: Proto,
     addr: SocketAddr,
     owner: Owner,
+    netns: u32,
     announced: bool,
 }
 
@@ -181,6 +187,7 @@ impl Listeners {
                     proto: Proto::Tcp,
                     addr: k.local,
                     owner: k.owner.clone(),
+                    netns: k.netns,
                     announced: true,
                 };
                 self.row(&open).open += 1;
@@ -201,14 +208,14 @@ impl Listeners {
                 row.failed_binds += 1;
                 row.last_errno = Some(errno);
                 row.pids.insert(e.owner.pid);
-                Some(note(e, What::BindFailed { errno }, Kind::Bound, addr))
+                Some(note(e, sock, What::BindFailed { errno }, Kind::Bound, addr))
             }
             Detail::Bind { addr, .. } => {
                 // TCP: a listener or a client to be; announced at listen,
                 // or at its release if it never listens.
                 let udp = e.proto == Proto::Udp;
                 self.start(sock, e, Kind::Bound, addr, udp);
-                udp.then(|| note(e, What::Opened { backlog: None }, Kind::Bound, addr))
+                udp.then(|| note(e, sock, What::Opened { backlog: None }, Kind::Bound, addr))
             }
             Detail::State {
                 local,
@@ -247,6 +254,7 @@ impl Listeners {
                 }
                 Some(note(
                     e,
+                    sock,
                     What::Opened {
                         backlog: Some(backlog),
                     },
@@ -269,6 +277,7 @@ impl Listeners {
             proto: e.proto,
             addr,
             owner: e.owner.clone(),
+            netns: e.netns,
             announced,
         };
         // A bound TCP socket that now listens: one socket, now a listener.
@@ -297,6 +306,8 @@ impl Listeners {
             proto: open.proto,
             addr: open.addr,
             owner,
+            sock,
+            netns: open.netns,
         })
     }
 
@@ -320,10 +331,11 @@ fn row_key(proto: Proto, port: u16, kind: Kind, owner: &Owner) -> RowKey {
         } else {
             "-".into()
         },
+        known: owner.is_known(),
     }
 }
 
-fn note(e: &Event, what: What, kind: Kind, addr: SocketAddr) -> Note {
+fn note(e: &Event, sock: SockId, what: What, kind: Kind, addr: SocketAddr) -> Note {
     Note {
         at_ns: e.mono_ns,
         what,
@@ -331,6 +343,8 @@ fn note(e: &Event, what: What, kind: Kind, addr: SocketAddr) -> Note {
         proto: e.proto,
         addr,
         owner: e.owner.clone(),
+        sock,
+        netns: e.netns,
     }
 }
 

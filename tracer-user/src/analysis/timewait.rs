@@ -203,20 +203,37 @@ pub struct DestRow {
     pub per_sec: f64,
     pub time_wait: u64,
     pub in_use: u64,
+    /// Its ephemeral-port headroom.
+    pub ports: Headroom,
+}
+
+/// How many of the ephemeral ports (`ip_local_port_range`) one
+/// destination holds, and when, at the current rate, none is left.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Headroom {
+    /// In TIME_WAIT or in use.
+    pub held: u64,
+    /// The size of the range.
+    pub range: u64,
+    pub percent: f64,
+    /// Seconds until `held` reaches `range` at the rate it grew over the
+    /// last interval; `None` when it did not grow. (A connection in use
+    /// when a destination is first seen is taken to have been there
+    /// before: only TIME_WAIT entries and later connections count as
+    /// growth.)
+    pub runs_out_in_s: Option<f64>,
+    /// `tcp_tw_reuse` lets new connections here take ports in TIME_WAIT.
+    pub tw_reuse: bool,
 }
 
 /// A destination holding too many of the ephemeral ports.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pressure {
     pub dest: Dest,
-    pub held: u64,
-    pub range: u64,
-    pub percent: f64,
-    /// The process holding most of them.
+    pub ports: Headroom,
+    /// The process holding most of them in TIME_WAIT (0: none known).
     pub pid: u32,
     pub comm: String,
-    /// `tcp_tw_reuse` lets new connections take TIME_WAIT ports here.
-    pub reuse: bool,
 }
 
 /// One process opening short connections to one place at a high rate.
@@ -242,13 +259,23 @@ pub struct Timewait {
     started_ns: u64,
     last_ns: u64,
     total_entries: u64,
+    /// Each destination's (TIME_WAIT, in use) at the last tick, for the
+    /// rate its ports fill at (in use not known for those found at start).
+    last_held: FxHashMap<Dest, (u64, Option<u64>)>,
 }
 
 impl Timewait {
     /// Starts counting at `now_ns`, with the TIME_WAIT sockets that exist
     /// then (`before`, counted by key).
     pub fn new(settings: Settings, host: Host, now_ns: u64, before: Vec<(Key, u64)>) -> Timewait {
+        let mut last_held: FxHashMap<Dest, (u64, Option<u64>)> = FxHashMap::default();
+        for (key, n) in &before {
+            if key.role == Role::Client {
+                last_held.entry(key.destination()).or_default().0 += n;
+            }
+        }
         Timewait {
+            last_held,
             settings,
             host,
             last: FxHashMap::default(),
@@ -362,8 +389,14 @@ impl Timewait {
         for row in &mut report.by_local_port {
             row.comm.clear();
         }
-        report.by_destination = self.destinations(&by_key, in_use, interval_ns);
-        report.pressure = self.pressure(&by_key, in_use);
+        let mut destinations = self.destinations(&by_key, in_use, interval_ns);
+        report.pressure = self.pressure(&by_key, &destinations);
+        self.last_held = destinations
+            .iter()
+            .map(|d| (d.dest, (d.time_wait, Some(d.in_use))))
+            .collect();
+        destinations.truncate(self.settings.top);
+        report.by_destination = destinations;
         report.per_request = self.per_request(&deltas, interval_ns);
         report.settings = self.settings_notes(report.population);
         report
@@ -436,6 +469,7 @@ impl Timewait {
         rows
     }
 
+    /// Every destination, busiest first.
     fn destinations(
         &self,
         by_key: &FxHashMap<&Key, (u64, u64)>,
@@ -450,11 +484,15 @@ impl Timewait {
         }
         let mut rows: Vec<DestRow> = grouped
             .into_iter()
-            .map(|(dest, (entries, time_wait))| DestRow {
-                dest,
-                per_sec: per_sec(entries, interval_ns),
-                time_wait,
-                in_use: in_use.get(&dest).copied().unwrap_or(0),
+            .map(|(dest, (entries, time_wait))| {
+                let in_use = in_use.get(&dest).copied().unwrap_or(0);
+                DestRow {
+                    dest,
+                    per_sec: per_sec(entries, interval_ns),
+                    time_wait,
+                    in_use,
+                    ports: self.headroom(&dest, time_wait, in_use, interval_ns),
+                }
             })
             .collect();
         rows.sort_by(|a, b| {
@@ -463,47 +501,53 @@ impl Timewait {
                 .then((b.time_wait + b.in_use).cmp(&(a.time_wait + a.in_use)))
                 .then(a.dest.cmp(&b.dest))
         });
-        rows.truncate(self.settings.top);
         rows
     }
 
-    fn pressure(
-        &self,
-        by_key: &FxHashMap<&Key, (u64, u64)>,
-        in_use: &FxHashMap<Dest, u64>,
-    ) -> Vec<Pressure> {
+    /// `dest`'s headroom with `time_wait` and `in_use` ports held now.
+    fn headroom(&self, dest: &Dest, time_wait: u64, in_use: u64, interval_ns: u64) -> Headroom {
         let range = self.host.range_size();
-        // Per destination: ports held, and the pid holding most.
-        let mut held: FxHashMap<Dest, (u64, u32, u64)> = FxHashMap::default();
-        for (key, (_, population)) in by_key {
-            if key.role != Role::Client {
-                continue;
-            }
-            let h = held.entry(key.destination()).or_default();
-            h.0 += population;
-            if *population > h.2 {
-                (h.1, h.2) = (key.pid, *population);
-            }
+        let held = time_wait + in_use;
+        let (tw_before, in_use_before) = self.last_held.get(dest).copied().unwrap_or_default();
+        let before = tw_before + in_use_before.unwrap_or(in_use);
+        let grown = held as f64 - before as f64;
+        let rate = grown * 1e9 / interval_ns.max(1) as f64;
+        Headroom {
+            held,
+            range,
+            percent: held as f64 * 100.0 / range as f64,
+            runs_out_in_s: (rate > 0.0).then(|| range.saturating_sub(held) as f64 / rate),
+            tw_reuse: self.host.reuses_towards(dest.remote.ip()),
         }
-        for (dest, n) in in_use {
-            held.entry(*dest).or_default().0 += n;
-        }
-        let mut out: Vec<Pressure> = held
-            .into_iter()
-            .filter_map(|(dest, (held, pid, _))| {
-                let percent = held as f64 * 100.0 / range as f64;
-                (percent > f64::from(self.settings.threshold_pct)).then(|| Pressure {
-                    dest,
-                    held,
-                    range,
-                    percent,
+    }
+
+    /// The destinations (of `all`) holding more than the threshold, with
+    /// the process holding most of each.
+    fn pressure(&self, by_key: &FxHashMap<&Key, (u64, u64)>, all: &[DestRow]) -> Vec<Pressure> {
+        let threshold = f64::from(self.settings.threshold_pct);
+        let mut out: Vec<Pressure> = all
+            .iter()
+            .filter(|row| row.ports.percent > threshold)
+            .map(|row| {
+                let pid = by_key
+                    .iter()
+                    .filter(|(key, _)| key.role == Role::Client && key.destination() == row.dest)
+                    .max_by_key(|(key, (_, population))| (*population, std::cmp::Reverse(key.pid)))
+                    .map_or(0, |(key, _)| key.pid);
+                Pressure {
+                    dest: row.dest,
+                    ports: row.ports,
                     pid,
                     comm: self.comm(pid),
-                    reuse: self.host.reuses_towards(dest.remote.ip()),
-                })
+                }
             })
             .collect();
-        out.sort_by(|a, b| b.percent.total_cmp(&a.percent).then(a.dest.cmp(&b.dest)));
+        out.sort_by(|a, b| {
+            b.ports
+                .percent
+                .total_cmp(&a.ports.percent)
+                .then(a.dest.cmp(&b.dest))
+        });
         out
     }
 
@@ -722,6 +766,11 @@ mod tests {
     }
 
     fn analysis(range: (u16, u16), tw_reuse: u8) -> Timewait {
+        counting_from(range, Some(tw_reuse), Vec::new())
+    }
+
+    /// Counting from 0, with the TIME_WAITs of `before` there then.
+    fn counting_from(range: (u16, u16), tw_reuse: Option<u8>, before: Vec<(Key, u64)>) -> Timewait {
         let settings = Settings {
             top: 10,
             threshold_pct: 50,
@@ -729,10 +778,10 @@ mod tests {
         };
         let host = Host {
             port_range: range,
-            tw_reuse: Some(tw_reuse),
+            tw_reuse,
             max_tw_buckets: Some(1000),
         };
-        Timewait::new(settings, host, 0, Vec::new())
+        Timewait::new(settings, host, 0, before)
     }
 
     #[test]
@@ -776,10 +825,10 @@ mod tests {
         );
         assert_eq!(r.pressure.len(), 1, "{r:?}");
         let p = &r.pressure[0];
-        assert_eq!((p.held, p.range, p.pid), (550, 1000, 10));
+        assert_eq!((p.ports.held, p.ports.range, p.pid), (550, 1000, 10));
         assert_eq!(p.comm, "p10");
-        assert!((p.percent - 55.0).abs() < 1e-9);
-        assert!(!p.reuse);
+        assert!((p.ports.percent - 55.0).abs() < 1e-9);
+        assert!(!p.ports.tw_reuse);
         assert_eq!(r.by_destination[0].in_use, 100);
         // Under the threshold: no warning. Loopback with reuse=2: noted.
         let mut tw = analysis((1000, 1999), 2);
@@ -792,7 +841,7 @@ mod tests {
             &FxHashMap::default(),
             None,
         );
-        assert!(r.pressure[0].reuse);
+        assert!(r.pressure[0].ports.tw_reuse);
         assert!(
             r.settings[0].starts_with("tcp_tw_reuse=2"),
             "{:?}",
@@ -803,6 +852,50 @@ mod tests {
             "{:?}",
             r.settings
         );
+    }
+
+    #[test]
+    fn every_destination_says_its_port_headroom() {
+        // 1000 ports. Counting starts at 0 with 100 TIME_WAITs towards A.
+        let a = client(10, "10.0.0.2", 80);
+        let b = client(11, "127.0.0.3", 80);
+        let before = vec![(client(0, "10.0.0.2", 80), 100)];
+        let mut tw = counting_from((1000, 1999), Some(2), before);
+        let ports = |r: &Report, key: &Key| {
+            let row = r
+                .by_destination
+                .iter()
+                .find(|d| d.dest == key.destination());
+            let h = row.expect("a row").ports;
+            (h.held, h.range, h.percent, h.runs_out_in_s, h.tw_reuse)
+        };
+        // At 0.5 s: A has 300 new TIME_WAITs (+300 in 0.5 s: 600/s), and 50
+        // connections in use, there when first seen; B only 20 in use.
+        let in_use = FxHashMap::from_iter([(a.destination(), 50), (b.destination(), 20)]);
+        let half = S / 2;
+        // (Those from before fade: 100 at 0 s, 99 at 0.5 s.)
+        let r = tw.tick(half, &[counted(&a, 300, 300, 300)], &in_use, None);
+        assert_eq!(ports(&r, &a), (449, 1000, 44.9, Some(551.0 / 598.0), false));
+        assert_eq!(ports(&r, &b), (20, 1000, 2.0, None, true));
+        assert!(r.pressure.is_empty());
+        // At 1.5 s: A +100 TIME_WAITs and +50 in use in 1 s (150/s; the
+        // old ones down to 97), past the threshold; B down to 10 in use.
+        let in_use = FxHashMap::from_iter([(a.destination(), 100), (b.destination(), 10)]);
+        let r = tw.tick(3 * half, &[counted(&a, 400, 400, 400)], &in_use, None);
+        assert_eq!(ports(&r, &a), (597, 1000, 59.7, Some(403.0 / 148.0), false));
+        assert_eq!(ports(&r, &b), (10, 1000, 1.0, None, true));
+        assert_eq!(r.pressure.len(), 1);
+        assert_eq!(
+            (r.pressure[0].ports, r.pressure[0].pid),
+            (r.by_destination[0].ports, 10)
+        );
+        // Nothing new: A's ports do not fill, whatever it holds.
+        let r = tw.tick(5 * half, &[counted(&a, 400, 400, 400)], &in_use, None);
+        assert_eq!(ports(&r, &a).3, None);
+        // Full (400 + 94 from before + 700): it ran out.
+        let in_use = FxHashMap::from_iter([(a.destination(), 700)]);
+        let r = tw.tick(7 * half, &[counted(&a, 400, 400, 400)], &in_use, None);
+        assert_eq!(ports(&r, &a), (1194, 1000, 119.4, Some(0.0), false));
     }
 
     #[test]
@@ -847,18 +940,8 @@ mod tests {
 
     #[test]
     fn sockets_from_before_start_fade_over_a_minute() {
-        let settings = Settings {
-            top: 10,
-            threshold_pct: 50,
-            per_request_rate: 10,
-        };
-        let host = Host {
-            port_range: (1000, 1999),
-            tw_reuse: None,
-            max_tw_buckets: None,
-        };
         let before = vec![(client(0, "10.0.0.2", 80), 600)];
-        let mut tw = Timewait::new(settings, host, 0, before);
+        let mut tw = counting_from((1000, 1999), None, before);
         let none = FxHashMap::default();
         assert_eq!(tw.tick(30 * S, &[], &none, None).population, 300);
         assert_eq!(tw.tick(60 * S, &[], &none, None).population, 0);

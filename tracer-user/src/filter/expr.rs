@@ -19,13 +19,13 @@
 //! /etc/services, or `*`; FAMILY `inet` or `inet6`. A run of juxtaposed
 //! `state`/`exclude` terms is one set, as ss builds its state filter:
 //! `state established state syn-sent` is either state, `exclude listening
-//! exclude closed` neither. Parentheses and operators need no spaces
-//! around them (`(dport=:443)`).
+//! exclude closed` neither. Parentheses and operators are tokens of
+//! their own and need no spaces around them (`(dport=:443&&!sport=:80)`).
 use std::{collections::BTreeSet, fmt, net::SocketAddr};
 
 use super::{
     Subject,
-    terms::{CgroupMatch, Net, StateSet},
+    terms::{CgroupMatch, Net, StateSet, number},
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -247,28 +247,34 @@ impl fmt::Display for ParseError {
     }
 }
 
-/// Splits on white space, and around parentheses and runs of operator
-/// characters, none of which appear in addresses, ports or paths.
+/// ss's operators, longest first where one begins another: each is a
+/// token of its own, wherever it stands.
+const OPERATORS: [&str; 12] = [
+    "&&", "||", "!=", "==", "<=", ">=", "&", "|", "!", "=", "<", ">",
+];
+
+/// Splits on white space, and around parentheses and operators (none of
+/// which appear in addresses, ports or paths), taking the longest
+/// operator at each place: `dport=:443&&!sport=:80` is `dport`, `=`,
+/// `:443`, `&&`, `!`, `sport`, `=`, `:80`, and `!!x` is `!`, `!`, `x`.
+/// A run ss refuses (`=>`, `&&&`) lexes into operators the parser then
+/// refuses, naming the one out of place.
 fn lex(text: &str) -> Vec<&str> {
-    let class = |c: char| match c {
-        '(' | ')' => 0,
-        '=' | '!' | '<' | '>' | '&' | '|' => 1,
-        _ => 2,
-    };
     let mut tokens = Vec::new();
     for word in text.split_whitespace() {
-        let mut start = 0;
-        let mut chars = word.char_indices().peekable();
-        while let Some((i, c)) = chars.next() {
-            let ends = match chars.peek() {
-                None => true,
-                Some(&(_, next)) => class(c) == 0 || class(next) != class(c),
+        let mut rest = word;
+        while !rest.is_empty() {
+            let len = if rest.starts_with(['(', ')']) {
+                1
+            } else if let Some(op) = OPERATORS.iter().find(|op| rest.starts_with(**op)) {
+                op.len()
+            } else {
+                rest.find(|c: char| "()&|!=<>".contains(c))
+                    .unwrap_or(rest.len())
             };
-            if ends {
-                let end = i + c.len_utf8();
-                tokens.push(&word[start..end]);
-                start = end;
-            }
+            let (token, after) = rest.split_at(len);
+            tokens.push(token);
+            rest = after;
         }
     }
     tokens
@@ -513,13 +519,14 @@ impl<'a> Parser<'a> {
         })
     }
 
-    /// A number, a service name or `*` (any: `None`).
+    /// A number (as ss reads one: `0x1bb`, `0673` octal), a service name
+    /// or `*` (any: `None`).
     fn port_number(&self, text: &str) -> Result<Option<u16>, String> {
         if text == "*" {
             return Ok(None);
         }
-        text.parse()
-            .ok()
+        number(text)
+            .and_then(|n| u16::try_from(n).ok())
             .or_else(|| (self.services)(text))
             .map(Some)
             .ok_or_else(|| "expected a port".into())

@@ -18,11 +18,13 @@ pub struct Net {
 
 impl Net {
     /// `10.0.0.0/8`, `::1`, `fe80::/10`; as `ss` and `ip` take them, an
-    /// IPv4 prefix may leave out trailing zero bytes (`192.168/16`).
+    /// IPv4 prefix may leave out trailing zero bytes (`192.168/16`), and
+    /// its length may be a netmask (`10.0.0.0/255.0.0.0`) or a number
+    /// the way ss reads one (`/0x8`).
     pub fn parse(text: &str) -> Result<Net, String> {
         let bad = || format!("expected an address or prefix, e.g. 10.0.0.0/8 or ::1, not `{text}`");
         let (addr, len) = match text.split_once('/') {
-            Some((addr, len)) => (addr, Some(len.parse::<u8>().map_err(|_| bad())?)),
+            Some((addr, len)) => (addr, Some(len)),
             None => (text, None),
         };
         let addr = match (addr.parse::<IpAddr>(), len) {
@@ -30,12 +32,23 @@ impl Net {
             (Err(_), Some(_)) => short_v4(addr).ok_or_else(bad)?,
             (Err(_), None) => return Err(bad()),
         };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let len = len.unwrap_or(max);
+        let max: u64 = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            None => max,
+            Some(len) => match (number(len), len.parse::<IpAddr>()) {
+                (Some(n), _) => n,
+                (None, Ok(mask)) if mask.is_ipv4() == addr.is_ipv4() => mask_len(mask)
+                    .ok_or_else(|| format!("netmask {mask} is not contiguous ones, then zeros"))?,
+                _ => return Err(bad()),
+            },
+        };
         if len > max {
             return Err(format!("prefix length /{len} is longer than {max} bits"));
         }
-        Ok(Net { addr, len })
+        Ok(Net {
+            addr,
+            len: len as u8,
+        })
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -67,6 +80,31 @@ impl fmt::Display for Net {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.len)
     }
+}
+
+/// The prefix length of a netmask (`255.255.0.0` -> 16), if its ones
+/// come first.
+fn mask_len(mask: IpAddr) -> Option<u64> {
+    let (bits, width) = match mask {
+        IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 32),
+        IpAddr::V6(v6) => (u128::from(v6), 128),
+    };
+    let ones = bits.leading_ones();
+    (bits.checked_shl(ones).unwrap_or(0) == 0).then(|| u64::from(ones.min(width)))
+}
+
+/// A number the way ss reads one (C's `strtoul`, base 0): `0x16` is
+/// hexadecimal, `026` octal, `22` decimal.
+pub fn number(text: &str) -> Option<u64> {
+    let (digits, radix) = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => (hex, 16),
+        None if text.len() > 1 && text.starts_with('0') => (&text[1..], 8),
+        None => (text, 10),
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    u64::from_str_radix(digits, radix).ok()
 }
 
 /// `192.168` -> 192.168.0.0: one to three dotted bytes.
@@ -278,6 +316,34 @@ mod tests {
             "193.233.7.0/24"
         );
         assert!(Net::parse("10.1.2.3/8").unwrap().contains(ip("10.9.9.9")));
+        // Lengths as ss reads them: a netmask, a number in any base.
+        for (text, net) in [
+            ("127.0.0.0/255.0.0.0", "127.0.0.0/8"),
+            ("10.0.0.0/255.255.255.255", "10.0.0.0/32"),
+            ("10.0.0.0/0.0.0.0", "10.0.0.0/0"),
+            ("fe80::/ffc0::", "fe80::/10"),
+            ("10.0.0.0/0x8", "10.0.0.0/8"),
+            ("10.0.0.0/010", "10.0.0.0/8"),
+        ] {
+            assert_eq!(Net::parse(text).unwrap().to_string(), net, "{text}");
+        }
+        assert_eq!(
+            Net::parse("10.0.0.0/255.0.255.0").unwrap_err(),
+            "netmask 255.0.255.0 is not contiguous ones, then zeros"
+        );
+        assert_eq!(
+            [
+                number("22"),
+                number("026"),
+                number("0x16"),
+                number("0X16"),
+                number("0")
+            ],
+            [Some(22), Some(22), Some(22), Some(22), Some(0)]
+        );
+        for not_a_number in ["", "0x", "08", "1e3", "-1", "+1", " 1", "0x1g"] {
+            assert_eq!(number(not_a_number), None, "{not_a_number}");
+        }
     }
 
     #[test]
@@ -290,6 +356,8 @@ mod tests {
             "1.2.3.4.5/8",
             "10/x",
             "::1/-1",
+            "10.0.0.0/ffff::",
+            "::/255.0.0.0",
         ] {
             let err = Net::parse(bad).unwrap_err();
             assert!(
@@ -302,6 +370,10 @@ mod tests {
             "prefix length /33 is longer than 32 bits"
         );
         assert!(Net::parse("::/129").is_err());
+        assert_eq!(
+            Net::parse("10.0.0.0/300").unwrap_err(),
+            "prefix length /300 is longer than 32 bits"
+        );
     }
 
     #[test]

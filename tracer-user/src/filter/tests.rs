@@ -130,6 +130,7 @@ fn existing_listener() -> Record {
     Record::Existing(
         Known {
             sock: SockId(1),
+            netns: 1,
             state: TcpState::Listen,
             local: "0.0.0.0:22".parse().unwrap(),
             remote: "0.0.0.0:0".parse().unwrap(),

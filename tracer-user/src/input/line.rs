@@ -168,7 +168,7 @@ impl Line<'_> {
             owner: self.owner()?,
             proto: proto(need(self.proto, "proto")?)?,
             sock: self.sock.map(sock_id).transpose()?,
-            netns: need(self.netns, "netns")?,
+            netns: self.netns(),
             detail,
         };
         self.check_family(event.local())?;
@@ -194,7 +194,7 @@ impl Line<'_> {
             sock: sock_id(need(self.sock, "sock")?)?,
             owner: self.owner()?,
             proto: proto(need(self.proto, "proto")?)?,
-            netns: need(self.netns, "netns")?,
+            netns: self.netns(),
             local,
             remote,
             opener: named(
@@ -215,17 +215,23 @@ impl Line<'_> {
         })
     }
 
-    /// A `socket` line (`netns` and `proto` are not kept: always 0, tcp).
+    /// A `socket` line (`proto` is not kept: always tcp).
     fn known(self) -> Result<Known, LineError> {
         let (local, remote) = self.ends()?;
         self.check_family(&local)?;
         Ok(Known {
             sock: sock_id(need(self.sock, "sock")?)?,
+            netns: self.netns(),
             state: state("state", self.state)?,
             local,
             remote,
             owner: self.owner()?,
         })
+    }
+
+    /// `netns`; `null` (unknown) is held as 0, as the live records hold it.
+    fn netns(&self) -> u32 {
+        self.netns.unwrap_or(0)
     }
 
     fn owner(&self) -> Result<Owner, LineError> {

@@ -56,12 +56,18 @@ pub(super) fn common(
     };
     o.name("owner_source", owner.source.name())
         .shown("proto", proto)
-        .name("family", family_name(addr))
-        .uint("netns", netns.into());
+        .name("family", family_name(addr));
+    self::netns(o, netns);
     match sock {
         Some(sock) => o.shown("sock", sock),
         None => o.null("sock"),
     };
+}
+
+/// A network namespace inode; 0 is what we hold when it is not known
+/// (the kernel's namespace inodes are never 0): `null`.
+pub(super) fn netns(o: &mut Obj<'_>, netns: u32) {
+    o.opt("netns", (netns != 0).then_some(netns), uint);
 }
 
 pub(super) fn uint<T: Into<u64>>(o: &mut Obj<'_>, key: &str, v: T) {
@@ -133,7 +139,14 @@ impl Json {
     fn existing(&mut self, k: &Known, out: &mut String) {
         let mut o = Obj::new(out, "socket");
         o.name("time", &self.scratch);
-        common(&mut o, &k.owner, Proto::Tcp, &k.local, 0, Some(k.sock));
+        common(
+            &mut o,
+            &k.owner,
+            Proto::Tcp,
+            &k.local,
+            k.netns,
+            Some(k.sock),
+        );
         endpoints(&mut o, &k.local, &k.remote);
         o.name("state", k.state.name());
         o.end();
@@ -179,9 +192,10 @@ impl Json {
     }
 }
 
-/// The end-of-run summary as one `summary` line.
-pub fn summary_line(s: &Summary, out: &mut String) {
+/// The end-of-run summary as one `summary` line, at `time` (RFC 3339).
+pub fn summary_line(s: &Summary, time: &str, out: &mut String) {
     Obj::new(out, "summary")
+        .name("time", time)
         .object("events", |o| {
             o.uint("state", s.state)
                 .uint("bind", s.bind)
@@ -310,6 +324,44 @@ mod tests {
         }
         assert_eq!(v["owner_source"], "unknown");
         assert!(v.get("timewait_end").is_none());
+    }
+
+    #[test]
+    fn socket_line_has_its_namespace_and_an_unknown_one_is_null() {
+        let known = Known {
+            sock: SockId(0x1f),
+            netns: 4026531833,
+            state: TcpState::Listen,
+            local: "0.0.0.0:22".parse().unwrap(),
+            remote: "0.0.0.0:0".parse().unwrap(),
+            owner: Owner::UNKNOWN,
+        };
+        let v = render(&Record::Existing(known.clone(), 5_000_000_000));
+        assert_eq!(
+            (&v["type"], &v["netns"], &v["sock"], &v["state"]),
+            (
+                &"socket".into(),
+                &4026531833u32.into(),
+                &"1f".into(),
+                &"LISTEN".into()
+            )
+        );
+        let unknown = Known { netns: 0, ..known };
+        let v = render(&Record::Existing(unknown, 5_000_000_000));
+        assert_eq!(v["netns"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn summary_line_has_type_and_time() {
+        let clock = Clock::with_offset(1_795_618_501 * 1_000_000_000 - 5_000_000_000);
+        let time = crate::clock::rfc3339(clock, 5_000_000_007);
+        let mut out = String::new();
+        summary_line(&Summary::default(), &time, &mut out);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            (&v["type"], &v["time"]),
+            (&"summary".into(), &"2026-11-25T14:55:01.000000007Z".into())
+        );
     }
 
     #[test]

@@ -81,6 +81,18 @@ impl<'a> Obj<'a> {
         self
     }
 
+    /// A number with one decimal (a rate, a percentage): a JSON number,
+    /// `null` if it is not finite.
+    pub fn decimal(&mut self, key: &str, value: f64) -> &mut Self {
+        let out = self.key(key);
+        if value.is_finite() {
+            let _ = write!(out, "{value:.1}");
+        } else {
+            out.push_str("null");
+        }
+        self
+    }
+
     /// Milliseconds with microsecond precision.
     pub fn millis(&mut self, key: &str, ns: u64) -> &mut Self {
         let out = self.key(key);
@@ -203,6 +215,8 @@ mod tests {
             .uint("u", 42)
             .int("i", -7)
             .millis("ms", 1_500_600)
+            .decimal("rate", 1993.04)
+            .decimal("inf", f64::INFINITY)
             .bool("b", true)
             .opt("n", None::<u64>, |o, k, v| {
                 o.uint(k, v);
@@ -218,7 +232,7 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"type": "t", "s": "a\"b\\c\n\u{1}é", "u": 42, "i": -7,
-                "ms": 1.501, "b": true, "n": null, "o": {"x": 0.0, "y": "Z"}, "ip": "::1",
+                "ms": 1.501, "rate": 1993.0, "inf": null, "b": true, "n": null, "o": {"x": 0.0, "y": "Z"}, "ip": "::1",
                 "v4": "10.0.255.1", "v6": "::ffff:1.2.3.4"})
         );
         assert!(out.ends_with("}\n"));

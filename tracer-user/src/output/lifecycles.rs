@@ -7,24 +7,28 @@ use crate::analysis::{lifecycles::Lifecycles, timewait::Place};
 
 const COLUMNS: &str = "COMM            WHERE                          CONNS    FAILED  RESET   TIME_WAIT  MEDIAN     P99        MAX        TX_KB    RX_KB";
 
-pub fn lifecycles(l: &Lifecycles, json: bool, out: &mut String) {
+/// The table; as JSON, a line at `time` (RFC 3339).
+pub fn lifecycles(l: &Lifecycles, json: bool, time: &str, out: &mut String) {
     if json {
         Obj::new(out, "lifecycles")
+            .name("time", time)
             .array("rows", l.rows(), |o, (key, row)| {
                 let (side, addr) = match key.place {
                     Place::To(addr) => ("client", addr),
                     Place::Served(addr) => ("server", addr),
                 };
-                o.string("comm", &key.comm)
-                    .name("side", side)
-                    .ip("addr", addr.ip())
-                    .uint("port", addr.port().into())
-                    .uint("connections", row.connections)
-                    .uint("failed", row.failed)
-                    .uint("reset", row.reset)
-                    .uint("time_wait", row.time_wait)
-                    .uint("bytes_sent", row.bytes_sent)
-                    .uint("bytes_received", row.bytes_received);
+                o.opt("comm", key.known.then_some(&key.comm), |o, k, c| {
+                    o.string(k, c);
+                })
+                .name("side", side)
+                .ip("addr", addr.ip())
+                .uint("port", addr.port().into())
+                .uint("connections", row.connections)
+                .uint("failed", row.failed)
+                .uint("reset", row.reset)
+                .uint("time_wait", row.time_wait)
+                .uint("bytes_sent", row.bytes_sent)
+                .uint("bytes_received", row.bytes_received);
                 let d = row.durations();
                 for (i, key) in ["median_ms", "p99_ms", "max_ms"].into_iter().enumerate() {
                     o.opt(key, d, |o, k, d| {

@@ -94,7 +94,7 @@ impl ListenersView {
             What::BindFailed { .. } => "bind_failed",
         };
         o.name("event", event);
-        common(&mut o, &n.owner, n.proto, &n.addr, 0, None);
+        common(&mut o, &n.owner, n.proto, &n.addr, n.netns, Some(n.sock));
         o.name("kind", n.kind.name())
             .ip("addr", n.addr.ip())
             .uint("port", n.addr.port().into());
@@ -127,7 +127,9 @@ impl ListenersView {
                     o.shown("proto", key.proto)
                         .uint("port", key.port.into())
                         .name("kind", key.kind.name())
-                        .string("comm", &key.comm)
+                        .opt("comm", key.known.then_some(&key.comm), |o, k, c| {
+                            o.string(k, c);
+                        })
                         .uints("pids", row.pids.iter().map(|&p| u64::from(p)))
                         .uint("cycles", row.cycles)
                         .uint("short", row.short)
@@ -201,5 +203,105 @@ impl Render for ListenersView {
 
     fn finish(&mut self, now_ns: u64, out: &mut String) {
         self.table(now_ns, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Detail, Errno, Event, Proto};
+
+    fn lines(records: &[Record]) -> Vec<serde_json::Value> {
+        let clock = Clock::with_offset(0);
+        let mut view = ListenersView::new(clock, Listeners::new(1_000_000_000), true, Palette::OFF);
+        let mut out = String::new();
+        for r in records {
+            view.record(r, &mut out);
+        }
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn listener_lines_carry_the_socket_and_its_namespace() {
+        let addr = "127.0.0.1:5353".parse().unwrap();
+        let bind = Event::sample(
+            1_000,
+            7,
+            "nc",
+            Proto::Udp,
+            Detail::Bind {
+                addr,
+                requested_port: 5353,
+                errno: Errno(0),
+            },
+        );
+        let release = Event {
+            mono_ns: 2_000,
+            detail: Detail::Release { addr },
+            ..bind.clone()
+        };
+        let failed = Event {
+            netns: 0,
+            detail: Detail::Bind {
+                addr,
+                requested_port: 5353,
+                errno: Errno(98),
+            },
+            ..bind.clone()
+        };
+        let got = lines(&[
+            Record::Event(bind),
+            Record::Event(release),
+            Record::Event(failed),
+        ]);
+        let fields: Vec<_> = got
+            .iter()
+            .map(|l| (l["event"].clone(), l["sock"].clone(), l["netns"].clone()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("open".into(), "abc".into(), 4026531840u32.into()),
+                ("close".into(), "abc".into(), 4026531840u32.into()),
+                ("bind_failed".into(), "abc".into(), serde_json::Value::Null),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_table_row_of_no_known_owner_has_a_null_comm() {
+        let known = || crate::track::Known {
+            sock: crate::event::SockId(1),
+            netns: 1,
+            state: crate::event::TcpState::Listen,
+            local: "0.0.0.0:22".parse().unwrap(),
+            remote: "0.0.0.0:0".parse().unwrap(),
+            owner: crate::event::Owner::UNKNOWN,
+        };
+        let clock = Clock::with_offset(0);
+        let mut view = ListenersView::new(clock, Listeners::new(1_000_000_000), true, Palette::OFF);
+        let mut out = String::new();
+        view.record(&Record::Existing(known(), 5), &mut out);
+        view.finish(10, &mut out);
+        let table: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            (&table["rows"][0]["port"], &table["rows"][0]["comm"]),
+            (&22.into(), &serde_json::Value::Null)
+        );
+        // People still read `-`.
+        let mut text =
+            ListenersView::new(clock, Listeners::new(1_000_000_000), false, Palette::OFF);
+        let mut out = String::new();
+        text.record(&Record::Existing(known(), 5), &mut out);
+        text.finish(10, &mut out);
+        assert!(
+            out.lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("tcp   22    listen -  "),
+            "{out}"
+        );
     }
 }

@@ -6,6 +6,8 @@ mod json;
 mod jsonw;
 mod lifecycles;
 mod listeners;
+#[cfg(test)]
+mod schema;
 mod text;
 mod timewait;
 
@@ -19,6 +21,11 @@ pub use timewait::TimewaitView;
 use std::task::{Context, Poll};
 
 use crate::track::Record;
+
+/// The version of the JSON lines' contract, `docs/socktrace.schema.json`
+/// (its `$id` ends in it), which `record`'s header carries as `schema`.
+/// Raise it when a line changes in a way a reader could notice.
+pub const SCHEMA_VERSION: u32 = 1;
 
 pub trait Render {
     /// Appends the line (with its newline) for `record` to `out`, if this

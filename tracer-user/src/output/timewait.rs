@@ -2,9 +2,9 @@
 //! one `timewait` JSON line per interval for programs.
 use std::fmt::Write as _;
 
-use super::{Hue, Palette, jsonw::Obj};
+use super::{Hue, Palette, json::netns, jsonw::Obj};
 use crate::{
-    analysis::timewait::{Dest, Report},
+    analysis::timewait::{Dest, Headroom, Report},
     clock::{Clock, Style, TimeFormatter},
 };
 
@@ -80,17 +80,25 @@ fn text(r: &Report, time: &str, palette: Palette, out: &mut String) {
     }
     if !r.by_destination.is_empty() {
         out.push_str(
-            "  DESTINATION (client side)                          ENTRIES/S  TIME_WAIT  IN_USE\n",
+            "  DESTINATION (client side)                          ENTRIES/S  TIME_WAIT  IN_USE  \
+             PORTS_HELD/RANGE        RUNS_OUT\n",
         );
         for d in &r.by_destination {
+            let h = &d.ports;
+            let held = format!("{}/{} {:.1}%", h.held, h.range, h.percent);
+            let runs_out = h.runs_out_in_s.map_or("-".into(), human_secs);
             let _ = writeln!(
                 out,
-                "  {:<50} {:>9.0} {:>10} {:>7}",
+                "  {:<50} {:>9.0} {:>10} {:>7}  {held:<23} {runs_out}{}",
                 dest_name(&d.dest),
                 d.per_sec,
                 d.time_wait,
-                d.in_use
+                d.in_use,
+                if h.tw_reuse { " *" } else { "" }
             );
+        }
+        if r.by_destination.iter().any(|d| d.ports.tw_reuse) {
+            out.push_str("  * tcp_tw_reuse lets new connections there take ports in TIME_WAIT\n");
         }
     }
     if !r.by_local_port.is_empty() {
@@ -111,12 +119,12 @@ fn text(r: &Report, time: &str, palette: Palette, out: &mut String) {
             "! {} holds {:.0}% of the local ports ({} of {}), most by pid {} ({}): new \
              connections there fail with EADDRNOTAVAIL once none is free{}",
             dest_name(&p.dest),
-            p.percent,
-            p.held,
-            p.range,
+            p.ports.percent,
+            p.ports.held,
+            p.ports.range,
             p.pid,
             p.comm,
-            if p.reuse {
+            if p.ports.tw_reuse {
                 "; tcp_tw_reuse lets them take ports in TIME_WAIT here"
             } else {
                 ""
@@ -142,11 +150,41 @@ fn text(r: &Report, time: &str, palette: Palette, out: &mut String) {
     }
 }
 
+/// When ports run out, for people: `now`, `45 s`, `12 min`, `3.5 h`.
+fn human_secs(s: f64) -> String {
+    match s {
+        ..0.5 => "now".into(),
+        ..119.5 => format!("{s:.0} s"),
+        ..7170.0 => format!("{:.0} min", s / 60.0),
+        _ => format!("{:.1} h", s / 3600.0),
+    }
+}
+
+/// A destination's ephemeral-port headroom.
+fn headroom(o: &mut Obj<'_>, h: &Headroom) {
+    o.uint("held", h.held)
+        .uint("range", h.range)
+        .decimal("percent", h.percent)
+        .opt("runs_out_in_s", h.runs_out_in_s, |o, k, s| {
+            o.decimal(k, s);
+        })
+        .bool("tw_reuse_applies", h.tw_reuse);
+}
+
 fn dest(o: &mut Obj<'_>, d: &Dest) {
     o.ip("saddr", d.local)
         .ip("daddr", d.remote.ip())
-        .uint("dport", d.remote.port().into())
-        .uint("netns", d.netns.into());
+        .uint("dport", d.remote.port().into());
+    netns(o, d.netns);
+}
+
+/// A row's process; pid 0 is the analysis's row for owners not known
+/// (sockets older than us, unowned ends): `null` both.
+fn process(o: &mut Obj<'_>, pid: u32, comm: &str) {
+    match pid {
+        0 => o.null("pid").null("comm"),
+        pid => o.uint("pid", pid.into()).string("comm", comm),
+    };
 }
 
 fn json(r: &Report, time: &str, out: &mut String) {
@@ -154,7 +192,7 @@ fn json(r: &Report, time: &str, out: &mut String) {
     o.name("time", time)
         .millis("interval_ms", r.interval_ns)
         .uint("entries", r.entries)
-        .shown("entries_per_sec", format_args!("{:.1}", r.rate()))
+        .decimal("entries_per_sec", r.rate())
         .uint("client_side", r.client_entries)
         .uint("server_side", r.server_entries)
         .uint("population", r.population)
@@ -164,38 +202,35 @@ fn json(r: &Report, time: &str, out: &mut String) {
         .uint("total_entries", r.total_entries)
         .uint("missed", r.missed)
         .array("by_process", &r.by_process, |o, row| {
-            o.uint("pid", row.id.into())
-                .string("comm", &row.comm)
-                .shown("per_sec", format_args!("{:.1}", row.per_sec))
+            process(o, row.id, &row.comm);
+            o.decimal("per_sec", row.per_sec)
                 .uint("time_wait", row.population);
         })
         .array("by_destination", &r.by_destination, |o, d| {
             dest(o, &d.dest);
-            o.shown("per_sec", format_args!("{:.1}", d.per_sec))
+            o.decimal("per_sec", d.per_sec)
                 .uint("time_wait", d.time_wait)
                 .uint("in_use", d.in_use);
+            headroom(o, &d.ports);
         })
         .array("by_local_port", &r.by_local_port, |o, row| {
             o.uint("port", row.id.into())
-                .shown("per_sec", format_args!("{:.1}", row.per_sec))
+                .decimal("per_sec", row.per_sec)
                 .uint("time_wait", row.population);
         })
         .array("port_pressure", &r.pressure, |o, p| {
             dest(o, &p.dest);
-            o.uint("held", p.held)
-                .uint("range", p.range)
-                .shown("percent", format_args!("{:.1}", p.percent))
-                .uint("pid", p.pid.into())
-                .string("comm", &p.comm)
-                .bool("tw_reuse_applies", p.reuse);
+            headroom(o, &p.ports);
+            process(o, p.pid, &p.comm);
         })
         .array("per_request", &r.per_request, |o, c| {
+            // Only processes known by pid are flagged.
             o.uint("pid", c.pid.into())
                 .string("comm", &c.comm)
                 .ip("daddr", c.dest.remote.ip())
                 .uint("dport", c.dest.remote.port().into())
-                .shown("per_sec", format_args!("{:.1}", c.per_sec))
-                .shown("short_percent", format_args!("{:.1}", c.short_pct));
+                .decimal("per_sec", c.per_sec)
+                .decimal("short_percent", c.short_pct);
         })
         .array("settings", &r.settings, |o, s| {
             o.string("note", s);
@@ -206,7 +241,132 @@ fn json(r: &Report, time: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::timewait::{PerRequest, Pressure};
+    use crate::analysis::timewait::{DestRow, Headroom, PerRequest, Pressure, Row};
+
+    /// A report with a row of every kind.
+    fn sample() -> Report {
+        let dest = Dest {
+            netns: 0,
+            local: "127.0.0.1".parse().unwrap(),
+            remote: "127.0.0.2:8080".parse().unwrap(),
+        };
+        let row = |id, comm: &str| Row {
+            id,
+            comm: comm.into(),
+            per_sec: 300.25,
+            population: 9,
+        };
+        Report {
+            now_ns: 1_000_000_000,
+            interval_ns: 1_000_000_000,
+            entries: 1993,
+            by_process: vec![row(7, "churn"), row(0, "(unknown)")],
+            by_destination: vec![DestRow {
+                dest,
+                per_sec: 299.96,
+                time_wait: 5,
+                in_use: 1,
+                ports: Headroom {
+                    held: 6,
+                    range: 10,
+                    percent: 60.0,
+                    runs_out_in_s: Some(1.25),
+                    tw_reuse: true,
+                },
+            }],
+            by_local_port: vec![row(8080, "")],
+            pressure: vec![Pressure {
+                dest,
+                ports: Headroom {
+                    held: 6,
+                    range: 10,
+                    percent: 60.0,
+                    runs_out_in_s: None,
+                    tw_reuse: false,
+                },
+                pid: 0,
+                comm: "(unknown)".into(),
+            }],
+            per_request: vec![PerRequest {
+                pid: 7,
+                comm: "churn".into(),
+                dest,
+                per_sec: 12.5,
+                short_pct: 100.0,
+            }],
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn text_shows_each_destinations_headroom() {
+        let mut report = sample();
+        report.by_destination.push(DestRow {
+            ports: Headroom {
+                runs_out_in_s: None,
+                tw_reuse: false,
+                ..report.by_destination[0].ports
+            },
+            ..report.by_destination[0].clone()
+        });
+        let mut out = String::new();
+        TimewaitView::new(Clock::with_offset(0), false, Palette::OFF).report(&report, &mut out);
+        let table: Vec<&str> = out
+            .lines()
+            .skip_while(|l| !l.starts_with("  DESTINATION"))
+            .take(4)
+            .collect();
+        assert_eq!(
+            table,
+            [
+                "  DESTINATION (client side)                          ENTRIES/S  TIME_WAIT  \
+                 IN_USE  PORTS_HELD/RANGE        RUNS_OUT",
+                "  127.0.0.1 -> 127.0.0.2:8080                              300          5       \
+                 1  6/10 60.0%              1 s *",
+                "  127.0.0.1 -> 127.0.0.2:8080                              300          5       \
+                 1  6/10 60.0%              -",
+                "  * tcp_tw_reuse lets new connections there take ports in TIME_WAIT",
+            ]
+        );
+        let when: Vec<String> = [0.2, 44.6, 600.0, 7200.0].map(human_secs).into();
+        assert_eq!(when, ["now", "45 s", "10 min", "2.0 h"]);
+    }
+
+    #[test]
+    fn json_numbers_are_numbers_and_unknown_owners_null() {
+        let report = sample();
+        let mut out = String::new();
+        TimewaitView::new(Clock::with_offset(0), true, Palette::OFF).report(&report, &mut out);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["entries_per_sec"], 1993.0);
+        assert_eq!(v["by_process"][0]["per_sec"], 300.2);
+        assert_eq!(
+            (&v["by_process"][1]["pid"], &v["by_process"][1]["comm"]),
+            (&serde_json::Value::Null, &serde_json::Value::Null)
+        );
+        assert_eq!(v["by_destination"][0]["per_sec"], 300.0);
+        assert_eq!(v["by_destination"][0]["netns"], serde_json::Value::Null);
+        assert_eq!(v["by_local_port"][0]["per_sec"], 300.2);
+        assert_eq!(
+            v["by_destination"][0],
+            serde_json::json!({"saddr": "127.0.0.1", "daddr": "127.0.0.2", "dport": 8080,
+                "netns": null, "per_sec": 300.0, "time_wait": 5, "in_use": 1, "held": 6,
+                "range": 10, "percent": 60.0, "runs_out_in_s": 1.2, "tw_reuse_applies": true})
+        );
+        assert_eq!(v["port_pressure"][0]["percent"], 60.0);
+        assert_eq!(
+            v["port_pressure"][0]["runs_out_in_s"],
+            serde_json::Value::Null
+        );
+        assert_eq!(v["port_pressure"][0]["pid"], serde_json::Value::Null);
+        assert_eq!(
+            (
+                &v["per_request"][0]["per_sec"],
+                &v["per_request"][0]["short_percent"]
+            ),
+            (&12.5.into(), &100.0.into())
+        );
+    }
 
     #[test]
     fn warnings_and_the_headline_in_colour() {
@@ -218,12 +378,15 @@ mod tests {
         let report = Report {
             pressure: vec![Pressure {
                 dest,
-                held: 30000,
-                range: 28232,
-                percent: 100.0,
+                ports: Headroom {
+                    held: 30000,
+                    range: 28232,
+                    percent: 100.0,
+                    runs_out_in_s: Some(0.0),
+                    tw_reuse: false,
+                },
                 pid: 7,
                 comm: "churn".into(),
-                reuse: false,
             }],
             per_request: vec![PerRequest {
                 pid: 7,

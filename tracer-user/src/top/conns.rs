@@ -202,6 +202,7 @@ mod tests {
         let mut c = Conns::default();
         let known = Known {
             sock: SockId(7),
+            netns: 1,
             state: TcpState::Established,
             local: "10.0.0.1:22".parse().unwrap(),
             remote: "10.0.0.3:50000".parse().unwrap(),

@@ -309,6 +309,7 @@ mod tests {
             Record::Existing(
                 Known {
                     sock: SockId(sock),
+                    netns: 1,
                     state,
                     local: local.parse().unwrap(),
                     remote: remote.parse().unwrap(),

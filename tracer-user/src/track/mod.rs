@@ -35,6 +35,8 @@ pub enum Record {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Known {
     pub sock: SockId,
+    /// The network namespace the dump listed it in (0: unknown).
+    pub netns: u32,
     pub state: TcpState,
     pub local: SocketAddr,
     pub remote: SocketAddr,
@@ -111,7 +113,7 @@ impl Tracker {
             }
             if k.state == TcpState::TimeWait {
                 self.timewaits
-                    .enter(k.sock, k.local, k.remote, k.owner, 0, None);
+                    .enter(k.sock, k.local, k.remote, k.owner, k.netns, None);
                 continue;
             }
             self.insert(
@@ -128,7 +130,7 @@ impl Tracker {
                     owner: k.owner,
                     predates_us: true,
                     fin_acked: false,
-                    netns: 0,
+                    netns: k.netns,
                 },
             );
         }

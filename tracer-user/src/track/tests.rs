@@ -404,6 +404,7 @@ fn owners_from_the_snapshot_fill_unknown_ones() {
         [
             Known {
                 sock: SockId(1),
+                netns: 1,
                 state: Listen,
                 local: "127.0.0.1:8080".parse().unwrap(),
                 remote: "0.0.0.0:0".parse().unwrap(),
@@ -411,6 +412,7 @@ fn owners_from_the_snapshot_fill_unknown_ones() {
             },
             Known {
                 sock: SockId(9),
+                netns: 1,
                 state: Established,
                 local: "127.0.0.1:5000".parse().unwrap(),
                 remote: "127.0.0.1:6000".parse().unwrap(),
@@ -534,4 +536,29 @@ fn connections_whose_close_was_missed_are_forgotten() {
     let present = FxHashSet::from_iter([SockId(1)]);
     t.forget_gone(&present, 1_100 * 1_000_000, 1);
     assert_eq!((t.len(), t.gone), (3, 1));
+}
+
+#[test]
+fn time_waits_found_at_start_end_in_their_namespace() {
+    let mut t = Tracker::new(16);
+    t.preload(
+        [Known {
+            sock: SockId(4),
+            netns: 4026531840,
+            state: TimeWait,
+            local: "127.0.0.1:5000".parse().unwrap(),
+            remote: "127.0.0.1:6000".parse().unwrap(),
+            owner: Owner::UNKNOWN,
+        }],
+        0,
+    );
+    let mut ended = Vec::new();
+    t.timewaits
+        .reconcile(&Default::default(), 2_000_000_000, 4026531840, &mut ended);
+    let netns: Vec<u32> = ended.iter().map(|e| e.netns).collect();
+    assert_eq!(
+        netns,
+        [4026531840],
+        "not 0, which the JSON writes as unknown"
+    );
 }

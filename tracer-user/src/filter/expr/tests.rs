@@ -71,6 +71,107 @@ fn lexes_around_parentheses_and_operators() {
     );
     assert_eq!(lex("((a))"), ["(", "(", "a", ")", ")"]);
     assert!(lex("  \t ").is_empty());
+    // Every operator is a token of its own, the longest first.
+    let cases: [(&str, &[&str]); 8] = [
+        (
+            "dport=:443&&!sport=:80",
+            &["dport", "=", ":443", "&&", "!", "sport", "=", ":80"],
+        ),
+        ("!!x", &["!", "!", "x"]),
+        ("! ! x", &["!", "!", "x"]),
+        (
+            "a||!(b)|c&d",
+            &["a", "||", "!", "(", "b", ")", "|", "c", "&", "d"],
+        ),
+        ("sport!=:1", &["sport", "!=", ":1"]),
+        (
+            "sport<=:1>=:2==:3",
+            &["sport", "<=", ":1", ">=", ":2", "==", ":3"],
+        ),
+        ("&&&", &["&&", "&"]),
+        ("=>!==<>", &["=", ">", "!=", "=", "<", ">"]),
+    ];
+    for (text, tokens) in cases {
+        assert_eq!(lex(text), tokens, "{text}");
+    }
+}
+
+/// What ss accepts parses the same with or without spaces around its
+/// operators; what it refuses (a run of operators no rule takes) is
+/// refused here too, naming the operator out of place.
+#[test]
+fn operators_need_no_spaces() {
+    use End::*;
+    let accepted = [
+        (
+            "dport=:443&&!sport=:80",
+            and(port(Remote, Op::Eq, 443), not(port(Local, Op::Eq, 80))),
+        ),
+        (
+            "dport = :443 && ! sport = :80",
+            and(port(Remote, Op::Eq, 443), not(port(Local, Op::Eq, 80))),
+        ),
+        ("! ! sport = :1", not(not(port(Local, Op::Eq, 1)))),
+        ("!!sport=:1", not(not(port(Local, Op::Eq, 1)))),
+        ("not not sport = :1", not(not(port(Local, Op::Eq, 1)))),
+        ("!(sport=:1)", not(port(Local, Op::Eq, 1))),
+        (
+            "sport>=:1024&dport!=:22",
+            and(port(Local, Op::Ge, 1024), port(Remote, Op::Ne, 22)),
+        ),
+        (
+            "sport<:1||dport>:2",
+            or(port(Local, Op::Lt, 1), port(Remote, Op::Gt, 2)),
+        ),
+        ("dport==:443", port(Remote, Op::Eq, 443)),
+        ("sport<=:1", port(Local, Op::Le, 1)),
+    ];
+    for (text, want) in accepted {
+        assert_eq!(expr(text), want, "{text}");
+    }
+    let term = "expected a filter term: state, exclude, sport, dport, src, dst, cgroup, not or (";
+    let refused = [
+        (
+            "sport = :22 &&& dport = :1",
+            format!("bad filter at token 5 ('&'): {term}"),
+        ),
+        (
+            "sport = :22 ||| dport = :1",
+            format!("bad filter at token 5 ('|'): {term}"),
+        ),
+        (
+            "sport = :22 & & dport = :1",
+            format!("bad filter at token 5 ('&'): {term}"),
+        ),
+        (
+            "sport = :22 | | dport = :1",
+            format!("bad filter at token 5 ('|'): {term}"),
+        ),
+        (
+            "sport = :22 & | dport = :1",
+            format!("bad filter at token 5 ('|'): {term}"),
+        ),
+        (
+            "sport =! :22",
+            "bad filter at token 3 ('!'): expected a port".into(),
+        ),
+        (
+            "sport <> :22",
+            "bad filter at token 3 ('>'): expected a port".into(),
+        ),
+        (
+            "sport => :22",
+            "bad filter at token 3 ('>'): expected a port".into(),
+        ),
+        ("sport = :22 !", format!("bad filter at its end: {term}")),
+        (
+            "sport !:22",
+            "bad filter at token 2 ('!'): expected a port".into(),
+        ),
+    ];
+    for (text, message) in refused {
+        assert_eq!(error(text), message, "{text}");
+    }
 }
 
 #[test]
@@ -119,6 +220,10 @@ fn ports_with_every_operator_and_form() {
         "dport = 443",
         "dport = :https",
         "dport=:443",
+        // Numbers as ss reads them (strtoul, base 0).
+        "dport = :0x1bb",
+        "dport = :0673",
+        "dport 0x1BB",
     ] {
         assert_eq!(expr(text), https, "{text}");
     }
@@ -137,6 +242,8 @@ fn ports_with_every_operator_and_form() {
         ("ge", Op::Ge),
         ("geq", Op::Ge),
     ];
+    // A leading 0 is octal, as in ss: `:022` is port 18, not 22.
+    assert_eq!(expr("sport = :022"), port(Local, Op::Eq, 18));
     for (token, op) in ops {
         assert_eq!(
             expr(&format!("sport {token} :1024")),
@@ -302,6 +409,11 @@ fn errors_name_the_token() {
         (
             "sport = :99999",
             "bad filter at token 3 (':99999'): expected a port".into(),
+        ),
+        (
+            // 8 is no octal digit: ss refuses it too.
+            "sport = :08",
+            "bad filter at token 3 (':08'): expected a port".into(),
         ),
         ("( sport = :80", "bad filter at its end: expected )".into()),
         (
