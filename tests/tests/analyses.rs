@@ -307,7 +307,7 @@ fn record_then_analyze_offline() {
     let tracer = Tracer::command(&["record", f, "--port", &port.to_string()]);
     let cycle = Op::run(&["listen-cycle", "127.0.0.1", &port.to_string(), "5", "100"]);
     // record writes to the file, not stdout: wait for its lines there.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + patience();
     while std::fs::read_to_string(&file)
         .unwrap_or_default()
         .matches("\"listen\"")

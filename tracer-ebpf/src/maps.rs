@@ -5,7 +5,7 @@ use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, bpf_map_type::BPF_MAP_TYPE_SK_STORAGE},
     helpers::bpf_get_smp_processor_id,
     macros::{btf_map, map},
-    maps::{Array, HashMap, LruHashMap, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use tracer_common::{
     COUNTERS as N_COUNTERS, Config, LISTENING_CAPACITY, OWNERS_CAPACITY, Owner, PENDING_CAPACITY,
@@ -141,6 +141,10 @@ pub fn listening_key(netns: u32, family: u16, port: u16) -> u64 {
 #[map]
 pub static PENDING: HashMap<u64, StateRecord> =
     HashMap::with_max_entries(PENDING_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Where the state program builds its record (one per CPU), off the stack.
+#[map]
+pub static SCRATCH: PerCpuArray<StateRecord> = PerCpuArray::with_max_entries(1, 0);
 
 /// Owners of just-accepted sockets, by kernel socket address, from
 /// `accept(2)`'s exit (a plain tracepoint, which cannot reach socket

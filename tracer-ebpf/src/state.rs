@@ -14,7 +14,7 @@ use crate::{
     field::cfg,
     field::uint,
     filter::{owner_wanted, sock_wanted},
-    maps::{CONFIG, PENDING, SockInfo, listening_key},
+    maps::{CONFIG, PENDING, SCRATCH, SockInfo, listening_key},
     owner::{claim, forget, info, inherit, listening, not_listening, resolve},
     release::forget_bound,
     sock::{cookie, local_end, netns, optional, remote_end, tw_table_full},
@@ -134,18 +134,21 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
     if local.protocol != IPPROTO_TCP {
         return Ok(());
     }
-    // Built in place: this program's stack is near the verifier's limit.
-    let mut rec = StateRecord {
-        header: header(KIND_STATE),
-        netns: netns(base),
-        saddr: local.addr,
-        sport: local.port,
-        family: local.family,
-        protocol: IPPROTO_TCP,
-        old_state: old as u8,
-        new_state: new as u8,
-        ..StateRecord::default()
-    };
+    // Built in a per-CPU scratch slot, not on the stack: the verifier
+    // allows 512 bytes for all frames, and kernels before 6.12 count more
+    // of them than the code uses.
+    let rec = SCRATCH.get_ptr_mut(0).ok_or(0)?;
+    // SAFETY: this CPU's slot; this program does not nest on a CPU.
+    let rec = unsafe { &mut *rec };
+    *rec = StateRecord::default();
+    rec.header = header(KIND_STATE);
+    rec.netns = netns(base);
+    rec.saddr = local.addr;
+    rec.sport = local.port;
+    rec.family = local.family;
+    rec.protocol = IPPROTO_TCP;
+    rec.old_state = old as u8;
+    rec.new_state = new as u8;
     rec.dport = remote_end(base, local.family, &mut rec.daddr)?;
     if stream {
         rec.cookie = cookie(sk);
@@ -183,7 +186,7 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
         }
         if tally && old != TCP_LISTEN {
             let short = opened_ns != 0 && rec.header.ts_ns - opened_ns < cfg(&CONFIG.short_ns);
-            count_close(&rec, role, enters_time_wait(old, rec.flags), short);
+            count_close(rec, role, enters_time_wait(old, rec.flags), short);
         }
     }
     if stream {
@@ -191,14 +194,14 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
             info.reported = 1;
             if info.pending != 0 {
                 info.pending = 0;
-                send_pending(sk, &rec);
+                send_pending(sk, rec);
             }
-            if old == TCP_LISTEN && new == TCP_SYN_RECV && incomplete(&rec) && hold(sk, &rec) {
+            if old == TCP_LISTEN && new == TCP_SYN_RECV && incomplete(rec) && hold(sk, rec) {
                 info.pending = 1;
                 return Ok(());
             }
         }
-        emit(&rec);
+        emit(rec);
     }
     Ok(())
 }

@@ -34,8 +34,17 @@ pub fn scratch_dir(kind: &str) -> PathBuf {
     dir
 }
 
-const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
-const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for what should come at once on a host; only a
+/// failing test waits this long. Times `SOCKTRACE_TEST_SLOWDOWN`, which the
+/// kernel matrix's guests set (qemu without KVM runs the kernel's verifier
+/// tens of times slower).
+pub fn patience() -> Duration {
+    let slowdown = std::env::var("SOCKTRACE_TEST_SLOWDOWN")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    Duration::from_secs(30) * slowdown
+}
 
 /// The socktrace binary `cargo xtask test` built.
 pub fn socktrace_bin() -> PathBuf {
@@ -118,11 +127,12 @@ impl Tracer {
             }
         });
         let lines = spawn_line_reader(child.stdout.take().expect("stdout"));
-        if attached_rx.recv_timeout(ATTACH_TIMEOUT).is_err() {
+        let attach_timeout = patience();
+        if attached_rx.recv_timeout(attach_timeout).is_err() {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "socktrace did not attach within {ATTACH_TIMEOUT:?}; stderr:\n{}",
+                "socktrace did not attach within {attach_timeout:?}; stderr:\n{}",
                 stderr.lock().unwrap()
             );
         }
@@ -138,7 +148,7 @@ impl Tracer {
     /// Reads events until `done(all events so far)` holds; panics after a
     /// timeout, naming `what` it waited for.
     pub fn wait_for(&mut self, what: &str, done: impl Fn(&[Value]) -> bool) -> &[Value] {
-        let deadline = Instant::now() + EVENT_TIMEOUT;
+        let deadline = Instant::now() + patience();
         while !done(&self.events) {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {

@@ -23,6 +23,10 @@ const APPLETS: [&str; 16] = [
 /// Host tools the tests run (they need more than busybox's versions).
 const TOOLS: [&str; 4] = ["ip", "ss", "unshare", "setpriv"];
 
+/// How many times a host's patience the tests give a guest (qemu's TCG:
+/// socktrace attaches in 3-9 s there, 0.2 s on the host).
+const GUEST_SLOWDOWN: u32 = 6;
+
 /// Kernel modules, in load order.
 const MODULES: [&str; 4] = ["inet_diag", "tcp_diag", "udp_diag", "veth"];
 
@@ -60,7 +64,10 @@ pub fn build(
     fs::write(root.join("tests.list"), tests)?;
     fs::write(
         root.join("tests.env"),
-        format!("export SOCKTRACE_BIN={}\n", socktrace.display()),
+        format!(
+            "export SOCKTRACE_BIN={} SOCKTRACE_TEST_SLOWDOWN={GUEST_SLOWDOWN}\n",
+            socktrace.display()
+        ),
     )?;
     for module in MODULES {
         let found = find_module(&tree.modules, module)

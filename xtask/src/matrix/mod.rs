@@ -46,16 +46,12 @@ pub const KERNELS: [Kernel; 3] = [
 
 /// The integration test binaries the guests run. The others run on the
 /// host only: `metrics` needs a Prometheus server, `logsinks` journald
-/// and rsyslog, `top` tmux and a terminal, and `contrib` (the packaged
-/// unit and manifests) loads no kernel program at all.
-const GUEST_TESTS: [&str; 6] = [
-    "events",
-    "lifecycle",
-    "filters",
-    "analyses",
-    "reliability",
-    "terminal",
-];
+/// and rsyslog, `top` tmux and a terminal, `contrib` (the packaged unit
+/// and manifests) loads no kernel program at all, and `terminal` times how
+/// fast a closed pipe stops a run (under 10 s of a 30 s one), which says
+/// nothing where the guest is thirty times slower; it loads what `events`
+/// loads.
+const GUEST_TESTS: [&str; 5] = ["events", "lifecycle", "filters", "analyses", "reliability"];
 
 /// Runs the guest tests on `only` (a `Kernel::name`) or on every kernel.
 /// `socktrace`: the binary the tests run in the guests.
