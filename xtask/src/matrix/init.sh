@@ -22,6 +22,9 @@ ip link set lo up
 ulimit -n 65536
 . /tests.env
 echo "socktrace-guest: kernel $(cat /proc/sys/kernel/osrelease)"
+# What socktrace says of this kernel, once, for the log.
+"$SOCKTRACE_BIN" --duration 1 > /dev/null 2> /tmp/said
+grep -e "degraded:" -e "refused" /tmp/said | sed "s/^/socktrace-guest: said: /"
 failed=0
 while read -r name binary; do
     echo "socktrace-guest: test $name"
