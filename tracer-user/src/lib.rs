@@ -21,6 +21,7 @@ pub mod analysis;
 pub mod cli;
 pub mod clock;
 pub mod diag;
+pub mod escape;
 pub mod event;
 pub mod filter;
 pub mod generate;

@@ -155,9 +155,9 @@ impl Charts {
                     short,
                 } = note.what
                 {
-                    let comm = note.owner.comm.as_str().into_owned();
                     self.bars.push(Bar {
-                        row: format!("{} {} {comm}", note.proto, note.addr.port()),
+                        // A label for people: the name escaped.
+                        row: format!("{} {} {}", note.proto, note.addr.port(), note.owner.comm),
                         start_s: self.secs(note.at_ns.saturating_sub(lifetime)),
                         end_s: self.secs(note.at_ns),
                         short,

@@ -7,6 +7,7 @@ use rustc_hash::FxHashMap;
 
 use crate::{
     analysis::{listeners::Listeners, timewait::Place},
+    escape::escaped,
     event::{Detail, TcpState},
     source::KernelCounters,
     track::{Opener, Record},
@@ -132,8 +133,12 @@ pub fn top<K: Ord + Clone>(counts: &FxHashMap<K, u64>, n: usize) -> Vec<(K, u64)
     all
 }
 
+/// `a (3), b (1)`, each key escaped (a listener's names its program).
 fn list<K: fmt::Display>(items: &[(K, u64)]) -> String {
-    let parts: Vec<String> = items.iter().map(|(k, n)| format!("{k} ({n})")).collect();
+    let parts: Vec<String> = items
+        .iter()
+        .map(|(k, n)| format!("{} ({n})", escaped(&k.to_string())))
+        .collect();
     parts.join(", ")
 }
 
@@ -250,5 +255,45 @@ mod tests {
             "; 1 malformed records skipped; 2 bind/listen calls missed (in flight at start); \
              4 connections dropped from tracking (table full)"
         ));
+    }
+
+    #[test]
+    fn names_short_listeners_escaped() {
+        use crate::{
+            escape::{FORGING, FORGING_SHOWN},
+            event::{Errno, Event, Proto},
+        };
+        let mut s = Summary::default();
+        let listen = Detail::Listen {
+            addr: "127.0.0.1:7011".parse().unwrap(),
+            backlog: 1,
+            errno: Errno(0),
+        };
+        let close = Detail::transition(
+            "127.0.0.1:7011",
+            "0.0.0.0:0",
+            TcpState::Listen,
+            TcpState::Close,
+        );
+        for (at, detail) in [(1_000, listen), (2_000, close)] {
+            s.count(&Record::Event(Event::sample(
+                at,
+                7,
+                FORGING,
+                Proto::Tcp,
+                detail,
+            )));
+        }
+        let text = s.to_string();
+        assert!(
+            text.contains(&format!(
+                "short-lived (< 1 s): tcp 7011 {FORGING_SHOWN} (1)"
+            )),
+            "{text}"
+        );
+        assert!(
+            !text.bytes().any(|b| b.is_ascii_control() && b != b'\n'),
+            "{text:?}"
+        );
     }
 }
