@@ -14,12 +14,10 @@ use serde_json::Value;
 
 /// `Name:\tvalue` from /proc/PID/status.
 fn status(pid: u32, name: &str) -> String {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading status");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
-        .trim()
-        .to_string()
+    status_field(
+        &std::path::PathBuf::from(format!("/proc/{pid}/status")),
+        name,
+    )
 }
 
 /// One loopback connection to a listener of this process on `port`.
@@ -48,10 +46,7 @@ fn every_capability_is_given_up_once_attached() {
         }
         let mut tracer = Tracer::start(&args);
         let pid = tracer.pid();
-        for set in ["CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"] {
-            assert_eq!(status(pid, set), "0000000000000000", "{set} as {user:?}");
-        }
-        assert_eq!(status(pid, "NoNewPrivs"), "1");
+        assert_unprivileged(pid, &format!("watch as {user:?}"));
         if user.is_some() {
             assert!(
                 status(pid, "Uid").starts_with("65534"),
@@ -75,6 +70,38 @@ fn every_capability_is_given_up_once_attached() {
         String::from_utf8_lossy(&out.stderr),
         "socktrace: --user: no user named no-such-user-here\n"
     );
+}
+
+/// Every live mode, each thread of it (`top`'s, under tmux, is in
+/// top.rs), with the metrics server running: the threads checked once
+/// attached and again after a second of work, when every thread the mode
+/// starts has started.
+#[test]
+fn every_mode_gives_up_every_capability_on_every_thread() {
+    let recording = std::env::temp_dir().join(unique_name("caps-record"));
+    let recording_arg = recording.display().to_string();
+    let modes: [&[&str]; 4] = [
+        &["watch", "--json"],
+        &["listeners", "--json", "--interval", "0.2"],
+        &["timewait", "--json", "--interval", "0.2"],
+        &["record", &recording_arg],
+    ];
+    for mode in modes {
+        let port = free_port("127.0.0.1").to_string();
+        let metrics = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+        let mut args = mode.to_vec();
+        args.extend(["--port", &port, "--metrics", &metrics]);
+        let tracer = Tracer::command(&args);
+        let what = format!("{mode:?}");
+        assert_unprivileged(tracer.pid(), &what);
+        connect_once(port.parse().unwrap());
+        let _ = std::net::TcpStream::connect(&metrics);
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        assert_unprivileged(tracer.pid(), &what);
+        let done = tracer.stop();
+        assert!(done.status.success(), "{what}: {}", done.stderr);
+    }
+    std::fs::remove_file(&recording).expect("the recording");
 }
 
 /// BPF program ids the process holds open (from /proc/PID/fdinfo).
