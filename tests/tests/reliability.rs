@@ -369,6 +369,74 @@ fn unmounted_tracefs_is_mounted_and_said() {
     );
 }
 
+/// A child killed when dropped (a failed assertion leaves nothing running).
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Loopback churn on `port` that nobody reads the events of: 10000
+/// connections, ~100k events, tens of MB of JSON lines.
+fn churn_unread(port: u16) {
+    let churn = Command::new(env!("CARGO_BIN_EXE_churn"))
+        .args([
+            "--threads",
+            "2",
+            "--addrs",
+            "8",
+            "--port",
+            &port.to_string(),
+        ])
+        .args(["--connections", "10000"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(churn.success());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+}
+
+/// The number before `suffix` in `line`, if `suffix` is there.
+fn number_before(line: &str, suffix: &str) -> Option<u64> {
+    let (before, _) = line.split_once(suffix)?;
+    before.rsplit([' ', '(']).next()?.parse().ok()
+}
+
+/// From a `--json` run's summary (its line on stderr): the lines it
+/// produced (every event, close and loss record, and the `summary` line)
+/// and those it reported dropped.
+fn produced_and_dropped(summary: &str) -> (u64, u64) {
+    let events = number_before(summary, " events (state ").expect("events");
+    let closes = number_before(summary, " connections closed").expect("closes");
+    let losses = number_before(summary, " loss records").unwrap_or(0);
+    let dropped = number_before(summary, " output lines dropped").unwrap_or(0);
+    (events + closes + losses + 1, dropped)
+}
+
+/// The JSON lines in `stream`, each whole and valid; `other(line)` is
+/// called with every line that is not one (and must accept it).
+fn json_lines(stream: &[u8], mut other: impl FnMut(&str)) -> u64 {
+    let text = std::str::from_utf8(stream).expect("UTF-8");
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "the stream ends in a cut line"
+    );
+    let mut n = 0;
+    for line in text.lines() {
+        if line.starts_with('{') {
+            serde_json::from_str::<Value>(line)
+                .unwrap_or_else(|e| panic!("a cut or glued line ({e}): {line}"));
+            n += 1;
+        } else {
+            other(line);
+        }
+    }
+    n
+}
+
 #[test]
 fn a_reader_that_stops_reading_costs_lines_not_events() {
     use std::{
@@ -379,12 +447,15 @@ fn a_reader_that_stops_reading_costs_lines_not_events() {
     };
     require_root();
     let port = free_port("0.0.0.0");
-    let mut child = Command::new(socktrace_bin())
-        .args(["--json", "--port", &port.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut running = Running(
+        Command::new(socktrace_bin())
+            .args(["--json", "--port", &port.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut running.0;
     let stderr = Arc::new(Mutex::new(String::new()));
     let log = Arc::clone(&stderr);
     let pipe = child.stderr.take().unwrap();
@@ -407,28 +478,13 @@ fn a_reader_that_stops_reading_costs_lines_not_events() {
         }
     };
     wait_for("attach", "attached in");
-    // Nobody reads our stdout while ~100k events (tens of MB) happen.
-    let churn = Command::new(env!("CARGO_BIN_EXE_churn"))
-        .args([
-            "--threads",
-            "2",
-            "--addrs",
-            "8",
-            "--port",
-            &port.to_string(),
-        ])
-        .args(["--connections", "10000"])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(churn.success());
-    std::thread::sleep(Duration::from_millis(500));
+    churn_unread(port);
     // Now read: socktrace says what it dropped.
     let mut out = child.stdout.take().unwrap();
     let drain = std::thread::spawn(move || {
         let mut sink = Vec::new();
         let _ = out.read_to_end(&mut sink);
-        sink.len()
+        sink
     });
     wait_for("report of dropped lines", "the output reader fell behind:");
     // SAFETY: kill(2) on our child.
@@ -442,14 +498,161 @@ fn a_reader_that_stops_reading_costs_lines_not_events() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success());
-    assert!(drain.join().unwrap() > 1 << 20);
+    let got = drain.join().unwrap();
+    assert!(got.len() > 1 << 20);
     reader.join().unwrap();
     let log = stderr.lock().unwrap().clone();
     let summary = log.lines().last().unwrap();
     // The kernel's ring was drained all along: nothing lost there.
     assert!(summary.contains("lost 0 (ring buffer full)"), "{log}");
+    // Every line is received whole, or counted dropped.
+    let received = json_lines(&got, |line| panic!("not a JSON line: {line}"));
+    let (produced, dropped) = produced_and_dropped(summary);
+    assert!(dropped > 0, "{summary}");
+    assert_eq!(
+        received + dropped,
+        produced,
+        "received {received}; {summary}"
+    );
+}
+
+#[test]
+fn stderr_down_a_slow_shared_pipe_loses_no_line() {
+    use std::{
+        io::{BufRead, BufReader, Read},
+        process::Stdio,
+        time::{Duration, Instant},
+    };
+    require_root();
+    // `socktrace --json 2>&1 | slow`, as under systemd: one pipe.
+    let port = free_port("0.0.0.0");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    // The write end's open file description, as socktrace's stdout and
+    // stderr share it.
+    let description = writer.try_clone().expect("pipe");
+    let mut running = Running(
+        Command::new(socktrace_bin())
+            .args(["--json", "--port", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(writer.try_clone().expect("pipe"))
+            .stderr(writer)
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut running.0;
+    let mut stream = BufReader::new(reader);
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("attached in") {
+        let n = stream.read_until(b'\n', &mut got).unwrap();
+        assert_ne!(n, 0, "socktrace exited before attaching");
+    }
+    // Its stdout does not block, yet stderr must: the shared flags stay.
+    // SAFETY: F_GETFL on a descriptor we own.
+    let flags =
+        unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&description), libc::F_GETFL) };
+    assert_eq!(
+        flags & libc::O_NONBLOCK,
+        0,
+        "O_NONBLOCK set on the shared stream"
+    );
+    drop(description); // or the stream never ends
+    churn_unread(port);
+    // A slow reader (64 KiB, the pipe's size, a millisecond at a time):
+    // the pipe stays nearly full while the backlog drains, when socktrace
+    // says it dropped lines.
+    let mut read_slowly = |until: &dyn Fn(&[u8]) -> bool| {
+        let mut chunk = vec![0; 64 << 10];
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !until(&got) {
+            assert!(Instant::now() < deadline, "timed out reading slowly");
+            let n = stream.read(&mut chunk).unwrap();
+            if n == 0 {
+                return;
+            }
+            got.extend_from_slice(&chunk[..n]);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    let said =
+        |needle: &'static str| move |got: &[u8]| String::from_utf8_lossy(got).contains(needle);
+    read_slowly(&said("the output reader fell behind:"));
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    read_slowly(&|_| false); // to the end
+    assert!(child.wait().unwrap().success());
+    // Every line whole: JSON lines, and socktrace's own between them.
+    let mut ours = Vec::new();
+    let received = json_lines(&got, |line| {
+        assert!(
+            line.starts_with("socktrace: "),
+            "a cut or glued line: {line}"
+        );
+        ours.push(line.to_string());
+    });
+    let summary = ours
+        .iter()
+        .find(|l| l.contains(" events (state "))
+        .unwrap_or_else(|| panic!("no summary among {ours:?}"));
+    let (produced, dropped) = produced_and_dropped(summary);
+    assert!(dropped > 0, "{summary}");
+    assert_eq!(
+        received + dropped,
+        produced,
+        "received {received}; {summary}"
+    );
+    // Losses said while the pipe was full are there too: a line or two
+    // for each loss record.
+    let said = ours
+        .iter()
+        .filter(|l| l.starts_with("socktrace: lost "))
+        .count() as u64;
+    let losses = number_before(summary, " loss records").unwrap_or(0);
     assert!(
-        summary.contains("output lines dropped (the reader fell behind)"),
-        "{log}"
+        said >= losses,
+        "{said} loss lines for {losses} loss records: {ours:?}"
+    );
+}
+
+#[test]
+fn output_that_cannot_be_written_fails_in_one_line() {
+    require_root();
+    // A full disk: every write fails with ENOSPC. Before, socktrace took
+    // it for a reader gone away and stopped at once, exit 0, silent.
+    let out = Command::new(socktrace_bin())
+        .args(["record", "/dev/full", "--force", "--duration", "20"])
+        .output()
+        .expect("running socktrace");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.lines().last(),
+        Some("socktrace: writing the output: No space left on device (os error 28)"),
+        "{stderr}"
+    );
+    // What it saw is said first, with what it could not write counted.
+    let summary = stderr
+        .lines()
+        .find(|l| l.contains(" events (state "))
+        .unwrap_or_else(|| panic!("no summary: {stderr}"));
+    assert!(
+        number_before(summary, " output lines dropped").is_some_and(|n| n > 0),
+        "{summary}"
+    );
+    // timewait's reports into a full disk likewise.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let out = Command::new(socktrace_bin())
+        .args(["timewait", "--interval", "0.2", "--duration", "20"])
+        .stdout(full)
+        .output()
+        .expect("running socktrace");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.lines().last(),
+        Some("socktrace: writing the output: No space left on device (os error 28)"),
+        "{stderr}"
     );
 }

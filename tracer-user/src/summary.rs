@@ -42,6 +42,8 @@ pub struct Summary {
     pub short_listeners_total: u64,
     /// Journal/syslog entries that could not be sent.
     pub log_failed: u64,
+    /// `loss` records (one each time losses were reported).
+    pub loss: u64,
     /// Output lines dropped because the reader of our output fell behind.
     pub output_dropped: u64,
     /// Connections forgotten because the kernel no longer had them though
@@ -70,6 +72,7 @@ impl Default for Summary {
             short_listeners: FxHashMap::default(),
             short_listeners_total: 0,
             log_failed: 0,
+            loss: 0,
             output_dropped: 0,
             time_wait_ends: 0,
             gone: 0,
@@ -96,7 +99,8 @@ impl Summary {
             }
         }
         match record {
-            Record::Existing(..) | Record::Loss(..) => {}
+            Record::Existing(..) => {}
+            Record::Loss(..) => self.loss += 1,
             Record::Close(c) => {
                 self.close += 1;
                 if c.time_wait {
@@ -200,9 +204,10 @@ impl fmt::Display for Summary {
                 "connections dropped from tracking (table full)",
             ),
             (self.log_failed, "journal/syslog entries not sent"),
+            (self.loss, "loss records"),
             (
                 self.output_dropped,
-                "output lines dropped (the reader fell behind)",
+                "output lines dropped (the reader fell behind, or writing failed)",
             ),
             (self.gone, "connections whose close was missed, forgotten"),
             (

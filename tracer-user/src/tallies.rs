@@ -106,14 +106,17 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
             export(metrics, &r, &source)?;
         }
         view.report(&r, &mut out);
-        if stdout
+        match stdout
             .write_all(out.as_bytes())
             .and_then(|()| stdout.flush())
-            .is_err()
         {
-            break; // stdout closed (`| head`): stop quietly.
+            Ok(()) => {}
+            // stdout closed (`| head`): stop quietly.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break,
+            Err(e) => return Err(anyhow::Error::new(e).context("writing the output")),
         }
         out.clear();
+        crate::stderr::flush();
     }
     let missed = probe::total_recursion_misses(&programs);
     drop(programs);
