@@ -638,21 +638,30 @@ fn output_that_cannot_be_written_fails_in_one_line() {
         number_before(summary, " output lines dropped").is_some_and(|n| n > 0),
         "{summary}"
     );
-    // timewait's reports into a full disk likewise.
-    let full = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/full")
-        .expect("/dev/full");
-    let out = Command::new(socktrace_bin())
-        .args(["timewait", "--interval", "0.2", "--duration", "20"])
-        .stdout(full)
-        .output()
-        .expect("running socktrace");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(
-        stderr.lines().last(),
-        Some("socktrace: writing the output: No space left on device (os error 28)"),
-        "{stderr}"
+    // timewait's reports and analyze's into a full disk likewise.
+    let recording = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tracer-user/fixtures/listeners-and-churn.jsonl"
     );
+    for args in [
+        &["timewait", "--interval", "0.2", "--duration", "20"][..],
+        &["analyze", recording, "--report", "summary"],
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let out = Command::new(socktrace_bin())
+            .args(args)
+            .stdout(full)
+            .output()
+            .expect("running socktrace");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.lines().last(),
+            Some("socktrace: writing the output: No space left on device (os error 28)"),
+            "{args:?}: {stderr}"
+        );
+    }
 }

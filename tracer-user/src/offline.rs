@@ -25,6 +25,7 @@ use crate::{
     record,
     summary::Summary,
     track::Record,
+    writer::write_out,
 };
 
 /// Bad lines named one by one; beyond this, only counted.
@@ -64,12 +65,12 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        if out.len() >= 1 << 20 && write(&mut stdout, &mut out).is_err() {
+        if out.len() >= 1 << 20 && !write_out(&mut stdout, &mut out)? {
             return Ok(()); // stdout closed (`| head`)
         }
     }
     analysis.finish(last_ns, &mut out);
-    let _ = write(&mut stdout, &mut out);
+    write_out(&mut stdout, &mut out)?;
     if let (Some(charts), Some(path)) = (charts, &args.plot) {
         let reports = match &analysis {
             Analysis::Timewait(run) => run.reports.as_slice(),
@@ -87,14 +88,6 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
         say!("socktrace: {name}: {bad} bad lines skipped");
     }
     Ok(())
-}
-
-fn write(stdout: &mut impl Write, out: &mut String) -> io::Result<()> {
-    let result = stdout
-        .write_all(out.as_bytes())
-        .and_then(|()| stdout.flush());
-    out.clear();
-    result
 }
 
 /// When a record happened (wall-clock ns offline).

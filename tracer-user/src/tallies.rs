@@ -3,7 +3,7 @@
 //! read those totals, count the connections in use per destination
 //! (sock_diag) and the kernel's TIME_WAIT total (sockstat), and report.
 use std::{
-    io::{self, Write},
+    io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
@@ -29,6 +29,7 @@ use crate::{
     session::{self, Stop},
     source::Source,
     summary::Summary,
+    writer::write_out,
 };
 
 /// Connections per second from one process to one destination, nearly all
@@ -106,16 +107,9 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
             export(metrics, &r, &source)?;
         }
         view.report(&r, &mut out);
-        match stdout
-            .write_all(out.as_bytes())
-            .and_then(|()| stdout.flush())
-        {
-            Ok(()) => {}
-            // stdout closed (`| head`): stop quietly.
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break,
-            Err(e) => return Err(anyhow::Error::new(e).context("writing the output")),
+        if !write_out(&mut stdout, &mut out)? {
+            break; // stdout closed (`| head`): stop quietly.
         }
-        out.clear();
         crate::stderr::flush();
     }
     let missed = probe::total_recursion_misses(&programs);
@@ -129,9 +123,10 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
     summary.time_waits = analysis.entries_by_place();
     if args.common.json {
         summary_line(&summary, &mut out);
-        let _ = stdout
-            .write_all(out.as_bytes())
-            .and_then(|()| stdout.flush());
+        if let Err(err) = write_out(&mut stdout, &mut out) {
+            say!("{summary}");
+            return Err(err);
+        }
     }
     Ok(summary)
 }

@@ -237,6 +237,21 @@ impl Shared for Stderr {
     }
 }
 
+/// Writes `out` to `stream`, blocking, and empties it: `Ok(false)` when
+/// the reader has gone (`| head`: stop quietly); any other failure (a full
+/// disk) is the run's.
+pub fn write_out(stream: &mut impl Write, out: &mut String) -> anyhow::Result<bool> {
+    let result = stream
+        .write_all(out.as_bytes())
+        .and_then(|()| stream.flush());
+    out.clear();
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(anyhow::Error::new(e).context("writing the output")),
+    }
+}
+
 /// A file descriptor written without ever blocking on a pipe or socket.
 pub struct NoWait(pub RawFd);
 
