@@ -6,6 +6,9 @@
 //! the TIME_WAIT one from the kernel's counters; `input` reads JSON lines
 //! back into records and `offline` runs the analyses on them; `metrics`
 //! exports counts for Prometheus; `top` is the live terminal view.
+//! `escape` is how text a process controls is shown to people; `writer`
+//! (the output) and `stderr` (our own lines) are where lines go, neither
+//! blocking nor losing one unsaid.
 /// A line on standard error that neither panics nor blocks nor is lost
 /// to a slow reader (see [`stderr`]): with standard error gone (`socktrace
 /// 2>&1 | head`) the message is dropped and socktrace stops as quietly as
