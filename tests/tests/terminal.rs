@@ -195,19 +195,6 @@ fn color_always_through_a_pipe() {
     assert!(line.ends_with("  \x1b[1;35mSHORT-LIVED\x1b[0m"), "{line:?}");
 }
 
-/// A name any process may take (prctl PR_SET_NAME, 15 bytes): it clears
-/// the screen, turns red and starts a forged line.
-const FORGED: &str = "\x1b[2J\x1b[31mX\nFAKE";
-/// How socktrace shows it to people.
-const SHOWN: &str = "\\x1b[2J\\x1b[31mX\\x0aFAKE";
-
-/// A `sockops` scenario under the forged name.
-fn forged(args: &[&str]) -> Command {
-    let mut cmd = Command::new(sockops_bin());
-    cmd.args(args).env("SOCKOPS_NAME", FORGED);
-    cmd
-}
-
 /// `text` holds no control byte but newlines, and no line a forged name
 /// started.
 fn assert_escaped(what: &str, text: &str) {
@@ -280,10 +267,14 @@ fn forged_names_are_escaped_in_events_lifecycles_and_the_snapshot() {
         assert_escaped(name, &text);
         assert_escaped(name, &stderr);
         if name == "events" {
-            line_with(name, &text, &[SHOWN, "exists: ESTABLISHED"]);
-            line_with(name, &text, &[&pid, SHOWN, "SYN_SENT -> ESTABLISHED"]);
+            line_with(name, &text, &[FORGED_SHOWN, "exists: ESTABLISHED"]);
+            line_with(
+                name,
+                &text,
+                &[&pid, FORGED_SHOWN, "SYN_SENT -> ESTABLISHED"],
+            );
         } else {
-            line_with(name, &text, &[&pid, SHOWN, "active  time-wait"]);
+            line_with(name, &text, &[&pid, FORGED_SHOWN, "active  time-wait"]);
         }
     }
 }
@@ -302,18 +293,29 @@ fn forged_names_are_escaped_by_listeners_and_its_summary() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_escaped("listeners", &text);
     assert_escaped("listeners' stderr", &stderr);
-    line_with("listeners", &text, &[SHOWN, "open backlog"]);
-    line_with("listeners", &text, &[SHOWN, "closed after", "SHORT-LIVED"]);
+    line_with("listeners", &text, &[FORGED_SHOWN, "open backlog"]);
+    line_with(
+        "listeners",
+        &text,
+        &[FORGED_SHOWN, "closed after", "SHORT-LIVED"],
+    );
     // The table's row: PROTO PORT KIND COMM PIDS CYCLES SHORT.
     line_with(
         "listeners",
         &text,
-        &["tcp", &port, "listen", &format!("{SHOWN} 1     2       2")],
+        &[
+            "tcp",
+            &port,
+            "listen",
+            &format!("{FORGED_SHOWN} 1     2       2"),
+        ],
     );
     line_with(
         "the summary",
         &stderr,
-        &[&format!("short-lived (< 1 s): tcp {port} {SHOWN} (2)")],
+        &[&format!(
+            "short-lived (< 1 s): tcp {port} {FORGED_SHOWN} (2)"
+        )],
     );
 }
 
@@ -346,5 +348,5 @@ fn forged_names_are_escaped_by_timewait() {
     assert!(out.status.success(), "{}: {stderr}", out.status);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_escaped("timewait", &text);
-    line_with("timewait", &text, &[&format!("  {pid:<7} {SHOWN}")]);
+    line_with("timewait", &text, &[&format!("  {pid:<7} {FORGED_SHOWN}")]);
 }

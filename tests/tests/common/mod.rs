@@ -271,6 +271,19 @@ pub fn assert_unprivileged(pid: u32, what: &str) -> usize {
     tasks.len()
 }
 
+/// A name any process may take (prctl PR_SET_NAME, 15 bytes): it clears
+/// the screen, turns red and starts a forged line.
+pub const FORGED: &str = "\x1b[2J\x1b[31mX\nFAKE";
+/// How socktrace shows it to people.
+pub const FORGED_SHOWN: &str = "\\x1b[2J\\x1b[31mX\\x0aFAKE";
+
+/// A `sockops` scenario under the forged name.
+pub fn forged(args: &[&str]) -> Command {
+    let mut cmd = Command::new(sockops_bin());
+    cmd.args(args).env("SOCKOPS_NAME", FORGED);
+    cmd
+}
+
 /// A `sockops` scenario in its own process, and the JSON line it printed.
 pub struct Op {
     pub child: Child,
