@@ -405,15 +405,20 @@ fn number_before(line: &str, suffix: &str) -> Option<u64> {
     before.rsplit([' ', '(']).next()?.parse().ok()
 }
 
-/// From a `--json` run's summary (its line on stderr): the lines it
-/// produced (every event, close and loss record, and the `summary` line)
-/// and those it reported dropped.
-fn produced_and_dropped(summary: &str) -> (u64, u64) {
+/// Checks, from a `--json` run's summary (its line on stderr), that the
+/// lines produced (every event, close and loss record, and the `summary`
+/// line) are the `received` ones and those it reported dropped (some).
+fn assert_every_line_accounted_for(received: u64, summary: &str) {
     let events = number_before(summary, " events (state ").expect("events");
     let closes = number_before(summary, " connections closed").expect("closes");
     let losses = number_before(summary, " loss records").unwrap_or(0);
     let dropped = number_before(summary, " output lines dropped").unwrap_or(0);
-    (events + closes + losses + 1, dropped)
+    assert!(dropped > 0, "{summary}");
+    assert_eq!(
+        received + dropped,
+        events + closes + losses + 1,
+        "received {received}; {summary}"
+    );
 }
 
 /// The JSON lines in `stream`, each whole and valid; `other(line)` is
@@ -507,13 +512,7 @@ fn a_reader_that_stops_reading_costs_lines_not_events() {
     assert!(summary.contains("lost 0 (ring buffer full)"), "{log}");
     // Every line is received whole, or counted dropped.
     let received = json_lines(&got, |line| panic!("not a JSON line: {line}"));
-    let (produced, dropped) = produced_and_dropped(summary);
-    assert!(dropped > 0, "{summary}");
-    assert_eq!(
-        received + dropped,
-        produced,
-        "received {received}; {summary}"
-    );
+    assert_every_line_accounted_for(received, summary);
 }
 
 #[test]
@@ -593,13 +592,7 @@ fn stderr_down_a_slow_shared_pipe_loses_no_line() {
         .iter()
         .find(|l| l.contains(" events (state "))
         .unwrap_or_else(|| panic!("no summary among {ours:?}"));
-    let (produced, dropped) = produced_and_dropped(summary);
-    assert!(dropped > 0, "{summary}");
-    assert_eq!(
-        received + dropped,
-        produced,
-        "received {received}; {summary}"
-    );
+    assert_every_line_accounted_for(received, summary);
     // Losses said while the pipe was full are there too: a line or two
     // for each loss record.
     let said = ours
@@ -618,16 +611,26 @@ fn output_that_cannot_be_written_fails_in_one_line() {
     require_root();
     // A full disk: every write fails with ENOSPC. Before, socktrace took
     // it for a reader gone away and stopped at once, exit 0, silent.
-    let out = Command::new(socktrace_bin())
-        .args(["record", "/dev/full", "--force", "--duration", "20"])
-        .output()
-        .expect("running socktrace");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(
-        stderr.lines().last(),
-        Some("socktrace: writing the output: No space left on device (os error 28)"),
-        "{stderr}"
+    let fails = |args: &[&str], into_full_disk: bool| -> String {
+        let mut command = Command::new(socktrace_bin());
+        command.args(args);
+        if into_full_disk {
+            let full = std::fs::OpenOptions::new().write(true).open("/dev/full");
+            command.stdout(full.expect("/dev/full"));
+        }
+        let out = command.output().expect("running socktrace");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.lines().last(),
+            Some("socktrace: writing the output: No space left on device (os error 28)"),
+            "{args:?}: {stderr}"
+        );
+        stderr
+    };
+    let stderr = fails(
+        &["record", "/dev/full", "--force", "--duration", "20"],
+        false,
     );
     // What it saw is said first, with what it could not write counted.
     let summary = stderr
@@ -638,30 +641,11 @@ fn output_that_cannot_be_written_fails_in_one_line() {
         number_before(summary, " output lines dropped").is_some_and(|n| n > 0),
         "{summary}"
     );
-    // timewait's reports and analyze's into a full disk likewise.
+    // timewait's reports and analyze's likewise.
+    fails(&["timewait", "--interval", "0.2", "--duration", "20"], true);
     let recording = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../tracer-user/fixtures/listeners-and-churn.jsonl"
     );
-    for args in [
-        &["timewait", "--interval", "0.2", "--duration", "20"][..],
-        &["analyze", recording, "--report", "summary"],
-    ] {
-        let full = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/full")
-            .expect("/dev/full");
-        let out = Command::new(socktrace_bin())
-            .args(args)
-            .stdout(full)
-            .output()
-            .expect("running socktrace");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert_eq!(
-            stderr.lines().last(),
-            Some("socktrace: writing the output: No space left on device (os error 28)"),
-            "{args:?}: {stderr}"
-        );
-    }
+    fails(&["analyze", recording, "--report", "summary"], true);
 }

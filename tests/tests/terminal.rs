@@ -216,6 +216,23 @@ fn line_with<'a>(what: &str, text: &'a str, words: &[&str]) -> &'a str {
         .unwrap_or_else(|| panic!("{what}: no line with {words:?} in:\n{text}"))
 }
 
+/// A client under the forged name talks to `port` and closes first; its
+/// pid.
+fn forged_client(port: u16) -> String {
+    let p = port.to_string();
+    let client = Op::spawn(forged(&[
+        "tcp-client",
+        "127.0.0.1",
+        &p,
+        "10",
+        "10",
+        "close",
+    ]));
+    let pid = client.pid().to_string();
+    client.wait();
+    pid
+}
+
 /// A loopback server on a port of its own: each client sends 10 bytes,
 /// gets 10 back, and closes first.
 fn serve_ten_bytes() -> u16 {
@@ -244,16 +261,7 @@ fn forged_names_are_escaped_in_events_lifecycles_and_the_snapshot() {
     let (events, events_err) = spawn_attached(&["--snapshot", "--port", &p, "--duration", "3"]);
     let (lifecycles, lifecycles_err) =
         spawn_attached(&["--lifecycle", "--port", &p, "--duration", "3"]);
-    let client = Op::spawn(forged(&[
-        "tcp-client",
-        "127.0.0.1",
-        &p,
-        "10",
-        "10",
-        "close",
-    ]));
-    let pid = client.pid().to_string();
-    client.wait();
+    let pid = forged_client(port);
     held.proceed();
     held.wait();
     for (name, child, stderr) in [
@@ -333,16 +341,7 @@ fn forged_names_are_escaped_by_timewait() {
         "2",
     ]);
     // Closing first, the client ends in TIME_WAIT: a row of its own.
-    let client = Op::spawn(forged(&[
-        "tcp-client",
-        "127.0.0.1",
-        &p,
-        "10",
-        "10",
-        "close",
-    ]));
-    let pid = client.pid().to_string();
-    client.wait();
+    let pid = forged_client(port);
     let out = child.wait_with_output().expect("socktrace");
     let stderr = stderr.join().expect("stderr");
     assert!(out.status.success(), "{}: {stderr}", out.status);

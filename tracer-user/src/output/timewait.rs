@@ -215,32 +215,37 @@ mod tests {
     use super::*;
     use crate::analysis::timewait::{PerRequest, Pressure};
 
-    #[test]
-    fn warnings_and_the_headline_in_colour() {
+    /// A report with both warnings, about process 7 named `comm`.
+    fn warnings(comm: &str) -> Report {
         let dest = Dest {
             netns: 1,
             local: "127.0.0.1".parse().unwrap(),
             remote: "127.0.0.2:8080".parse().unwrap(),
         };
-        let report = Report {
+        Report {
             pressure: vec![Pressure {
                 dest,
                 held: 30000,
                 range: 28232,
                 percent: 100.0,
                 pid: 7,
-                comm: "churn".into(),
+                comm: comm.into(),
                 reuse: false,
             }],
             per_request: vec![PerRequest {
                 pid: 7,
-                comm: "churn".into(),
+                comm: comm.into(),
                 dest,
                 per_sec: 500.0,
                 short_pct: 100.0,
             }],
             ..Report::default()
-        };
+        }
+    }
+
+    #[test]
+    fn warnings_and_the_headline_in_colour() {
+        let report = warnings("churn");
         let render = |palette| {
             let mut out = String::new();
             TimewaitView::new(Clock::with_offset(0), false, palette).report(&report, &mut out);
@@ -271,11 +276,6 @@ mod tests {
             analysis::timewait::Row,
             escape::{FORGING, FORGING_SHOWN},
         };
-        let dest = Dest {
-            netns: 1,
-            local: "127.0.0.1".parse().unwrap(),
-            remote: "127.0.0.2:8080".parse().unwrap(),
-        };
         let report = Report {
             by_process: vec![Row {
                 id: 7,
@@ -283,23 +283,7 @@ mod tests {
                 per_sec: 1.0,
                 population: 1,
             }],
-            pressure: vec![Pressure {
-                dest,
-                held: 30000,
-                range: 28232,
-                percent: 100.0,
-                pid: 7,
-                comm: FORGING.into(),
-                reuse: false,
-            }],
-            per_request: vec![PerRequest {
-                pid: 7,
-                comm: FORGING.into(),
-                dest,
-                per_sec: 500.0,
-                short_pct: 100.0,
-            }],
-            ..Report::default()
+            ..warnings(FORGING)
         };
         let mut out = String::new();
         TimewaitView::new(Clock::with_offset(0), false, Palette::OFF).report(&report, &mut out);
