@@ -381,7 +381,10 @@ fn unanswered_connect_says_timed_out() {
         .exec(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/tcp_syn_retries"])
         .status()
         .unwrap();
-    assert!(status.success(), "setting tcp_syn_retries in the test namespace");
+    assert!(
+        status.success(),
+        "setting tcp_syn_retries in the test namespace"
+    );
     let mut tracer = Tracer::start(&[]);
     // The listener's accept queue is full, so the kernel drops the SYNs.
     let op = Op::spawn(ns.exec(&[sockops_bin(), "syn-timeout"]));
@@ -582,14 +585,28 @@ impl Drop for TestCgroup {
     }
 }
 
-#[test]
-fn events_name_the_cgroup_and_the_container() {
-    use std::os::unix::{fs::MetadataExt as _, process::CommandExt as _};
-    require_root();
-    let id = format!("{:064x}", {
+/// A 64-hex-digit container id of the test's own.
+fn container_id() -> String {
+    format!("{:064x}", {
         use std::hash::{BuildHasher as _, RandomState};
         RandomState::new().hash_one(unique_name("cgroup"))
-    });
+    })
+}
+
+/// `cmd` run in the cgroup at `dir`.
+fn in_cgroup(mut cmd: Command, dir: &std::path::Path) -> Command {
+    use std::os::unix::process::CommandExt as _;
+    let procs = dir.join("cgroup.procs");
+    // SAFETY: only a write(2) between fork and exec: into the cgroup.
+    unsafe { cmd.pre_exec(move || std::fs::write(&procs, b"0")) };
+    cmd
+}
+
+#[test]
+fn events_name_the_cgroup_and_the_container() {
+    use std::os::unix::fs::MetadataExt as _;
+    require_root();
+    let id = container_id();
     let name = format!("docker-{id}.scope");
     let cgroup = TestCgroup(cgroup_v2_root().join(&name));
     std::fs::create_dir(&cgroup.0).unwrap();
@@ -597,12 +614,9 @@ fn events_name_the_cgroup_and_the_container() {
 
     let mut tracer = Tracer::start(&[]);
     let port = free_port("127.0.0.1").to_string();
-    let procs = cgroup.0.join("cgroup.procs");
     let mut cmd = Command::new(sockops_bin());
     cmd.args(["connect", "127.0.0.1", &port]);
-    // SAFETY: only a write(2) between fork and exec: into the cgroup.
-    unsafe { cmd.pre_exec(move || std::fs::write(&procs, b"0")) };
-    let op = Op::spawn(cmd);
+    let op = Op::spawn(in_cgroup(cmd, &cgroup.0));
     let pid = op.pid();
     op.wait();
     let events = tracer.wait_for("the close record", |ev| {
@@ -612,6 +626,108 @@ fn events_name_the_cgroup_and_the_container() {
         assert_eq!(e["cgroup_id"], inode, "{e}");
         assert_eq!(e["cgroup"], format!("/{name}"), "{e}");
         assert_eq!(e["container"], id.as_str(), "{e}");
+    }
+}
+
+#[test]
+fn in_a_private_cgroup_namespace_cgroups_are_the_hosts() {
+    use std::os::unix::fs::MetadataExt as _;
+    require_root();
+    // The host's tree: BASE/pod/ctr is the cgroup of socktrace's own
+    // container, the root of its cgroup namespace (as containerd gives a
+    // pod); BASE/docker-ID.scope a container beside it.
+    let root = cgroup_v2_root();
+    let base = unique_name("cgns");
+    let id = container_id();
+    let docker = format!("/{base}/docker-{id}.scope");
+    let made = |path: &str| {
+        let dir = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir(&dir).unwrap();
+        TestCgroup(dir)
+    };
+    // Removed children first (dropped in the reverse order of creation).
+    let _base = made(&base);
+    let _pod = made(&format!("{base}/pod"));
+    let ns_root = made(&format!("{base}/pod/ctr"));
+    let docker_dir = made(&docker);
+    let (ns_root, docker_dir) = (&ns_root.0, &docker_dir.0);
+    let inode = std::fs::metadata(docker_dir).unwrap().ino();
+    // A server in the container from before socktrace starts: its owner
+    // comes from /proc, where its cgroup reads `/../../docker-ID.scope`.
+    let mut server = Command::new(sockops_bin());
+    server.args(["tcp-server", "127.0.0.1", "1", "1", "wait"]);
+    let server = Op::spawn(in_cgroup(server, docker_dir));
+    let (server_pid, port) = (server.pid(), server.port().to_string());
+
+    // socktrace as the DaemonSet runs it in such a pod: in the namespace,
+    // its own cgroupfs mounted (showing only the namespace), and the
+    // host's bind-mounted read-only over /sys/fs/cgroup.
+    let mounts = scratch_dir("cgns-mounts");
+    let (host, own) = (mounts.join("host"), mounts.join("own"));
+    let inside = format!(
+        "set -e; mkdir {host} {own}; mount --bind {root} {host}; mount -t cgroup2 none {own}; \
+         mount --bind {host} /sys/fs/cgroup; mount -o remount,bind,ro /sys/fs/cgroup; \
+         umount {host}; exec {bin} --json --snapshot --port {port}",
+        host = host.display(),
+        own = own.display(),
+        root = root.display(),
+        bin = socktrace_bin().display(),
+    );
+    let script = format!(
+        "echo $$ > {procs} && exec unshare --cgroup --mount --propagation private sh -c '{inside}'",
+        procs = ns_root.join("cgroup.procs").display(),
+    );
+    let mut command = Command::new("sh");
+    command.args(["-c", &script]);
+    let mut tracer = Tracer::spawn(command);
+    // The container's processes now: a client, and a UDP bind released
+    // at once (only the cgroup hooks on the hierarchy's root see that
+    // release: the container is outside socktrace's namespace).
+    let mut client = Command::new(sockops_bin());
+    client.args(["tcp-client", "127.0.0.1", &port, "1", "1", "close"]);
+    let client = Op::spawn(in_cgroup(client, docker_dir));
+    let client_pid = client.pid();
+    client.wait();
+    server.wait();
+    let mut bind = Command::new(sockops_bin());
+    bind.args(["bind", "udp", "127.0.0.1", &port]);
+    let bind = Op::spawn(in_cgroup(bind, docker_dir));
+    let bind_pid = bind.pid();
+    bind.wait();
+    tracer.wait_for("the release and both closes", |ev| {
+        of_type(ev, "release").any(|e| e["pid"] == bind_pid)
+            && of_type(ev, "close")
+                .filter(|e| e["pid"] == client_pid || e["pid"] == server_pid)
+                .count()
+                >= 2
+    });
+    let done = tracer.stop();
+    std::fs::remove_dir_all(&mounts).expect("removing the mount points");
+    assert!(done.status.success(), "{}", done.stderr);
+    let degraded: Vec<&str> = done
+        .stderr
+        .lines()
+        .filter(|l| l.contains("degraded:") && l.contains("cgroup"))
+        .collect();
+    assert!(degraded.is_empty(), "{degraded:?}");
+    // The snapshot's listener (from /proc), the client's transitions and
+    // close, the server's, the release: all name the host's cgroup and
+    // the container.
+    let theirs: Vec<&Value> = done
+        .events
+        .iter()
+        .filter(|e| {
+            [server_pid, client_pid, bind_pid]
+                .map(Value::from)
+                .contains(&e["pid"])
+        })
+        .collect();
+    let snapshot = theirs.iter().filter(|e| e["type"] == "socket").count();
+    assert_eq!(snapshot, 1, "the listener in the snapshot: {theirs:?}");
+    for e in &theirs {
+        assert_eq!(e["cgroup"], docker.as_str(), "{e}");
+        assert_eq!(e["container"], id.as_str(), "{e}");
+        assert_eq!(e["cgroup_id"], inode, "{e}");
     }
 }
 

@@ -210,3 +210,38 @@ fn syslog_messages_are_rfc5424_with_structured_data() {
     assert!(text.contains("type=\"bind\""), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn syslog_shows_a_forged_name_escaped() {
+    let dir = scratch_dir("syslog-forged");
+    let (_rsyslogd, socket, parsed) = rsyslogd(&dir);
+    let port = free_port("127.0.0.1").to_string();
+    let tracer = Tracer::start(&["--syslog", socket.to_str().unwrap(), "--port", &port]);
+    let status = forged(&["bind", "udp", "127.0.0.1", &port])
+        .stdout(Stdio::null())
+        .status()
+        .expect("sockops");
+    assert!(status.success());
+    let lines = || std::fs::read_to_string(&parsed).unwrap_or_default();
+    wait_until("the release message", || {
+        lines().contains("type=\"release\"")
+    });
+    let done = tracer.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    let text = lines();
+    let line = text
+        .lines()
+        .find(|l| l.contains("type=\"release\""))
+        .unwrap();
+    // Escaped by socktrace, as everywhere for people (not left to the
+    // receiver, which may write control bytes as they are): in the
+    // message, and in the value (whose backslashes RFC 5424 doubles).
+    let fields: Vec<&str> = line.splitn(5, '|').collect();
+    assert!(
+        fields[4].starts_with(&format!("{FORGED_SHOWN} (")),
+        "{line}"
+    );
+    let value = FORGED_SHOWN.replace('\\', "\\\\");
+    assert!(fields[3].contains(&format!("comm=\"{value}\"")), "{line}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -14,12 +14,10 @@ use serde_json::Value;
 
 /// `Name:\tvalue` from /proc/PID/status.
 fn status(pid: u32, name: &str) -> String {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading status");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
-        .trim()
-        .to_string()
+    status_field(
+        &std::path::PathBuf::from(format!("/proc/{pid}/status")),
+        name,
+    )
 }
 
 /// One loopback connection to a listener of this process on `port`.
@@ -48,10 +46,7 @@ fn every_capability_is_given_up_once_attached() {
         }
         let mut tracer = Tracer::start(&args);
         let pid = tracer.pid();
-        for set in ["CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"] {
-            assert_eq!(status(pid, set), "0000000000000000", "{set} as {user:?}");
-        }
-        assert_eq!(status(pid, "NoNewPrivs"), "1");
+        assert_unprivileged(pid, &format!("watch as {user:?}"));
         if user.is_some() {
             assert!(
                 status(pid, "Uid").starts_with("65534"),
@@ -75,6 +70,38 @@ fn every_capability_is_given_up_once_attached() {
         String::from_utf8_lossy(&out.stderr),
         "socktrace: --user: no user named no-such-user-here\n"
     );
+}
+
+/// Every live mode, each thread of it (`top`'s, under tmux, is in
+/// top.rs), with the metrics server running: the threads checked once
+/// attached and again after a second of work, when every thread the mode
+/// starts has started.
+#[test]
+fn every_mode_gives_up_every_capability_on_every_thread() {
+    let recording = std::env::temp_dir().join(unique_name("caps-record"));
+    let recording_arg = recording.display().to_string();
+    let modes: [&[&str]; 4] = [
+        &["watch", "--json"],
+        &["listeners", "--json", "--interval", "0.2"],
+        &["timewait", "--json", "--interval", "0.2"],
+        &["record", &recording_arg],
+    ];
+    for mode in modes {
+        let port = free_port("127.0.0.1").to_string();
+        let metrics = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+        let mut args = mode.to_vec();
+        args.extend(["--port", &port, "--metrics", &metrics]);
+        let tracer = Tracer::command(&args);
+        let what = format!("{mode:?}");
+        assert_unprivileged(tracer.pid(), &what);
+        connect_once(port.parse().unwrap());
+        let _ = std::net::TcpStream::connect(&metrics);
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        assert_unprivileged(tracer.pid(), &what);
+        let done = tracer.stop();
+        assert!(done.status.success(), "{what}: {}", done.stderr);
+    }
+    std::fs::remove_file(&recording).expect("the recording");
 }
 
 /// BPF program ids the process holds open (from /proc/PID/fdinfo).
@@ -340,6 +367,79 @@ fn unmounted_tracefs_is_mounted_and_said() {
     );
 }
 
+/// A child killed when dropped (a failed assertion leaves nothing running).
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Loopback churn on `port` that nobody reads the events of: 10000
+/// connections, ~100k events, tens of MB of JSON lines.
+fn churn_unread(port: u16) {
+    let churn = Command::new(env!("CARGO_BIN_EXE_churn"))
+        .args([
+            "--threads",
+            "2",
+            "--addrs",
+            "8",
+            "--port",
+            &port.to_string(),
+        ])
+        .args(["--connections", "10000"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(churn.success());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+}
+
+/// The number before `suffix` in `line`, if `suffix` is there.
+fn number_before(line: &str, suffix: &str) -> Option<u64> {
+    let (before, _) = line.split_once(suffix)?;
+    before.rsplit([' ', '(']).next()?.parse().ok()
+}
+
+/// Checks, from a `--json` run's summary (its line on stderr), that the
+/// lines produced (every event, close and loss record, and the `summary`
+/// line) are the `received` ones and those it reported dropped (some).
+fn assert_every_line_accounted_for(received: u64, summary: &str) {
+    let events = number_before(summary, " events (state ").expect("events");
+    let closes = number_before(summary, " connections closed").expect("closes");
+    let losses = number_before(summary, " loss records").unwrap_or(0);
+    let dropped = number_before(summary, " output lines dropped").unwrap_or(0);
+    assert!(dropped > 0, "{summary}");
+    assert_eq!(
+        received + dropped,
+        events + closes + losses + 1,
+        "received {received}; {summary}"
+    );
+}
+
+/// The JSON lines in `stream`, each whole and valid; `other(line)` is
+/// called with every line that is not one (and must accept it).
+fn json_lines(stream: &[u8], mut other: impl FnMut(&str)) -> u64 {
+    let text = std::str::from_utf8(stream).expect("UTF-8");
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "the stream ends in a cut line"
+    );
+    let mut n = 0;
+    for line in text.lines() {
+        if line.starts_with('{') {
+            serde_json::from_str::<Value>(line)
+                .unwrap_or_else(|e| panic!("a cut or glued line ({e}): {line}"));
+            n += 1;
+        } else {
+            other(line);
+        }
+    }
+    n
+}
+
 #[test]
 fn a_reader_that_stops_reading_costs_lines_not_events() {
     use std::{
@@ -350,12 +450,15 @@ fn a_reader_that_stops_reading_costs_lines_not_events() {
     };
     require_root();
     let port = free_port("0.0.0.0");
-    let mut child = Command::new(socktrace_bin())
-        .args(["--json", "--port", &port.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut running = Running(
+        Command::new(socktrace_bin())
+            .args(["--json", "--port", &port.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut running.0;
     let stderr = Arc::new(Mutex::new(String::new()));
     let log = Arc::clone(&stderr);
     let pipe = child.stderr.take().unwrap();
@@ -378,28 +481,13 @@ fn a_reader_that_stops_reading_costs_lines_not_events() {
         }
     };
     wait_for("attach", "attached in");
-    // Nobody reads our stdout while ~100k events (tens of MB) happen.
-    let churn = Command::new(env!("CARGO_BIN_EXE_churn"))
-        .args([
-            "--threads",
-            "2",
-            "--addrs",
-            "8",
-            "--port",
-            &port.to_string(),
-        ])
-        .args(["--connections", "10000"])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(churn.success());
-    std::thread::sleep(Duration::from_millis(500));
+    churn_unread(port);
     // Now read: socktrace says what it dropped.
     let mut out = child.stdout.take().unwrap();
     let drain = std::thread::spawn(move || {
         let mut sink = Vec::new();
         let _ = out.read_to_end(&mut sink);
-        sink.len()
+        sink
     });
     wait_for("report of dropped lines", "the output reader fell behind:");
     // SAFETY: kill(2) on our child.
@@ -413,14 +501,149 @@ fn a_reader_that_stops_reading_costs_lines_not_events() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success());
-    assert!(drain.join().unwrap() > 1 << 20);
+    let got = drain.join().unwrap();
+    assert!(got.len() > 1 << 20);
     reader.join().unwrap();
     let log = stderr.lock().unwrap().clone();
     let summary = log.lines().last().unwrap();
     // The kernel's ring was drained all along: nothing lost there.
     assert!(summary.contains("lost 0 (ring buffer full)"), "{log}");
-    assert!(
-        summary.contains("output lines dropped (the reader fell behind)"),
-        "{log}"
+    // Every line is received whole, or counted dropped.
+    let received = json_lines(&got, |line| panic!("not a JSON line: {line}"));
+    assert_every_line_accounted_for(received, summary);
+}
+
+#[test]
+fn stderr_down_a_slow_shared_pipe_loses_no_line() {
+    use std::{
+        io::{BufRead, BufReader, Read},
+        process::Stdio,
+        time::{Duration, Instant},
+    };
+    require_root();
+    // `socktrace --json 2>&1 | slow`, as under systemd: one pipe.
+    let port = free_port("0.0.0.0");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    // The write end's open file description, as socktrace's stdout and
+    // stderr share it.
+    let description = writer.try_clone().expect("pipe");
+    let mut running = Running(
+        Command::new(socktrace_bin())
+            .args(["--json", "--port", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(writer.try_clone().expect("pipe"))
+            .stderr(writer)
+            .spawn()
+            .unwrap(),
     );
+    let child = &mut running.0;
+    let mut stream = BufReader::new(reader);
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("attached in") {
+        let n = stream.read_until(b'\n', &mut got).unwrap();
+        assert_ne!(n, 0, "socktrace exited before attaching");
+    }
+    // Its stdout does not block, yet stderr must: the shared flags stay.
+    // SAFETY: F_GETFL on a descriptor we own.
+    let flags =
+        unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&description), libc::F_GETFL) };
+    assert_eq!(
+        flags & libc::O_NONBLOCK,
+        0,
+        "O_NONBLOCK set on the shared stream"
+    );
+    drop(description); // or the stream never ends
+    churn_unread(port);
+    // A slow reader (64 KiB, the pipe's size, a millisecond at a time):
+    // the pipe stays nearly full while the backlog drains, when socktrace
+    // says it dropped lines.
+    let mut read_slowly = |until: &dyn Fn(&[u8]) -> bool| {
+        let mut chunk = vec![0; 64 << 10];
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !until(&got) {
+            assert!(Instant::now() < deadline, "timed out reading slowly");
+            let n = stream.read(&mut chunk).unwrap();
+            if n == 0 {
+                return;
+            }
+            got.extend_from_slice(&chunk[..n]);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    let said =
+        |needle: &'static str| move |got: &[u8]| String::from_utf8_lossy(got).contains(needle);
+    read_slowly(&said("the output reader fell behind:"));
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    read_slowly(&|_| false); // to the end
+    assert!(child.wait().unwrap().success());
+    // Every line whole: JSON lines, and socktrace's own between them.
+    let mut ours = Vec::new();
+    let received = json_lines(&got, |line| {
+        assert!(
+            line.starts_with("socktrace: "),
+            "a cut or glued line: {line}"
+        );
+        ours.push(line.to_string());
+    });
+    let summary = ours
+        .iter()
+        .find(|l| l.contains(" events (state "))
+        .unwrap_or_else(|| panic!("no summary among {ours:?}"));
+    assert_every_line_accounted_for(received, summary);
+    // Losses said while the pipe was full are there too: a line or two
+    // for each loss record.
+    let said = ours
+        .iter()
+        .filter(|l| l.starts_with("socktrace: lost "))
+        .count() as u64;
+    let losses = number_before(summary, " loss records").unwrap_or(0);
+    assert!(
+        said >= losses,
+        "{said} loss lines for {losses} loss records: {ours:?}"
+    );
+}
+
+#[test]
+fn output_that_cannot_be_written_fails_in_one_line() {
+    require_root();
+    // A full disk: every write fails with ENOSPC. Before, socktrace took
+    // it for a reader gone away and stopped at once, exit 0, silent.
+    let fails = |args: &[&str], into_full_disk: bool| -> String {
+        let mut command = Command::new(socktrace_bin());
+        command.args(args);
+        if into_full_disk {
+            let full = std::fs::OpenOptions::new().write(true).open("/dev/full");
+            command.stdout(full.expect("/dev/full"));
+        }
+        let out = command.output().expect("running socktrace");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.lines().last(),
+            Some("socktrace: writing the output: No space left on device (os error 28)"),
+            "{args:?}: {stderr}"
+        );
+        stderr
+    };
+    let stderr = fails(
+        &["record", "/dev/full", "--force", "--duration", "20"],
+        false,
+    );
+    // What it saw is said first, with what it could not write counted.
+    let summary = stderr
+        .lines()
+        .find(|l| l.contains(" events (state "))
+        .unwrap_or_else(|| panic!("no summary: {stderr}"));
+    assert!(
+        number_before(summary, " output lines dropped").is_some_and(|n| n > 0),
+        "{summary}"
+    );
+    // timewait's reports and analyze's likewise.
+    fails(&["timewait", "--interval", "0.2", "--duration", "20"], true);
+    let recording = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tracer-user/fixtures/listeners-and-churn.jsonl"
+    );
+    fails(&["analyze", recording, "--report", "summary"], true);
 }

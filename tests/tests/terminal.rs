@@ -1,6 +1,7 @@
 //! Manners at the terminal: `socktrace | head` stops at its next line and
 //! exits 0 without a word about the closed pipe (also when standard error
-//! goes down the same pipe), and `--color always` colours what it should.
+//! goes down the same pipe), `--color always` colours what it should, and
+//! a process's name never reaches the terminal raw.
 mod common;
 
 use std::{
@@ -192,4 +193,159 @@ fn color_always_through_a_pipe() {
         .find(|l| l.contains(&format!(":{port} ")) && l.contains("closed after"))
         .unwrap_or_else(|| panic!("no close of port {port} in:\n{text}"));
     assert!(line.ends_with("  \x1b[1;35mSHORT-LIVED\x1b[0m"), "{line:?}");
+}
+
+/// `text` holds no control byte but newlines, and no line a forged name
+/// started.
+fn assert_escaped(what: &str, text: &str) {
+    let raw: Vec<&str> = text
+        .lines()
+        .filter(|l| l.bytes().any(|b| b.is_ascii_control()))
+        .collect();
+    assert!(raw.is_empty(), "{what}: raw control bytes in {raw:?}");
+    assert!(
+        !text.lines().any(|l| l.starts_with("FAKE")),
+        "{what}: a forged line:\n{text}"
+    );
+}
+
+/// The first line of `text` holding all of `words`.
+fn line_with<'a>(what: &str, text: &'a str, words: &[&str]) -> &'a str {
+    text.lines()
+        .find(|l| words.iter().all(|w| l.contains(w)))
+        .unwrap_or_else(|| panic!("{what}: no line with {words:?} in:\n{text}"))
+}
+
+/// A client under the forged name talks to `port` and closes first; its
+/// pid.
+fn forged_client(port: u16) -> String {
+    let p = port.to_string();
+    let client = Op::spawn(forged(&[
+        "tcp-client",
+        "127.0.0.1",
+        &p,
+        "10",
+        "10",
+        "close",
+    ]));
+    let pid = client.pid().to_string();
+    client.wait();
+    pid
+}
+
+/// A loopback server on a port of its own: each client sends 10 bytes,
+/// gets 10 back, and closes first.
+fn serve_ten_bytes() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listening");
+    let port = listener.local_addr().expect("address").port();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            thread::spawn(move || {
+                let mut req = [0u8; 10];
+                if conn.read_exact(&mut req).is_ok() && conn.write_all(&[b'r'; 10]).is_ok() {
+                    let _ = conn.read_to_end(&mut Vec::new());
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn forged_names_are_escaped_in_events_lifecycles_and_the_snapshot() {
+    let port = serve_ten_bytes();
+    let p = port.to_string();
+    // Open before start: the snapshot names its owner from /proc.
+    let mut held = Op::spawn(forged(&["hold", "127.0.0.1", &p, "1"]));
+    let (events, events_err) = spawn_attached(&["--snapshot", "--port", &p, "--duration", "3"]);
+    let (lifecycles, lifecycles_err) =
+        spawn_attached(&["--lifecycle", "--port", &p, "--duration", "3"]);
+    let pid = forged_client(port);
+    held.proceed();
+    held.wait();
+    for (name, child, stderr) in [
+        ("events", events, events_err),
+        ("--lifecycle", lifecycles, lifecycles_err),
+    ] {
+        let out = child.wait_with_output().expect("socktrace");
+        let stderr = stderr.join().expect("stderr");
+        assert!(out.status.success(), "{name}: {}: {stderr}", out.status);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_escaped(name, &text);
+        assert_escaped(name, &stderr);
+        if name == "events" {
+            line_with(name, &text, &[FORGED_SHOWN, "exists: ESTABLISHED"]);
+            line_with(
+                name,
+                &text,
+                &[&pid, FORGED_SHOWN, "SYN_SENT -> ESTABLISHED"],
+            );
+        } else {
+            line_with(name, &text, &[&pid, FORGED_SHOWN, "active  time-wait"]);
+        }
+    }
+}
+
+#[test]
+fn forged_names_are_escaped_by_listeners_and_its_summary() {
+    let port = free_port("127.0.0.1").to_string();
+    let (child, stderr) = spawn_attached(&["listeners", "--port", &port, "--duration", "2"]);
+    let cycles = forged(&["listen-cycle", "127.0.0.1", &port, "2", "1000"])
+        .status()
+        .expect("sockops");
+    assert!(cycles.success());
+    let out = child.wait_with_output().expect("socktrace");
+    let stderr = stderr.join().expect("stderr");
+    assert!(out.status.success(), "{}: {stderr}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_escaped("listeners", &text);
+    assert_escaped("listeners' stderr", &stderr);
+    line_with("listeners", &text, &[FORGED_SHOWN, "open backlog"]);
+    line_with(
+        "listeners",
+        &text,
+        &[FORGED_SHOWN, "closed after", "SHORT-LIVED"],
+    );
+    // The table's row: PROTO PORT KIND COMM PIDS CYCLES SHORT.
+    line_with(
+        "listeners",
+        &text,
+        &[
+            "tcp",
+            &port,
+            "listen",
+            &format!("{FORGED_SHOWN} 1     2       2"),
+        ],
+    );
+    line_with(
+        "the summary",
+        &stderr,
+        &[&format!(
+            "short-lived (< 1 s): tcp {port} {FORGED_SHOWN} (2)"
+        )],
+    );
+}
+
+#[test]
+fn forged_names_are_escaped_by_timewait() {
+    let port = serve_ten_bytes();
+    let p = port.to_string();
+    let (child, stderr) = spawn_attached(&[
+        "timewait",
+        "--port",
+        &p,
+        "--interval",
+        "0.5",
+        "--duration",
+        "2",
+    ]);
+    // Closing first, the client ends in TIME_WAIT: a row of its own.
+    let pid = forged_client(port);
+    let out = child.wait_with_output().expect("socktrace");
+    let stderr = stderr.join().expect("stderr");
+    assert!(out.status.success(), "{}: {stderr}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_escaped("timewait", &text);
+    line_with("timewait", &text, &[&format!("  {pid:<7} {FORGED_SHOWN}")]);
 }

@@ -1,6 +1,6 @@
 //! `socktrace top` on a real terminal: tmux gives it an 80x24 pane, a real
-//! loopback listener and connection show up in it, and `q` leaves the
-//! terminal as it was.
+//! loopback listener and connection show up in it, `q` leaves the
+//! terminal as it was, and no thread of it keeps a privilege.
 mod common;
 
 use std::{
@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{free_port, require_root, socktrace_bin, unique_name};
+use common::{assert_unprivileged, free_port, require_root, socktrace_bin, unique_name};
 
 const TMUX: &str = "/usr/bin/tmux";
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -91,9 +91,10 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
+        // Quietly: the server is gone already when its last pane exited.
         let _ = Command::new(TMUX)
             .args(["-L", &self.socket, "kill-server"])
-            .status();
+            .output();
     }
 }
 
@@ -171,4 +172,45 @@ fn top_shows_a_real_listener_and_connection_and_q_restores_the_terminal() {
         .collect();
     assert_eq!(modes, ["icanon", "echo"], "{screen}");
     drop((client, server, listener));
+}
+
+#[test]
+fn top_gives_up_every_capability_on_every_thread() {
+    require_root();
+    let tmux = Tmux::start();
+    let port = free_port("127.0.0.1");
+    // The pane's shell becomes socktrace: the pane's pid is its pid.
+    let pid: u32 = tmux
+        .run(&["display-message", "-p", "-t", "top", "#{pane_pid}"])
+        .trim()
+        .parse()
+        .expect("the pane's pid");
+    tmux.type_line(&format!(
+        "exec {} top --port {port}",
+        socktrace_bin().display()
+    ));
+    tmux.wait_for("the view", |s| s.contains("ev/s") && s.contains("LIVE"));
+    // The view reads keys on a thread of its own (crossterm's).
+    let deadline = Instant::now() + TIMEOUT;
+    let threads = loop {
+        let n = assert_unprivileged(pid, "top");
+        if n > 1 {
+            break n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "top never started its key reader"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    // Keys still work on it: `q` quits.
+    tmux.run(&["send-keys", "-t", "top", "q"]);
+    let deadline = Instant::now() + TIMEOUT;
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "top ({threads} threads) did not quit on q"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
 }

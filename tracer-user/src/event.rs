@@ -229,8 +229,9 @@ impl Comm {
 }
 
 impl fmt::Display for Comm {
+    /// Escaped, for people ([`crate::escape`]); JSON takes [`Comm::as_str`].
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(&self.as_str())
+        crate::escape::escaped(&self.bytes[..self.len as usize]).fmt(f)
     }
 }
 

@@ -649,6 +649,13 @@ pub(crate) mod tests {
                 "invalid field `comm`: a-very-long-command",
             ),
             ("Z\"", "\"", "invalid field `time`: "),
+            // What the recording holds is shown escaped: JSON takes DEL
+            // and C1 controls (U+009B is CSI to some terminals) raw.
+            (
+                "\"family\":\"ipv4\"",
+                "\"family\":\"\x7f\u{9b}2J\"",
+                "invalid field `family`: \\x7f\\xc2\\x9b2J",
+            ),
         ];
         for (from, to, error) in cases {
             assert!(line.contains(from), "{from}");

@@ -6,21 +6,25 @@
 //! the TIME_WAIT one from the kernel's counters; `input` reads JSON lines
 //! back into records and `offline` runs the analyses on them; `metrics`
 //! exports counts for Prometheus; `top` is the live terminal view.
-/// `eprintln!` that cannot panic: with standard error gone (`socktrace
+//! `escape` is how text a process controls is shown to people; `writer`
+//! (the output) and `stderr` (our own lines) are where lines go, neither
+//! blocking nor losing one unsaid.
+/// A line on standard error that neither panics nor blocks nor is lost
+/// to a slow reader (see [`stderr`]): with standard error gone (`socktrace
 /// 2>&1 | head`) the message is dropped and socktrace stops as quietly as
 /// when standard output goes.
 #[macro_export]
 macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
+    ($($arg:tt)*) => {
+        $crate::stderr::line(format_args!($($arg)*))
+    };
 }
 
 pub mod analysis;
 pub mod cli;
 pub mod clock;
 pub mod diag;
+pub mod escape;
 pub mod event;
 pub mod filter;
 pub mod generate;
@@ -37,6 +41,7 @@ pub mod proc;
 pub mod record;
 pub mod session;
 pub mod source;
+pub mod stderr;
 pub mod summary;
 pub mod tallies;
 pub mod top;

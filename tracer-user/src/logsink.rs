@@ -8,6 +8,7 @@ use libsystemd::logging::{Priority, journal_send};
 use syslog::{Formatter5424, Logger, LoggerBackend};
 
 use crate::{
+    escape::escape,
     event::{Detail, Event},
     track::{Close, Record},
 };
@@ -20,7 +21,8 @@ pub enum Level {
     Warning,
 }
 
-/// One record as a log entry: a sentence and named fields.
+/// One record as a log entry: a sentence for people (names escaped) and
+/// named fields (raw).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub level: Level,
@@ -208,11 +210,14 @@ impl Syslog {
 }
 
 impl Sink for Syslog {
+    /// Syslog ends up in text files read by people: values are escaped
+    /// (the journal's fields stay raw: its protocol is binary-safe and
+    /// `journalctl` shows unprintable values as blobs).
     fn send(&mut self, entry: &Entry) -> Result<(), String> {
         let params: BTreeMap<String, String> = entry
             .fields
             .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
+            .map(|(k, v)| (k.to_string(), escape(v).into_owned()))
             .collect();
         let data = BTreeMap::from([(SD_ID.to_string(), params)]);
         let message = (0, data, &entry.message);
@@ -278,5 +283,26 @@ mod tests {
         let entry = entry(&Record::Event(e)).unwrap();
         assert_eq!(entry.level, Level::Warning);
         assert_eq!(entry.message, "srv (7) bind 0.0.0.0:80 failed: EADDRINUSE");
+    }
+
+    #[test]
+    fn messages_escape_process_names_and_fields_keep_them() {
+        use crate::escape::{FORGING, FORGING_SHOWN};
+        let e = Event::sample(
+            1,
+            7,
+            FORGING,
+            Proto::Tcp,
+            Detail::Release {
+                addr: "0.0.0.0:53".parse().unwrap(),
+            },
+        );
+        let entry = entry(&Record::Event(e)).unwrap();
+        assert_eq!(
+            entry.message,
+            format!("{FORGING_SHOWN} (7) closed 0.0.0.0:53 (bound)")
+        );
+        let comm = entry.fields.iter().find(|(k, _)| *k == "comm").unwrap();
+        assert_eq!(comm.1, FORGING, "the journal's field is the raw name");
     }
 }

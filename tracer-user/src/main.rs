@@ -7,14 +7,22 @@ use std::{
 use clap::{CommandFactory as _, FromArgMatches as _};
 use socktrace::{
     cli::{Cli, Command},
-    generate, offline, record, say, tallies, top,
+    generate, offline, record, say, stderr, tallies, top,
     watch::{self, Plan},
 };
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_target(false)
+        .target(env_logger::Target::Pipe(Box::new(stderr::Lines)))
         .init();
+    let code = run();
+    // What a slow reader of standard error has not taken yet.
+    stderr::finish();
+    code
+}
+
+fn run() -> ExitCode {
     // The hidden generator is added here only, so no help, man page or
     // completion script lists it.
     let matches = match Cli::command()
@@ -39,7 +47,7 @@ fn main() -> ExitCode {
         }
     };
     if matches!(command, Command::Top(_)) && !io::stdout().is_terminal() {
-        eprintln!(
+        say!(
             "socktrace: top needs a terminal (stdout is not one); `socktrace watch` streams to pipes and files"
         );
         return ExitCode::from(2);

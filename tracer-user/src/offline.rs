@@ -26,6 +26,7 @@ use crate::{
     record,
     summary::Summary,
     track::Record,
+    writer::write_out,
 };
 
 /// Bad lines named one by one; beyond this, only counted.
@@ -81,7 +82,7 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
                 say!("{said}");
             }
         }
-        if out.len() >= 1 << 20 && write(&mut stdout, &mut out).is_err() {
+        if out.len() >= 1 << 20 && !write_out(&mut stdout, &mut out)? {
             return Ok(()); // stdout closed (`| head`)
         }
     }
@@ -99,7 +100,7 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
         anyhow::bail!("{name}: no socktrace records{reports}");
     }
     analysis.finish(last_ns, &mut out);
-    let _ = write(&mut stdout, &mut out);
+    write_out(&mut stdout, &mut out)?;
     if let (Some(charts), Some(path)) = (charts, &args.plot) {
         let reports = match &analysis {
             Analysis::Timewait(run) => run.reports.as_slice(),
@@ -120,14 +121,6 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
         Some(unread) => anyhow::bail!("{unread}; the report covers the lines before it"),
         None => Ok(()),
     }
-}
-
-fn write(stdout: &mut impl Write, out: &mut String) -> io::Result<()> {
-    let result = stdout
-        .write_all(out.as_bytes())
-        .and_then(|()| stdout.flush());
-    out.clear();
-    result
 }
 
 /// When a record happened (wall-clock ns offline).
@@ -188,9 +181,9 @@ impl Charts {
                     short,
                 } = note.what
                 {
-                    let comm = note.owner.comm.as_str().into_owned();
                     self.bars.push(Bar {
-                        row: format!("{} {} {comm}", note.proto, note.addr.port()),
+                        // A label for people: the name escaped.
+                        row: format!("{} {} {}", note.proto, note.addr.port(), note.owner.comm),
                         start_s: self.secs(note.at_ns.saturating_sub(lifetime)),
                         end_s: self.secs(note.at_ns),
                         short,

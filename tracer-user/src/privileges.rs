@@ -3,6 +3,12 @@
 //! descriptors, sock_diag dumps of its own namespace need none. So before
 //! it reads a single record it gives every capability up, for good (and
 //! with `--user NAME` becomes that user, as tcpdump's `-Z` does).
+//!
+//! Capabilities and no_new_privs belong to a thread, not to the process:
+//! a thread started before they go keeps them all. So they go while the
+//! process has one thread, and [`drop_all`] refuses to run otherwise;
+//! whatever starts a thread (the terminal's key reader in `top`, a
+//! blocking pool) does so after it.
 use std::ffi::CString;
 
 use caps::{CapSet, Capability};
@@ -22,11 +28,23 @@ pub enum DropError {
     Caps(#[from] caps::errors::CapsError),
     #[error("cannot set no_new_privs: {0}")]
     NoNewPrivs(std::io::Error),
+    #[error(
+        "cannot give up privileges: {0} threads run, and each would keep its own \
+         (a bug: they must be dropped before any thread starts)"
+    )]
+    Threads(usize),
+    #[error("cannot count our threads: {0}")]
+    Tasks(std::io::Error),
 }
 
 /// Becomes `user` (if given), then clears every capability set and the
-/// bounding set, and forbids regaining any through exec.
+/// bounding set, and forbids regaining any through exec; only while this
+/// is the process's one thread.
 pub fn drop_all(user: Option<&str>) -> Result<(), DropError> {
+    let threads = threads().map_err(DropError::Tasks)?;
+    if threads != 1 {
+        return Err(DropError::Threads(threads));
+    }
     // The bounding set first, where we may: dropping from it needs
     // CAP_SETPCAP (a service given only CAP_BPF and CAP_PERFMON has an
     // empty permitted set after this anyway, and no_new_privs below keeps
@@ -54,6 +72,11 @@ pub fn drop_all(user: Option<&str>) -> Result<(), DropError> {
         return Err(DropError::NoNewPrivs(std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// How many threads this process has (its tasks in /proc).
+fn threads() -> std::io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/task")?.count())
 }
 
 /// Whether `--user NAME` names a user this host has (checked before any
@@ -96,6 +119,19 @@ fn become_user(name: &str) -> Result<(), DropError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refuses_to_leave_another_thread_privileged() {
+        // A second thread for sure (however the harness runs tests).
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || wait.recv());
+        // Refused before anything is changed.
+        let caps = caps::read(None, CapSet::Effective).unwrap();
+        assert!(matches!(drop_all(None), Err(DropError::Threads(n)) if n > 1));
+        assert_eq!(caps::read(None, CapSet::Effective).unwrap(), caps);
+        drop(done);
+        let _ = other.join();
+    }
 
     #[test]
     fn users_are_looked_up() {

@@ -1,9 +1,16 @@
 //! Process details from /proc and cgroupfs: who holds a socket (as `ss -p`
 //! finds out), for sockets that predate us; and which cgroup (and
 //! container) a cgroup id names.
+//!
+//! cgroup paths are the hierarchy's, below its root (what `cgroup` in the
+//! JSON shows), also where socktrace runs in a private cgroup namespace (a
+//! pod): there /proc/PID/cgroup is relative to the namespace's root
+//! (`/../../kubepods.slice/...` for a process outside it), which
+//! [`CgroupNs`] finds in the hierarchy.
 use std::{
     collections::HashMap,
     fs,
+    ops::ControlFlow,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::Arc,
@@ -25,8 +32,15 @@ pub struct SocketOwners {
     pub denied: Vec<u32>,
 }
 
+/// With `cgroup_root`, the root of the cgroup v2 hierarchy, owners carry
+/// their cgroup ids.
 pub fn socket_owners(cgroup_root: Option<&Path>) -> SocketOwners {
     let mut owners = SocketOwners::default();
+    let cgroups = cgroup_root.and_then(|root| {
+        let own = fs::read_to_string("/proc/self/cgroup").ok()?;
+        let ns = CgroupNs::find(root, &own, std::process::id())?;
+        Some((root, ns))
+    });
     let Ok(procs) = fs::read_dir("/proc") else {
         return owners;
     };
@@ -62,7 +76,7 @@ pub fn socket_owners(cgroup_root: Option<&Path>) -> SocketOwners {
             let Some(inode) = socket_inode(&target.to_string_lossy()) else {
                 continue;
             };
-            let owner = owner.get_or_insert_with(|| process(pid, cgroup_root));
+            let owner = owner.get_or_insert_with(|| process(pid, cgroups.as_ref()));
             owners
                 .by_inode
                 .entry(inode)
@@ -97,7 +111,7 @@ pub fn comm(pid: u32) -> String {
     comm.trim_end_matches('\n').to_string()
 }
 
-fn process(pid: u32, cgroup_root: Option<&Path>) -> Owner {
+fn process(pid: u32, cgroups: Option<&(&Path, CgroupNs)>) -> Owner {
     let comm = comm(pid);
     let mut raw = [0u8; 16];
     let comm = comm.as_bytes();
@@ -111,22 +125,107 @@ fn process(pid: u32, cgroup_root: Option<&Path>) -> Owner {
         tid: pid,
         uid,
         comm: Comm::new(&raw),
-        cgroup_id: cgroup_root.map_or(0, |root| cgroup_id(pid, root)),
+        cgroup_id: cgroups.map_or(0, |(root, ns)| cgroup_id(pid, root, ns)),
         cgroup: None,
         source: OwnerSource::Cached,
     }
 }
 
-/// The cgroup v2 id of `pid`: the inode number of its cgroup directory.
-fn cgroup_id(pid: u32, root: &Path) -> u64 {
+/// The cgroup v2 id of `pid`: the inode number of its cgroup directory
+/// below `root`.
+fn cgroup_id(pid: u32, root: &Path, ns: &CgroupNs) -> u64 {
     let Ok(text) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
         return 0;
     };
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(|path| root.join(path.trim_start_matches('/')))
-        .and_then(|dir: PathBuf| fs::metadata(dir).ok())
+    NsPath::parse(&text)
+        .and_then(|path| ns.resolve(&path))
+        .and_then(|path| fs::metadata(root.join(path)).ok())
         .map_or(0, |m| m.ino())
+}
+
+/// A cgroup v2 path as /proc/PID/cgroup shows it: relative to the reader's
+/// cgroup namespace's root, first climbing `ups` levels above it when the
+/// cgroup is not inside it (`/../../a/b`).
+#[derive(Debug, PartialEq, Eq)]
+struct NsPath<'a> {
+    ups: usize,
+    names: Vec<&'a str>,
+}
+
+impl NsPath<'_> {
+    /// From the text of /proc/PID/cgroup (its `0::` line).
+    fn parse(text: &str) -> Option<NsPath<'_>> {
+        let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let path = path.strip_prefix('/')?;
+        let mut parts = path.split('/').filter(|p| !p.is_empty()).peekable();
+        let mut ups = 0;
+        while parts.next_if_eq(&"..").is_some() {
+            ups += 1;
+        }
+        let names: Vec<&str> = parts.collect();
+        // Climbing comes first; anything else is not what the kernel writes.
+        (!names.iter().any(|&n| n == ".." || n == ".")).then_some(NsPath { ups, names })
+    }
+}
+
+/// Where our cgroup namespace's root is in the hierarchy: what
+/// /proc/PID/cgroup paths are relative to. The hierarchy's root itself,
+/// unless socktrace runs in a private cgroup namespace.
+#[derive(Debug, PartialEq, Eq)]
+struct CgroupNs {
+    /// Its depth below the hierarchy's root.
+    depth: usize,
+    /// The first components of its path, as far as known (all of them,
+    /// unless we run in a cgroup above it).
+    known: Vec<String>,
+}
+
+impl CgroupNs {
+    /// Finds it from our own cgroup: `own` (our /proc/self/cgroup) says
+    /// where we are relative to it; the cgroup below `root` whose
+    /// `cgroup.procs` lists `pid` says where that is in the hierarchy.
+    fn find(root: &Path, own: &str, pid: u32) -> Option<CgroupNs> {
+        let own = NsPath::parse(own)?;
+        let pid = pid.to_string();
+        let lists_us = |dir: &Path| {
+            fs::read_to_string(dir.join("cgroup.procs"))
+                .is_ok_and(|procs| procs.lines().any(|l| l == pid))
+        };
+        let tail: PathBuf = own.names.iter().collect();
+        // Outside a private namespace, at once: where the path says.
+        let mut found = (own.ups == 0 && lists_us(&root.join(&tail))).then(|| tail.clone());
+        if found.is_none() {
+            each_cgroup(root, &mut |dir, rel| {
+                if rel.ends_with(&tail) && lists_us(dir) {
+                    found = Some(rel.to_path_buf());
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            });
+        }
+        let here: Vec<String> = found?
+            .iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect();
+        let known = here[..here.len() - own.names.len()].to_vec();
+        Some(CgroupNs {
+            depth: known.len() + own.ups,
+            known,
+        })
+    }
+
+    /// `path`'s path below the hierarchy's root, if it can be known.
+    fn resolve(&self, path: &NsPath<'_>) -> Option<PathBuf> {
+        let kept = self.depth.checked_sub(path.ups)?;
+        let above = self.known.get(..kept)?;
+        Some(
+            above
+                .iter()
+                .map(String::as_str)
+                .chain(path.names.iter().copied())
+                .collect(),
+        )
+    }
 }
 
 /// A cgroup: its path below the cgroup v2 root and the container it is,
@@ -175,30 +274,43 @@ impl Cgroups {
             return None;
         }
         self.last_walk = Some(Instant::now());
-        walk(root, Path::new("/"), &mut self.known);
+        let known = &mut self.known;
+        each_cgroup(root, &mut |dir, rel| {
+            if let Ok(meta) = fs::metadata(dir) {
+                known.entry(meta.ino()).or_insert_with(|| {
+                    let path: Arc<str> = Path::new("/").join(rel).to_string_lossy().into();
+                    Arc::new(Cgroup {
+                        container: container_id(&path).map(Arc::from),
+                        path,
+                    })
+                });
+            }
+            ControlFlow::Continue(())
+        });
         self.known.get(&id).cloned()
     }
 }
 
-fn walk(dir: &Path, rel: &Path, known: &mut FxHashMap<u64, Arc<Cgroup>>) {
-    let Ok(meta) = fs::metadata(dir) else {
-        return;
-    };
-    let path: Arc<str> = rel.to_string_lossy().into();
-    known.entry(meta.ino()).or_insert_with(|| {
-        Arc::new(Cgroup {
-            container: container_id(&path).map(Arc::from),
-            path,
-        })
-    });
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            walk(&entry.path(), &rel.join(entry.file_name()), known);
+/// Calls `visit(directory, its path below root)` for `root` and every
+/// cgroup below it, parents first, until it breaks.
+fn each_cgroup(root: &Path, visit: &mut impl FnMut(&Path, &Path) -> ControlFlow<()>) {
+    fn go(
+        dir: &Path,
+        rel: &Path,
+        visit: &mut impl FnMut(&Path, &Path) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        visit(dir, rel)?;
+        let Ok(entries) = fs::read_dir(dir) else {
+            return ControlFlow::Continue(());
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                go(&entry.path(), &rel.join(entry.file_name()), visit)?;
+            }
         }
+        ControlFlow::Continue(())
     }
+    let _ = go(root, Path::new(""), visit);
 }
 
 /// The container id in a cgroup path, for the layouts of Docker
@@ -264,6 +376,116 @@ mod tests {
         let cgroup = cgroups.get(id).expect("the root cgroup");
         assert_eq!((&*cgroup.path, cgroup.container.as_deref()), ("/", None));
         assert_eq!(cgroups.get(u64::MAX), None, "unknown ids are not invented");
+    }
+
+    #[test]
+    fn parses_cgroup_paths_that_climb_out_of_a_namespace() {
+        let parse = |text| NsPath::parse(text).map(|p| (p.ups, p.names));
+        assert_eq!(parse("0::/\n"), Some((0, vec![])));
+        assert_eq!(
+            parse("12:pids:/x\n0::/system.slice/ssh.service\n"),
+            Some((0, vec!["system.slice", "ssh.service"]))
+        );
+        assert_eq!(parse("0::/../../..\n"), Some((3, vec![])));
+        assert_eq!(
+            parse("0::/../../docker-1.scope\n"),
+            Some((2, vec!["docker-1.scope"]))
+        );
+        assert_eq!(parse("0::/a/../b\n"), None, "not what the kernel writes");
+        assert_eq!(parse("1:name=systemd:/\n"), None, "no cgroup v2 line");
+    }
+
+    #[test]
+    fn resolves_paths_against_the_namespace_root() {
+        // A pod's namespace: /kubepods.slice/pod1.slice/cri-containerd-c.scope.
+        let ns = CgroupNs {
+            depth: 3,
+            known: ["kubepods.slice", "pod1.slice", "cri-containerd-c.scope"]
+                .map(String::from)
+                .into(),
+        };
+        let resolve = |text| NsPath::parse(text).and_then(|p| ns.resolve(&p));
+        // Itself and below it; a sibling pod's container; the host's own.
+        assert_eq!(
+            resolve("0::/"),
+            Some("kubepods.slice/pod1.slice/cri-containerd-c.scope".into())
+        );
+        assert_eq!(
+            resolve("0::/sub"),
+            Some("kubepods.slice/pod1.slice/cri-containerd-c.scope/sub".into())
+        );
+        assert_eq!(
+            resolve("0::/../../pod2.slice/cri-containerd-d.scope"),
+            Some("kubepods.slice/pod2.slice/cri-containerd-d.scope".into())
+        );
+        assert_eq!(
+            resolve("0::/../../../system.slice/kubelet.service"),
+            Some("system.slice/kubelet.service".into())
+        );
+        assert_eq!(resolve("0::/../../../.."), None, "above the root");
+        // Running above the namespace's root, its last name is not known:
+        // only paths that climb past it resolve.
+        let ns = CgroupNs {
+            depth: 2,
+            known: vec!["a".into()],
+        };
+        let resolve = |text| NsPath::parse(text).and_then(|p| ns.resolve(&p));
+        assert_eq!(resolve("0::/x"), None);
+        assert_eq!(resolve("0::/../y"), Some("a/y".into()));
+        assert_eq!(resolve("0::/../../z"), Some("z".into()));
+        // Outside any namespace, paths are the hierarchy's.
+        let host = CgroupNs {
+            depth: 0,
+            known: vec![],
+        };
+        assert_eq!(
+            NsPath::parse("0::/user.slice").and_then(|p| host.resolve(&p)),
+            Some("user.slice".into())
+        );
+    }
+
+    #[test]
+    fn finds_the_namespace_root_by_the_cgroup_that_lists_us() {
+        let root = std::env::temp_dir().join(format!("socktrace-cgns-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let ours = root.join("kubepods.slice/pod1.slice/ctr.scope");
+        fs::create_dir_all(ours.join("sub")).unwrap();
+        fs::create_dir_all(root.join("kubepods.slice/pod2.slice/ctr.scope")).unwrap();
+        fs::write(root.join("cgroup.procs"), "1\n2\n").unwrap();
+        fs::write(
+            root.join("kubepods.slice/pod2.slice/ctr.scope/cgroup.procs"),
+            "4322\n",
+        )
+        .unwrap();
+        fs::write(ours.join("cgroup.procs"), "77\n4321\n").unwrap();
+        fs::write(ours.join("sub/cgroup.procs"), "99\n").unwrap();
+        let pod = CgroupNs {
+            depth: 3,
+            known: ["kubepods.slice", "pod1.slice", "ctr.scope"]
+                .map(String::from)
+                .into(),
+        };
+        // In its namespace's root; in a cgroup below it; above it.
+        assert_eq!(CgroupNs::find(&root, "0::/\n", 4321), Some(pod));
+        let below = CgroupNs::find(&root, "0::/sub\n", 99).unwrap();
+        assert_eq!(below.known, ["kubepods.slice", "pod1.slice", "ctr.scope"]);
+        let above = CgroupNs::find(&root, "0::/../..\n", 1).unwrap();
+        assert_eq!((above.depth, above.known.len()), (2, 0));
+        // Outside a namespace: where the path says, at once.
+        let host = CgroupNs::find(&root, "0::/kubepods.slice/pod1.slice/ctr.scope\n", 77);
+        assert_eq!(
+            host,
+            Some(CgroupNs {
+                depth: 0,
+                known: vec![]
+            })
+        );
+        assert_eq!(
+            CgroupNs::find(&root, "0::/\n", 5),
+            None,
+            "not listed anywhere"
+        );
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

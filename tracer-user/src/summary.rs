@@ -7,6 +7,7 @@ use rustc_hash::FxHashMap;
 
 use crate::{
     analysis::{listeners::Listeners, timewait::Place},
+    escape::escaped,
     event::{Detail, TcpState},
     source::KernelCounters,
     track::{Opener, Record},
@@ -41,6 +42,8 @@ pub struct Summary {
     pub short_listeners_total: u64,
     /// Journal/syslog entries that could not be sent.
     pub log_failed: u64,
+    /// `loss` records (one each time losses were reported).
+    pub loss: u64,
     /// Output lines dropped because the reader of our output fell behind.
     pub output_dropped: u64,
     /// Connections forgotten because the kernel no longer had them though
@@ -69,6 +72,7 @@ impl Default for Summary {
             short_listeners: FxHashMap::default(),
             short_listeners_total: 0,
             log_failed: 0,
+            loss: 0,
             output_dropped: 0,
             time_wait_ends: 0,
             gone: 0,
@@ -95,7 +99,8 @@ impl Summary {
             }
         }
         match record {
-            Record::Existing(..) | Record::Loss(..) => {}
+            Record::Existing(..) => {}
+            Record::Loss(..) => self.loss += 1,
             Record::Close(c) => {
                 self.close += 1;
                 if c.time_wait {
@@ -132,8 +137,12 @@ pub fn top<K: Ord + Clone>(counts: &FxHashMap<K, u64>, n: usize) -> Vec<(K, u64)
     all
 }
 
+/// `a (3), b (1)`, each key escaped (a listener's names its program).
 fn list<K: fmt::Display>(items: &[(K, u64)]) -> String {
-    let parts: Vec<String> = items.iter().map(|(k, n)| format!("{k} ({n})")).collect();
+    let parts: Vec<String> = items
+        .iter()
+        .map(|(k, n)| format!("{} ({n})", escaped(&k.to_string())))
+        .collect();
     parts.join(", ")
 }
 
@@ -195,9 +204,10 @@ impl fmt::Display for Summary {
                 "connections dropped from tracking (table full)",
             ),
             (self.log_failed, "journal/syslog entries not sent"),
+            (self.loss, "loss records"),
             (
                 self.output_dropped,
-                "output lines dropped (the reader fell behind)",
+                "output lines dropped (the reader fell behind, or writing failed)",
             ),
             (self.gone, "connections whose close was missed, forgotten"),
             (
@@ -250,5 +260,45 @@ mod tests {
             "; 1 malformed records skipped; 2 bind/listen calls missed (in flight at start); \
              4 connections dropped from tracking (table full)"
         ));
+    }
+
+    #[test]
+    fn names_short_listeners_escaped() {
+        use crate::{
+            escape::{FORGING, FORGING_SHOWN},
+            event::{Errno, Event, Proto},
+        };
+        let mut s = Summary::default();
+        let listen = Detail::Listen {
+            addr: "127.0.0.1:7011".parse().unwrap(),
+            backlog: 1,
+            errno: Errno(0),
+        };
+        let close = Detail::transition(
+            "127.0.0.1:7011",
+            "0.0.0.0:0",
+            TcpState::Listen,
+            TcpState::Close,
+        );
+        for (at, detail) in [(1_000, listen), (2_000, close)] {
+            s.count(&Record::Event(Event::sample(
+                at,
+                7,
+                FORGING,
+                Proto::Tcp,
+                detail,
+            )));
+        }
+        let text = s.to_string();
+        assert!(
+            text.contains(&format!(
+                "short-lived (< 1 s): tcp 7011 {FORGING_SHOWN} (1)"
+            )),
+            "{text}"
+        );
+        assert!(
+            !text.bytes().any(|b| b.is_ascii_control() && b != b'\n'),
+            "{text:?}"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! read those totals, count the connections in use per destination
 //! (sock_diag) and the kernel's TIME_WAIT total (sockstat), and report.
 use std::{
-    io::{self, Write},
+    io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
@@ -31,6 +31,7 @@ use crate::{
     session::{self, Stop},
     source::Source,
     summary::Summary,
+    writer::write_out,
 };
 
 /// Connections per second from one process to one destination, nearly all
@@ -120,14 +121,10 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
             export(metrics, &r, &source)?;
         }
         view.report(&r, &mut out);
-        if stdout
-            .write_all(out.as_bytes())
-            .and_then(|()| stdout.flush())
-            .is_err()
-        {
+        if !write_out(&mut stdout, &mut out)? {
             break; // stdout closed (`| head`): stop quietly.
         }
-        out.clear();
+        crate::stderr::flush();
     }
     let missed = probe::total_recursion_misses(&programs);
     drop(programs);
@@ -144,9 +141,10 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
     if args.common.json {
         let time = crate::clock::rfc3339(clock, clock.mono_now());
         summary_line(&summary, &time, &mut out);
-        let _ = stdout
-            .write_all(out.as_bytes())
-            .and_then(|()| stdout.flush());
+        if let Err(err) = write_out(&mut stdout, &mut out) {
+            say!("{summary}");
+            return Err(err);
+        }
     }
     Ok(summary)
 }

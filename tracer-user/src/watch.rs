@@ -269,8 +269,9 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
         }
         pipeline.drain(&mut source, render.as_mut(), &mut out);
         out.flush();
+        crate::stderr::flush();
         if out.closed {
-            break; // stdout closed (`| head`): stop quietly.
+            break; // stdout closed (`| head`) or failed: stop.
         }
     }
 
@@ -302,6 +303,12 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
     // A reader that is not reading now will not get the rest: counted.
     out.finish();
     pipeline.summary.output_dropped = out.dropped_total;
+    if let Some(err) = out.error.take() {
+        // Not all it saw could be written (a full disk): said after the
+        // summary of what it saw, and a failure.
+        say!("{}", pipeline.summary);
+        return Err(anyhow::Error::new(err).context("writing the output"));
+    }
     Ok(pipeline.summary)
 }
 

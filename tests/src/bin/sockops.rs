@@ -25,6 +25,9 @@
 //!       on stdin, close them all
 //!   sockops listen-cycle IP PORT N MICROS   N times: bind IP:PORT, listen,
 //!       sleep MICROS, close (a server restarting in a loop)
+//!
+//! With SOCKOPS_NAME set, the process first takes that name (prctl
+//! PR_SET_NAME, as any process may: escape sequences and newlines too).
 use std::{
     io::{self, BufRead, Read, Write},
     net::{IpAddr, SocketAddr, TcpStream},
@@ -36,6 +39,9 @@ use serde_json::json;
 use socket2::{Domain, Protocol, Socket, Type};
 
 fn main() -> ExitCode {
+    if let Some(name) = std::env::var_os("SOCKOPS_NAME") {
+        set_name(&name);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let n = |s: &str| s.parse::<usize>().expect("a number");
@@ -64,6 +70,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command name the kernel shows for this process (15 bytes kept).
+fn set_name(name: &std::ffi::OsStr) {
+    use std::os::unix::ffi::OsStrExt as _;
+    let name = std::ffi::CString::new(name.as_bytes()).expect("no NUL in SOCKOPS_NAME");
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string (at most 16 bytes).
+    let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+    assert_eq!(rc, 0, "prctl(PR_SET_NAME): {}", io::Error::last_os_error());
 }
 
 fn ip(s: &str) -> IpAddr {

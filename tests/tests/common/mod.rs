@@ -275,6 +275,58 @@ fn parse(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("invalid JSON ({e}): {line}"))
 }
 
+/// `Name:\tvalue` from a /proc status file.
+pub fn status_field(status: &std::path::Path, name: &str) -> String {
+    let text = std::fs::read_to_string(status)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", status.display()));
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("no {name} in {}", status.display()))
+        .trim()
+        .to_string()
+}
+
+/// Checks that every thread of process `pid` holds no capability in any
+/// set and has no_new_privs (capabilities are per thread: one started
+/// before they were dropped keeps them); returns how many threads it read.
+pub fn assert_unprivileged(pid: u32, what: &str) -> usize {
+    let tasks: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("reading the tasks")
+        .map(|t| t.expect("a task").path())
+        .collect();
+    for task in &tasks {
+        let status = task.join("status");
+        for set in ["CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"] {
+            assert_eq!(
+                status_field(&status, set),
+                "0000000000000000",
+                "{what}: {set} of {}",
+                task.display()
+            );
+        }
+        assert_eq!(
+            status_field(&status, "NoNewPrivs"),
+            "1",
+            "{what}: NoNewPrivs of {}",
+            task.display()
+        );
+    }
+    tasks.len()
+}
+
+/// A name any process may take (prctl PR_SET_NAME, 15 bytes): it clears
+/// the screen, turns red and starts a forged line.
+pub const FORGED: &str = "\x1b[2J\x1b[31mX\nFAKE";
+/// How socktrace shows it to people.
+pub const FORGED_SHOWN: &str = "\\x1b[2J\\x1b[31mX\\x0aFAKE";
+
+/// A `sockops` scenario under the forged name.
+pub fn forged(args: &[&str]) -> Command {
+    let mut cmd = Command::new(sockops_bin());
+    cmd.args(args).env("SOCKOPS_NAME", FORGED);
+    cmd
+}
+
 /// A `sockops` scenario in its own process, and the JSON line it printed.
 pub struct Op {
     pub child: Child,

@@ -297,10 +297,11 @@ fn need<T>(value: Option<T>, field: &'static str) -> Result<T, LineError> {
     value.ok_or(LineError::Missing(field))
 }
 
+/// The value is the recording's, shown escaped.
 fn invalid(field: &'static str, value: impl fmt::Display) -> LineError {
     LineError::Invalid {
         field,
-        value: value.to_string(),
+        value: crate::escape::escape(&value.to_string()).into_owned(),
     }
 }
 

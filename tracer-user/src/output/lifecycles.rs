@@ -3,7 +3,10 @@
 use std::fmt::Write as _;
 
 use super::{human_ns, jsonw::Obj};
-use crate::analysis::{lifecycles::Lifecycles, timewait::Place};
+use crate::{
+    analysis::{lifecycles::Lifecycles, timewait::Place},
+    escape::escaped,
+};
 
 const COLUMNS: &str = "COMM            WHERE                          CONNS    FAILED  RESET   TIME_WAIT  MEDIAN     P99        MAX        TX_KB    RX_KB";
 
@@ -45,7 +48,7 @@ pub fn lifecycles(l: &Lifecycles, json: bool, time: &str, out: &mut String) {
         let _ = write!(
             out,
             "{:<15} {:<30} {:<8} {:<7} {:<7} {:<10} ",
-            key.comm,
+            escaped(&key.comm),
             key.place.to_string(),
             row.connections,
             row.failed,
@@ -66,6 +69,44 @@ pub fn lifecycles(l: &Lifecycles, json: bool, time: &str, out: &mut String) {
             "{:<8} {}",
             row.bytes_sent / 1024,
             row.bytes_received / 1024
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        escape::{FORGING, FORGING_SHOWN},
+        event::{Detail, Event, Proto},
+        track::{Close, Record},
+    };
+
+    #[test]
+    fn process_names_are_escaped() {
+        let owner = Event::sample(
+            0,
+            42,
+            FORGING,
+            Proto::Tcp,
+            Detail::Release {
+                addr: "0.0.0.0:0".parse().unwrap(),
+            },
+        )
+        .owner;
+        let mut l = Lifecycles::default();
+        l.observe(&Record::Close(Close::sample(
+            1,
+            owner,
+            "127.0.0.1:40000",
+            "127.0.0.1:80",
+        )));
+        let mut out = String::new();
+        lifecycles(&l, false, "", &mut out);
+        assert!(out.contains(FORGING_SHOWN), "{out}");
+        assert!(
+            !out.bytes().any(|b| b.is_ascii_control() && b != b'\n'),
+            "{out:?}"
         );
     }
 }

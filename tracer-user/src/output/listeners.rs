@@ -7,10 +7,12 @@ use super::{
     Hue, Palette, Render, human_ns,
     json::{common, errno},
     jsonw::Obj,
+    text::owner_columns,
 };
 use crate::{
     analysis::listeners::{Listeners, Note, What},
     clock::{Clock, Style, TimeFormatter},
+    escape::escaped,
     track::Record,
 };
 
@@ -48,11 +50,7 @@ impl ListenersView {
 
     fn text_note(&mut self, n: &Note, out: &mut String) {
         self.time.write(n.at_ns, out);
-        let _ = if n.owner.is_known() {
-            write!(out, " {:<7} {:<15} ", n.owner.pid, n.owner.comm)
-        } else {
-            write!(out, " {:<7} {:<15} ", "-", "-")
-        };
+        owner_columns(&n.owner, out);
         let _ = write!(out, "{:<5} {:<6} {:<24} ", n.proto, n.kind.name(), n.addr);
         match n.what {
             What::Opened { backlog: Some(b) } => {
@@ -154,7 +152,7 @@ impl ListenersView {
                 key.proto,
                 key.port,
                 key.kind.name(),
-                key.comm,
+                escaped(&key.comm),
                 row.pids.len(),
                 row.cycles,
                 row.short,
@@ -209,7 +207,10 @@ impl Render for ListenersView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Detail, Errno, Event, Proto};
+    use crate::{
+        escape::{FORGING, FORGING_SHOWN},
+        event::{Detail, Errno, Event, Proto, TcpState},
+    };
 
     fn lines(records: &[Record]) -> Vec<serde_json::Value> {
         let clock = Clock::with_offset(0);
@@ -302,6 +303,42 @@ mod tests {
                 .unwrap()
                 .starts_with("tcp   22    listen -  "),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn process_names_are_escaped_in_lines_and_the_table() {
+        let mut view = ListenersView::new(
+            Clock::with_offset(0),
+            Listeners::new(1_000_000_000),
+            false,
+            Palette::OFF,
+        );
+        let mut out = String::new();
+        let addr = "127.0.0.1:7011";
+        for (at, detail) in [
+            (
+                1_000,
+                Detail::Listen {
+                    addr: addr.parse().unwrap(),
+                    backlog: 16,
+                    errno: Errno(0),
+                },
+            ),
+            (
+                2_000,
+                Detail::transition(addr, "0.0.0.0:0", TcpState::Listen, TcpState::Close),
+            ),
+        ] {
+            let e = Event::sample(at, 42, FORGING, Proto::Tcp, detail);
+            view.record(&Record::Event(e), &mut out);
+        }
+        view.finish(3_000, &mut out);
+        // The open and close lines, and the table's row.
+        assert_eq!(out.matches(FORGING_SHOWN).count(), 3, "{out}");
+        assert!(
+            !out.bytes().any(|b| b.is_ascii_control() && b != b'\n'),
+            "{out:?}"
         );
     }
 }

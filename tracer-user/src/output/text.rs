@@ -36,8 +36,8 @@ impl Text {
 const EVENT_COLUMNS: &str = "TIME            PID     COMM            PROTO LOCAL                    REMOTE                   EVENT";
 const CLOSE_COLUMNS: &str = "TIME            PID     COMM            LOCAL                    REMOTE                   TX_KB    RX_KB    MS         OPEN    END";
 
-/// `pid comm` columns; `-` for an owner we do not know.
-fn owner_columns(owner: &Owner, out: &mut String) {
+/// `pid comm` columns (the name escaped); `-` for an owner we do not know.
+pub(super) fn owner_columns(owner: &Owner, out: &mut String) {
     let _ = if owner.is_known() {
         write!(out, " {:<7} {:<15} ", owner.pid, owner.comm)
     } else {
@@ -209,7 +209,10 @@ fn end_words(c: &Close) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Errno, Proto, StateInfo, TcpState};
+    use crate::{
+        escape::{FORGING, FORGING_SHOWN},
+        event::{Errno, Proto, StateInfo, TcpState},
+    };
 
     fn event(proto: Proto, detail: Detail) -> Event {
         Event::sample(1_000_250_000, 4242, "curl", proto, detail)
@@ -396,5 +399,45 @@ mod tests {
             line.ends_with(" \x1b[31mreset received\x1b[0m\n"),
             "{line:?}"
         );
+    }
+
+    #[test]
+    fn process_names_are_escaped_in_every_line() {
+        let e = Event::sample(
+            1_000_250_000,
+            4242,
+            FORGING,
+            Proto::Tcp,
+            Detail::transition(
+                "127.0.0.1:43512",
+                "127.0.0.1:80",
+                TcpState::SynSent,
+                TcpState::Established,
+            ),
+        );
+        let close = Close::sample(
+            e.mono_ns,
+            e.owner.clone(),
+            "127.0.0.1:43512",
+            "127.0.0.1:80",
+        );
+        let known = Known {
+            owner: e.owner.clone(),
+            sock: crate::event::SockId(7),
+            netns: 1,
+            state: TcpState::Listen,
+            local: "127.0.0.1:80".parse().unwrap(),
+            remote: "0.0.0.0:0".parse().unwrap(),
+        };
+        for (mode, record) in [
+            (TextMode::Events, Record::Event(e)),
+            (TextMode::Lifecycles, Record::Close(close)),
+            (TextMode::Events, Record::Existing(known, 0)),
+        ] {
+            let line = render(mode, &record);
+            assert!(line.contains(FORGING_SHOWN), "{line:?}");
+            let body = &line[..line.len() - 1];
+            assert!(!body.bytes().any(|b| b.is_ascii_control()), "{line:?}");
+        }
     }
 }

@@ -6,6 +6,7 @@ use super::{Hue, Palette, json::netns, jsonw::Obj};
 use crate::{
     analysis::timewait::{Dest, Headroom, Report},
     clock::{Clock, Style, TimeFormatter},
+    escape::escaped,
 };
 
 pub struct TimewaitView {
@@ -74,7 +75,9 @@ fn text(r: &Report, time: &str, palette: Palette, out: &mut String) {
             let _ = writeln!(
                 out,
                 "  {pid:<7} {:<16} {:>10.0} {:>10}",
-                row.comm, row.per_sec, row.population
+                escaped(&row.comm),
+                row.per_sec,
+                row.population
             );
         }
     }
@@ -123,7 +126,7 @@ fn text(r: &Report, time: &str, palette: Palette, out: &mut String) {
             p.ports.held,
             p.ports.range,
             p.pid,
-            p.comm,
+            escaped(&p.comm),
             if p.ports.tw_reuse {
                 "; tcp_tw_reuse lets them take ports in TIME_WAIT here"
             } else {
@@ -140,7 +143,11 @@ fn text(r: &Report, time: &str, palette: Palette, out: &mut String) {
             out,
             "! pid {} ({}) opens {:.0} connections/s to {}, {:.0}% of them short: a \
              connection per request; keep-alive or a connection pool would end this churn",
-            c.pid, c.comm, c.per_sec, c.dest.remote, c.short_pct
+            c.pid,
+            escaped(&c.comm),
+            c.per_sec,
+            c.dest.remote,
+            c.short_pct
         );
         palette.end(out);
         out.push('\n');
@@ -368,14 +375,14 @@ mod tests {
         );
     }
 
-    #[test]
-    fn warnings_and_the_headline_in_colour() {
+    /// A report with both warnings, about process 7 named `comm`.
+    fn warnings(comm: &str) -> Report {
         let dest = Dest {
             netns: 1,
             local: "127.0.0.1".parse().unwrap(),
             remote: "127.0.0.2:8080".parse().unwrap(),
         };
-        let report = Report {
+        Report {
             pressure: vec![Pressure {
                 dest,
                 ports: Headroom {
@@ -386,17 +393,22 @@ mod tests {
                     tw_reuse: false,
                 },
                 pid: 7,
-                comm: "churn".into(),
+                comm: comm.into(),
             }],
             per_request: vec![PerRequest {
                 pid: 7,
-                comm: "churn".into(),
+                comm: comm.into(),
                 dest,
                 per_sec: 500.0,
                 short_pct: 100.0,
             }],
             ..Report::default()
-        };
+        }
+    }
+
+    #[test]
+    fn warnings_and_the_headline_in_colour() {
+        let report = warnings("churn");
         let render = |palette| {
             let mut out = String::new();
             TimewaitView::new(Clock::with_offset(0), false, palette).report(&report, &mut out);
@@ -418,6 +430,30 @@ mod tests {
                 .replace("\x1b[1;33m", "")
                 .replace("\x1b[0m", ""),
             plain
+        );
+    }
+
+    #[test]
+    fn process_names_are_escaped() {
+        use crate::{
+            analysis::timewait::Row,
+            escape::{FORGING, FORGING_SHOWN},
+        };
+        let report = Report {
+            by_process: vec![Row {
+                id: 7,
+                comm: FORGING.into(),
+                per_sec: 1.0,
+                population: 1,
+            }],
+            ..warnings(FORGING)
+        };
+        let mut out = String::new();
+        TimewaitView::new(Clock::with_offset(0), false, Palette::OFF).report(&report, &mut out);
+        assert_eq!(out.matches(FORGING_SHOWN).count(), 3, "{out}");
+        assert!(
+            !out.bytes().any(|b| b.is_ascii_control() && b != b'\n'),
+            "{out:?}"
         );
     }
 }

@@ -47,7 +47,7 @@ pub async fn run(args: TopArgs) -> anyhow::Result<Summary> {
     let view = Live {
         app: App::new(short_ns),
         terminal,
-        keys: EventStream::new(),
+        keys: None,
         failed: None,
     };
     let plan = Plan {
@@ -73,7 +73,10 @@ pub async fn run(args: TopArgs) -> anyhow::Result<Summary> {
 struct Live {
     app: App,
     terminal: Terminal<CrosstermBackend<Stdout>>,
-    keys: EventStream,
+    /// The keys, once the loop first asks for them: crossterm reads them
+    /// on a thread of its own, which must start after privileges are
+    /// dropped (they are per thread; see `privileges`).
+    keys: Option<EventStream>,
     /// Drawing failed: the run ends with this.
     failed: Option<io::Error>,
 }
@@ -103,7 +106,8 @@ impl Render for Live {
 
     fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<anyhow::Result<()>> {
         let mut redraw = false;
-        while let Poll::Ready(event) = Pin::new(&mut self.keys).poll_next(cx) {
+        let keys = self.keys.get_or_insert_with(EventStream::new);
+        while let Poll::Ready(event) = Pin::new(&mut *keys).poll_next(cx) {
             match event {
                 Some(Ok(Event::Key(key))) => {
                     if self.app.key(key) == Flow::Quit {

@@ -70,7 +70,8 @@ fn restore() {
     let _ = execute!(io::stdout(), terminal::LeaveAlternateScreen, cursor::Show);
     let _ = terminal::disable_raw_mode();
     if dup2_stderr(&stderr).is_ok() && captured.rewind().is_ok() {
-        let _ = io::copy(&mut captured, &mut io::stderr());
+        let _ = io::copy(&mut captured, &mut crate::stderr::Lines);
+        crate::stderr::flush();
     }
 }
 

@@ -485,3 +485,34 @@ fn any_size_draws_without_panicking() {
         text.join("\n")
     );
 }
+
+#[test]
+fn process_names_are_escaped_in_the_panes() {
+    use crate::escape::{FORGING, FORGING_SHOWN};
+    let mut app = App::new(1000 * MS);
+    // A connection, and a listener that opened and closed, of a process
+    // whose name clears the screen and forges a line.
+    app.record(&established(S, 1, 42, FORGING, 40000, "10.0.0.2:443"));
+    for (at, old, new) in [
+        (S, TcpState::Close, TcpState::Listen),
+        (2 * S, TcpState::Listen, TcpState::Close),
+    ] {
+        app.record(&state(
+            at,
+            2,
+            (42, FORGING),
+            ("127.0.0.1:7011", "0.0.0.0:0"),
+            (old, new),
+        ));
+    }
+    app.tick(3 * S);
+    let text = lines(&draw(&mut app, 120, 30));
+    let all = text.join("\n");
+    // The connections pane cuts names at 15 columns; the listeners pane
+    // has room for it all.
+    line_of(&text, &["42", &FORGING_SHOWN[..15], "ESTABLISHED"]);
+    line_of(&text, &["tcp", "7011", "listen", FORGING_SHOWN]);
+    // Not what ratatui makes of the raw name (it drops control
+    // characters, silently).
+    assert!(!all.contains("mXFAKE"), "{all}");
+}

@@ -17,7 +17,7 @@ use super::{
     feed::{Feed, Rows},
     population::Place,
 };
-use crate::output::human_ns;
+use crate::{escape::escape, output::human_ns};
 
 /// Wide enough to put listeners and TIME_WAIT side by side.
 const WIDE: u16 = 140;
@@ -169,7 +169,7 @@ fn listeners(frame: &mut Frame, area: Rect, rows: &Rows, view: &mut ViewState) {
             l.key.proto.to_string(),
             l.key.port.to_string(),
             l.key.kind.name().to_string(),
-            l.key.comm.clone(),
+            escape(&l.key.comm).into_owned(),
             l.open.to_string(),
             l.open_for
                 .map_or_else(|| "-".into(), |(ns, before)| age(ns, before)),
