@@ -418,3 +418,46 @@ fn analyze_refuses_input_without_records() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A server's TIME_WAIT belongs to the process that held the socket when
+/// it closed: the worker that accepted and closed it, not the parent that
+/// only listened (nginx's master and workers), as `watch` says too.
+#[test]
+fn timewait_counts_a_servers_time_wait_for_the_worker_that_closed_it() {
+    require_time_wait_room();
+    const COUNT: u64 = 20;
+    let port = free_port("127.0.0.1").to_string();
+    let mut tracer = Tracer::command(&["timewait", "--json", "--interval", "0.5", "--port", &port]);
+    let report = Op::run(&["prefork-server", "127.0.0.1", &port, &COUNT.to_string()]);
+    let (parent, worker) = (report["pid"].clone(), report["worker"].clone());
+    let last = |ev: &[Value]| of_type(ev, "timewait").last().cloned();
+    let held_by = |r: &Value, pid: &Value| -> u64 {
+        r["by_process"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["pid"] == *pid)
+            .map(|p| p["time_wait"].as_u64().unwrap())
+            .sum()
+    };
+    tracer.wait_for("the worker's TIME_WAITs", |ev| {
+        last(ev).is_some_and(|r| {
+            r["server_side"].as_u64().unwrap() + held_by(&r, &worker) > 0
+                && held_by(&r, &worker) + r["missed"].as_u64().unwrap() >= COUNT
+        })
+    });
+    let done = tracer.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    let r = last(&done.events).expect("a timewait report");
+    let missed = r["missed"].as_u64().unwrap();
+    let worker_held = held_by(&r, &worker);
+    assert!(
+        worker_held <= COUNT && worker_held + missed >= COUNT,
+        "the worker {worker} holds {worker_held} of {COUNT} TIME_WAITs ({missed} runs missed): {r}"
+    );
+    assert_eq!(
+        held_by(&r, &parent),
+        0,
+        "the listening parent {parent} holds some: {r}"
+    );
+}

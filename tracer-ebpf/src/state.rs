@@ -101,11 +101,12 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
         || (mode & MODE_LISTENERS != 0
             && (new == TCP_LISTEN || (old == TCP_LISTEN && new == TCP_CLOSE)));
     // Tallies need the starts (and the listener's owner, which accepted
-    // connections inherit) and the ends.
+    // connections inherit), the calls that close (the process holding the
+    // socket then owns its TIME_WAIT) and the ends.
     let tally = mode & MODE_TALLY != 0
         && (new == TCP_SYN_SENT
             || new == TCP_SYN_RECV
-            || new == TCP_LISTEN
+            || made_by_a_syscall(old, new)
             || (new == TCP_CLOSE && old != TCP_LISTEN));
     if !(stream || tally) {
         return Ok(());
@@ -122,8 +123,11 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
         return Ok(());
     }
     if !stream && new != TCP_CLOSE {
-        // Tallies only: a start is marked on the socket, nothing is read.
+        // Tallies only: a start or a closing call is marked on the socket,
+        // nothing is read. An accept's hand-over comes first, so a later
+        // close by another process counts for that one.
         if let Some(info) = info(sk) {
+            resolve(info, sk, true);
             learn_owner(info, sk, old, new);
             // SAFETY: helper without preconditions.
             mark_start(info, new, unsafe { bpf_ktime_get_ns() });
@@ -158,8 +162,8 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
     if let Some(info) = storage.as_deref_mut() {
         learn_owner(info, sk, old, new);
         mark_start(info, new, rec.header.ts_ns);
-        // Accepts hand owners over only where their hooks run (streaming).
-        rec.owner = resolve(info, sk, mode & MODE_STREAM != 0);
+        // Accepts hand owners over where their hooks run (not listeners).
+        rec.owner = resolve(info, sk, mode & (MODE_STREAM | MODE_TALLY) != 0);
         rec.flags = info.flags;
         (opened_ns, role, reported) = (info.opened_ns, info.role, info.reported != 0);
     }

@@ -51,6 +51,7 @@ fn main() -> ExitCode {
             tcp_client(sa(ip_, port), n(req), n(reply), mode)
         }
         ["fork-client", ip_, port, req, reply] => fork_client(sa(ip_, port), n(req), n(reply)),
+        ["prefork-server", ip_, port, count] => prefork_server(sa(ip_, port), n(count)),
         ["pair", ip_] => pair(ip(ip_)),
         ["connect", ip_, port] => connect(sa(ip_, port)),
         ["syn-timeout"] => syn_timeout(),
@@ -171,6 +172,47 @@ fn tcp_client(to: SocketAddr, req: usize, reply: usize, mode: &str) -> io::Resul
         read_to_end(&mut s)?;
     }
     Ok(())
+}
+
+/// nginx's shape: this process listens, a forked worker accepts `count`
+/// connections and closes each first (so the TIME_WAIT is the server's),
+/// while this process is their client. Reports both pids and the port.
+fn prefork_server(at: SocketAddr, count: usize) -> io::Result<()> {
+    let listener = std::net::TcpListener::bind(at)?;
+    let to = listener.local_addr()?;
+    // SAFETY: this process is single-threaded; the child only accepts,
+    // writes and closes, then exits.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            let mut ok = true;
+            for _ in 0..count {
+                ok &= listener
+                    .accept()
+                    .and_then(|(mut s, _)| s.write_all(b"x"))
+                    .is_ok();
+            }
+            // SAFETY: leaving the forked child without running the parent's
+            // destructors or atexit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        worker => {
+            drop(listener);
+            for _ in 0..count {
+                let mut s = TcpStream::connect(to)?;
+                // The worker's byte, then its FIN: it closed first.
+                s.read_to_end(&mut Vec::new())?;
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(worker, &mut status, 0) };
+            if status != 0 {
+                return Err(io::Error::other(format!("worker failed: {status}")));
+            }
+            say(json!({"pid": std::process::id(), "worker": worker, "port": to.port()}));
+            Ok(())
+        }
+    }
 }
 
 fn fork_client(to: SocketAddr, req: usize, reply: usize) -> io::Result<()> {

@@ -154,10 +154,15 @@ impl Mode {
                     | "sys_exit_accept"
                     | "sys_exit_accept4"
             ),
-            // A RST decides whether a close is a TIME_WAIT.
+            // A RST decides whether a close is a TIME_WAIT; an accept who
+            // owns the connection, and so its TIME_WAIT.
             Mode::Timewait { .. } => matches!(
                 program,
-                "inet_sock_set_state" | "tcp_receive_reset" | "tcp_send_reset"
+                "inet_sock_set_state"
+                    | "tcp_receive_reset"
+                    | "tcp_send_reset"
+                    | "sys_exit_accept"
+                    | "sys_exit_accept4"
             ),
         }
     }
