@@ -22,7 +22,10 @@ use crate::filter::{Filter, Flags};
         socktrace timewait              TIME_WAIT churn and port pressure, every second\n  \
         socktrace top                   live view: connections, listeners, TIME_WAIT\n  \
         socktrace record run.jsonl      keep the event stream for later\n  \
-        socktrace analyze run.jsonl --report timewait",
+        socktrace analyze run.jsonl --report timewait\n\n\
+        Runs on Linux 5.10 and later with BTF; what a kernel lacks is said in a \
+        'socktrace: degraded:' line, and a program it refuses in one line naming \
+        the file that holds the verifier's log (--verbose prints it).",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {

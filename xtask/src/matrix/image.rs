@@ -61,12 +61,17 @@ pub fn build(
             tests.push_str(&format!("{name} {}\n", path.display()));
         }
     }
+    let mut skips = String::new();
+    for test in super::HOST_ONLY {
+        skips.push_str(&format!(" --skip {test}"));
+    }
     fs::write(root.join("tests.list"), tests)?;
     fs::write(
         root.join("tests.env"),
         format!(
-            "export SOCKTRACE_BIN={} SOCKTRACE_TEST_SLOWDOWN={GUEST_SLOWDOWN}\n",
-            socktrace.display()
+            "export SOCKTRACE_BIN={} SOCKTRACE_TEST_SLOWDOWN={GUEST_SLOWDOWN}\nSKIP='{}'\n",
+            socktrace.display(),
+            skips.trim()
         ),
     )?;
     for module in MODULES {
