@@ -190,8 +190,19 @@ fn top_gives_up_every_capability_on_every_thread() {
         socktrace_bin().display()
     ));
     tmux.wait_for("the view", |s| s.contains("ev/s") && s.contains("LIVE"));
-    // The view reads keys on a thread of its own (crossterm's).
+    // The view is drawn from the start; privileges go once the snapshot of
+    // existing sockets is taken, before any record is read. A thread that
+    // kept them would keep them for good: this waits, the loop below checks.
     let deadline = Instant::now() + TIMEOUT;
+    let main_thread = format!("/proc/{pid}/status");
+    while !std::fs::read_to_string(&main_thread)
+        .unwrap_or_default()
+        .contains("CapEff:\t0000000000000000")
+    {
+        assert!(Instant::now() < deadline, "top kept its capabilities");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The view reads keys on a thread of its own (crossterm's).
     let threads = loop {
         let n = assert_unprivileged(pid, "top");
         if n > 1 {

@@ -46,12 +46,8 @@ pub fn probe(attach_btf_id: u32, streams: bool) -> (u32, Vec<String>) {
             Ok(true) => features |= bit,
             Ok(false) if bit == FEATURE_COOKIE && !streams => {}
             Ok(false) => degraded.push(lost.to_string()),
-            // Could not tell (an unexpected errno): take the primary route;
-            // if the kernel refuses it, loading says so in one line.
-            Err(err) => {
-                log::debug!("probing {helper:?} from BTF tracepoints: {err}");
-                features |= bit;
-            }
+            // Could not tell: the route that works on every kernel.
+            Err(err) => degraded.push(format!("{lost}; the kernel did not say ({err})")),
         }
     }
     (features, degraded)

@@ -201,6 +201,7 @@ impl Probe {
             return Err(ProbeError::NoObject);
         }
         caps::check()?;
+        lift_memlock_limit();
         let (tracefs, mounted_tracefs) = Tracefs::find_or_mount()?;
         let kernel_btf = btf::kernel()?;
         let btf::Layout {
@@ -365,6 +366,25 @@ impl Probe {
             degraded,
             attach_time: started.elapsed(),
         })
+    }
+}
+
+/// Before Linux 5.11 the kernel charges BPF maps and programs to
+/// RLIMIT_MEMLOCK (64 KiB by default, summed over the user's processes):
+/// lifted, as every BPF tool does, or a second instance's maps fail. Later
+/// kernels charge memory cgroups and ignore it. A failure is left for the
+/// map or program it would stop to report.
+fn lift_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) } != 0 {
+        log::debug!(
+            "raising RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
