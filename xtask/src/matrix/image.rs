@@ -16,12 +16,14 @@ use super::{fetch::Tree, is_test};
 
 /// busybox applets the init script and the tests use.
 const APPLETS: [&str; 16] = [
-    "sh", "mount", "umount", "insmod", "poweroff", "mkdir", "cat", "sleep", "echo", "kill", "grep",
-    "ls", "rm", "env", "true", "false",
+    "sed", "mount", "umount", "insmod", "poweroff", "mkdir", "cat", "sleep", "echo", "kill",
+    "grep", "ls", "rm", "env", "true", "false",
 ];
 
 /// Host tools the tests run (they need more than busybox's versions).
-const TOOLS: [&str; 4] = ["ip", "ss", "unshare", "setpriv"];
+/// dash is the shell: busybox's runs its own applets before PATH, so a
+/// test's `sh -c 'unshare --cgroup ...'` would get busybox's unshare.
+const TOOLS: [&str; 5] = ["ip", "ss", "unshare", "setpriv", "dash"];
 
 /// How many times a host's patience the tests give a guest (qemu's TCG:
 /// socktrace attaches in 3-9 s there, 0.2 s on the host).
@@ -53,6 +55,7 @@ pub fn build(
     for tool in TOOLS {
         copy_binary(&which(tool)?, &root)?;
     }
+    symlink(which("dash")?, root.join("bin/sh"))?;
     copy_binary(socktrace, &root)?;
     let mut tests = String::new();
     for (name, path) in bins {
