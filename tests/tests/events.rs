@@ -220,7 +220,9 @@ fn a_port_filter_drops_other_sockets_in_the_kernel() {
     // Our sockets use other ports; nothing may reach the ring (the summary
     // counts every record read from it, before any userspace filtering).
     let wanted = free_port("127.0.0.1");
-    let tracer = Tracer::start(&["--port", &wanted.to_string(), "--duration", "2"]);
+    // Long enough for the sockets below, on a host or in a slow guest.
+    let duration = (patience() / 15).as_secs_f64().to_string();
+    let tracer = Tracer::start(&["--port", &wanted.to_string(), "--duration", &duration]);
     let report = Op::run(&["bind", "tcp", "127.0.0.1", "0"]);
     let other = Op::start(&["tcp-server", "127.0.0.1", "1", "1", "wait"]);
     let port = other.port().to_string();

@@ -5,7 +5,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::{
-    FEATURE_COOKIE, IPPROTO_TCP, KIND_STATE, MODE_LISTENERS, MODE_STREAM, MODE_TALLY, ROLE_CLIENT,
+    FEATURE_COOKIE, IPPROTO_TCP, KIND_STATE, OWNER_UNKNOWN, MODE_LISTENERS, MODE_STREAM, MODE_TALLY, ROLE_CLIENT,
     ROLE_SERVER, SOCK_PEER_FIN, SOCK_RST_RECEIVED, SOCK_RST_SENT, SOCK_TW_FULL, StateRecord,
 };
 
@@ -73,7 +73,12 @@ fn learn_owner(info: &mut SockInfo, sk: *mut c_void, old: i32, new: i32) {
         if old == TCP_CLOSE && new == TCP_LISTEN {
             listening(listener_key(sk), &info.owner);
         }
-    } else if old == TCP_LISTEN && new == TCP_SYN_RECV {
+    } else if (old == TCP_LISTEN && new == TCP_SYN_RECV)
+        || (old == TCP_SYN_RECV && info.owner.source == OWNER_UNKNOWN)
+    {
+        // A new connection, seen from its first event, or from its second
+        // where a port filter could not judge the first (5.10 sets the
+        // peer's port only after it).
         inherit(info, listener_key(sk));
     }
 }
