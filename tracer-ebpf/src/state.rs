@@ -5,8 +5,9 @@ use core::ffi::c_void;
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::{
-    FEATURE_COOKIE, IPPROTO_TCP, KIND_STATE, OWNER_UNKNOWN, MODE_LISTENERS, MODE_STREAM, MODE_TALLY, ROLE_CLIENT,
-    ROLE_SERVER, SOCK_PEER_FIN, SOCK_RST_RECEIVED, SOCK_RST_SENT, SOCK_TW_FULL, StateRecord,
+    FEATURE_COOKIE, IPPROTO_TCP, KIND_STATE, MODE_LISTENERS, MODE_STREAM, MODE_TALLY,
+    OWNER_UNKNOWN, ROLE_CLIENT, ROLE_SERVER, SOCK_PEER_FIN, SOCK_RST_RECEIVED, SOCK_RST_SENT,
+    SOCK_TW_FULL, StateRecord,
 };
 
 use crate::{

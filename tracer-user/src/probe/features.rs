@@ -75,20 +75,14 @@ fn tracing_may_call(attach_btf_id: u32, helper: bpf_func_id) -> std::io::Result<
     load.log_buf = log.as_mut_ptr() as u64;
     // SAFETY: the kernel reads `attr` and what it points to (alive here) and
     // writes at most `log_size` bytes of log.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            bpf_cmd::BPF_PROG_LOAD as libc::c_long,
-            &raw const attr,
-            size_of::<bpf_attr>(),
-        )
+    let err = match unsafe { super::sys::bpf(bpf_cmd::BPF_PROG_LOAD, &attr) } {
+        Ok(fd) => {
+            // SAFETY: a new descriptor we own; dropping it unloads the program.
+            drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) });
+            return Ok(true);
+        }
+        Err(err) => err,
     };
-    if fd >= 0 {
-        // SAFETY: a new descriptor we own; dropping it unloads the program.
-        drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) });
-        return Ok(true);
-    }
-    let err = std::io::Error::last_os_error();
     let log = CStr::from_bytes_until_nul(&log).map_or(&log[..], CStr::to_bytes);
     if log.is_empty() {
         return Err(err);

@@ -9,6 +9,7 @@ mod counters;
 mod features;
 mod refusal;
 mod stats;
+mod sys;
 mod tracefs;
 mod unprivileged;
 

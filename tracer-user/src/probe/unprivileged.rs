@@ -16,17 +16,10 @@ pub fn bpf_refused_without_caps() -> bool {
         // SAFETY: an all-zero `bpf_attr` is valid: every field is an integer.
         let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
         attr.__bindgen_anon_2.map_fd = u32::MAX;
-        // SAFETY: the kernel reads `attr`, which names no valid descriptor.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                bpf_cmd::BPF_MAP_GET_NEXT_KEY as libc::c_long,
-                &raw const attr,
-                size_of::<bpf_attr>(),
-            )
-        };
+        // SAFETY: `attr` holds no pointer, and names no valid descriptor.
+        let ret = unsafe { super::sys::bpf(bpf_cmd::BPF_MAP_GET_NEXT_KEY, &attr) };
         // EBADF: the kernel got as far as the descriptor.
-        ret < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        ret.is_err_and(|err| err.raw_os_error() == Some(libc::EPERM))
     })
     .join()
     .unwrap_or(false)
