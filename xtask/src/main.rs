@@ -39,11 +39,10 @@ enum Task {
     },
     /// Every check: fmt, clippy (user and kernel crates), unit tests, the
     /// integration tests against the running kernel, a Prometheus server
-    /// and tmux, then again inside Debian's 5.10, 6.1 and 6.12 kernels
-    /// under qemu (needs root; installs what is missing).
+    /// and tmux (needs root; installs what is missing).
     Test {
-        /// Only the integration tests inside this kernel of the matrix
-        /// (5.10, 6.1 or 6.12).
+        /// Instead, the integration tests inside Debian's kernel VERSION
+        /// (5.10, 6.1 or 6.12) under qemu, or inside each (`all`).
         #[arg(long, value_name = "VERSION")]
         kernel: Option<String>,
     },
@@ -95,9 +94,10 @@ fn run(task: Task) -> Result<()> {
         Task::Test {
             kernel: Some(kernel),
         } => {
-            setup::ensure_test_tools()?;
+            setup::ensure_matrix_tools()?;
             build_release()?;
-            matrix::run(&root, Some(&kernel), &root.join("target/release/socktrace"))
+            let only = (kernel != "all").then_some(kernel.as_str());
+            matrix::run(&root, only, &root.join("target/release/socktrace"))
         }
         Task::Bench => bench::run(&root),
         Task::Fuzz { seconds } => fuzz::run(&root, seconds, true),
@@ -163,11 +163,7 @@ fn test(root: &Path) -> Result<()> {
         &root.join("target/release"),
         &root.join("target/soak-short"),
         SHORT_SOAK_S,
-    )?;
-    println!(
-        "xtask: the kernel matrix (the integration tests inside Debian's kernels, under qemu)"
-    );
-    matrix::run(root, None, &root.join("target/release/socktrace"))
+    )
 }
 
 /// The short soak in `cargo xtask test`.

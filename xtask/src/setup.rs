@@ -33,7 +33,7 @@ pub fn ensure() -> Result<()> {
 
 /// What `cargo xtask test` needs beyond building: (a file the package
 /// installs, the Debian package, what for).
-const TEST_TOOLS: [(&str, &str, &str); 7] = [
+const TEST_TOOLS: [(&str, &str, &str); 4] = [
     (
         "/usr/bin/prometheus",
         "prometheus",
@@ -54,6 +54,10 @@ const TEST_TOOLS: [(&str, &str, &str); 7] = [
         "tmux",
         "the top test drives socktrace's terminal view in it",
     ),
+];
+
+/// What `cargo xtask test --kernel` needs besides.
+const MATRIX_TOOLS: [(&str, &str, &str); 3] = [
     (
         "/usr/bin/qemu-system-x86_64",
         "qemu-system-x86",
@@ -73,7 +77,17 @@ const TEST_TOOLS: [(&str, &str, &str); 7] = [
 
 /// Installs the test tools that are missing.
 pub fn ensure_test_tools() -> Result<()> {
-    let missing: Vec<_> = TEST_TOOLS
+    ensure_packages(&TEST_TOOLS)
+}
+
+/// Installs what the kernel matrix needs that is missing.
+pub fn ensure_matrix_tools() -> Result<()> {
+    ensure_packages(&MATRIX_TOOLS)
+}
+
+/// Installs the packages of `tools` whose file is missing.
+fn ensure_packages(tools: &[(&str, &str, &str)]) -> Result<()> {
+    let missing: Vec<_> = tools
         .iter()
         .filter(|(path, ..)| !Path::new(path).is_file())
         .collect();
