@@ -86,21 +86,22 @@ pub fn forget(sk: *mut c_void) {
     }
 }
 
-/// `sk` starts listening (`key`: see `maps::listening_key`), owned by
-/// `owner`. With socket storage its connections inherit that by
-/// `BPF_F_CLONE`; without, they find it in `LISTENING`.
+/// `sk` starts listening (`key` gives its `maps::listening_key`, read
+/// only where needed), owned by `owner`. With socket storage its
+/// connections inherit that by `BPF_F_CLONE`; without, they find it in
+/// `LISTENING`.
 #[inline(always)]
-pub fn listening(key: u64, owner: &Owner) {
+pub fn listening(key: impl FnOnce() -> u64, owner: &Owner) {
     if !in_storage() {
-        let _ = LISTENING.insert(key, owner, 0);
+        let _ = LISTENING.insert(key(), owner, 0);
     }
 }
 
 /// The listener at `key` closed.
 #[inline(always)]
-pub fn not_listening(key: u64) {
+pub fn not_listening(key: impl FnOnce() -> u64) {
     if !in_storage() {
-        let _ = LISTENING.remove(key);
+        let _ = LISTENING.remove(key());
     }
 }
 
@@ -108,12 +109,12 @@ pub fn not_listening(key: u64) {
 /// first event, LISTEN -> SYN_RECV) starts with the listener's owner, as
 /// `BPF_F_CLONE` gives it where socket storage works.
 #[inline(always)]
-pub fn inherit(info: &mut SockInfo, key: u64) {
+pub fn inherit(info: &mut SockInfo, key: impl FnOnce() -> u64) {
     if in_storage() {
         return;
     }
     // SAFETY: the value is copied out.
-    if let Some(owner) = unsafe { LISTENING.get(key) } {
+    if let Some(owner) = unsafe { LISTENING.get(key()) } {
         info.owner = *owner;
         info.sk = 0; // not this socket's own: `resolve` says inherited
     }

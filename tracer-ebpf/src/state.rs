@@ -43,7 +43,7 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
     let _ = try_inet_sock_set_state(sk, old, new);
     if new == TCP_CLOSE {
         if old == TCP_LISTEN {
-            not_listening(listener_key(sk));
+            not_listening(|| listener_key(sk));
         }
         forget(sk);
     }
@@ -72,7 +72,7 @@ fn learn_owner(info: &mut SockInfo, sk: *mut c_void, old: i32, new: i32) {
     if made_by_a_syscall(old, new) {
         claim(info, sk);
         if old == TCP_CLOSE && new == TCP_LISTEN {
-            listening(listener_key(sk), &info.owner);
+            listening(|| listener_key(sk), &info.owner);
         }
     } else if (old == TCP_LISTEN && new == TCP_SYN_RECV)
         || (old == TCP_SYN_RECV && info.owner.source == OWNER_UNKNOWN)
@@ -80,7 +80,7 @@ fn learn_owner(info: &mut SockInfo, sk: *mut c_void, old: i32, new: i32) {
         // A new connection, seen from its first event, or from its second
         // where a port filter could not judge the first (5.10 sets the
         // peer's port only after it).
-        inherit(info, listener_key(sk));
+        inherit(info, || listener_key(sk));
     }
 }
 
