@@ -308,6 +308,44 @@ fn reset_says_which_side_sent_it() {
     assert_eq!(server["pid"], c.server_pid);
 }
 
+/// `n` connections the server closes with data unread: the kernel closes
+/// such a socket, then sends a reset on it.
+fn close_with_unread_data(n: usize) {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    for _ in 0..n {
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        client.write_all(b"never read").unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.peek(&mut [0]).unwrap(); // the data is there
+        drop(server);
+        let _ = client.read(&mut [0]); // the reset
+    }
+}
+
+/// Where the kernel gives no socket storage (5.10), what socktrace knows of
+/// a socket is kept by its address, and the kernel hands a freed socket's
+/// memory to the next socket at once. A reset sent after a close marked a
+/// closed socket's entry, which then outlived it: the next connection
+/// there was "reset", and its TIME_WAIT not seen.
+#[test]
+fn a_closed_sockets_marks_do_not_pass_to_the_next_one() {
+    let mut tracer = Tracer::start(&[]);
+    for round in 0..8 {
+        close_with_unread_data(3);
+        let c = converse(&mut tracer, "127.0.0.1", "first", "wait");
+        let server = close_of(&c.events, &c.accepted);
+        assert_eq!(
+            (&server["reset_by"], &server["time_wait"]),
+            (&Value::Null, &true.into()),
+            "round {round}: {server}"
+        );
+        let client = close_of(&c.events, &c.client);
+        assert_eq!(client["reset_by"], Value::Null, "round {round}: {client}");
+    }
+}
+
 #[test]
 fn refused_connect_says_refused() {
     let mut tracer = Tracer::start(&[]);
@@ -704,11 +742,7 @@ fn in_a_private_cgroup_namespace_cgroups_are_the_hosts() {
     let done = tracer.stop();
     std::fs::remove_dir_all(&mounts).expect("removing the mount points");
     assert!(done.status.success(), "{}", done.stderr);
-    let degraded: Vec<&str> = done
-        .stderr
-        .lines()
-        .filter(|l| l.contains("degraded:") && l.contains("cgroup"))
-        .collect();
+    let degraded = degraded_beyond_the_kernel(&done.stderr);
     assert!(degraded.is_empty(), "{degraded:?}");
     // The snapshot's listener (from /proc), the client's transitions and
     // close, the server's, the release: all name the host's cgroup and

@@ -77,6 +77,20 @@ pub fn info(sk: *mut c_void) -> Option<&'static mut SockInfo> {
     info
 }
 
+/// `sk` starts a life (see `state::first_of_a_life`): without socket
+/// storage, whatever `OWNERS` holds at its address is a freed socket's
+/// (its close we were not run for) and must not pass for this one's.
+/// With storage, a new socket's is new, or cloned from its listener's on
+/// purpose.
+#[inline(always)]
+pub fn born(sk: *mut c_void) {
+    if !in_storage() {
+        // By reference on purpose: copied from the static, not the stack.
+        #[allow(clippy::needless_borrows_for_generic_args)]
+        let _ = OWNERS.insert(sk as u64, &EMPTY_INFO, 0);
+    }
+}
+
 /// `sk` closed: without socket storage its entry goes now, so nothing
 /// outlives the socket (with storage the kernel frees it with the socket).
 #[inline(always)]

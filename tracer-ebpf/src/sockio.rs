@@ -12,12 +12,18 @@ use crate::{
     owner::{claim_if_new, info},
 };
 
-// Mini-sockets without the full `struct sock` (include/net/tcp_states.h).
+// include/net/tcp_states.h: mini-sockets without the full `struct sock`,
+// and the end.
 const TCP_TIME_WAIT: u64 = 6;
+const TCP_CLOSE: u64 = 7;
 const TCP_NEW_SYN_RECV: u64 = 12;
 
-/// Whether `sk` is a full TCP socket: send/recv fire for every family, and
-/// a reset may be sent on behalf of a timewait or request mini-socket.
+/// Whether `sk` is a full TCP socket that has not closed: send/recv fire
+/// for every family, and a reset may be sent on behalf of a timewait or
+/// request mini-socket, or after the close (`tcp_close` with unread data
+/// closes, then resets). A closed socket's record is out already; marking
+/// it would, without socket storage, leave an `OWNERS` entry behind at its
+/// address for the next socket there.
 #[inline(always)]
 fn is_tcp(sk: *mut c_void) -> bool {
     let k = &CONFIG.kernel;
@@ -26,7 +32,7 @@ fn is_tcp(sk: *mut c_void) -> bool {
         && sock_wanted(base)
         && !matches!(
             uint(base, cfg(&k.sk_state)),
-            Ok(TCP_TIME_WAIT | TCP_NEW_SYN_RECV) | Err(_)
+            Ok(TCP_TIME_WAIT | TCP_CLOSE | TCP_NEW_SYN_RECV) | Err(_)
         )
         && uint(base, cfg(&k.sk_protocol)) == Ok(IPPROTO_TCP as u64)
 }

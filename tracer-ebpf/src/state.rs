@@ -16,7 +16,7 @@ use crate::{
     field::uint,
     filter::{owner_wanted, sock_wanted},
     maps::{CONFIG, PENDING, SCRATCH, SockInfo, listening_key},
-    owner::{claim, forget, info, inherit, listening, not_listening, resolve},
+    owner::{born, claim, forget, info, inherit, listening, not_listening, resolve},
     release::forget_bound,
     sock::{cookie, local_end, netns, optional, remote_end, tw_table_full},
     tally::count_close,
@@ -40,6 +40,9 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
     let sk: *mut c_void = ctx.arg(0);
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
+    if first_of_a_life(old, new) {
+        born(sk);
+    }
     let _ = try_inet_sock_set_state(sk, old, new);
     if new == TCP_CLOSE {
         if old == TCP_LISTEN {
@@ -82,6 +85,14 @@ fn learn_owner(info: &mut SockInfo, sk: *mut c_void, old: i32, new: i32) {
         // peer's port only after it).
         inherit(info, || listener_key(sk));
     }
+}
+
+/// A socket's first transition: a connect or listen from CLOSE, or a
+/// connection cloned from its listener.
+#[inline(always)]
+fn first_of_a_life(old: i32, new: i32) -> bool {
+    (old == TCP_CLOSE && (new == TCP_SYN_SENT || new == TCP_LISTEN))
+        || (old == TCP_LISTEN && new == TCP_SYN_RECV)
 }
 
 /// Transitions only a system call on the socket makes: connect, listen,
