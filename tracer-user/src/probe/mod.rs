@@ -24,7 +24,7 @@ use aya_log::EbpfLogger;
 use thiserror::Error;
 use tracer_common::{
     COUNTERS, Config, FEATURE_COOKIE, KernelFilter, MODE_LISTENERS, MODE_RELEASE, MODE_STREAM,
-    MODE_TALLY, MODE_TALLY_RING, SyscallTpLayout, Tally, TallyKey,
+    MODE_TALLY, MODE_TALLY_RING, SyscallTpLayout, TALLIES_CAPACITY, Tally, TallyKey,
 };
 
 pub use self::{
@@ -251,6 +251,14 @@ impl Probe {
         let mut programs = EbpfLoader::new()
             .btf(None) // no CO-RE relocations to do
             .map_max_entries("COUNTERS", cpus as u32 * COUNTERS)
+            // Preallocated, per CPU: only `timewait` pays for its rows.
+            .map_max_entries(
+                "TALLIES",
+                match options.mode {
+                    Mode::Timewait { .. } => TALLIES_CAPACITY,
+                    _ => 1,
+                },
+            )
             .override_global("CONFIG", &config, true)
             .load(OBJECT)?;
         // Must live as long as the programs: it owns the log ring's fd.
