@@ -87,7 +87,12 @@ fn kernel_filters_drop_events_before_the_ring() {
     for kind in ["state", "bind", "listen", "release", "close", "filtered"] {
         assert_eq!(events[kind], 0, "{kind}: {events}");
     }
-    assert_eq!(done.events.len(), 1, "only the summary: {:?}", done.events);
+    let traffic: Vec<&Value> = done
+        .events
+        .iter()
+        .filter(|e| !only_skipped_runs(e))
+        .collect();
+    assert_eq!(traffic.len(), 1, "only the summary: {traffic:?}");
 }
 
 #[test]

@@ -46,6 +46,74 @@ pub fn patience() -> Duration {
     Duration::from_secs(30) * slowdown
 }
 
+/// What socktrace says it loses on each kernel feature it may lack, by the
+/// names the kernel matrix gives them: the start of its `degraded:` line.
+const KERNEL_DEGRADED: [(&str, &str); 5] = [
+    (
+        "cookie",
+        "socket ids are read from the socket, not assigned",
+    ),
+    ("sk_storage", "owners are kept in a table of sockets"),
+    ("send", "owners are not learnt from send()"),
+    ("recv", "owners are not learnt from recv()"),
+    (
+        "recursion_misses",
+        "runs of our programs the kernel skipped",
+    ),
+];
+
+/// What the kernel under test lacks: `SOCKTRACE_TEST_KERNEL_LACKS`, names
+/// of `KERNEL_DEGRADED` separated by commas, which the kernel matrix sets
+/// for each of its kernels; unset, the kernel lacks none of them.
+pub fn kernel_lacks(feature: &str) -> bool {
+    let lacks = std::env::var("SOCKTRACE_TEST_KERNEL_LACKS").unwrap_or_default();
+    let names: Vec<&str> = lacks.split(',').filter(|n| !n.is_empty()).collect();
+    for name in &names {
+        assert!(
+            KERNEL_DEGRADED.iter().any(|(known, _)| known == name),
+            "SOCKTRACE_TEST_KERNEL_LACKS names {name:?}, not a feature of {KERNEL_DEGRADED:?}"
+        );
+    }
+    names.contains(&feature)
+}
+
+/// socktrace's `degraded:` lines in `stderr` (of `watch`), less those the
+/// kernel causes, each of which must be there once (the kernel's lines are
+/// an expectation too), and less the one about /proc, said where some
+/// process's descriptors are not ours to read: what the test's own setup
+/// took away.
+pub fn degraded_beyond_the_kernel(stderr: &str) -> Vec<&str> {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("socktrace: degraded: "))
+        .filter(|l| !l.starts_with("owners of sockets open before start"))
+        .collect();
+    for (feature, says) in KERNEL_DEGRADED {
+        let said = lines.iter().filter(|l| l.starts_with(says)).count();
+        let expected = usize::from(kernel_lacks(feature));
+        assert_eq!(
+            said,
+            expected,
+            "lines saying \"{says}\" where the kernel lacks {feature}: {}: {stderr}",
+            kernel_lacks(feature)
+        );
+    }
+    lines
+        .into_iter()
+        .filter(|l| !KERNEL_DEGRADED.iter().any(|(_, says)| l.starts_with(says)))
+        .collect()
+}
+
+/// Whether `e` is a `loss` record of program runs the kernel skipped and
+/// nothing else (recursion misses: a transition in a softirq while one of
+/// our programs ran on that CPU; emulated guests see some): it says
+/// nothing of the traffic a test made, nor of a filter.
+pub fn only_skipped_runs(e: &Value) -> bool {
+    e["type"] == "loss"
+        && e["ring_drops"] == 0
+        && e["recursion_misses"].as_u64().is_some_and(|n| n > 0)
+}
+
 /// The socktrace binary `cargo xtask test` built.
 pub fn socktrace_bin() -> PathBuf {
     let path = std::env::var_os("SOCKTRACE_BIN")
