@@ -275,21 +275,102 @@ fn in_mount_namespace(setup: &str, args: &str) -> std::process::Output {
 /// A copy of the kernel's BTF in which each of `names` is renamed (its
 /// last letter changed), as a kernel without that type or field looks.
 fn kernel_btf_without(names: &[&str]) -> std::path::PathBuf {
+    let renamed: Vec<(&str, String)> = names
+        .iter()
+        .map(|name| (*name, format!("{}X", &name[..name.len() - 1])))
+        .collect();
+    let renamed: Vec<(&str, &str)> = renamed.iter().map(|(n, r)| (*n, r.as_str())).collect();
+    kernel_btf_renamed(&renamed)
+}
+
+/// A copy of the kernel's BTF in which each name `from` (there once) reads
+/// `to` (no longer), in order.
+fn kernel_btf_renamed(renames: &[(&str, &str)]) -> std::path::PathBuf {
     let mut btf = std::fs::read("/sys/kernel/btf/vmlinux").expect("reading the kernel's BTF");
-    for name in names {
-        let needle = [b"\0", name.as_bytes(), b"\0"].concat();
+    for (from, to) in renames {
+        assert!(to.len() <= from.len(), "{to} is longer than {from}");
+        let needle = [b"\0", from.as_bytes(), b"\0"].concat();
         let found: Vec<usize> = btf
             .windows(needle.len())
             .enumerate()
             .filter(|(_, w)| *w == needle.as_slice())
             .map(|(at, _)| at)
             .collect();
-        assert_eq!(found.len(), 1, "{name} is not once in the kernel's strings");
-        btf[found[0] + name.len()] = b'X';
+        assert_eq!(found.len(), 1, "{from} is not once in the kernel's strings");
+        let at = found[0] + 1;
+        btf[at..at + from.len()].fill(0);
+        btf[at..at + to.len()].copy_from_slice(to.as_bytes());
     }
     let path = std::env::temp_dir().join(unique_name("btf"));
     std::fs::write(&path, btf).expect("writing the BTF copy");
     path
+}
+
+#[test]
+fn a_program_the_kernel_refuses_is_one_line_naming_its_log() {
+    use std::os::unix::fs::PermissionsExt as _;
+    require_root();
+    // socktrace finds its state program's tracepoint where the kernel has
+    // tcp_retransmit_synack's, of two arguments, not three: the verifier
+    // refuses the program (it reads the third), as an older kernel refuses
+    // a helper.
+    let btf = kernel_btf_renamed(&[
+        (
+            "btf_trace_inet_sock_set_state",
+            "btf_trace_inet_sock_set_statX",
+        ),
+        (
+            "btf_trace_tcp_retransmit_synack",
+            "btf_trace_inet_sock_set_state",
+        ),
+    ]);
+    let bind = format!("mount --bind {} /sys/kernel/btf/vmlinux", btf.display());
+    let out = in_mount_namespace(&bind, "--duration 1");
+    let verbose = in_mount_namespace(&bind, "--duration 1 --verbose");
+    std::fs::remove_file(&btf).expect("removing the BTF copy");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // The kernel's degraded lines, then the one line.
+    assert!(degraded_beyond_the_kernel(&stderr).is_empty(), "{stderr}");
+    let ours: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("socktrace: degraded: "))
+        .collect();
+    assert_eq!(ours.len(), 1, "{stderr}");
+    let line = ours[0];
+    assert!(
+        line.starts_with("socktrace: program inet_sock_set_state: refused by the kernel ("),
+        "{line}"
+    );
+    let (_, log) = line
+        .rsplit_once("; its log is in ")
+        .expect("the log's path");
+    let meta = std::fs::metadata(log).expect("the log file");
+    let text = std::fs::read_to_string(log).expect("the log");
+    std::fs::remove_file(log).expect("removing the log");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // The verifier's reason, in that line and in the log.
+    let reason = line
+        .split_once("): ")
+        .and_then(|(_, rest)| rest.split_once("; its log"))
+        .map(|(reason, _)| reason)
+        .expect("the verifier's reason");
+    assert!(text.contains(reason), "{reason:?} not in {text}");
+    // The whole log: the instructions and the statistics after the reason.
+    assert!(text.contains("processed "), "{text}");
+    // --verbose: the log on stderr instead, and no file.
+    let stderr = String::from_utf8_lossy(&verbose.stderr);
+    assert_eq!(verbose.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(reason), "{stderr}");
+    assert!(stderr.lines().count() > text.lines().count(), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .ends_with("; printed above"),
+        "{stderr}"
+    );
 }
 
 #[test]
