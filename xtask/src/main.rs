@@ -39,10 +39,12 @@ enum Task {
     },
     /// Every check: fmt, clippy (user and kernel crates), unit tests, the
     /// integration tests against the running kernel, a Prometheus server
-    /// and tmux (needs root; installs what is missing).
+    /// and tmux, the fuzzers, a short soak, then the integration tests
+    /// inside each kernel of the matrix (needs root; installs what is
+    /// missing).
     Test {
-        /// Instead, the integration tests inside Debian's kernel VERSION
-        /// (5.10, 6.1 or 6.12) under qemu, or inside each (`all`).
+        /// Only the integration tests inside Debian's kernel VERSION (5.10,
+        /// 6.1 or 6.12) under qemu, or inside each (`all`).
         #[arg(long, value_name = "VERSION")]
         kernel: Option<String>,
     },
@@ -121,6 +123,7 @@ fn build_release() -> Result<()> {
 
 fn test(root: &Path) -> Result<()> {
     setup::ensure_test_tools()?;
+    setup::ensure_matrix_tools()?;
     step("formatting", &["fmt", "--all", "--check"])?;
     // The kernel object is not needed to lint the loader: skip building it.
     println!("xtask: lint (userspace)");
@@ -163,7 +166,9 @@ fn test(root: &Path) -> Result<()> {
         &root.join("target/release"),
         &root.join("target/soak-short"),
         SHORT_SOAK_S,
-    )
+    )?;
+    println!("xtask: the integration tests on each kernel of the matrix, under qemu");
+    matrix::run(root, None, &root.join("target/release/socktrace"))
 }
 
 /// The short soak in `cargo xtask test`.

@@ -11,7 +11,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result};
@@ -30,6 +30,8 @@ pub struct Outcome {
     passed: u64,
     failed: u64,
     timed_out: bool,
+    /// From qemu's start to its end.
+    pub elapsed: Duration,
 }
 
 impl Outcome {
@@ -54,6 +56,7 @@ impl fmt::Display for Outcome {
 }
 
 pub fn boot(kernel: &Kernel, tree: &Tree, initramfs: &Path) -> Result<Outcome> {
+    let started = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
         // One emulation thread for both CPUs: with a thread each, the
         // kernel's live code patching (attaching tracepoints) oopsed on
@@ -110,6 +113,7 @@ pub fn boot(kernel: &Kernel, tree: &Tree, initramfs: &Path) -> Result<Outcome> {
     done.store(true, Ordering::Relaxed);
     let _ = watchdog.join();
     outcome.timed_out = timed_out.load(Ordering::Relaxed);
+    outcome.elapsed = started.elapsed();
     Ok(outcome)
 }
 

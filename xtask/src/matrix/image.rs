@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{fetch::Tree, is_test};
+use super::{Kernel, fetch::Tree, is_test};
 
 /// busybox applets the init script and the tests use.
 const APPLETS: [&str; 16] = [
@@ -32,11 +32,14 @@ const GUEST_SLOWDOWN: u32 = 6;
 /// Kernel modules, in load order.
 const MODULES: [&str; 4] = ["inet_diag", "tcp_diag", "udp_diag", "veth"];
 
-/// Builds `dir/initramfs.cpio` for `tree`'s kernel; `bins`: the test and
-/// helper binaries by name (see `super::test_binaries`).
+/// Builds `dir/initramfs.cpio` for `kernel` (unpacked in `tree`);
+/// `workspace`: the source tree the tests were built from; `bins`: the
+/// test and helper binaries by name (see `super::test_binaries`).
 pub fn build(
+    kernel: &Kernel,
     tree: &Tree,
     dir: &Path,
+    workspace: &Path,
     socktrace: &Path,
     bins: &BTreeMap<String, PathBuf>,
 ) -> Result<PathBuf> {
@@ -64,6 +67,10 @@ pub fn build(
             tests.push_str(&format!("{name} {}\n", path.display()));
         }
     }
+    for data in super::TEST_DATA {
+        let from = workspace.join(data);
+        copy_tree(&from, &under(&root, &from))?;
+    }
     let mut skips = String::new();
     for test in super::HOST_ONLY {
         skips.push_str(&format!(" --skip {test}"));
@@ -72,8 +79,13 @@ pub fn build(
     fs::write(
         root.join("tests.env"),
         format!(
-            "export SOCKTRACE_BIN={} SOCKTRACE_TEST_SLOWDOWN={GUEST_SLOWDOWN}\nSKIP='{}'\n",
+            "export SOCKTRACE_BIN={} SOCKOPS_BIN={} SOCKTRACE_TEST_SLOWDOWN={GUEST_SLOWDOWN} \
+             SOCKTRACE_TEST_KERNEL_LACKS={}\nSKIP='{}'\n",
             socktrace.display(),
+            bins.get("sockops")
+                .context("cargo built no sockops helper")?
+                .display(),
+            kernel.lacks.join(","),
             skips.trim()
         ),
     )?;
@@ -133,6 +145,21 @@ fn copy_binary(path: &Path, root: &Path) -> Result<()> {
         if !dest.exists() {
             fs::create_dir_all(dest.parent().unwrap_or(root))?;
             fs::copy(lib, &dest).with_context(|| format!("copying {}", lib.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies the files of directory `from` (and its subdirectories) to `to`.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let path = entry?.path();
+        let dest = to.join(path.file_name().unwrap_or_default());
+        if path.is_dir() {
+            copy_tree(&path, &dest)?;
+        } else {
+            fs::copy(&path, &dest).with_context(|| format!("copying {}", path.display()))?;
         }
     }
     Ok(())

@@ -24,7 +24,27 @@ ulimit -n 65536
 echo "socktrace-guest: kernel $(cat /proc/sys/kernel/osrelease)"
 # What socktrace says of this kernel, once, for the log.
 "$SOCKTRACE_BIN" --duration 1 > /dev/null 2> /tmp/said
-grep -e "degraded:" -e "refused" /tmp/said | sed "s/^/socktrace-guest: said: /"
+grep -e "degraded:" -e "refused" -e "attached in" /tmp/said | sed "s/^/socktrace-guest: said: /"
+# What `socktrace --json` shows of a refused connect and of a loopback
+# connection, for the log and the README (the tests assert such events).
+"$SOCKTRACE_BIN" --json > /tmp/demo.json 2> /tmp/demo.err &
+tracer=$!
+tries=0
+until grep -q "attached in" /tmp/demo.err || [ $tries -ge 300 ]; do
+    sleep 0.2
+    tries=$((tries + 1))
+done
+"$SOCKOPS_BIN" connect 127.0.0.1 9 > /dev/null
+"$SOCKOPS_BIN" tcp-server 127.0.0.1 5 5 wait > /tmp/server &
+server=$!
+until grep -q port /tmp/server; do sleep 0.1; done
+port=$(sed -n 's/.*"port":\([0-9]*\).*/\1/p' /tmp/server)
+"$SOCKOPS_BIN" tcp-client 127.0.0.1 "$port" 5 5 close > /dev/null
+wait $server
+sleep 2
+kill -INT $tracer
+wait $tracer
+sed "s/^/socktrace-guest: json: /" /tmp/demo.json
 failed=0
 while read -r name binary; do
     echo "socktrace-guest: test $name"
