@@ -137,6 +137,14 @@ mod tests {
             assert!(main.contains(flag), "{flag}");
         }
         assert!(main.contains("socktrace timewait"), "examples: {main}");
+        // The kernels tested, each with what it lacks.
+        for kernel in [
+            "6.18, 6.12 (Debian 13)",
+            "6.1 (Debian 12)",
+            "5.10 (Debian 11)",
+        ] {
+            assert!(main.contains(kernel), "{kernel}: {main}");
+        }
         assert!(!main.contains(SUBCOMMAND));
         let timewait = text(&pages[3].1);
         for flag in ["--interval", "--top", "--threshold", "--short", "--metrics"] {
