@@ -346,6 +346,55 @@ fn a_closed_sockets_marks_do_not_pass_to_the_next_one() {
     }
 }
 
+/// Each socket's id is the kernel's cookie for it, in hex, which `ss -e`
+/// shows (`sk:`), so an event joins with what ss lists: on every kernel,
+/// whether socktrace's programs may ask for the cookie (5.12+) or read it
+/// from the socket once cgroup hooks made the kernel give one.
+#[test]
+fn socket_ids_are_the_cookies_ss_shows() {
+    let mut tracer = Tracer::start(&[]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (_accepted, _) = listener.accept().unwrap();
+    let cport = client.local_addr().unwrap().port();
+    let (sport, dport) = (u64::from(port), u64::from(cport));
+    let established = |ev: &[Value], local: u64, remote: u64| {
+        of_type(ev, "state")
+            .any(|e| e["sport"] == local && e["dport"] == remote && e["new_state"] == "ESTABLISHED")
+    };
+    let events = tracer.wait_for("both ends established", |ev| {
+        established(ev, dport, sport) && established(ev, sport, dport)
+    });
+    let ids = [
+        (cport, sock_by_ports(events, dport, sport).unwrap()),
+        (port, conn(events, sport, dport).unwrap()),
+    ];
+    let filter = format!("( sport = :{port} or dport = :{port} )");
+    let ss = Command::new("ss")
+        .args(["-tanHe", "state", "established", &filter])
+        .output()
+        .expect("running ss (iproute2)");
+    let listed = String::from_utf8_lossy(&ss.stdout).into_owned();
+    for (local, sock) in ids {
+        let line = listed
+            .lines()
+            .find(|l| {
+                l.split_whitespace()
+                    .find(|w| w.starts_with("127.0.0.1:"))
+                    .is_some_and(|w| w == format!("127.0.0.1:{local}"))
+            })
+            .unwrap_or_else(|| panic!("port {local} not in ss's {listed}"));
+        let cookie = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("sk:"))
+            .unwrap_or_else(|| panic!("no sk: in {line}"));
+        // Both in hex, ss's without leading zeros.
+        let hex = |id: &str| u64::from_str_radix(id, 16).expect("a hex id");
+        assert_eq!(hex(&sock), hex(cookie), "port {local}: {line}");
+    }
+}
+
 #[test]
 fn refused_connect_says_refused() {
     let mut tracer = Tracer::start(&[]);
