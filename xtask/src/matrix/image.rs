@@ -15,9 +15,9 @@ use anyhow::{Context as _, Result, bail};
 use super::{Kernel, fetch::Tree, is_test};
 
 /// busybox applets the init script and the tests use.
-const APPLETS: [&str; 16] = [
+const APPLETS: [&str; 17] = [
     "sed", "mount", "umount", "insmod", "poweroff", "mkdir", "cat", "sleep", "echo", "kill",
-    "grep", "ls", "rm", "env", "true", "false",
+    "grep", "ls", "rm", "env", "true", "false", "timeout",
 ];
 
 /// Host tools the tests run (they need more than busybox's versions).

@@ -9,7 +9,8 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
-mount -t tmpfs tmpfs /tmp
+# Not over /tmp: the binaries are at their host paths, which may be under
+# /tmp (a clone there); the initramfs's own root is writable.
 mount -t tmpfs tmpfs /run
 mkdir -p /sys/fs/cgroup
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
@@ -27,19 +28,23 @@ echo "socktrace-guest: kernel $(cat /proc/sys/kernel/osrelease)"
 grep -e "degraded:" -e "refused" -e "attached in" /tmp/said | sed "s/^/socktrace-guest: said: /"
 # What `socktrace --json` shows of a refused connect and of a loopback
 # connection, for the log and the README (the tests assert such events).
+# Waits up to a minute for text $1 in file $2.
+wait_for() {
+    tries=0
+    until grep -q "$1" "$2" || [ $tries -ge 300 ]; do
+        sleep 0.2
+        tries=$((tries + 1))
+    done
+}
 "$SOCKTRACE_BIN" --json > /tmp/demo.json 2> /tmp/demo.err &
 tracer=$!
-tries=0
-until grep -q "attached in" /tmp/demo.err || [ $tries -ge 300 ]; do
-    sleep 0.2
-    tries=$((tries + 1))
-done
+wait_for "attached in" /tmp/demo.err
 "$SOCKOPS_BIN" connect 127.0.0.1 9 > /dev/null
-"$SOCKOPS_BIN" tcp-server 127.0.0.1 5 5 wait > /tmp/server &
+timeout 120 "$SOCKOPS_BIN" tcp-server 127.0.0.1 5 5 wait > /tmp/server &
 server=$!
-until grep -q port /tmp/server; do sleep 0.1; done
+wait_for port /tmp/server
 port=$(sed -n 's/.*"port":\([0-9]*\).*/\1/p' /tmp/server)
-"$SOCKOPS_BIN" tcp-client 127.0.0.1 "$port" 5 5 close > /dev/null
+timeout 120 "$SOCKOPS_BIN" tcp-client 127.0.0.1 "$port" 5 5 close > /dev/null
 wait $server
 sleep 2
 kill -INT $tracer
