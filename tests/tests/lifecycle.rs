@@ -395,6 +395,48 @@ fn socket_ids_are_the_cookies_ss_shows() {
     }
 }
 
+/// A client that closes first while the server holds on: its socket
+/// leaves for a timewait socket (FIN_WAIT2 substate) at the close, before
+/// any FIN of the server's. `close()` set RCV_SHUTDOWN, which was taken for
+/// the peer's FIN: one byte less was reported received.
+#[test]
+fn bytes_received_are_exact_when_the_peer_has_not_closed() {
+    use std::io::{Read as _, Write as _};
+    require_time_wait_room();
+    let mut tracer = Tracer::start(&[]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        c.read_exact(&mut vec![0; REQ as usize]).unwrap();
+        c.write_all(&vec![0; REPLY as usize]).unwrap();
+        let _ = held.recv(); // the connection stays open until then
+    });
+    let (port_arg, req, reply) = (port.to_string(), REQ.to_string(), REPLY.to_string());
+    let client = Op::start(&["tcp-client", "127.0.0.1", &port_arg, &req, &reply, "close"]);
+    let (pid, cport) = (client.pid(), client.port());
+    client.wait();
+    let events = tracer.wait_for("the client's close record", |ev| {
+        of_type(ev, "close").any(|e| e["pid"] == pid && e["sport"] == cport)
+    });
+    let close = of_type(events, "close")
+        .find(|e| e["pid"] == pid && e["sport"] == cport)
+        .unwrap()
+        .clone();
+    release.send(()).unwrap();
+    server.join().unwrap();
+    assert_eq!(
+        (&close["bytes_sent"], &close["bytes_received"]),
+        (&REQ.into(), &REPLY.into()),
+        "{close}"
+    );
+    assert_eq!(
+        (&close["closed_first"], &close["time_wait"]),
+        (&"local".into(), &true.into())
+    );
+}
+
 #[test]
 fn refused_connect_says_refused() {
     let mut tracer = Tracer::start(&[]);

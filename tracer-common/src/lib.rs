@@ -67,8 +67,9 @@ pub struct Owner {
 pub const SOCK_RST_RECEIVED: u8 = 1;
 /// The socket sent a RST (`tcp:tcp_send_reset`).
 pub const SOCK_RST_SENT: u8 = 2;
-/// The peer's FIN had arrived (`RCV_SHUTDOWN` in `sk_shutdown`); checked
-/// on a transition to CLOSE only.
+/// The peer's FIN had arrived (`SOCK_DONE` in `sk_flags`, which only
+/// `tcp_fin` sets: `close()` sets `RCV_SHUTDOWN` too); checked on a
+/// transition to CLOSE only.
 pub const SOCK_PEER_FIN: u8 = 4;
 /// The network namespace's TIME_WAIT bucket table was full at a close: no
 /// timewait socket could take over (`TcpExtTCPTimeWaitOverflow`).
@@ -306,7 +307,9 @@ pub struct KernelLayout {
     pub sk_net: Field,
     pub net_inum: Field,
     pub sk_err: Field,
-    pub sk_shutdown: Field,
+    /// `sock.sk_flags` (`sock_common.skc_flags`), where bit
+    /// `Config::sock_done` is `SOCK_DONE`.
+    pub sk_flags: Field,
     /// `net.ipv4.tcp_death_row`: TIME_WAIT sockets (+1) and their limit.
     pub net_tw_count: Field,
     pub net_tw_max: Field,
@@ -337,6 +340,9 @@ pub struct Config {
     /// What `KernelLayout::net_tw_count` counts beyond the TIME_WAIT
     /// sockets: 1 for `tw_refcount` (Linux 5.17+), 0 for `tw_count`.
     pub tw_count_bias: u32,
+    /// `SOCK_DONE` of the kernel's `enum sock_flags`: the bit of
+    /// `KernelLayout::sk_flags` that says the peer's FIN arrived.
+    pub sock_done: u32,
 }
 
 /// The user's filters the kernel programs check before building a record

@@ -32,8 +32,6 @@ const TCP_CLOSE_WAIT: i32 = 8;
 const TCP_LAST_ACK: i32 = 9;
 const TCP_LISTEN: i32 = 10;
 const TCP_CLOSING: i32 = 11;
-// include/net/sock.h
-const RCV_SHUTDOWN: u64 = 1;
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
@@ -199,7 +197,7 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
         }
         if stream {
             rec.sk_err = optional(base, cfg(&k.sk_err)) as i32;
-            if optional(base, cfg(&k.sk_shutdown)) & RCV_SHUTDOWN != 0 {
+            if (optional(base, cfg(&k.sk_flags)) >> cfg(&CONFIG.sock_done)) & 1 != 0 {
                 rec.flags |= SOCK_PEER_FIN;
             }
             rec.bytes_acked = optional(base, cfg(&k.tcp_bytes_acked));

@@ -53,6 +53,23 @@ pub fn kernel_layout(btf: &Btf) -> Result<Layout, BtfError> {
                 }
             },
         };
+    // The peer's FIN arrived: `tcp_fin` sets SOCK_DONE in sk_flags.
+    let (sk_flags, sock_done) = match (
+        member(btf, &roots, "sock.__sk_common.skc_flags"),
+        sock_done(btf),
+    ) {
+        (Ok(field), Some(bit)) => (field, bit),
+        (Err(err), _) => {
+            degraded.push(format!("{PEER_FIN_LOST}: {err}"));
+            (Field::default(), 0)
+        }
+        (Ok(_), None) => {
+            degraded.push(format!(
+                "{PEER_FIN_LOST}: kernel BTF: no SOCK_DONE in enum sock_flags"
+            ));
+            (Field::default(), 0)
+        }
+    };
     let mut optional = |path: &str, lost: &str| match member(btf, &roots, path) {
         Ok(field) => field,
         Err(err) => {
@@ -84,10 +101,7 @@ pub fn kernel_layout(btf: &Btf) -> Result<Layout, BtfError> {
         sk_net: optional("sock.__sk_common.skc_net.net", "no network namespaces"),
         net_inum: optional("net.ns.inum", "no network namespaces"),
         sk_err: optional("sock.sk_err", "failed connections do not say why"),
-        sk_shutdown: optional(
-            "sock.sk_shutdown",
-            "TIME_WAIT entry is not told from an orphaned FIN_WAIT2",
-        ),
+        sk_flags,
         net_tw_count,
         net_tw_max: optional("net.ipv4.tcp_death_row.sysctl_max_tw_buckets", TW_FULL_LOST),
         tcp_bytes_acked: optional("tcp_sock.bytes_acked", "no byte counts"),
@@ -97,8 +111,27 @@ pub fn kernel_layout(btf: &Btf) -> Result<Layout, BtfError> {
     Ok(Layout {
         kernel: layout,
         tw_count_bias,
+        sock_done,
         degraded,
     })
+}
+
+/// What a kernel without `SOCK_DONE` (or `sock_common.skc_flags`) in its
+/// BTF costs.
+const PEER_FIN_LOST: &str = "bytes received count the peer's FIN (one byte too many) where it came";
+
+/// `SOCK_DONE` of the kernel's `enum sock_flags`.
+fn sock_done(btf: &Btf) -> Option<u32> {
+    named(btf, &["sock_flags"])
+        .into_iter()
+        .find_map(|(_, ty)| match ty {
+            Type::Enum(e) => e
+                .members
+                .iter()
+                .find(|m| btf.resolve_name(*m).is_ok_and(|name| name == "SOCK_DONE"))
+                .map(|m| m.val()),
+            _ => None,
+        })
 }
 
 /// What [`kernel_layout`] found.
@@ -106,6 +139,8 @@ pub struct Layout {
     pub kernel: KernelLayout,
     /// `Config::tw_count_bias`.
     pub tw_count_bias: u32,
+    /// `Config::sock_done`.
+    pub sock_done: u32,
     /// What is lost with the members this kernel lacks.
     pub degraded: Vec<String>,
 }
@@ -314,10 +349,13 @@ mod tests {
         let Layout {
             kernel: k,
             tw_count_bias,
+            sock_done,
             degraded,
         } = kernel_layout(&kernel().unwrap()).expect("this machine's BTF");
         assert_eq!(degraded, Vec::<String>::new());
         assert_eq!(tw_count_bias, 1, "tw_refcount, as since Linux 5.17");
+        // include/net/sock.h: SOCK_DEAD, SOCK_DONE, ...
+        assert_eq!(sock_done, 1);
         for ptr in [k.task_files, k.files_fdt, k.fdtable_fd, k.file_private_data] {
             assert_eq!((ptr.size, ptr.bits), (8, 0), "{ptr:?}");
         }
@@ -340,7 +378,7 @@ mod tests {
             (k.sk_daddr.size, k.sk_v6_daddr.size, k.net_inum.size),
             (4, 16, 4)
         );
-        assert_eq!((k.sk_err.size, k.sk_shutdown.size), (4, 1));
+        assert_eq!((k.sk_err.size, k.sk_flags.size), (4, 8));
         assert_eq!((k.net_tw_count.size, k.net_tw_max.size), (4, 4));
         assert_eq!((k.tcp_bytes_acked.size, k.tcp_bytes_received.size), (8, 8));
     }

@@ -208,6 +208,7 @@ impl Probe {
         let btf::Layout {
             kernel,
             tw_count_bias,
+            sock_done,
             mut degraded,
         } = btf::kernel_layout(&kernel_btf)?;
         // No such tracepoint: its program fails to load below, in one line.
@@ -246,6 +247,7 @@ impl Probe {
             },
             filter: options.filter,
             tw_count_bias,
+            sock_done,
         };
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
         let mut programs = EbpfLoader::new()
