@@ -75,9 +75,7 @@ fn learn_owner(info: &mut SockInfo, sk: *mut c_void, old: i32, new: i32) {
         if old == TCP_CLOSE && new == TCP_LISTEN {
             listening(|| listener_key(sk), &info.owner);
         }
-    } else if (old == TCP_LISTEN && new == TCP_SYN_RECV)
-        || (old == TCP_SYN_RECV && info.owner.source == OWNER_UNKNOWN)
-    {
+    } else if cloned(old, new) || (old == TCP_SYN_RECV && info.owner.source == OWNER_UNKNOWN) {
         // A new connection, seen from its first event, or from its second
         // where a port filter could not judge the first (5.10 sets the
         // peer's port only after it).
@@ -85,19 +83,30 @@ fn learn_owner(info: &mut SockInfo, sk: *mut c_void, old: i32, new: i32) {
     }
 }
 
-/// A socket's first transition: a connect or listen from CLOSE, or a
+/// A socket's first transition: it connects or listens, or it is a
 /// connection cloned from its listener.
 #[inline(always)]
 fn first_of_a_life(old: i32, new: i32) -> bool {
-    (old == TCP_CLOSE && (new == TCP_SYN_SENT || new == TCP_LISTEN))
-        || (old == TCP_LISTEN && new == TCP_SYN_RECV)
+    opens(old, new) || cloned(old, new)
+}
+
+/// A connect or listen from CLOSE.
+#[inline(always)]
+fn opens(old: i32, new: i32) -> bool {
+    old == TCP_CLOSE && (new == TCP_SYN_SENT || new == TCP_LISTEN)
+}
+
+/// A connection's first event, cloned from its listener.
+#[inline(always)]
+fn cloned(old: i32, new: i32) -> bool {
+    old == TCP_LISTEN && new == TCP_SYN_RECV
 }
 
 /// Transitions only a system call on the socket makes: connect, listen,
 /// close/shutdown. The current task is then certainly the owner.
 #[inline(always)]
 fn made_by_a_syscall(old: i32, new: i32) -> bool {
-    (old == TCP_CLOSE && (new == TCP_SYN_SENT || new == TCP_LISTEN))
+    opens(old, new)
         || new == TCP_FIN_WAIT1
         || (old == TCP_CLOSE_WAIT && new == TCP_LAST_ACK)
         || (old == TCP_LISTEN && new == TCP_CLOSE)
