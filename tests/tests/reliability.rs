@@ -279,15 +279,15 @@ fn kernel_btf_without(names: &[&str]) -> std::path::PathBuf {
         .iter()
         .map(|name| (*name, format!("{}X", &name[..name.len() - 1])))
         .collect();
-    let renamed: Vec<(&str, &str)> = renamed.iter().map(|(n, r)| (*n, r.as_str())).collect();
     kernel_btf_renamed(&renamed)
 }
 
 /// A copy of the kernel's BTF in which each name `from` (there once) reads
 /// `to` (no longer), in order.
-fn kernel_btf_renamed(renames: &[(&str, &str)]) -> std::path::PathBuf {
+fn kernel_btf_renamed(renames: &[(&str, impl AsRef<str>)]) -> std::path::PathBuf {
     let mut btf = std::fs::read("/sys/kernel/btf/vmlinux").expect("reading the kernel's BTF");
     for (from, to) in renames {
+        let to = to.as_ref();
         assert!(to.len() <= from.len(), "{to} is longer than {from}");
         let needle = [b"\0", from.as_bytes(), b"\0"].concat();
         let found: Vec<usize> = btf

@@ -90,12 +90,11 @@ pub fn degraded_beyond_the_kernel(stderr: &str) -> Vec<&str> {
         .collect();
     for (feature, says) in KERNEL_DEGRADED {
         let said = lines.iter().filter(|l| l.starts_with(says)).count();
-        let expected = usize::from(kernel_lacks(feature));
+        let lacks = kernel_lacks(feature);
         assert_eq!(
             said,
-            expected,
-            "lines saying \"{says}\" where the kernel lacks {feature}: {}: {stderr}",
-            kernel_lacks(feature)
+            usize::from(lacks),
+            "lines saying \"{says}\" where the kernel lacks {feature}: {lacks}: {stderr}"
         );
     }
     lines
