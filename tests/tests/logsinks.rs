@@ -171,25 +171,32 @@ fn rsyslogd(dir: &Path) -> (Daemon, PathBuf, PathBuf) {
     (Daemon(child), socket, out)
 }
 
-#[test]
-fn syslog_messages_are_rfc5424_with_structured_data() {
-    let dir = scratch_dir("syslog");
-    let (_rsyslogd, socket, parsed) = rsyslogd(&dir);
-    let port = free_port("127.0.0.1");
+/// What rsyslogd (in `dir`) wrote of `socktrace --syslog --port PORT`
+/// while `traffic` ran, once a line holds `needle`: all of it, and that
+/// line.
+fn syslogged(dir: &Path, port: u16, traffic: impl FnOnce(), needle: &str) -> (String, String) {
+    let (_rsyslogd, socket, parsed) = rsyslogd(dir);
     let p = port.to_string();
     let tracer = Tracer::start(&["--syslog", socket.to_str().unwrap(), "--port", &p]);
-    connect_once(port);
+    traffic();
     let lines = || std::fs::read_to_string(&parsed).unwrap_or_default();
-    wait_until("the TIME_WAIT message", || {
-        lines().contains("new_state=\"TIME_WAIT\"")
-    });
+    wait_until(needle, || lines().contains(needle));
     let done = tracer.stop();
     assert!(done.status.success(), "{}", done.stderr);
     let text = lines();
     let line = text
         .lines()
-        .find(|l| l.contains("new_state=\"TIME_WAIT\""))
-        .unwrap();
+        .find(|l| l.contains(needle))
+        .unwrap()
+        .to_string();
+    (text, line)
+}
+
+#[test]
+fn syslog_messages_are_rfc5424_with_structured_data() {
+    let dir = scratch_dir("syslog");
+    let port = free_port("127.0.0.1");
+    let (text, line) = syslogged(&dir, port, || connect_once(port), "new_state=\"TIME_WAIT\"");
     // rsyslog's RFC 5424 parser found the app name, the pid, the severity
     // and our structured data.
     let fields: Vec<&str> = line.splitn(5, '|').collect();
@@ -214,25 +221,15 @@ fn syslog_messages_are_rfc5424_with_structured_data() {
 #[test]
 fn syslog_shows_a_forged_name_escaped() {
     let dir = scratch_dir("syslog-forged");
-    let (_rsyslogd, socket, parsed) = rsyslogd(&dir);
-    let port = free_port("127.0.0.1").to_string();
-    let tracer = Tracer::start(&["--syslog", socket.to_str().unwrap(), "--port", &port]);
-    let status = forged(&["bind", "udp", "127.0.0.1", &port])
-        .stdout(Stdio::null())
-        .status()
-        .expect("sockops");
-    assert!(status.success());
-    let lines = || std::fs::read_to_string(&parsed).unwrap_or_default();
-    wait_until("the release message", || {
-        lines().contains("type=\"release\"")
-    });
-    let done = tracer.stop();
-    assert!(done.status.success(), "{}", done.stderr);
-    let text = lines();
-    let line = text
-        .lines()
-        .find(|l| l.contains("type=\"release\""))
-        .unwrap();
+    let port = free_port("127.0.0.1");
+    let bind = || {
+        let status = forged(&["bind", "udp", "127.0.0.1", &port.to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .expect("sockops");
+        assert!(status.success());
+    };
+    let (_, line) = syslogged(&dir, port, bind, "type=\"release\"");
     // Escaped by socktrace, as everywhere for people (not left to the
     // receiver, which may write control bytes as they are): in the
     // message, and in the value (whose backslashes RFC 5424 doubles).
