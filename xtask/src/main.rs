@@ -47,6 +47,13 @@ enum Task {
         /// 6.1 or 6.12) under qemu, or inside each (`all`).
         #[arg(long, value_name = "VERSION")]
         kernel: Option<String>,
+        /// With --kernel: only the tests whose names hold NAME.
+        #[arg(long, value_name = "NAME", requires = "kernel")]
+        test: Option<String>,
+        /// With --kernel: run the tests this many times in each guest (to
+        /// find a test that passes by timing luck).
+        #[arg(long, value_name = "N", default_value_t = 1, requires = "kernel")]
+        times: u32,
     },
     /// What tracing costs under connection churn, vs no tracer (needs root);
     /// writes bench/RESULTS.md and the README's performance section.
@@ -92,14 +99,17 @@ fn run(task: Task) -> Result<()> {
             let err = Command::new(&bin).args(&args).exec();
             Err(err).with_context(|| format!("running {}", bin.display()))
         }
-        Task::Test { kernel: None } => test(&root),
+        Task::Test { kernel: None, .. } => test(&root),
         Task::Test {
             kernel: Some(kernel),
+            test,
+            times,
         } => {
             setup::ensure_matrix_tools()?;
             build_release()?;
             let only = (kernel != "all").then_some(kernel.as_str());
-            matrix::run(&root, only, &root.join("target/release/socktrace"))
+            let runs = matrix::Runs { test, times };
+            matrix::run(&root, only, &runs, &root.join("target/release/socktrace"))
         }
         Task::Bench => bench::run(&root),
         Task::Fuzz { seconds } => fuzz::run(&root, seconds, true),
@@ -168,7 +178,12 @@ fn test(root: &Path) -> Result<()> {
         SHORT_SOAK_S,
     )?;
     println!("xtask: the integration tests on each kernel of the matrix, under qemu");
-    matrix::run(root, None, &root.join("target/release/socktrace"))
+    matrix::run(
+        root,
+        None,
+        &matrix::Runs::default(),
+        &root.join("target/release/socktrace"),
+    )
 }
 
 /// The short soak in `cargo xtask test`.

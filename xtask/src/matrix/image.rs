@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{Kernel, fetch::Tree, is_test};
+use super::{Kernel, Runs, fetch::Tree, is_test};
 
 /// busybox applets the init script and the tests use.
 const APPLETS: [&str; 17] = [
@@ -34,7 +34,8 @@ const MODULES: [&str; 4] = ["inet_diag", "tcp_diag", "udp_diag", "veth"];
 
 /// Builds `dir/initramfs.cpio` for `kernel` (unpacked in `tree`);
 /// `workspace`: the source tree the tests were built from; `bins`: the
-/// test and helper binaries by name (see `super::test_binaries`).
+/// test and helper binaries by name (see `super::test_binaries`); `runs`:
+/// which tests the guest runs, how many times.
 pub fn build(
     kernel: &Kernel,
     tree: &Tree,
@@ -42,6 +43,7 @@ pub fn build(
     workspace: &Path,
     socktrace: &Path,
     bins: &BTreeMap<String, PathBuf>,
+    runs: &Runs,
 ) -> Result<PathBuf> {
     let root = dir.join("root");
     let _ = fs::remove_dir_all(&root);
@@ -80,13 +82,15 @@ pub fn build(
         root.join("tests.env"),
         format!(
             "export SOCKTRACE_BIN={} SOCKOPS_BIN={} SOCKTRACE_TEST_SLOWDOWN={GUEST_SLOWDOWN} \
-             SOCKTRACE_TEST_KERNEL_LACKS={}\nSKIP='{}'\n",
+             SOCKTRACE_TEST_KERNEL_LACKS={}\nSKIP='{}'\nFILTER='{}'\nTIMES={}\n",
             socktrace.display(),
             bins.get("sockops")
                 .context("cargo built no sockops helper")?
                 .display(),
             kernel.lacks.join(","),
-            skips.trim()
+            skips.trim(),
+            runs.test.as_deref().unwrap_or_default(),
+            runs.times
         ),
     )?;
     for module in MODULES {

@@ -51,15 +51,20 @@ kill -INT $tracer
 wait $tracer
 sed "s/^/socktrace-guest: json: /" /tmp/demo.json
 failed=0
-while read -r name binary; do
-    echo "socktrace-guest: test $name"
-    # $SKIP (from /tests.env) is a list of --skip NAME arguments: unquoted.
-    # One test at a time: both vCPUs run on one emulation thread, so tests
-    # side by side gain little and load each other's tracers.
-    if ! "$binary" --test-threads=1 $SKIP < /dev/null; then
-        failed=$((failed + 1))
-        echo "socktrace-guest: FAILED $name"
-    fi
-done < /tests.list
+run=0
+while [ $run -lt "$TIMES" ]; do
+    run=$((run + 1))
+    while read -r name binary; do
+        echo "socktrace-guest: test $name (run $run of $TIMES)"
+        # $SKIP (from /tests.env) is a list of --skip NAME arguments:
+        # unquoted. $FILTER, if set, is the one test name filter.
+        # One test at a time: both vCPUs run on one emulation thread, so
+        # tests side by side gain little and load each other's tracers.
+        if ! "$binary" --test-threads=1 $SKIP ${FILTER:+"$FILTER"} < /dev/null; then
+            failed=$((failed + 1))
+            echo "socktrace-guest: FAILED $name"
+        fi
+    done < /tests.list
+done
 echo "socktrace-guest: done, $failed test binaries failed"
 poweroff -f

@@ -77,10 +77,26 @@ const HOST_ONLY: [&str; 3] = [
 /// guests at the same paths (relative to the workspace).
 const TEST_DATA: [&str; 1] = ["tracer-user/fixtures"];
 
-/// Runs the guest tests on `only` (a `Kernel::name`) or on every kernel,
-/// the guests side by side (each is one emulation thread).
-/// `socktrace`: the binary the tests run in the guests.
-pub fn run(root: &Path, only: Option<&str>, socktrace: &Path) -> Result<()> {
+/// Which of the guest tests run, and how many times over.
+pub struct Runs {
+    /// Only the tests whose names hold this (the harness's filter).
+    pub test: Option<String>,
+    pub times: u32,
+}
+
+impl Default for Runs {
+    fn default() -> Self {
+        Runs {
+            test: None,
+            times: 1,
+        }
+    }
+}
+
+/// Runs the guest tests (`runs` of them) on `only` (a `Kernel::name`) or
+/// on every kernel, the guests side by side (each is one emulation
+/// thread). `socktrace`: the binary the tests run in the guests.
+pub fn run(root: &Path, only: Option<&str>, runs: &Runs, socktrace: &Path) -> Result<()> {
     let kernels: Vec<&Kernel> = KERNELS
         .iter()
         .filter(|k| only.is_none_or(|name| k.name == name))
@@ -99,7 +115,7 @@ pub fn run(root: &Path, only: Option<&str>, socktrace: &Path) -> Result<()> {
     for kernel in kernels {
         let dir = root.join("target/kernels").join(kernel.suite);
         let tree = fetch::kernel(kernel, &dir)?;
-        let initramfs = image::build(kernel, &tree, &dir, root, socktrace, &tests)?;
+        let initramfs = image::build(kernel, &tree, &dir, root, socktrace, &tests, runs)?;
         guests.push((kernel, tree, initramfs));
     }
     let outcomes: Vec<Result<guest::Outcome>> = std::thread::scope(|scope| {
