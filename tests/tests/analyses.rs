@@ -9,29 +9,6 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
-fn churn_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_churn")
-}
-
-/// Runs the churn load: about `n` connections to a server on `port`,
-/// `close` (client|server) closing first. Returns its pid and how many
-/// connections it completed (a thread may finish one past `n`).
-fn churn(port: u16, n: u64, close: &str) -> (u32, u64) {
-    let port = port.to_string();
-    let child = Command::new(churn_bin())
-        .args(["--threads", "2", "--addrs", "4", "--port", &port])
-        .args(["--connections", &n.to_string(), "--close", close])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawning churn");
-    let pid = child.id();
-    let out = child.wait_with_output().expect("churn");
-    assert!(out.status.success(), "churn failed: {:?}", out.status);
-    let report: Value = serde_json::from_slice(&out.stdout).expect("churn's report");
-    assert_eq!(report["failed"], 0, "{report}");
-    (pid, report["connections"].as_u64().unwrap())
-}
-
 fn listener_notes<'a>(events: &'a [Value], event: &'a str, port: u16) -> Vec<&'a Value> {
     of_type(events, "listener")
         .filter(|e| e["event"] == event && e["port"] == port)

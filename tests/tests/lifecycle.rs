@@ -930,3 +930,33 @@ fn time_wait_ended_by_reuse_is_seen_gone() {
         (&pid.into(), &lport.into(), &port.into())
     );
 }
+
+/// Under churn, a connect or close is often interrupted on its CPU by a
+/// softirq that moves another connection on: the kernel skips the state
+/// program then (it is running), and its catcher does its work. Each of
+/// churn's connections is seen to end on both sides, bar what socktrace
+/// says it lost.
+#[test]
+fn churn_ends_every_connection_or_counts_it_lost() {
+    let port = free_port("0.0.0.0");
+    let p = port.to_string();
+    let mut tracer = Tracer::start(&["--port", &p]);
+    let (_, connections) = churn(port, 2000, "client");
+    let ends = |ev: &[Value]| of_type(ev, "close").count() as u64;
+    // Cumulative, in each loss record.
+    let lost = |ev: &[Value]| {
+        of_type(ev, "loss")
+            .map(|e| e["recursion_misses"].as_u64().unwrap() + e["ring_drops"].as_u64().unwrap())
+            .max()
+            .unwrap_or(0)
+    };
+    tracer.wait_for("both ends of every connection", |ev| {
+        ends(ev) + lost(ev) >= 2 * connections
+    });
+    let done = tracer.stop();
+    let (ends, lost) = (ends(&done.events), lost(&done.events));
+    assert!(
+        ends <= 2 * connections && ends + lost >= 2 * connections,
+        "{connections} connections: {ends} ends seen, {lost} events lost"
+    );
+}

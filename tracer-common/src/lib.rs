@@ -476,7 +476,20 @@ pub const COUNTER_TALLY_OVERFLOW: u32 = 3;
 pub const COUNTER_EMITTED: u32 = 4;
 /// Bound sockets whose end cannot be followed: `BOUND` was full.
 pub const COUNTER_BOUND_FULL: u32 = 5;
-pub const COUNTERS: u32 = 6;
+/// Transitions the state program's catcher handled: each interrupted the
+/// state program on its CPU, so the kernel counted it among the state
+/// program's recursion misses, yet it was not lost.
+pub const COUNTER_CAUGHT: u32 = 6;
+/// Transitions nested deeper than the state program has scratch slots for
+/// (`NEST_SLOTS`): lost. Only where the kernel lets a BTF tracepoint
+/// program interrupt itself.
+pub const COUNTER_TOO_DEEP: u32 = 7;
+pub const COUNTERS: u32 = 8;
+
+/// How deep the state program's runs may nest on one CPU: a task's, and a
+/// softirq's that interrupted it (softirqs do not nest, and no TCP state
+/// changes in a hard interrupt).
+pub const NEST_SLOTS: u32 = 2;
 
 #[cfg(feature = "user")]
 mod user {

@@ -8,8 +8,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use tracer_common::{
-    COUNTERS as N_COUNTERS, Config, LISTENING_CAPACITY, OWNERS_CAPACITY, Owner, PENDING_CAPACITY,
-    StateRecord, TALLIES_CAPACITY, Tally, TallyKey,
+    COUNTERS as N_COUNTERS, Config, LISTENING_CAPACITY, NEST_SLOTS, OWNERS_CAPACITY, Owner,
+    PENDING_CAPACITY, StateRecord, TALLIES_CAPACITY, Tally, TallyKey,
 };
 
 /// Layouts and tuning from the loader (`EbpfLoader::override_global`).
@@ -142,9 +142,23 @@ pub fn listening_key(netns: u32, family: u16, port: u16) -> u64 {
 pub static PENDING: HashMap<u64, StateRecord> =
     HashMap::with_max_entries(PENDING_CAPACITY, BPF_F_NO_PREALLOC);
 
-/// Where the state program builds its record (one per CPU), off the stack.
+/// Where the state program builds its record, off the stack: per CPU, one
+/// slot per nesting depth (see [`Nesting`]).
 #[map]
-pub static SCRATCH: PerCpuArray<StateRecord> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<StateRecord> = PerCpuArray::with_max_entries(NEST_SLOTS, 0);
+
+/// How the state program and its catcher share a CPU (see `state`).
+#[repr(C)]
+pub struct Nesting {
+    /// Runs of the state program in progress on this CPU.
+    pub depth: u32,
+    /// `done[d]`: the state program ran to its end at depth `d` since the
+    /// catcher last looked there.
+    pub done: [u32; NEST_SLOTS as usize],
+}
+
+#[map]
+pub static NESTING: PerCpuArray<Nesting> = PerCpuArray::with_max_entries(1, 0);
 
 /// Owners of just-accepted sockets, by kernel socket address, from
 /// `accept(2)`'s exit (a plain tracepoint, which cannot reach socket
@@ -186,12 +200,18 @@ pub fn bump(index: u32) {
     // SAFETY: helper without preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     if let Some(slot) = COUNTERS.get_ptr_mut(cpu * N_COUNTERS + index) {
-        // SAFETY: a slot of the map; atomic, because a program interrupted
-        // on this CPU (a syscall's, by a softirq's) may bump it meanwhile.
-        // `lock +=` (BPF_XADD) exists on every kernel; core's atomics are
-        // not offered on this target.
-        unsafe {
-            core::arch::asm!("lock *(u64 *)({slot} + 0) += {one}", slot = in(reg) slot, one = in(reg) 1u64);
-        }
+        add(slot, 1);
+    }
+}
+
+/// Adds `n` to `*counter` atomically: a program interrupted on this CPU
+/// (a syscall's by a softirq's, the state program by its catcher) may add
+/// to it meanwhile. `lock +=` (BPF_XADD) exists on every kernel; core's
+/// atomics are not offered on this target.
+#[inline(always)]
+pub fn add(counter: *mut u64, n: u64) {
+    // SAFETY: callers pass a pointer into a map value.
+    unsafe {
+        core::arch::asm!("lock *(u64 *)({counter} + 0) += {n}", counter = in(reg) counter, n = in(reg) n);
     }
 }

@@ -5,9 +5,9 @@ use core::ffi::c_void;
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::{
-    FEATURE_COOKIE, IPPROTO_TCP, KIND_STATE, MODE_LISTENERS, MODE_STREAM, MODE_TALLY,
-    OWNER_UNKNOWN, ROLE_CLIENT, ROLE_SERVER, SOCK_PEER_FIN, SOCK_RST_RECEIVED, SOCK_RST_SENT,
-    SOCK_TW_FULL, StateRecord,
+    COUNTER_CAUGHT, COUNTER_TOO_DEEP, FEATURE_COOKIE, IPPROTO_TCP, KIND_STATE, MODE_LISTENERS,
+    MODE_STREAM, MODE_TALLY, OWNER_UNKNOWN, ROLE_CLIENT, ROLE_SERVER, SOCK_PEER_FIN,
+    SOCK_RST_RECEIVED, SOCK_RST_SENT, SOCK_TW_FULL, StateRecord,
 };
 
 use crate::{
@@ -15,7 +15,7 @@ use crate::{
     field::cfg,
     field::uint,
     filter::{owner_wanted, sock_wanted},
-    maps::{CONFIG, PENDING, SCRATCH, SockInfo, listening_key},
+    maps::{CONFIG, NESTING, Nesting, PENDING, SCRATCH, SockInfo, bump, listening_key},
     owner::{born, claim, forget, info, inherit, listening, not_listening, resolve},
     release::forget_bound,
     sock::{cookie, local_end, netns, optional, remote_end, tw_table_full},
@@ -35,20 +35,83 @@ const TCP_CLOSING: i32 = 11;
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
+    let Some(nesting) = nesting() else {
+        return 0;
+    };
+    let depth = nesting.depth;
+    let Some(done) = nesting.done.get_mut(depth as usize) else {
+        bump(COUNTER_TOO_DEEP);
+        return 0;
+    };
+    *done = 0;
+    nesting.depth = depth + 1;
+    transition(&ctx, depth);
+    // Marked before `depth` is put back, so that a transition interrupting
+    // in between finds the depth it would have found during the run.
+    if let Some(done) = nesting.done.get_mut(depth as usize) {
+        *done = 1;
+    }
+    nesting.depth = depth;
+    0
+}
+
+/// The state program's catcher, attached after it to the same tracepoint.
+/// The kernel skips a BTF tracepoint program that is already running on
+/// the CPU, and counts it as a recursion miss: a transition in a
+/// softirq that interrupted the state program (a task's connect, close,
+/// listen) would be lost. The catcher is a program of its own, so it
+/// runs then, and it does the state program's work for that transition;
+/// the rest of the time it finds the state program not running and does
+/// nothing. Where the kernel lets the state program interrupt itself, the
+/// state program marks that it ran at that depth and the catcher leaves
+/// the transition to it.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state_catcher(ctx: BtfTracePointContext) -> u32 {
+    let Some(nesting) = nesting() else {
+        return 0;
+    };
+    let depth = nesting.depth;
+    if depth == 0 {
+        return 0;
+    }
+    let Some(done) = nesting.done.get_mut(depth as usize) else {
+        return 0; // counted by the state program
+    };
+    if *done != 0 {
+        *done = 0;
+        return 0;
+    }
+    bump(COUNTER_CAUGHT);
+    transition(&ctx, depth);
+    0
+}
+
+/// This CPU's [`Nesting`].
+#[inline(always)]
+fn nesting() -> Option<&'static mut Nesting> {
+    let p = NESTING.get_ptr_mut(0)?;
+    // SAFETY: this CPU's value. Programs that interrupt each other on it
+    // finish before the one they interrupted resumes, and each leaves
+    // `depth` as it found it.
+    Some(unsafe { &mut *p })
+}
+
+/// One transition, its record built in scratch slot `depth`.
+#[inline(always)]
+fn transition(ctx: &BtfTracePointContext, depth: u32) {
     let sk: *mut c_void = ctx.arg(0);
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
     if first_of_a_life(old, new) {
         born(sk);
     }
-    let _ = try_inet_sock_set_state(sk, old, new);
+    let _ = try_inet_sock_set_state(sk, old, new, depth);
     if new == TCP_CLOSE {
         if old == TCP_LISTEN {
             not_listening(|| listener_key(sk));
         }
         forget(sk);
     }
-    0
 }
 
 /// Where `sk` (a listener, or a connection cloned from one) is found in
@@ -112,7 +175,7 @@ fn made_by_a_syscall(old: i32, new: i32) -> bool {
         || (old == TCP_LISTEN && new == TCP_CLOSE)
 }
 
-fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i64> {
+fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32, depth: u32) -> Result<(), i64> {
     let k = &CONFIG.kernel;
     let base = sk as *const u8;
     let mode = cfg(&CONFIG.mode);
@@ -165,8 +228,8 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32) -> Result<(), i6
     // Built in a per-CPU scratch slot, not on the stack: the verifier
     // allows 512 bytes for all frames, and kernels before 6.12 count more
     // of them than the code uses.
-    let rec = SCRATCH.get_ptr_mut(0).ok_or(0)?;
-    // SAFETY: this CPU's slot; this program does not nest on a CPU.
+    let rec = SCRATCH.get_ptr_mut(depth).ok_or(0)?;
+    // SAFETY: this CPU's slot at this depth: no other run uses it.
     let rec = unsafe { &mut *rec };
     *rec = StateRecord::default();
     rec.header = header(KIND_STATE);

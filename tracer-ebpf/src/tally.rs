@@ -9,7 +9,7 @@ use tracer_common::{
 use crate::{
     emit::{emit, header},
     field::cfg,
-    maps::{CONFIG, TALLIES, bump},
+    maps::{CONFIG, TALLIES, add, bump},
 };
 
 const EEXIST: i32 = -17;
@@ -45,17 +45,18 @@ pub fn count_close(rec: &StateRecord, role: u8, time_wait: bool, short: bool) {
     let Some(tally) = slot(&key, rec) else {
         return;
     };
-    // SAFETY: this CPU's slot of a per-CPU map value; nothing else on this
-    // CPU runs this program meanwhile.
+    // SAFETY: this CPU's slot of a per-CPU map value. The state program's
+    // catcher may count on it meanwhile (so atomic adds), and leave its
+    // own owner's name (either is the key's process).
     let tally = unsafe { &mut *tally };
-    tally.closes += 1;
-    tally.time_waits += u64::from(time_wait);
-    tally.short += u64::from(short);
+    add(&raw mut tally.closes, 1);
+    add(&raw mut tally.time_waits, u64::from(time_wait));
+    add(&raw mut tally.short, u64::from(short));
     tally.comm = rec.owner.comm;
 }
 
 /// The counters for `key`, created if new; the overflow row when the map
-/// is full. Per CPU, so counting needs no atomics; userspace sums.
+/// is full. Per CPU; userspace sums.
 #[inline(always)]
 fn slot(key: &TallyKey, rec: &StateRecord) -> Option<*mut Tally> {
     if let Some(p) = TALLIES.get_ptr_mut(key) {

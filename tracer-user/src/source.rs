@@ -6,11 +6,11 @@ use std::io;
 use aya::maps::{MapData, RingBuf};
 use tokio::io::{Interest, unix::AsyncFd};
 use tracer_common::{
-    COUNTER_BOUND_FULL, COUNTER_EMITTED, COUNTER_OWNER_FAILED, COUNTER_RING_DROPS,
-    COUNTER_TALLY_OVERFLOW, COUNTER_UNPAIRED,
+    COUNTER_BOUND_FULL, COUNTER_CAUGHT, COUNTER_EMITTED, COUNTER_OWNER_FAILED, COUNTER_RING_DROPS,
+    COUNTER_TALLY_OVERFLOW, COUNTER_TOO_DEEP, COUNTER_UNPAIRED,
 };
 
-use crate::probe::Counters;
+use crate::probe::{self, Counters};
 
 pub struct Source {
     ring: AsyncFd<RingBuf<MapData>>,
@@ -63,6 +63,14 @@ impl Source {
             n += 1;
         }
         n
+    }
+
+    /// Events lost to runs of `programs` (whose counters these are) that
+    /// the kernel skipped: `KernelCounters::recursion_misses`.
+    pub fn skipped_runs(&self, programs: &aya::Ebpf) -> u64 {
+        let misses = probe::recursion_misses_but_caught(programs);
+        let caught = self.counters.sum(COUNTER_CAUGHT);
+        misses.saturating_sub(caught) + self.counters.sum(COUNTER_TOO_DEEP)
     }
 
     /// Our counters; `recursion_misses` is left for the caller to fill.

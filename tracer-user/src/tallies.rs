@@ -26,7 +26,7 @@ use crate::{
     metrics::{Metrics, TimewaitRow},
     output::{Palette, TimewaitView, summary_line},
     privileges,
-    probe::{self, Mode, Options, Probe, Tallies},
+    probe::{Mode, Options, Probe, Tallies},
     proc,
     session::{self, Stop},
     source::Source,
@@ -116,7 +116,7 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
         // The kernel checked ports and family and the owners it knew.
         counted.retain(|c| filter.matches_row(c.key.pid, &c.comm, c.key.local, c.key.remote));
         let mut r = analysis.tick(now, &counted, &in_use, host::time_wait_count());
-        r.missed = probe::total_recursion_misses(&programs);
+        r.missed = source.skipped_runs(&programs);
         if let Some(metrics) = &metrics {
             export(metrics, &r, &source)?;
         }
@@ -126,7 +126,7 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
         }
         crate::stderr::flush();
     }
-    let missed = probe::total_recursion_misses(&programs);
+    let missed = source.skipped_runs(&programs);
     drop(programs);
     if let Some(server) = server {
         server.abort();

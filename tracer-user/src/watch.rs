@@ -315,7 +315,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Summary> {
 /// The kernel's loss counters now.
 fn losses(source: &Source, programs: &aya::Ebpf) -> KernelCounters {
     let mut counters = source.counters();
-    counters.recursion_misses = probe::total_recursion_misses(programs);
+    counters.recursion_misses = source.skipped_runs(programs);
     counters
 }
 

@@ -161,6 +161,7 @@ pub fn trace_typedefs(btf: &Btf, events: &[&str]) -> Vec<u8> {
         .filter_map(|event| Some((trace_typedef_id(btf, event)?, format!("btf_trace_{event}"))))
         .collect();
     wanted.sort();
+    wanted.dedup(); // two programs may share a tracepoint
     let mut types = Vec::new();
     let mut strings = vec![0u8];
     let mut next_id = 1;

@@ -30,7 +30,7 @@ use tracer_common::{
 pub use self::{
     cgroup::v2_root as cgroup_v2_root,
     counters::Counters,
-    stats::total_recursion_misses,
+    stats::recursion_misses_but_caught,
     tracefs::{Format, Tracefs, TracefsError},
 };
 
@@ -50,24 +50,46 @@ const SYSCALL_PROGRAMS: [&str; 6] = [
     "sys_exit_accept4",
 ];
 
-/// BTF tracepoint programs, with what is lost when one cannot attach
-/// (`None`: socktrace cannot work without it).
-const BTF_PROGRAMS: [(&str, Option<&str>); 5] = [
-    ("inet_sock_set_state", None),
+/// BTF tracepoint programs, each with its tracepoint and what is lost when
+/// it cannot attach (`None`: socktrace cannot work without it). The
+/// catcher comes after the state program: it must run second.
+const BTF_PROGRAMS: [(&str, &str, Option<&str>); 6] = [
+    ("inet_sock_set_state", "inet_sock_set_state", None),
     (
+        STATE_CATCHER,
+        "inet_sock_set_state",
+        Some(
+            "transitions in a softirq that interrupted the state program are lost \
+             (and counted)",
+        ),
+    ),
+    (
+        "sock_send_length",
         "sock_send_length",
         Some("owners are not learnt from send() (needs Linux 6.3+)"),
     ),
     (
         "sock_recv_length",
+        "sock_recv_length",
         Some("owners are not learnt from recv() (needs Linux 6.3+)"),
     ),
     (
         "tcp_receive_reset",
+        "tcp_receive_reset",
         Some("resets received are not reported"),
     ),
-    ("tcp_send_reset", Some("resets sent are not reported")),
+    (
+        "tcp_send_reset",
+        "tcp_send_reset",
+        Some("resets sent are not reported"),
+    ),
 ];
+
+/// The state program's catcher (see tracer-ebpf's `state`): the kernel
+/// counts a transition it caught among the state program's recursion
+/// misses, and the catcher's own misses lose nothing the state program
+/// did not count (see `stats`).
+pub const STATE_CATCHER: &str = "inet_sock_set_state_catcher";
 
 #[derive(Debug, Error)]
 pub enum ProbeError {
@@ -160,6 +182,7 @@ impl Mode {
             Mode::Timewait { .. } => matches!(
                 program,
                 "inet_sock_set_state"
+                    | STATE_CATCHER
                     | "tcp_receive_reset"
                     | "tcp_send_reset"
                     | "sys_exit_accept"
@@ -271,16 +294,16 @@ impl Probe {
                 None
             }
         };
-        let names = BTF_PROGRAMS.map(|(name, _)| name);
-        let typedefs = btf::trace_typedefs(&kernel_btf, &names);
+        let tracepoints = BTF_PROGRAMS.map(|(_, tracepoint, _)| tracepoint);
+        let typedefs = btf::trace_typedefs(&kernel_btf, &tracepoints);
         let trace_btf = Btf::parse(&typedefs, aya::Endianness::default())?;
-        for (name, lost) in BTF_PROGRAMS {
+        for (name, tracepoint, lost) in BTF_PROGRAMS {
             if !options.mode.wants(name) {
                 continue;
             }
             let result = btf_program(&mut programs, name)
                 .and_then(|p| {
-                    p.load(name, &trace_btf)?;
+                    p.load(tracepoint, &trace_btf)?;
                     p.attach()
                 })
                 .map_err(|err| ProbeError::Program {
