@@ -52,17 +52,40 @@ pub fn run(bin: &Path, dir: &Path, seconds: u64) -> Result<()> {
     fs::create_dir_all(dir)?;
     println!("xtask: soak: calibrating transitions per connection");
     let per_conn = bench::calibrate(bin, dir)?;
-    let warmup = WARMUP;
-    let flat = seconds >= warmup.as_secs() + 30;
+    let flat = seconds >= WARMUP.as_secs() + 30;
     println!(
         "xtask: soak: {seconds} s of churn and listener cycling under {} instances; {}",
         INSTANCES.len(),
         if flat {
-            format!("memory must stay flat after {} s", warmup.as_secs())
+            format!("memory must stay flat after {} s", WARMUP.as_secs())
         } else {
             format!("memory must stay under {} MB", RSS_CEILING_KB >> 10)
         }
     );
+    let soaked = soak(bin, dir, seconds)?;
+    let mut failures = memory(&soaked.rss, flat, dir);
+    let lost = transitions(&soaked, per_conn, dir, &mut failures)?;
+    listener_closes(&soaked, lost, dir, &mut failures)?;
+    if !failures.is_empty() {
+        bail!("soak failed: {}", failures.join("; "));
+    }
+    println!("xtask: soak: passed");
+    Ok(())
+}
+
+/// What a soak run did.
+struct Soaked {
+    connections: u64,
+    /// The listener cycler's port, and how many cycles it made.
+    cycle_port: u16,
+    cycles: u64,
+    /// Per instance (as `INSTANCES`), (seconds in, RSS in KiB) each second.
+    rss: Vec<Vec<(f64, u64)>>,
+}
+
+/// `seconds` of churn and listener cycling under every instance, their
+/// RSS sampled each second (series in `dir/rss.tsv`); the tracers stopped.
+fn soak(bin: &Path, dir: &Path, seconds: u64) -> Result<Soaked> {
     // The listener's port, chosen before the tracers start (choosing it
     // opens and closes a listener).
     let cycle_port = free_port()?;
@@ -102,18 +125,25 @@ pub fn run(bin: &Path, dir: &Path, seconds: u64) -> Result<()> {
         "xtask: soak: {connections} connections ({:.0}/s), {cycles} listener cycles",
         connections as f64 / secs
     );
+    Ok(Soaked {
+        connections,
+        cycle_port,
+        cycles,
+        rss,
+    })
+}
 
+/// Memory: flat after the warm-up (`flat`), or under the ceiling. Returns
+/// the failures.
+fn memory(rss: &[Vec<(f64, u64)>], flat: bool, dir: &Path) -> Vec<String> {
     let mut failures = Vec::new();
-    // Memory: flat after the warm-up.
+    let warmup = WARMUP.as_secs_f64();
     for (i, (name, ..)) in INSTANCES.iter().enumerate() {
-        let at_warmup = rss[i]
-            .iter()
-            .find(|(t, _)| *t >= warmup.as_secs_f64())
-            .map_or(0, |s| s.1);
+        let at_warmup = rss[i].iter().find(|(t, _)| *t >= warmup).map_or(0, |s| s.1);
         let peak = rss[i].iter().map(|s| s.1).max().unwrap_or(0);
         let later_peak = rss[i]
             .iter()
-            .filter(|(t, _)| *t >= warmup.as_secs_f64())
+            .filter(|(t, _)| *t >= warmup)
             .map(|s| s.1)
             .max()
             .unwrap_or(0);
@@ -122,7 +152,7 @@ pub fn run(bin: &Path, dir: &Path, seconds: u64) -> Result<()> {
             println!(
                 "xtask: soak: {name:<17} RSS {:.1} MB at {} s, {:.1} MB at most after",
                 mb(at_warmup),
-                warmup.as_secs(),
+                WARMUP.as_secs(),
                 mb(later_peak)
             );
         } else {
@@ -138,13 +168,24 @@ pub fn run(bin: &Path, dir: &Path, seconds: u64) -> Result<()> {
             failures.push(format!("{name}: memory above the ceiling"));
         }
     }
-    // Every transition delivered or reported lost.
+    failures
+}
+
+/// Every transition delivered or reported lost, by `watch --json`'s
+/// summary; `per_conn`: transitions per connection. Returns what it
+/// reported lost.
+fn transitions(
+    soaked: &Soaked,
+    per_conn: f64,
+    dir: &Path,
+    failures: &mut Vec<String>,
+) -> Result<u64> {
     let summary =
         fs::read_to_string(dir.join(INSTANCES[0].2).with_extension("err")).unwrap_or_default();
     let delivered = state_events(&summary).context("no summary from watch --json")?;
     let (ring, recursion) = bench::lost(&summary);
     // The load's transitions, and each listener cycle's two.
-    let expected = connections as f64 * per_conn + 2.0 * cycles as f64;
+    let expected = soaked.connections as f64 * per_conn + 2.0 * soaked.cycles as f64;
     let accounted = (delivered + ring + recursion) as f64;
     println!(
         "xtask: soak: transitions: {delivered} delivered + {ring} ring drops + {recursion} \
@@ -153,30 +194,36 @@ pub fn run(bin: &Path, dir: &Path, seconds: u64) -> Result<()> {
     );
     // Everything on the host is traced: a little traffic besides the load
     // is within the tolerance.
-    let lost = ring + recursion;
     if delivered as f64 > expected * (1.0 + EXTRA) || accounted < expected * (1.0 - ACCOUNTING) {
         failures.push(format!(
             "transitions: {accounted} accounted for, {expected:.0} expected"
         ));
     }
-    // Every listener cycle caught.
+    Ok(ring + recursion)
+}
+
+/// Every listener cycle caught by `listeners --json`, bar what was `lost`.
+fn listener_closes(
+    soaked: &Soaked,
+    lost: u64,
+    dir: &Path,
+    failures: &mut Vec<String>,
+) -> Result<()> {
     let listeners = fs::read_to_string(dir.join(INSTANCES[2].2))?;
+    let port = format!("\"port\":{},", soaked.cycle_port);
     let closes = listeners
         .lines()
         .filter(|l| {
             l.starts_with("{\"type\":\"listener\"")
                 && l.contains("\"event\":\"close\"")
-                && l.contains(&format!("\"port\":{cycle_port},"))
+                && l.contains(&port)
         })
         .count() as u64;
+    let cycles = soaked.cycles;
     println!("xtask: soak: listener closes caught: {closes} of {cycles}");
     if closes > cycles || closes + lost < cycles {
         failures.push(format!("listeners: {closes} closes caught of {cycles}"));
     }
-    if !failures.is_empty() {
-        bail!("soak failed: {}", failures.join("; "));
-    }
-    println!("xtask: soak: passed");
     Ok(())
 }
 
