@@ -7,6 +7,12 @@
 //! integers and validates them itself.
 #![no_std]
 
+mod errno;
+mod tcp;
+
+pub use errno::*;
+pub use tcp::*;
+
 /// `Header::kind` of a [`StateRecord`].
 pub const KIND_STATE: u32 = 1;
 /// `Header::kind` of a [`BindRecord`].
@@ -176,6 +182,19 @@ pub const ROLE_CLIENT: u8 = 1;
 /// A listener accepted it (-> SYN_RECV).
 pub const ROLE_SERVER: u8 = 2;
 
+/// `TallyKey::port` of a socket of `role` (`ROLE_*`, 0 if unknown) with
+/// these ports (host order): the service's port, the local one of a
+/// server socket and the remote one of any other, so that a client's
+/// ephemeral ports do not multiply keys.
+#[inline(always)]
+pub const fn service_port(role: u8, local_port: u16, remote_port: u16) -> u16 {
+    if role == ROLE_SERVER {
+        local_port
+    } else {
+        remote_port
+    }
+}
+
 /// What `socktrace timewait` counts in the kernel, by owner and
 /// destination, instead of streaming every transition (`TALLIES` map).
 #[repr(C)]
@@ -188,8 +207,7 @@ pub struct TallyKey {
     /// `ROLE_*`; 0 when the start of the connection was not seen.
     pub role: u8,
     pub _pad: u8,
-    /// The service port: the remote port of a client socket, the local
-    /// port of a server socket (so ephemeral ports do not multiply keys).
+    /// The service port ([`service_port`]).
     pub port: u16,
     pub _pad2: u16,
     pub laddr: [u8; 16],
@@ -500,4 +518,17 @@ mod user {
     unsafe impl aya::Pod for super::TallyKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Tally {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tally_is_keyed_by_the_service_port() {
+        assert_eq!(service_port(ROLE_SERVER, 8080, 41000), 8080);
+        assert_eq!(service_port(ROLE_CLIENT, 41000, 443), 443);
+        // The start was not seen: the remote port, as for a client.
+        assert_eq!(service_port(0, 41000, 443), 443);
+    }
 }
