@@ -8,21 +8,12 @@
 #![no_std]
 
 mod errno;
+mod kind;
 mod tcp;
 
 pub use errno::*;
+pub use kind::*;
 pub use tcp::*;
-
-/// `Header::kind` of a [`StateRecord`].
-pub const KIND_STATE: u32 = 1;
-/// `Header::kind` of a [`BindRecord`].
-pub const KIND_BIND: u32 = 2;
-/// `Header::kind` of a [`ListenRecord`].
-pub const KIND_LISTEN: u32 = 3;
-/// `Header::kind` of a [`ReleaseRecord`].
-pub const KIND_RELEASE: u32 = 4;
-/// `Header::kind` of a [`TallyRecord`].
-pub const KIND_TALLY: u32 = 5;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
