@@ -9,6 +9,7 @@
 
 mod errno;
 mod kind;
+mod layout;
 mod tcp;
 
 pub use errno::*;
