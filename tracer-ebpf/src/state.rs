@@ -6,8 +6,9 @@ use core::ffi::c_void;
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::{
     COUNTER_CAUGHT, COUNTER_TOO_DEEP, FEATURE_COOKIE, IPPROTO_TCP, KIND_STATE, MODE_LISTENERS,
-    MODE_STREAM, MODE_TALLY, OWNER_UNKNOWN, ROLE_CLIENT, ROLE_SERVER, SOCK_PEER_FIN,
-    SOCK_RST_RECEIVED, SOCK_RST_SENT, SOCK_TW_FULL, StateRecord,
+    MODE_STREAM, MODE_TALLY, OWNER_UNKNOWN, ROLE_CLIENT, ROLE_SERVER, SOCK_PEER_FIN, SOCK_TW_FULL,
+    StateRecord, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_CLOSING, TCP_FIN_WAIT1, TCP_FIN_WAIT2,
+    TCP_LAST_ACK, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT, enters_time_wait,
 };
 
 use crate::{
@@ -21,17 +22,6 @@ use crate::{
     sock::{cookie, local_end, netns, optional, remote_end, tw_table_full},
     tally::count_close,
 };
-
-// include/net/tcp_states.h (UAPI-stable numbering)
-const TCP_SYN_SENT: i32 = 2;
-const TCP_SYN_RECV: i32 = 3;
-const TCP_FIN_WAIT1: i32 = 4;
-const TCP_FIN_WAIT2: i32 = 5;
-const TCP_CLOSE: i32 = 7;
-const TCP_CLOSE_WAIT: i32 = 8;
-const TCP_LAST_ACK: i32 = 9;
-const TCP_LISTEN: i32 = 10;
-const TCP_CLOSING: i32 = 11;
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
@@ -100,8 +90,9 @@ fn nesting() -> Option<&'static mut Nesting> {
 #[inline(always)]
 fn transition(ctx: &BtfTracePointContext, depth: u32) {
     let sk: *mut c_void = ctx.arg(0);
-    let old: i32 = ctx.arg(1);
-    let new: i32 = ctx.arg(2);
+    // `int` states (`TCP_*`, all below 256).
+    let old = ctx.arg::<i32>(1) as u8;
+    let new = ctx.arg::<i32>(2) as u8;
     if first_of_a_life(old, new) {
         born(sk);
     }
@@ -132,7 +123,7 @@ fn listener_key(sk: *mut c_void) -> u64 {
 /// system call owns it; a listener's owner is kept for the connections it
 /// accepts, which start with it.
 #[inline(always)]
-fn learn_owner(info: &mut SockInfo, sk: *mut c_void, old: i32, new: i32) {
+fn learn_owner(info: &mut SockInfo, sk: *mut c_void, old: u8, new: u8) {
     if made_by_a_syscall(old, new) {
         claim(info, sk);
         if old == TCP_CLOSE && new == TCP_LISTEN {
@@ -149,33 +140,33 @@ fn learn_owner(info: &mut SockInfo, sk: *mut c_void, old: i32, new: i32) {
 /// A socket's first transition: it connects or listens, or it is a
 /// connection cloned from its listener.
 #[inline(always)]
-fn first_of_a_life(old: i32, new: i32) -> bool {
+fn first_of_a_life(old: u8, new: u8) -> bool {
     opens(old, new) || cloned(old, new)
 }
 
 /// A connect or listen from CLOSE.
 #[inline(always)]
-fn opens(old: i32, new: i32) -> bool {
+fn opens(old: u8, new: u8) -> bool {
     old == TCP_CLOSE && (new == TCP_SYN_SENT || new == TCP_LISTEN)
 }
 
 /// A connection's first event, cloned from its listener.
 #[inline(always)]
-fn cloned(old: i32, new: i32) -> bool {
+fn cloned(old: u8, new: u8) -> bool {
     old == TCP_LISTEN && new == TCP_SYN_RECV
 }
 
 /// Transitions only a system call on the socket makes: connect, listen,
 /// close/shutdown. The current task is then certainly the owner.
 #[inline(always)]
-fn made_by_a_syscall(old: i32, new: i32) -> bool {
+fn made_by_a_syscall(old: u8, new: u8) -> bool {
     opens(old, new)
         || new == TCP_FIN_WAIT1
         || (old == TCP_CLOSE_WAIT && new == TCP_LAST_ACK)
         || (old == TCP_LISTEN && new == TCP_CLOSE)
 }
 
-fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32, depth: u32) -> Result<(), i64> {
+fn try_inet_sock_set_state(sk: *mut c_void, old: u8, new: u8, depth: u32) -> Result<(), i64> {
     let k = &CONFIG.kernel;
     let base = sk as *const u8;
     let mode = cfg(&CONFIG.mode);
@@ -238,8 +229,8 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32, depth: u32) -> R
     rec.sport = local.port;
     rec.family = local.family;
     rec.protocol = IPPROTO_TCP;
-    rec.old_state = old as u8;
-    rec.new_state = new as u8;
+    rec.old_state = old;
+    rec.new_state = new;
     rec.dport = remote_end(base, local.family, &mut rec.daddr)?;
     if stream {
         rec.cookie = cookie(sk);
@@ -334,7 +325,7 @@ fn send_pending(sk: *mut c_void, now: &StateRecord) {
 
 /// Notes when and on which side a connection starts.
 #[inline(always)]
-fn mark_start(info: &mut SockInfo, new: i32, now_ns: u64) {
+fn mark_start(info: &mut SockInfo, new: u8, now_ns: u64) {
     if new == TCP_SYN_SENT || new == TCP_SYN_RECV {
         info.opened_ns = now_ns;
         info.role = if new == TCP_SYN_SENT {
@@ -343,15 +334,4 @@ fn mark_start(info: &mut SockInfo, new: i32, now_ns: u64) {
             ROLE_SERVER
         };
     }
-}
-
-/// Whether this close hands the connection to a timewait socket: from
-/// FIN_WAIT2 or CLOSING, without a RST and with room in the kernel's table.
-/// The timewait socket may start in its FIN_WAIT2 substate (we were
-/// orphaned before the peer's FIN) and turns TIME_WAIT when that FIN comes.
-/// Userspace's tracker decides the same from the same bits.
-#[inline(always)]
-fn enters_time_wait(old: i32, flags: u8) -> bool {
-    (old == TCP_FIN_WAIT2 || old == TCP_CLOSING)
-        && flags & (SOCK_RST_RECEIVED | SOCK_RST_SENT | SOCK_TW_FULL) == 0
 }
