@@ -10,8 +10,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use tracer_common::{
-    AF_INET, AF_INET6, BindRecord, COUNTER_BOUND_FULL, COUNTER_UNPAIRED, Field, IPPROTO_TCP,
-    KIND_BIND, KIND_LISTEN, ListenRecord, MODE_RELEASE,
+    AF_INET, AF_INET6, BindRecord, COUNTER_BOUND_FULL, COUNTER_UNPAIRED, EBADF, ENOTSOCK, Field,
+    IPPROTO_TCP, KIND_BIND, KIND_LISTEN, ListenRecord, MODE_RELEASE,
 };
 
 use crate::{
@@ -23,9 +23,21 @@ use crate::{
     sock::{Local, local_end, netns, optional, sock_of_fd},
 };
 
-// errno values after which the descriptor is known not to be a socket.
-const EBADF: i32 = 9;
-const ENOTSOCK: i32 = 88;
+// Where bind's `struct sockaddr_in` / `sockaddr_in6` (uapi linux/in.h,
+// linux/in6.h) hold what the caller asked for; byte offsets.
+/// `sin_family` / `sin6_family`.
+const SA_FAMILY: usize = 0;
+/// `sin_port` / `sin6_port`, network order.
+const SA_PORT: usize = 2;
+/// `sin_addr`.
+const SIN_ADDR: usize = 4;
+/// `sin6_addr`, after `sin6_flowinfo`.
+const SIN6_ADDR: usize = 8;
+/// `sizeof(struct sockaddr_in)`: the shortest address `inet_bind` takes.
+const SOCKADDR_IN_LEN: i32 = 16;
+/// `SIN6_LEN_RFC2133` (a `sockaddr_in6` without `sin6_scope_id`): the
+/// shortest address `inet6_bind` takes.
+const SIN6_LEN_RFC2133: i32 = 24;
 
 #[tracepoint(category = "syscalls", name = "sys_enter_bind")]
 pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
@@ -126,7 +138,8 @@ fn unstash(ctx: &TracePointContext, kind: u32, ret: Field) -> Option<(SyscallArg
 }
 
 /// The socket behind `fd` after a call that returned `ret`. `None` when the
-/// descriptor is not an IPv4/IPv6 socket (then there is nothing to report).
+/// descriptor is not an IPv4/IPv6 socket (then there is nothing to report);
+/// after `EBADF` or `ENOTSOCK` it is known not to be a socket.
 fn socket_after(ctx: &TracePointContext, fd: u32, ret: i32) -> Option<Local> {
     if ret == -EBADF || ret == -ENOTSOCK {
         return None;
@@ -154,7 +167,8 @@ fn bind_exit(ctx: &TracePointContext, args: &SyscallArgs, ret: i32) {
     };
     let sa = args.addr as *const u8;
     // SAFETY: bpf_probe_read_user checks the address.
-    let requested = u16::from_be(unsafe { bpf_probe_read_user(sa.add(2).cast()) }.unwrap_or(0));
+    let requested =
+        u16::from_be(unsafe { bpf_probe_read_user(sa.add(SA_PORT).cast()) }.unwrap_or(0));
     // The port userspace shows: the requested one when the call failed.
     let port = if ret == 0 { local.port } else { requested };
     let owner = current();
@@ -178,14 +192,14 @@ fn bind_exit(ctx: &TracePointContext, args: &SyscallArgs, ret: i32) {
     rec.requested_port = requested;
     // SAFETY: bpf_probe_read_user* check the address.
     unsafe {
-        let family: u16 = bpf_probe_read_user(sa.cast()).unwrap_or(0);
+        let family: u16 = bpf_probe_read_user(sa.add(SA_FAMILY).cast()).unwrap_or(0);
         let len = args.len_or_backlog;
         let _ = match family {
-            AF_INET if local.family == AF_INET && len >= 16 => {
-                bpf_probe_read_user_buf(sa.add(4), &mut rec.addr[..4])
+            AF_INET if local.family == AF_INET && len >= SOCKADDR_IN_LEN => {
+                bpf_probe_read_user_buf(sa.add(SIN_ADDR), &mut rec.addr[..4])
             }
-            AF_INET6 if local.family == AF_INET6 && len >= 24 => {
-                bpf_probe_read_user_buf(sa.add(8), &mut rec.addr)
+            AF_INET6 if local.family == AF_INET6 && len >= SIN6_LEN_RFC2133 => {
+                bpf_probe_read_user_buf(sa.add(SIN6_ADDR), &mut rec.addr)
             }
             _ => Ok(()),
         };
