@@ -37,8 +37,15 @@ pub const TW_LEN_NS: u64 = 60_000_000_000;
 /// it holds the port all the same.
 #[inline(always)]
 pub const fn enters_time_wait(old: u8, flags: u8) -> bool {
-    (old == TCP_FIN_WAIT2 || old == TCP_CLOSING)
-        && flags & (SOCK_RST_RECEIVED | SOCK_RST_SENT | SOCK_TW_FULL) == 0
+    closes_towards_time_wait(old) && flags & (SOCK_RST_RECEIVED | SOCK_RST_SENT | SOCK_TW_FULL) == 0
+}
+
+/// Whether a close from state `old` hands the connection to a timewait
+/// socket unless a RST or a full table stops it (see [`enters_time_wait`]):
+/// only then is the table worth reading.
+#[inline(always)]
+pub const fn closes_towards_time_wait(old: u8) -> bool {
+    old == TCP_FIN_WAIT2 || old == TCP_CLOSING
 }
 
 #[cfg(test)]
