@@ -182,42 +182,54 @@ fn bind_exit(ctx: &TracePointContext, args: &SyscallArgs, ret: i32) {
         netns: netns(local.sock as *const u8),
         family: local.family,
         protocol: local.protocol,
+        requested_port: requested,
         bound_port: local.port,
         ret,
         ..BindRecord::default()
     };
-    // What the caller asked for: `struct sockaddr_in` / `sockaddr_in6`.
-    // The kernel has copied it already, so the page is present; if it was
-    // not readable (EFAULT) the record still goes out, address zero.
-    rec.requested_port = requested;
+    requested_addr(sa, args.len_or_backlog, local.family, &mut rec.addr);
+    if ret == 0 && rec.cookie != 0 && cfg(&CONFIG.mode) & MODE_RELEASE != 0 {
+        keep_bound(&rec);
+    }
+    emit(&rec);
+}
+
+/// The address the caller of bind asked for, from its `sockaddr` at `sa`
+/// of `len` bytes, into `out` if it is of the socket's `family`. The
+/// kernel has copied it already, so the page is present; if it was not
+/// readable (EFAULT) the record still goes out, address zero.
+#[inline(always)]
+fn requested_addr(sa: *const u8, len: i32, family: u16, out: &mut [u8; 16]) {
     // SAFETY: bpf_probe_read_user* check the address.
     unsafe {
-        let family: u16 = bpf_probe_read_user(sa.add(SA_FAMILY).cast()).unwrap_or(0);
-        let len = args.len_or_backlog;
-        let _ = match family {
-            AF_INET if local.family == AF_INET && len >= SOCKADDR_IN_LEN => {
-                bpf_probe_read_user_buf(sa.add(SIN_ADDR), &mut rec.addr[..4])
+        let asked: u16 = bpf_probe_read_user(sa.add(SA_FAMILY).cast()).unwrap_or(0);
+        let _ = match asked {
+            AF_INET if family == AF_INET && len >= SOCKADDR_IN_LEN => {
+                bpf_probe_read_user_buf(sa.add(SIN_ADDR), &mut out[..4])
             }
-            AF_INET6 if local.family == AF_INET6 && len >= SIN6_LEN_RFC2133 => {
-                bpf_probe_read_user_buf(sa.add(SIN6_ADDR), &mut rec.addr)
+            AF_INET6 if family == AF_INET6 && len >= SIN6_LEN_RFC2133 => {
+                bpf_probe_read_user_buf(sa.add(SIN6_ADDR), out)
             }
             _ => Ok(()),
         };
     }
-    if ret == 0 && rec.cookie != 0 && cfg(&CONFIG.mode) & MODE_RELEASE != 0 {
-        let bound = Bound {
-            netns: rec.netns,
-            family: rec.family,
-            protocol: rec.protocol,
-            addr: rec.addr,
-            port: rec.bound_port,
-            _pad: [0; 6],
-        };
-        if BOUND.insert(rec.cookie, bound, 0).is_err() {
-            bump(COUNTER_BOUND_FULL);
-        }
+}
+
+/// Keeps where the socket of the successful bind `rec` is bound in
+/// `BOUND`, for `sock_release` to report its end.
+#[inline(always)]
+fn keep_bound(rec: &BindRecord) {
+    let bound = Bound {
+        netns: rec.netns,
+        family: rec.family,
+        protocol: rec.protocol,
+        addr: rec.addr,
+        port: rec.bound_port,
+        _pad: [0; 6],
+    };
+    if BOUND.insert(rec.cookie, bound, 0).is_err() {
+        bump(COUNTER_BOUND_FULL);
     }
-    emit(&rec);
 }
 
 fn listen_exit(ctx: &TracePointContext, args: &SyscallArgs, ret: i32) {
