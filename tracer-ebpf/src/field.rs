@@ -1,6 +1,6 @@
 //! Reading fields whose place comes from the loader, never from constants.
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
-use tracer_common::Field;
+use tracer_common::{EFAULT, EINVAL, Field};
 
 /// Reads one item of the `CONFIG` global. Volatile, so the compiler cannot
 /// assume the zeros the object was built with.
@@ -22,7 +22,7 @@ pub fn uint(base: *const u8, field: Field) -> Result<u64, i64> {
             2 => bpf_probe_read_kernel(at.cast()).map(|v: u16| v as u64),
             4 => bpf_probe_read_kernel(at.cast()).map(|v: u32| v as u64),
             8 => bpf_probe_read_kernel(at.cast()).map(|v: u64| v),
-            _ => return Err(-22),
+            _ => return Err(-i64::from(EINVAL)),
         }
     }
     .map_err(|e| e as i64)?;
@@ -33,7 +33,7 @@ pub fn uint(base: *const u8, field: Field) -> Result<u64, i64> {
 #[inline(always)]
 pub fn ptr(base: *const u8, field: Field) -> Result<*const u8, i64> {
     match uint(base, field)? {
-        0 => Err(-14),
+        0 => Err(-i64::from(EFAULT)),
         p => Ok(p as *const u8),
     }
 }

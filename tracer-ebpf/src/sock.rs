@@ -5,7 +5,7 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::{
     bpf_get_current_task, bpf_probe_read_kernel, generated::bpf_get_socket_cookie,
 };
-use tracer_common::{AF_INET, AF_INET6, FEATURE_COOKIE, Field};
+use tracer_common::{AF_INET, AF_INET6, EAFNOSUPPORT, EBADF, ENOTSOCK, FEATURE_COOKIE, Field};
 
 use crate::{
     field::{addr, cfg, ptr, uint},
@@ -32,14 +32,14 @@ pub fn sock_of_fd(fd: u32) -> Result<*const u8, i64> {
     let files = ptr(task, cfg(&k.task_files))?;
     let fdt = ptr(files, cfg(&k.files_fdt))?;
     if fd as u64 >= uint(fdt, cfg(&k.fdtable_max_fds))? {
-        return Err(-9);
+        return Err(-i64::from(EBADF));
     }
     let fds = ptr(fdt, cfg(&k.fdtable_fd))? as *const u64;
     // SAFETY: bpf_probe_read_kernel checks the address.
     let file = unsafe { bpf_probe_read_kernel(fds.add(fd as usize)) }.map_err(|e| e as i64)?;
     let socket = ptr(file as *const u8, cfg(&k.file_private_data))?;
     if uint(socket, cfg(&k.socket_file))? != file {
-        return Err(-88);
+        return Err(-i64::from(ENOTSOCK));
     }
     ptr(socket, cfg(&k.socket_sk))
 }
@@ -59,7 +59,7 @@ pub fn local_end(sk: *const u8) -> Result<Local, i64> {
     match family {
         AF_INET => addr(sk, cfg(&k.sk_rcv_saddr), &mut local.addr)?,
         AF_INET6 => addr(sk, cfg(&k.sk_v6_rcv_saddr), &mut local.addr)?,
-        _ => return Err(-97),
+        _ => return Err(-i64::from(EAFNOSUPPORT)),
     }
     Ok(local)
 }

@@ -3,7 +3,9 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use tracer_common::{IPPROTO_TCP, SOCK_RST_RECEIVED, SOCK_RST_SENT};
+use tracer_common::{
+    IPPROTO_TCP, SOCK_RST_RECEIVED, SOCK_RST_SENT, TCP_CLOSE, TCP_NEW_SYN_RECV, TCP_TIME_WAIT,
+};
 
 use crate::{
     field::{cfg, uint},
@@ -11,12 +13,6 @@ use crate::{
     maps::CONFIG,
     owner::{claim_if_new, info},
 };
-
-// include/net/tcp_states.h: mini-sockets without the full `struct sock`,
-// and the end.
-const TCP_TIME_WAIT: u64 = 6;
-const TCP_CLOSE: u64 = 7;
-const TCP_NEW_SYN_RECV: u64 = 12;
 
 /// Whether `sk` is a full TCP socket that has not closed: send/recv fire
 /// for every family, and a reset may be sent on behalf of a timewait or
@@ -30,10 +26,13 @@ fn is_tcp(sk: *mut c_void) -> bool {
     let base = sk as *const u8;
     !sk.is_null()
         && sock_wanted(base)
-        && !matches!(
-            uint(base, cfg(&k.sk_state)),
-            Ok(TCP_TIME_WAIT | TCP_CLOSE | TCP_NEW_SYN_RECV) | Err(_)
-        )
+        // Mini-sockets without the full `struct sock`, and the end.
+        && uint(base, cfg(&k.sk_state)).is_ok_and(|state| {
+            !matches!(
+                u8::try_from(state),
+                Ok(TCP_TIME_WAIT | TCP_CLOSE | TCP_NEW_SYN_RECV)
+            )
+        })
         && uint(base, cfg(&k.sk_protocol)) == Ok(IPPROTO_TCP as u64)
 }
 

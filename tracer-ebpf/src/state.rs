@@ -6,8 +6,9 @@ use core::ffi::c_void;
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::{
     COUNTER_CAUGHT, COUNTER_TOO_DEEP, FEATURE_COOKIE, IPPROTO_TCP, KIND_STATE, MODE_LISTENERS,
-    MODE_STREAM, MODE_TALLY, OWNER_UNKNOWN, ROLE_CLIENT, ROLE_SERVER, SOCK_PEER_FIN,
-    SOCK_RST_RECEIVED, SOCK_RST_SENT, SOCK_TW_FULL, StateRecord,
+    MODE_STREAM, MODE_TALLY, OWNER_UNKNOWN, ROLE_CLIENT, ROLE_SERVER, SOCK_PEER_FIN, SOCK_TW_FULL,
+    StateRecord, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_FIN_WAIT1, TCP_LAST_ACK, TCP_LISTEN, TCP_SYN_RECV,
+    TCP_SYN_SENT, closes_towards_time_wait, enters_time_wait,
 };
 
 use crate::{
@@ -21,17 +22,6 @@ use crate::{
     sock::{cookie, local_end, netns, optional, remote_end, tw_table_full},
     tally::count_close,
 };
-
-// include/net/tcp_states.h (UAPI-stable numbering)
-const TCP_SYN_SENT: i32 = 2;
-const TCP_SYN_RECV: i32 = 3;
-const TCP_FIN_WAIT1: i32 = 4;
-const TCP_FIN_WAIT2: i32 = 5;
-const TCP_CLOSE: i32 = 7;
-const TCP_CLOSE_WAIT: i32 = 8;
-const TCP_LAST_ACK: i32 = 9;
-const TCP_LISTEN: i32 = 10;
-const TCP_CLOSING: i32 = 11;
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
@@ -100,8 +90,9 @@ fn nesting() -> Option<&'static mut Nesting> {
 #[inline(always)]
 fn transition(ctx: &BtfTracePointContext, depth: u32) {
     let sk: *mut c_void = ctx.arg(0);
-    let old: i32 = ctx.arg(1);
-    let new: i32 = ctx.arg(2);
+    // `int` states (`TCP_*`, all below 256).
+    let old = ctx.arg::<i32>(1) as u8;
+    let new = ctx.arg::<i32>(2) as u8;
     if first_of_a_life(old, new) {
         born(sk);
     }
@@ -132,7 +123,7 @@ fn listener_key(sk: *mut c_void) -> u64 {
 /// system call owns it; a listener's owner is kept for the connections it
 /// accepts, which start with it.
 #[inline(always)]
-fn learn_owner(info: &mut SockInfo, sk: *mut c_void, old: i32, new: i32) {
+fn learn_owner(info: &mut SockInfo, sk: *mut c_void, old: u8, new: u8) {
     if made_by_a_syscall(old, new) {
         claim(info, sk);
         if old == TCP_CLOSE && new == TCP_LISTEN {
@@ -149,81 +140,144 @@ fn learn_owner(info: &mut SockInfo, sk: *mut c_void, old: i32, new: i32) {
 /// A socket's first transition: it connects or listens, or it is a
 /// connection cloned from its listener.
 #[inline(always)]
-fn first_of_a_life(old: i32, new: i32) -> bool {
+fn first_of_a_life(old: u8, new: u8) -> bool {
     opens(old, new) || cloned(old, new)
 }
 
 /// A connect or listen from CLOSE.
 #[inline(always)]
-fn opens(old: i32, new: i32) -> bool {
+fn opens(old: u8, new: u8) -> bool {
     old == TCP_CLOSE && (new == TCP_SYN_SENT || new == TCP_LISTEN)
 }
 
 /// A connection's first event, cloned from its listener.
 #[inline(always)]
-fn cloned(old: i32, new: i32) -> bool {
+fn cloned(old: u8, new: u8) -> bool {
     old == TCP_LISTEN && new == TCP_SYN_RECV
 }
 
 /// Transitions only a system call on the socket makes: connect, listen,
 /// close/shutdown. The current task is then certainly the owner.
 #[inline(always)]
-fn made_by_a_syscall(old: i32, new: i32) -> bool {
+fn made_by_a_syscall(old: u8, new: u8) -> bool {
     opens(old, new)
         || new == TCP_FIN_WAIT1
         || (old == TCP_CLOSE_WAIT && new == TCP_LAST_ACK)
         || (old == TCP_LISTEN && new == TCP_CLOSE)
 }
 
-fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32, depth: u32) -> Result<(), i64> {
-    let k = &CONFIG.kernel;
+fn try_inet_sock_set_state(sk: *mut c_void, old: u8, new: u8, depth: u32) -> Result<(), i64> {
     let base = sk as *const u8;
     let mode = cfg(&CONFIG.mode);
     if mode & (MODE_STREAM | MODE_LISTENERS) != 0 && (new == TCP_LISTEN || new == TCP_SYN_SENT) {
         forget_bound(sk);
     }
-    // Listeners: their start and their end, not the connections they
-    // spawn (LISTEN -> SYN_RECV happens on each new connection).
-    let stream = mode & MODE_STREAM != 0
-        || (mode & MODE_LISTENERS != 0
-            && (new == TCP_LISTEN || (old == TCP_LISTEN && new == TCP_CLOSE)));
-    // Tallies need the starts (and the listener's owner, which accepted
-    // connections inherit), the calls that close (the process holding the
-    // socket then owns its TIME_WAIT) and the ends.
-    let tally = mode & MODE_TALLY != 0
-        && (new == TCP_SYN_SENT
-            || new == TCP_SYN_RECV
-            || made_by_a_syscall(old, new)
-            || (new == TCP_CLOSE && old != TCP_LISTEN));
-    if !(stream || tally) {
+    let wants = Wants::of(mode, old, new);
+    if !(wants.stream || wants.tally) {
         return Ok(());
     }
     if !sock_wanted(base) {
-        // A listener's owner is kept all the same: the connections it
-        // accepts inherit it, and they may pass the filter.
-        if old == TCP_CLOSE
-            && new == TCP_LISTEN
-            && let Some(info) = info(sk)
-        {
-            learn_owner(info, sk, old, new);
-        }
+        keep_listener_owner(sk, old, new);
         return Ok(());
     }
-    if !stream && new != TCP_CLOSE {
-        // Tallies only: a start or a closing call is marked on the socket,
-        // nothing is read. An accept's hand-over comes first, so a later
-        // close by another process counts for that one.
-        if let Some(info) = info(sk) {
-            resolve(info, sk, true);
-            learn_owner(info, sk, old, new);
-            // SAFETY: helper without preconditions.
-            mark_start(info, new, unsafe { bpf_ktime_get_ns() });
-        }
+    if !wants.stream && new != TCP_CLOSE {
+        mark_for_tally(sk, old, new);
         return Ok(());
     }
+    let Some(rec) = record(sk, old, new, depth, wants.stream)? else {
+        return Ok(());
+    };
+    let mut storage = info(sk);
+    let seen = stamp_owner(rec, storage.as_deref_mut(), sk, old, new, mode);
+    // Owner filters once the owner is known (the storage is up to date).
+    // A socket reported before is reported at its end whoever owns it by
+    // then (after an accept or a fork), so userspace stops following it;
+    // its own filter leaves the record out.
+    if !owner_wanted(&rec.owner) && !(seen.reported && new == TCP_CLOSE) {
+        return Ok(());
+    }
+    if new == TCP_CLOSE {
+        close_details(rec, base, old, wants.stream);
+        if wants.tally && old != TCP_LISTEN {
+            tally_close(rec, &seen, old);
+        }
+    }
+    if wants.stream {
+        report(sk, rec, storage, old, new);
+    }
+    Ok(())
+}
+
+/// What the mode (`MODE_*`) wants of one transition.
+struct Wants {
+    /// Its record, streamed to userspace.
+    stream: bool,
+    /// It counted in the tallies.
+    tally: bool,
+}
+
+impl Wants {
+    #[inline(always)]
+    fn of(mode: u32, old: u8, new: u8) -> Wants {
+        Wants {
+            // Listeners: their start and their end, not the connections
+            // they spawn (LISTEN -> SYN_RECV happens on each new one).
+            stream: mode & MODE_STREAM != 0
+                || (mode & MODE_LISTENERS != 0
+                    && (new == TCP_LISTEN || (old == TCP_LISTEN && new == TCP_CLOSE))),
+            // Tallies need the starts (and the listener's owner, which
+            // accepted connections inherit), the calls that close (the
+            // process holding the socket then owns its TIME_WAIT) and the
+            // ends.
+            tally: mode & MODE_TALLY != 0
+                && (new == TCP_SYN_SENT
+                    || new == TCP_SYN_RECV
+                    || made_by_a_syscall(old, new)
+                    || (new == TCP_CLOSE && old != TCP_LISTEN)),
+        }
+    }
+}
+
+/// A socket the filters leave out: a listener's owner is kept all the
+/// same, since the connections it accepts inherit it, and they may pass.
+#[inline(always)]
+fn keep_listener_owner(sk: *mut c_void, old: u8, new: u8) {
+    if old == TCP_CLOSE
+        && new == TCP_LISTEN
+        && let Some(info) = info(sk)
+    {
+        learn_owner(info, sk, old, new);
+    }
+}
+
+/// Tallies only, a start or a closing call: marked on the socket, nothing
+/// is read. An accept's hand-over comes first, so a later close by another
+/// process counts for that one.
+#[inline(always)]
+fn mark_for_tally(sk: *mut c_void, old: u8, new: u8) {
+    if let Some(info) = info(sk) {
+        resolve(info, sk, true);
+        learn_owner(info, sk, old, new);
+        // SAFETY: helper without preconditions.
+        mark_start(info, new, unsafe { bpf_ktime_get_ns() });
+    }
+}
+
+/// The record of this transition of `sk`, with the socket's identity,
+/// built in scratch slot `depth`; `None` for a socket that is not TCP.
+/// The cookie only for a record that is streamed.
+#[inline(always)]
+fn record(
+    sk: *mut c_void,
+    old: u8,
+    new: u8,
+    depth: u32,
+    stream: bool,
+) -> Result<Option<&'static mut StateRecord>, i64> {
+    let base = sk as *const u8;
     let local = local_end(base)?;
     if local.protocol != IPPROTO_TCP {
-        return Ok(());
+        return Ok(None);
     }
     // Built in a per-CPU scratch slot, not on the stack: the verifier
     // allows 512 bytes for all frames, and kernels before 6.12 count more
@@ -238,63 +292,101 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: i32, new: i32, depth: u32) -> R
     rec.sport = local.port;
     rec.family = local.family;
     rec.protocol = IPPROTO_TCP;
-    rec.old_state = old as u8;
-    rec.new_state = new as u8;
+    rec.old_state = old;
+    rec.new_state = new;
     rec.dport = remote_end(base, local.family, &mut rec.daddr)?;
     if stream {
         rec.cookie = cookie(sk);
     }
-    let (mut opened_ns, mut role, mut reported) = (0, 0, false);
-    let mut storage = info(sk);
-    if let Some(info) = storage.as_deref_mut() {
-        learn_owner(info, sk, old, new);
-        mark_start(info, new, rec.header.ts_ns);
-        // Accepts hand owners over where their hooks run (not listeners).
-        rec.owner = resolve(info, sk, mode & (MODE_STREAM | MODE_TALLY) != 0);
-        rec.flags = info.flags;
-        (opened_ns, role, reported) = (info.opened_ns, info.role, info.reported != 0);
+    Ok(Some(rec))
+}
+
+/// What a socket's storage says of its connection, for the close.
+struct Seen {
+    /// `SockInfo::opened_ns`.
+    opened_ns: u64,
+    /// `SockInfo::role`.
+    role: u8,
+    /// An event of the socket went to userspace before.
+    reported: bool,
+}
+
+/// Stamps `rec`, `sk`'s transition `old` -> `new`, with the owner and the
+/// marks `info` (`sk`'s storage, if it has any) holds, after what this
+/// transition teaches.
+#[inline(always)]
+fn stamp_owner(
+    rec: &mut StateRecord,
+    info: Option<&mut SockInfo>,
+    sk: *mut c_void,
+    old: u8,
+    new: u8,
+    mode: u32,
+) -> Seen {
+    let Some(info) = info else {
+        return Seen {
+            opened_ns: 0,
+            role: 0,
+            reported: false,
+        };
+    };
+    learn_owner(info, sk, old, new);
+    mark_start(info, new, rec.header.ts_ns);
+    // Accepts hand owners over where their hooks run (not listeners).
+    rec.owner = resolve(info, sk, mode & (MODE_STREAM | MODE_TALLY) != 0);
+    rec.flags = info.flags;
+    Seen {
+        opened_ns: info.opened_ns,
+        role: info.role,
+        reported: info.reported != 0,
     }
-    // Owner filters once the owner is known (the storage is up to date).
-    // A socket reported before is reported at its end whoever owns it by
-    // then (after an accept or a fork), so userspace stops following it;
-    // its own filter leaves the record out.
-    if !owner_wanted(&rec.owner) && !(reported && new == TCP_CLOSE) {
-        return Ok(());
-    }
-    // How it ended: only a close needs these (userspace reads them there;
-    // the tallies only whether a timewait socket took over).
-    if new == TCP_CLOSE {
-        if (old == TCP_FIN_WAIT2 || old == TCP_CLOSING) && tw_table_full(base) {
-            rec.flags |= SOCK_TW_FULL;
-        }
-        if stream {
-            rec.sk_err = optional(base, cfg(&k.sk_err)) as i32;
-            if (optional(base, cfg(&k.sk_flags)) >> cfg(&CONFIG.sock_done)) & 1 != 0 {
-                rec.flags |= SOCK_PEER_FIN;
-            }
-            rec.bytes_acked = optional(base, cfg(&k.tcp_bytes_acked));
-            rec.bytes_received = optional(base, cfg(&k.tcp_bytes_received));
-        }
-        if tally && old != TCP_LISTEN {
-            let short = opened_ns != 0 && rec.header.ts_ns - opened_ns < cfg(&CONFIG.short_ns);
-            count_close(rec, role, enters_time_wait(old, rec.flags), short);
-        }
+}
+
+/// How a connection ended, into its close record `rec` (from `old`; `base`
+/// is its socket): userspace reads these at the close only, the tallies only
+/// whether a timewait socket took over.
+#[inline(always)]
+fn close_details(rec: &mut StateRecord, base: *const u8, old: u8, stream: bool) {
+    let k = &CONFIG.kernel;
+    if closes_towards_time_wait(old) && tw_table_full(base) {
+        rec.flags |= SOCK_TW_FULL;
     }
     if stream {
-        if let Some(info) = storage {
-            info.reported = 1;
-            if info.pending != 0 {
-                info.pending = 0;
-                send_pending(sk, rec);
-            }
-            if old == TCP_LISTEN && new == TCP_SYN_RECV && incomplete(rec) && hold(sk, rec) {
-                info.pending = 1;
-                return Ok(());
-            }
+        rec.sk_err = optional(base, cfg(&k.sk_err)) as i32;
+        if (optional(base, cfg(&k.sk_flags)) >> cfg(&CONFIG.sock_done)) & 1 != 0 {
+            rec.flags |= SOCK_PEER_FIN;
         }
-        emit(rec);
+        rec.bytes_acked = optional(base, cfg(&k.tcp_bytes_acked));
+        rec.bytes_received = optional(base, cfg(&k.tcp_bytes_received));
     }
-    Ok(())
+}
+
+/// Counts the connection that the close `rec` (from `old`) ends in the
+/// tallies.
+#[inline(always)]
+fn tally_close(rec: &StateRecord, seen: &Seen, old: u8) {
+    let short = seen.opened_ns != 0 && rec.header.ts_ns - seen.opened_ns < cfg(&CONFIG.short_ns);
+    count_close(rec, seen.role, enters_time_wait(old, rec.flags), short);
+}
+
+/// Streams `rec`, `sk`'s transition `old` -> `new` (`info` is `sk`'s
+/// storage, if it has any), after `sk`'s held-back first transition if
+/// there is one. A new connection's first transition is held back itself
+/// where it does not show the connection yet.
+#[inline(always)]
+fn report(sk: *mut c_void, rec: &StateRecord, info: Option<&mut SockInfo>, old: u8, new: u8) {
+    if let Some(info) = info {
+        info.reported = 1;
+        if info.pending != 0 {
+            info.pending = 0;
+            send_pending(sk, rec);
+        }
+        if cloned(old, new) && incomplete(rec) && hold(sk, rec) {
+            info.pending = 1;
+            return;
+        }
+    }
+    emit(rec);
 }
 
 /// Whether a new connection's first transition does not show the
@@ -334,7 +426,7 @@ fn send_pending(sk: *mut c_void, now: &StateRecord) {
 
 /// Notes when and on which side a connection starts.
 #[inline(always)]
-fn mark_start(info: &mut SockInfo, new: i32, now_ns: u64) {
+fn mark_start(info: &mut SockInfo, new: u8, now_ns: u64) {
     if new == TCP_SYN_SENT || new == TCP_SYN_RECV {
         info.opened_ns = now_ns;
         info.role = if new == TCP_SYN_SENT {
@@ -343,15 +435,4 @@ fn mark_start(info: &mut SockInfo, new: i32, now_ns: u64) {
             ROLE_SERVER
         };
     }
-}
-
-/// Whether this close hands the connection to a timewait socket: from
-/// FIN_WAIT2 or CLOSING, without a RST and with room in the kernel's table.
-/// The timewait socket may start in its FIN_WAIT2 substate (we were
-/// orphaned before the peer's FIN) and turns TIME_WAIT when that FIN comes.
-/// Userspace's tracker decides the same from the same bits.
-#[inline(always)]
-fn enters_time_wait(old: i32, flags: u8) -> bool {
-    (old == TCP_FIN_WAIT2 || old == TCP_CLOSING)
-        && flags & (SOCK_RST_RECEIVED | SOCK_RST_SENT | SOCK_TW_FULL) == 0
 }

@@ -10,8 +10,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use tracer_common::{
-    AF_INET, AF_INET6, BindRecord, COUNTER_BOUND_FULL, COUNTER_UNPAIRED, Field, IPPROTO_TCP,
-    KIND_BIND, KIND_LISTEN, ListenRecord, MODE_RELEASE,
+    AF_INET, AF_INET6, BindRecord, COUNTER_BOUND_FULL, COUNTER_UNPAIRED, EBADF, ENOTSOCK, Field,
+    IPPROTO_TCP, KIND_BIND, KIND_LISTEN, ListenRecord, MODE_RELEASE,
 };
 
 use crate::{
@@ -23,9 +23,21 @@ use crate::{
     sock::{Local, local_end, netns, optional, sock_of_fd},
 };
 
-// errno values after which the descriptor is known not to be a socket.
-const EBADF: i32 = 9;
-const ENOTSOCK: i32 = 88;
+// Where bind's `struct sockaddr_in` / `sockaddr_in6` (uapi linux/in.h,
+// linux/in6.h) hold what the caller asked for; byte offsets.
+/// `sin_family` / `sin6_family`.
+const SA_FAMILY: usize = 0;
+/// `sin_port` / `sin6_port`, network order.
+const SA_PORT: usize = 2;
+/// `sin_addr`.
+const SIN_ADDR: usize = 4;
+/// `sin6_addr`, after `sin6_flowinfo`.
+const SIN6_ADDR: usize = 8;
+/// `sizeof(struct sockaddr_in)`: the shortest address `inet_bind` takes.
+const SOCKADDR_IN_LEN: i32 = 16;
+/// `SIN6_LEN_RFC2133` (a `sockaddr_in6` without `sin6_scope_id`): the
+/// shortest address `inet6_bind` takes.
+const SIN6_LEN_RFC2133: i32 = 24;
 
 #[tracepoint(category = "syscalls", name = "sys_enter_bind")]
 pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
@@ -126,7 +138,8 @@ fn unstash(ctx: &TracePointContext, kind: u32, ret: Field) -> Option<(SyscallArg
 }
 
 /// The socket behind `fd` after a call that returned `ret`. `None` when the
-/// descriptor is not an IPv4/IPv6 socket (then there is nothing to report).
+/// descriptor is not an IPv4/IPv6 socket (then there is nothing to report);
+/// after `EBADF` or `ENOTSOCK` it is known not to be a socket.
 fn socket_after(ctx: &TracePointContext, fd: u32, ret: i32) -> Option<Local> {
     if ret == -EBADF || ret == -ENOTSOCK {
         return None;
@@ -154,7 +167,8 @@ fn bind_exit(ctx: &TracePointContext, args: &SyscallArgs, ret: i32) {
     };
     let sa = args.addr as *const u8;
     // SAFETY: bpf_probe_read_user checks the address.
-    let requested = u16::from_be(unsafe { bpf_probe_read_user(sa.add(2).cast()) }.unwrap_or(0));
+    let requested =
+        u16::from_be(unsafe { bpf_probe_read_user(sa.add(SA_PORT).cast()) }.unwrap_or(0));
     // The port userspace shows: the requested one when the call failed.
     let port = if ret == 0 { local.port } else { requested };
     let owner = current();
@@ -168,42 +182,54 @@ fn bind_exit(ctx: &TracePointContext, args: &SyscallArgs, ret: i32) {
         netns: netns(local.sock as *const u8),
         family: local.family,
         protocol: local.protocol,
+        requested_port: requested,
         bound_port: local.port,
         ret,
         ..BindRecord::default()
     };
-    // What the caller asked for: `struct sockaddr_in` / `sockaddr_in6`.
-    // The kernel has copied it already, so the page is present; if it was
-    // not readable (EFAULT) the record still goes out, address zero.
-    rec.requested_port = requested;
+    requested_addr(sa, args.len_or_backlog, local.family, &mut rec.addr);
+    if ret == 0 && rec.cookie != 0 && cfg(&CONFIG.mode) & MODE_RELEASE != 0 {
+        keep_bound(&rec);
+    }
+    emit(&rec);
+}
+
+/// The address the caller of bind asked for, from its `sockaddr` at `sa`
+/// of `len` bytes, into `out` if it is of the socket's `family`. The
+/// kernel has copied it already, so the page is present; if it was not
+/// readable (EFAULT) the record still goes out, address zero.
+#[inline(always)]
+fn requested_addr(sa: *const u8, len: i32, family: u16, out: &mut [u8; 16]) {
     // SAFETY: bpf_probe_read_user* check the address.
     unsafe {
-        let family: u16 = bpf_probe_read_user(sa.cast()).unwrap_or(0);
-        let len = args.len_or_backlog;
-        let _ = match family {
-            AF_INET if local.family == AF_INET && len >= 16 => {
-                bpf_probe_read_user_buf(sa.add(4), &mut rec.addr[..4])
+        let asked: u16 = bpf_probe_read_user(sa.add(SA_FAMILY).cast()).unwrap_or(0);
+        let _ = match asked {
+            AF_INET if family == AF_INET && len >= SOCKADDR_IN_LEN => {
+                bpf_probe_read_user_buf(sa.add(SIN_ADDR), &mut out[..4])
             }
-            AF_INET6 if local.family == AF_INET6 && len >= 24 => {
-                bpf_probe_read_user_buf(sa.add(8), &mut rec.addr)
+            AF_INET6 if family == AF_INET6 && len >= SIN6_LEN_RFC2133 => {
+                bpf_probe_read_user_buf(sa.add(SIN6_ADDR), out)
             }
             _ => Ok(()),
         };
     }
-    if ret == 0 && rec.cookie != 0 && cfg(&CONFIG.mode) & MODE_RELEASE != 0 {
-        let bound = Bound {
-            netns: rec.netns,
-            family: rec.family,
-            protocol: rec.protocol,
-            addr: rec.addr,
-            port: rec.bound_port,
-            _pad: [0; 6],
-        };
-        if BOUND.insert(rec.cookie, bound, 0).is_err() {
-            bump(COUNTER_BOUND_FULL);
-        }
+}
+
+/// Keeps where the socket of the successful bind `rec` is bound in
+/// `BOUND`, for `sock_release` to report its end.
+#[inline(always)]
+fn keep_bound(rec: &BindRecord) {
+    let bound = Bound {
+        netns: rec.netns,
+        family: rec.family,
+        protocol: rec.protocol,
+        addr: rec.addr,
+        port: rec.bound_port,
+        _pad: [0; 6],
+    };
+    if BOUND.insert(rec.cookie, bound, 0).is_err() {
+        bump(COUNTER_BOUND_FULL);
     }
-    emit(&rec);
 }
 
 fn listen_exit(ctx: &TracePointContext, args: &SyscallArgs, ret: i32) {

@@ -2,8 +2,8 @@
 //! destination, so a busy host streams nothing per connection.
 use aya_ebpf::bindings::BPF_NOEXIST;
 use tracer_common::{
-    COUNTER_TALLY_OVERFLOW, KIND_TALLY, MODE_TALLY_RING, ROLE_SERVER, StateRecord, Tally, TallyKey,
-    TallyRecord,
+    COUNTER_TALLY_OVERFLOW, EEXIST, KIND_TALLY, MODE_TALLY_RING, StateRecord, Tally, TallyKey,
+    TallyRecord, service_port,
 };
 
 use crate::{
@@ -11,8 +11,6 @@ use crate::{
     field::cfg,
     maps::{CONFIG, TALLIES, add, bump},
 };
-
-const EEXIST: i32 = -17;
 
 /// Counts the close `rec` of a connection whose side was `role`.
 #[inline(always)]
@@ -22,11 +20,7 @@ pub fn count_close(rec: &StateRecord, role: u8, time_wait: bool, short: bool) {
         pid: rec.owner.pid,
         family: rec.family,
         role,
-        port: if role == ROLE_SERVER {
-            rec.sport
-        } else {
-            rec.dport
-        },
+        port: service_port(role, rec.sport, rec.dport),
         laddr: rec.saddr,
         raddr: rec.daddr,
         ..TallyKey::default()
@@ -68,7 +62,7 @@ fn slot(key: &TallyKey, rec: &StateRecord) -> Option<*mut Tally> {
     };
     match TALLIES.insert(key, fresh, BPF_NOEXIST.into()) {
         Ok(()) => TALLIES.get_ptr_mut(key),
-        Err(EEXIST) => TALLIES.get_ptr_mut(key), // another CPU was first
+        Err(e) if e == -EEXIST => TALLIES.get_ptr_mut(key), // another CPU was first
         Err(_) => {
             bump(COUNTER_TALLY_OVERFLOW);
             TALLIES.get_ptr_mut(TallyKey::default())
