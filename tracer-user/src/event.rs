@@ -3,6 +3,7 @@
 use std::{
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
 };
 
 use thiserror::Error;
@@ -97,6 +98,14 @@ pub fn family_name(addr: &SocketAddr) -> &'static str {
     if addr.is_ipv4() { "ipv4" } else { "ipv6" }
 }
 
+/// A cgroup: its path below the cgroup v2 root and the container it is,
+/// when the path names one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cgroup {
+    pub path: Arc<str>,
+    pub container: Option<Arc<str>>,
+}
+
 /// Extra facts read from the socket at a state transition.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StateInfo {
@@ -146,7 +155,7 @@ pub struct Owner {
     /// cgroup v2 id of the task.
     pub cgroup_id: u64,
     /// What `cgroup_id` names, once resolved (see `proc::Cgroups`).
-    pub cgroup: Option<std::sync::Arc<crate::proc::Cgroup>>,
+    pub cgroup: Option<Arc<Cgroup>>,
     pub source: OwnerSource,
 }
 

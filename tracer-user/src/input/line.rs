@@ -13,11 +13,11 @@ use tracer_common::COMM_LEN;
 
 use super::LineError;
 use crate::{
+    event::Cgroup,
     event::{
         Comm, Detail, Errno, Event, Owner, OwnerSource, Proto, SockId, StateInfo, TcpState, TwEnd,
         family_name,
     },
-    proc::Cgroup,
     source::KernelCounters,
     track::{Close, Failure, Known, Opener, Reason, Record, Side},
 };
