@@ -12,14 +12,14 @@ use aya::maps::{MapData, PerCpuHashMap};
 use rustc_hash::FxHashMap;
 use tokio::time::{MissedTickBehavior, interval};
 use tracer_common::{
-    AF_INET, KIND_TALLY, ROLE_CLIENT, ROLE_SERVER, TALLIES_CAPACITY, Tally, TallyKey, TallyRecord,
+    AF_INET, ROLE_CLIENT, ROLE_SERVER, TALLIES_CAPACITY, Tally, TallyKey, TallyRecord,
 };
 
 use crate::{
     analysis::timewait::{Counted, Dest, Host, Key, Report, Role, Settings, Timewait, Totals},
     cli::TimewaitArgs,
     cmd::live::{DRAIN_EVERY, Session, announce_denied_owners},
-    event::Comm,
+    event::{self, Comm, Kind},
     filter::Filter,
     host::{
         self,
@@ -275,8 +275,10 @@ fn add(totals: &mut Totals, t: &Tally) {
 
 /// A ring record of one counted connection end; `None` for anything else.
 fn tally_record(bytes: &[u8]) -> Option<TallyRecord> {
-    let r: TallyRecord = crate::event::read(bytes)?;
-    (r.header.kind == KIND_TALLY && bytes.len() == size_of::<TallyRecord>()).then_some(r)
+    match event::kind_of(bytes) {
+        Ok((_, Kind::Tally)) => event::read(bytes),
+        _ => None,
+    }
 }
 
 fn key(raw: &TallyKey) -> Key {

@@ -96,11 +96,6 @@ pub fn comm(pid: u32) -> String {
 }
 
 fn process(pid: u32, cgroups: Option<&(&Path, CgroupNs)>) -> Owner {
-    let comm = comm(pid);
-    let mut raw = [0u8; 16];
-    let comm = comm.as_bytes();
-    let n = comm.len().min(15);
-    raw[..n].copy_from_slice(&comm[..n]);
     let uid = fs::metadata(format!("/proc/{pid}"))
         .map(|m| m.uid())
         .unwrap_or_default();
@@ -108,7 +103,7 @@ fn process(pid: u32, cgroups: Option<&(&Path, CgroupNs)>) -> Owner {
         pid,
         tid: pid,
         uid,
-        comm: Comm::new(&raw),
+        comm: Comm::truncated(&comm(pid)),
         cgroup_id: cgroups.map_or(0, |(root, ns)| cgroup_id(pid, root, ns)),
         cgroup: None,
         source: OwnerSource::Cached,
