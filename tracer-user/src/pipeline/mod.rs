@@ -255,3 +255,6 @@ impl Taps {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
