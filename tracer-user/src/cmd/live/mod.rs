@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 pub use self::{
     announce::{Stop, announce_denied_owners},
-    stream::{LogTo, Plan, View, stream},
+    stream::{LogTo, Plan, TRACK_LIMIT, TW_POLL, View, stream},
 };
 use crate::{
     cli::Common,
