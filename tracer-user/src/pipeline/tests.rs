@@ -17,13 +17,20 @@ use crate::{
 };
 
 const MS: u64 = 1_000_000;
-// tcp_states.h
-const ESTABLISHED: u8 = 1;
-const SYN_SENT: u8 = 2;
-const FIN_WAIT1: u8 = 4;
-const FIN_WAIT2: u8 = 5;
-const CLOSE: u8 = 7;
-const LISTEN: u8 = 10;
+const ESTABLISHED: TcpState = TcpState::Established;
+const SYN_SENT: TcpState = TcpState::SynSent;
+const FIN_WAIT1: TcpState = TcpState::FinWait1;
+const FIN_WAIT2: TcpState = TcpState::FinWait2;
+const CLOSE: TcpState = TcpState::Close;
+const LISTEN: TcpState = TcpState::Listen;
+
+/// The kernel's number for `state`: what [`TcpState::from_raw`] reads
+/// (the numbers are written there only).
+fn raw(state: TcpState) -> u8 {
+    (0..=u8::MAX)
+        .find(|&n| TcpState::from_raw(n) == state)
+        .expect("a known state")
+}
 
 /// The bytes of a plain-old-data record, as the ring hands them over.
 fn bytes_of<T>(record: &T) -> Vec<u8> {
@@ -60,7 +67,7 @@ fn v4(ip: [u8; 4]) -> [u8; 16] {
 
 /// A state change of socket `cookie` from 127.0.0.1:`sport` to
 /// 127.0.0.1:`dport`, owned by curl 100.
-fn state(ms: u64, cookie: u64, ports: (u16, u16), old: u8, new: u8) -> Vec<u8> {
+fn state(ms: u64, cookie: u64, ports: (u16, u16), old: TcpState, new: TcpState) -> Vec<u8> {
     bytes_of(&StateRecord {
         header: header(KIND_STATE, ms),
         owner: owner(100, "curl"),
@@ -70,8 +77,8 @@ fn state(ms: u64, cookie: u64, ports: (u16, u16), old: u8, new: u8) -> Vec<u8> {
         dport: ports.1,
         family: AF_INET,
         protocol: IPPROTO_TCP,
-        old_state: old,
-        new_state: new,
+        old_state: raw(old),
+        new_state: raw(new),
         saddr: v4([127, 0, 0, 1]),
         daddr: v4([127, 0, 0, 1]),
         bytes_acked: 10,
@@ -231,8 +238,8 @@ fn a_listener_opens_and_closes() {
         sport: 8443,
         family: AF_INET,
         protocol: IPPROTO_TCP,
-        old_state: LISTEN,
-        new_state: CLOSE,
+        old_state: raw(LISTEN),
+        new_state: raw(CLOSE),
         ..StateRecord::default()
     };
     rig.run(&[bind(3, 0x51, 8443), listen(4, 0x51, 8443), bytes_of(&close)]);
