@@ -142,7 +142,7 @@ pub struct WatchArgs {
     /// The most connections followed at once (for close records); beyond
     /// it some are dropped from tracking (their close records are lost),
     /// and the summary says how many.
-    #[arg(long, value_name = "N", default_value_t = 1 << 18, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = crate::cmd::live::TRACK_LIMIT, value_parser = clap::value_parser!(u32).range(1..))]
     pub track_limit: u32,
     /// How often to ask the kernel (sock_diag) which TIME_WAIT sockets
     /// ended and which followed connections are gone.

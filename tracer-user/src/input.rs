@@ -246,11 +246,11 @@ pub(crate) mod tests {
     use super::*;
     use crate::{
         clock::Clock,
+        event::Cgroup,
         event::{
             Detail, Errno, Event, Owner, OwnerSource, Proto, SockId, StateInfo, TcpState, TwEnd,
         },
         output::{Json, Render},
-        proc::Cgroup,
         source::KernelCounters,
         track::{Close, Failure, Known, Opener, Reason, Side},
     };

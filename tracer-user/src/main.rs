@@ -7,8 +7,8 @@ use std::{
 use clap::{CommandFactory as _, FromArgMatches as _};
 use socktrace::{
     cli::{Cli, Command},
-    generate, offline, record, say, stderr, tallies, top,
-    watch::{self, Plan},
+    cmd::{analyze, generate, listeners, record, timewait, top, watch},
+    say, stderr,
 };
 
 fn main() -> ExitCode {
@@ -64,12 +64,12 @@ fn run() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match command {
-            Command::Watch(args) => watch::run(Plan::watch(args)).await.map(Some),
-            Command::Listeners(args) => watch::run(Plan::listeners(args)).await.map(Some),
-            Command::Record(args) => watch::run(record::plan(args)?).await.map(Some),
-            Command::Timewait(args) => tallies::run(args).await.map(Some),
+            Command::Watch(args) => watch::run(args).await.map(Some),
+            Command::Listeners(args) => listeners::run(args).await.map(Some),
+            Command::Record(args) => record::run(args).await.map(Some),
+            Command::Timewait(args) => timewait::run(args).await.map(Some),
             Command::Top(args) => top::run(args).await.map(Some),
-            Command::Analyze(args) => offline::run(&args).map(|()| None),
+            Command::Analyze(args) => analyze::run(&args).map(|()| None),
         }
     });
     match result {

@@ -11,6 +11,7 @@
 //! whose writes would then fail and lose lines. When standard error is the
 //! same stream, socktrace's own lines go out through here, between whole
 //! lines of ours (see [`crate::stderr`]).
+use bytes::{Buf as _, BytesMut};
 use std::{
     io::{self, Write},
     os::fd::RawFd,
@@ -28,8 +29,9 @@ pub struct Output {
     writer: Box<dyn Write>,
     /// Where renderers append lines.
     pub buf: String,
-    /// Written in part: the rest waits for the consumer.
-    backlog: Vec<u8>,
+    /// Written in part: the rest waits for the consumer. A partial write
+    /// advances its start (no copy of what is left, up to `BACKLOG`).
+    backlog: BytesMut,
     /// Lines dropped since the consumer last caught up, and in all.
     dropped: u64,
     pub dropped_total: u64,
@@ -62,7 +64,7 @@ impl Output {
         Output {
             writer,
             buf: String::with_capacity(CHUNK + (1 << 12)),
-            backlog: Vec::new(),
+            backlog: BytesMut::new(),
             dropped: 0,
             dropped_total: 0,
             closed: false,
@@ -164,7 +166,7 @@ impl Output {
                 Err(e) => break Err(e),
             }
         };
-        self.backlog.drain(..written);
+        self.backlog.advance(written);
         match result {
             Ok(done) => done,
             Err(err) => {

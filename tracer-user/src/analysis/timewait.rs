@@ -13,11 +13,8 @@ use rustc_hash::FxHashMap;
 
 use crate::{
     event::{Detail, SockId, TcpState},
-    track::{Opener, Record},
+    track::{Opener, Record, TW_LEN_NS},
 };
-
-/// How long a TIME_WAIT socket lives (`TCP_TIMEWAIT_LEN`).
-pub const TW_LEN_NS: u64 = 60_000_000_000;
 
 /// Which end of its connection a socket was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -287,7 +287,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::proc::Cgroup;
+    use crate::event::Cgroup;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -5,8 +5,8 @@ use clap::Parser as _;
 use super::*;
 use crate::{
     cli::{Cli, Command},
+    event::Cgroup,
     event::{Errno, Event, OwnerSource, SockId},
-    proc::Cgroup,
     source::KernelCounters,
     track::{Close, Known},
 };

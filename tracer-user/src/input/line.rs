@@ -9,15 +9,14 @@ use serde::{
     Deserialize,
     de::{MapAccess, Visitor},
 };
-use tracer_common::COMM_LEN;
 
 use super::LineError;
 use crate::{
+    event::Cgroup,
     event::{
         Comm, Detail, Errno, Event, Owner, OwnerSource, Proto, SockId, StateInfo, TcpState, TwEnd,
         family_name,
     },
-    proc::Cgroup,
     source::KernelCounters,
     track::{Close, Failure, Known, Opener, Reason, Record, Side},
 };
@@ -383,9 +382,5 @@ fn proto(text: &str) -> Result<Proto, LineError> {
 }
 
 fn comm(text: &str) -> Result<Comm, LineError> {
-    let mut raw = [0u8; COMM_LEN];
-    raw.get_mut(..text.len())
-        .ok_or_else(|| invalid("comm", text))?
-        .copy_from_slice(text.as_bytes());
-    Ok(Comm::new(&raw))
+    Comm::from_bytes(text.as_bytes()).ok_or_else(|| invalid("comm", text))
 }

@@ -10,6 +10,7 @@ mod listeners;
 mod schema;
 mod text;
 mod timewait;
+pub mod top;
 
 pub use color::{Hue, Palette};
 pub use json::{Json, summary_line};

@@ -56,7 +56,7 @@ fn keep(name: &str, log: &str) -> std::io::Result<PathBuf> {
                 format!("-{n}")
             }
         ));
-        match crate::record::create(&path, false) {
+        match crate::cmd::record::create(&path, false) {
             Ok(mut file) => {
                 file.write_all(log.as_bytes())?;
                 return Ok(path);

@@ -1,12 +1,11 @@
-//! `socktrace top`: a live terminal view of connections, listeners and
-//! TIME_WAIT. It runs the `watch` pipeline with a view that feeds every
-//! record to an [`App`], draws it every 250 ms and on each key, and ends
-//! the run when the user quits.
+//! The live terminal view of `socktrace top`: an [`App`] fed every
+//! record, drawn every tick and on each key ([`Live`]), on a terminal set
+//! up and put back by [`term::Screen`].
 mod app;
 mod conns;
 mod feed;
 mod population;
-mod term;
+pub mod term;
 #[cfg(test)]
 mod tests;
 mod ui;
@@ -15,7 +14,6 @@ use std::{
     io::{self, Stdout},
     pin::Pin,
     task::{Context, Poll},
-    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -24,53 +22,10 @@ use futures_core::Stream;
 use ratatui::{Terminal, backend::CrosstermBackend};
 
 use self::app::{App, Flow};
-use crate::{
-    cli::TopArgs,
-    diag::Dump,
-    output::Render,
-    probe::Mode,
-    summary::Summary,
-    track::Record,
-    watch::{self, LogTo, Plan, View},
-};
-
-/// How often the view is drawn without a key being pressed.
-const DRAW_EVERY: Duration = Duration::from_millis(250);
-
-/// Runs `top` until the user quits (or `--duration`, SIGINT, SIGTERM);
-/// the terminal is restored before this returns, whatever happened.
-pub async fn run(args: TopArgs) -> anyhow::Result<Summary> {
-    let screen = term::Screen::enter().context("setting up the terminal")?;
-    let terminal =
-        Terminal::new(CrosstermBackend::new(io::stdout())).context("setting up the terminal")?;
-    let short_ns = args.short.short.as_nanos().try_into().unwrap_or(u64::MAX);
-    let view = Live {
-        app: App::new(short_ns),
-        terminal,
-        keys: None,
-        failed: None,
-    };
-    let plan = Plan {
-        common: args.common,
-        mode: Mode::Watch,
-        // Existing sockets feed the panes, with their owners.
-        snapshot: true,
-        existing: Dump::All,
-        track_limit: 1 << 18,
-        tw_poll: Duration::from_secs(1),
-        interval: Some(DRAW_EVERY),
-        view: View::Live(Box::new(view)),
-        output: Some(Box::new(io::sink())),
-        header: None,
-        log_to: LogTo::default(),
-    };
-    let summary = watch::run(plan).await;
-    drop(screen);
-    summary
-}
+use crate::{output::Render, track::Record};
 
 /// The App on a real terminal, reading keys as they come.
-struct Live {
+pub struct Live {
     app: App,
     terminal: Terminal<CrosstermBackend<Stdout>>,
     /// The keys, once the loop first asks for them: crossterm reads them
@@ -82,6 +37,17 @@ struct Live {
 }
 
 impl Live {
+    /// The view on standard output; `short_ns`: what counts as a short
+    /// connection.
+    pub fn new(short_ns: u64) -> io::Result<Live> {
+        Ok(Live {
+            app: App::new(short_ns),
+            terminal: Terminal::new(CrosstermBackend::new(io::stdout()))?,
+            keys: None,
+            failed: None,
+        })
+    }
+
     fn draw(&mut self) {
         let Live { app, terminal, .. } = self;
         if let Err(err) = terminal.draw(|frame| ui::render(app, frame)) {

@@ -13,11 +13,15 @@ use anyhow::Context as _;
 
 use crate::{
     cli::RecordArgs,
+    cmd::{
+        live::{self, View},
+        watch,
+    },
     input::Header,
-    watch::{Plan, View},
+    summary::Summary,
 };
 
-pub fn plan(args: RecordArgs) -> anyhow::Result<Plan> {
+pub async fn run(args: RecordArgs) -> anyhow::Result<Summary> {
     let file = create(&args.file, args.force)
         .with_context(|| format!("cannot create {}", args.file.display()))?;
     let header = Header {
@@ -29,11 +33,11 @@ pub fn plan(args: RecordArgs) -> anyhow::Result<Plan> {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         filters: args.watch.common.filter.describe(),
     };
-    let mut plan = Plan::watch(args.watch);
+    let mut plan = watch::plan(args.watch);
     plan.view = View::Json;
     plan.output = Some(Box::new(BufWriter::with_capacity(1 << 20, file)));
     plan.header = Some(header.line());
-    Ok(plan)
+    live::stream(plan).await
 }
 
 /// Creates `path` 0600 (refusing an existing one unless `force`), never

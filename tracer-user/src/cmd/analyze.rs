@@ -19,11 +19,11 @@ use crate::{
     },
     cli::{AnalyzeArgs, Report},
     clock::Clock,
+    cmd::record,
     host,
     input::{LineError, Reader},
     output::{ListenersView, Palette, Render, TimewaitView, lifecycles, summary_line},
     plot::{self, Bar, Series},
-    record,
     summary::Summary,
     track::Record,
     writer::write_out,
@@ -285,7 +285,7 @@ impl Analysis {
                 settings: Settings {
                     top: args.timewait.top as usize,
                     threshold_pct: args.timewait.threshold,
-                    per_request_rate: crate::tallies::PER_REQUEST_RATE,
+                    per_request_rate: crate::cmd::timewait::PER_REQUEST_RATE,
                 },
                 next_ns: 0,
                 reports: Vec::new(),
@@ -362,7 +362,7 @@ mod tests {
 
     /// The charts of the recording in fixtures/ (see fixtures/README.md).
     fn charts(report: Report) -> Charts {
-        let recording = include_str!("../fixtures/listeners-and-churn.jsonl");
+        let recording = include_str!("../../fixtures/listeners-and-churn.jsonl");
         let mut charts = Charts::new(report, std::time::Duration::from_secs(1));
         for record in Reader::new(BufReader::new(recording.as_bytes())) {
             charts.observe(&record.expect("a valid line"));

@@ -1,6 +1,5 @@
-//! Process details from /proc and cgroupfs: who holds a socket (as `ss -p`
-//! finds out), for sockets that predate us; and which cgroup (and
-//! container) a cgroup id names.
+//! cgroups: which cgroup (and container) a cgroup id names, and where a
+//! private cgroup namespace's root is in the hierarchy.
 //!
 //! cgroup paths are the hierarchy's, below its root (what `cgroup` in the
 //! JSON shows), also where socktrace runs in a private cgroup namespace (a
@@ -8,7 +7,6 @@
 //! (`/../../kubepods.slice/...` for a process outside it), which
 //! [`CgroupNs`] finds in the hierarchy.
 use std::{
-    collections::HashMap,
     fs,
     ops::ControlFlow,
     os::unix::fs::MetadataExt,
@@ -19,142 +17,20 @@ use std::{
 
 use rustc_hash::FxHashMap;
 
-use crate::event::{Comm, Owner, OwnerSource};
-
-/// Owners of every socket inode some process has open. Where several
-/// processes share one (after fork), the lowest pid wins.
-#[derive(Debug, Default)]
-pub struct SocketOwners {
-    pub by_inode: HashMap<u32, Owner>,
-    /// Processes whose descriptors we may not read (reading another
-    /// process's /proc/PID/fd takes CAP_SYS_PTRACE, and CAP_DAC_READ_SEARCH
-    /// when it is another user's): their sockets' owners stay unknown.
-    pub denied: Vec<u32>,
-}
-
-/// With `cgroup_root`, the root of the cgroup v2 hierarchy, owners carry
-/// their cgroup ids.
-pub fn socket_owners(cgroup_root: Option<&Path>) -> SocketOwners {
-    let mut owners = SocketOwners::default();
-    let cgroups = cgroup_root.and_then(|root| {
-        let own = fs::read_to_string("/proc/self/cgroup").ok()?;
-        let ns = CgroupNs::find(root, &own, std::process::id())?;
-        Some((root, ns))
-    });
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return owners;
-    };
-    let mut pids: Vec<u32> = procs
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect();
-    pids.sort_unstable();
-    // A process exiting meanwhile may refuse us too: that is no denial.
-    let denied = |pid: u32, err: &std::io::Error| {
-        err.kind() == std::io::ErrorKind::PermissionDenied && alive(pid)
-    };
-    for pid in pids {
-        let fds = match fs::read_dir(format!("/proc/{pid}/fd")) {
-            Ok(fds) => fds,
-            Err(err) => {
-                if denied(pid, &err) {
-                    owners.denied.push(pid);
-                }
-                continue; // gone, a kernel thread, or not ours to read
-            }
-        };
-        let mut owner = None;
-        for fd in fds.flatten() {
-            let target = match fs::read_link(fd.path()) {
-                Ok(target) => target,
-                Err(err) if denied(pid, &err) => {
-                    owners.denied.push(pid);
-                    break; // the same for every descriptor of this process
-                }
-                Err(_) => continue, // closed meanwhile
-            };
-            let Some(inode) = socket_inode(&target.to_string_lossy()) else {
-                continue;
-            };
-            let owner = owner.get_or_insert_with(|| process(pid, cgroups.as_ref()));
-            owners
-                .by_inode
-                .entry(inode)
-                .or_insert_with(|| owner.clone());
-        }
-    }
-    owners
-}
-
-/// Whether `pid` still runs (not gone, not a zombie).
-fn alive(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        // "PID (COMM) STATE ...": COMM may hold spaces and parentheses.
-        let state = stat
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.chars().next());
-        !matches!(state, None | Some('Z' | 'X' | 'x'))
-    })
-}
-
-/// `socket:[12345]` -> 12345
-fn socket_inode(link: &str) -> Option<u32> {
-    link.strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
-}
-
-/// `pid`'s command name, as /proc shows it ("" once it is gone).
-pub fn comm(pid: u32) -> String {
-    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    comm.trim_end_matches('\n').to_string()
-}
-
-fn process(pid: u32, cgroups: Option<&(&Path, CgroupNs)>) -> Owner {
-    let comm = comm(pid);
-    let mut raw = [0u8; 16];
-    let comm = comm.as_bytes();
-    let n = comm.len().min(15);
-    raw[..n].copy_from_slice(&comm[..n]);
-    let uid = fs::metadata(format!("/proc/{pid}"))
-        .map(|m| m.uid())
-        .unwrap_or_default();
-    Owner {
-        pid,
-        tid: pid,
-        uid,
-        comm: Comm::new(&raw),
-        cgroup_id: cgroups.map_or(0, |(root, ns)| cgroup_id(pid, root, ns)),
-        cgroup: None,
-        source: OwnerSource::Cached,
-    }
-}
-
-/// The cgroup v2 id of `pid`: the inode number of its cgroup directory
-/// below `root`.
-fn cgroup_id(pid: u32, root: &Path, ns: &CgroupNs) -> u64 {
-    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-        return 0;
-    };
-    NsPath::parse(&text)
-        .and_then(|path| ns.resolve(&path))
-        .and_then(|path| fs::metadata(root.join(path)).ok())
-        .map_or(0, |m| m.ino())
-}
+use crate::event::{Cgroup, Owner};
 
 /// A cgroup v2 path as /proc/PID/cgroup shows it: relative to the reader's
 /// cgroup namespace's root, first climbing `ups` levels above it when the
 /// cgroup is not inside it (`/../../a/b`).
 #[derive(Debug, PartialEq, Eq)]
-struct NsPath<'a> {
+pub(super) struct NsPath<'a> {
     ups: usize,
     names: Vec<&'a str>,
 }
 
 impl NsPath<'_> {
     /// From the text of /proc/PID/cgroup (its `0::` line).
-    fn parse(text: &str) -> Option<NsPath<'_>> {
+    pub(super) fn parse(text: &str) -> Option<NsPath<'_>> {
         let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
         let path = path.strip_prefix('/')?;
         let mut parts = path.split('/').filter(|p| !p.is_empty()).peekable();
@@ -172,7 +48,7 @@ impl NsPath<'_> {
 /// /proc/PID/cgroup paths are relative to. The hierarchy's root itself,
 /// unless socktrace runs in a private cgroup namespace.
 #[derive(Debug, PartialEq, Eq)]
-struct CgroupNs {
+pub(super) struct CgroupNs {
     /// Its depth below the hierarchy's root.
     depth: usize,
     /// The first components of its path, as far as known (all of them,
@@ -184,7 +60,7 @@ impl CgroupNs {
     /// Finds it from our own cgroup: `own` (our /proc/self/cgroup) says
     /// where we are relative to it; the cgroup below `root` whose
     /// `cgroup.procs` lists `pid` says where that is in the hierarchy.
-    fn find(root: &Path, own: &str, pid: u32) -> Option<CgroupNs> {
+    pub(super) fn find(root: &Path, own: &str, pid: u32) -> Option<CgroupNs> {
         let own = NsPath::parse(own)?;
         let pid = pid.to_string();
         let lists_us = |dir: &Path| {
@@ -215,7 +91,7 @@ impl CgroupNs {
     }
 
     /// `path`'s path below the hierarchy's root, if it can be known.
-    fn resolve(&self, path: &NsPath<'_>) -> Option<PathBuf> {
+    pub(super) fn resolve(&self, path: &NsPath<'_>) -> Option<PathBuf> {
         let kept = self.depth.checked_sub(path.ups)?;
         let above = self.known.get(..kept)?;
         Some(
@@ -226,14 +102,6 @@ impl CgroupNs {
                 .collect(),
         )
     }
-}
-
-/// A cgroup: its path below the cgroup v2 root and the container it is,
-/// when the path names one.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cgroup {
-    pub path: Arc<str>,
-    pub container: Option<Arc<str>>,
 }
 
 /// cgroup ids (the inode numbers of cgroup v2 directories) to cgroups,
@@ -331,21 +199,6 @@ pub fn container_id(path: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exiting_processes_are_not_alive() {
-        assert!(alive(std::process::id()));
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        // Exited, not yet reaped: a zombie.
-        let until = Instant::now() + Duration::from_secs(5);
-        while alive(pid) {
-            assert!(Instant::now() < until, "`true` did not exit");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        child.wait().unwrap();
-        assert!(!alive(pid));
-    }
 
     #[test]
     fn container_ids_of_common_runtimes() {
@@ -486,29 +339,5 @@ mod tests {
             "not listed anywhere"
         );
         fs::remove_dir_all(&root).unwrap();
-    }
-
-    #[test]
-    fn parses_socket_links() {
-        assert_eq!(socket_inode("socket:[4026532]"), Some(4026532));
-        assert_eq!(socket_inode("pipe:[12]"), None);
-        assert_eq!(socket_inode("/dev/null"), None);
-    }
-
-    #[test]
-    fn finds_our_own_socket() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let local = listener.local_addr().unwrap();
-        let mut inode = 0;
-        crate::diag::for_each(crate::diag::Dump::All, |s| {
-            if s.local == local {
-                inode = s.inode;
-            }
-        })
-        .unwrap();
-        let owners = socket_owners(None);
-        let me = &owners.by_inode[&inode];
-        assert_eq!(me.pid, std::process::id());
-        assert_eq!(me.source, OwnerSource::Cached);
     }
 }

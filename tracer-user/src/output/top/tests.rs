@@ -23,7 +23,7 @@ use crate::{
 
 const S: u64 = 1_000_000_000;
 const MS: u64 = 1_000_000;
-const RECORDING: &str = include_str!("../../fixtures/listeners-and-churn.jsonl");
+const RECORDING: &str = include_str!("../../../fixtures/listeners-and-churn.jsonl");
 /// 2026-11-25T17:26:52Z, in the recording's clock (wall time): the second
 /// after its last connection ended in TIME_WAIT.
 const AFTER_CHURN: u64 = 1_795_627_612 * S;

@@ -12,23 +12,23 @@ use aya::maps::{MapData, PerCpuHashMap};
 use rustc_hash::FxHashMap;
 use tokio::time::{MissedTickBehavior, interval};
 use tracer_common::{
-    AF_INET, KIND_TALLY, ROLE_CLIENT, ROLE_SERVER, TALLIES_CAPACITY, Tally, TallyKey, TallyRecord,
+    AF_INET, ROLE_CLIENT, ROLE_SERVER, TALLIES_CAPACITY, Tally, TallyKey, TallyRecord,
 };
 
 use crate::{
     analysis::timewait::{Counted, Dest, Host, Key, Report, Role, Settings, Timewait, Totals},
     cli::TimewaitArgs,
-    clock::Clock,
-    diag::{self, Dump},
-    event::Comm,
+    cmd::live::{DRAIN_EVERY, Session, announce_denied_owners},
+    event::{self, Comm, Kind},
     filter::Filter,
-    host,
+    host::{
+        self,
+        diag::{self, Dump},
+        proc,
+    },
     metrics::{Metrics, TimewaitRow},
     output::{Palette, TimewaitView, summary_line},
-    privileges,
-    probe::{Mode, Options, Probe, Tallies},
-    proc,
-    session::{self, Stop},
+    probe::{Mode, Tallies},
     source::Source,
     summary::Summary,
     writer::write_out,
@@ -40,63 +40,46 @@ pub const PER_REQUEST_RATE: u32 = 10;
 
 pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
     let report = args.report;
-    let Probe {
-        programs,
-        ring,
-        counters,
-        tallies,
-        logger: _logger,
-        mounted_tracefs,
-        degraded,
-        attach_time,
-    } = Probe::attach(&Options {
-        wakeup_bytes: crate::watch::WAKEUP_BYTES,
-        filter: args.common.filter.kernel(),
-        verbose: args.common.verbose,
-        mode: Mode::Timewait {
-            short: report.short.short,
-        },
-    })?;
-    let mut tallies = match tallies.context("the kernel object has no TALLIES map")? {
-        Tallies::Map(map) => Counts::Map(map),
-        Tallies::Ring => Counts::Ring(RingTallies::default()),
+    let common = &args.common;
+    let mode = Mode::Timewait {
+        short: report.short.short,
     };
     // Nothing else is streamed in this mode.
-    let mut source = Source::new(ring, counters).context("opening the kernel counters")?;
-    session::announce(mounted_tracefs, &degraded, args.common.nice);
-    let (metrics, server) = session::serve_metrics(args.common.metrics).await?;
-    let clock = Clock::system();
+    let mut session = Session::attach(common, mode, "opening the kernel counters").await?;
+    let mut tallies = match session.tallies.take() {
+        Some(Tallies::Map(map)) => Counts::Map(map),
+        Some(Tallies::Ring) => Counts::Ring(RingTallies::default()),
+        None => anyhow::bail!("the kernel object has no TALLIES map"),
+    };
+    let clock = session.clock;
     let host = host::settings();
-    let start = clock.mono_now();
-    let filter = &args.common.filter;
     // Our network namespace, what the kernel's keys carry: read once.
     let netns = diag::own_netns();
-    let before = existing(&host, netns, filter).context("sock_diag dump of TIME_WAIT")?;
+    let before = existing(&host, netns, &common.filter).context("sock_diag dump of TIME_WAIT")?;
     let servers = listeners().context("sock_diag dump of listeners")?;
-    let mut analysis = Timewait::new(
-        Settings {
-            top: report.top as usize,
-            threshold_pct: report.threshold,
-            per_request_rate: PER_REQUEST_RATE,
-        },
+    let settings = Settings {
+        top: report.top as usize,
+        threshold_pct: report.threshold,
+        per_request_rate: PER_REQUEST_RATE,
+    };
+    let mut live = Live {
+        analysis: Timewait::new(settings, host, clock.mono_now(), before),
+        view: TimewaitView::new(
+            clock,
+            common.json,
+            Palette::for_stdout(common.color, common.json),
+        ),
         host,
-        start,
-        before,
-    );
-    let palette = Palette::for_stdout(args.common.color, args.common.json);
-    let mut view = TimewaitView::new(clock, args.common.json, palette);
-    privileges::drop_all(args.common.user.as_deref())?;
-    say!(
-        "socktrace: attached in {} ms; Ctrl-C to stop",
-        attach_time.as_millis()
-    );
-    let mut stop = Stop::new(args.common.duration)?;
+        netns,
+        servers,
+    };
+    let mut stop = session.ready(common.user.as_deref(), common.duration)?;
     let mut tick = interval(report.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tick.reset();
     // Counts sent through the ring are taken often enough that it never
     // fills between reports.
-    let mut drain = interval(crate::watch::DRAIN_EVERY);
+    let mut drain = interval(DRAIN_EVERY);
     let mut out = String::new();
     let mut stdout = io::stdout().lock();
     loop {
@@ -104,41 +87,26 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
             _ = stop.wait() => break,
             _ = tick.tick() => {}
             _ = drain.tick(), if matches!(tallies, Counts::Ring(_)) => {
-                tallies.take(&mut source);
+                tallies.take(&mut session.source);
                 continue;
             }
         }
-        let in_use = in_use(&host, netns, filter).context("sock_diag dump")?;
-        let now = clock.mono_now();
-        tallies.take(&mut source);
-        let mut counted = tallies.read()?;
-        own_by_listener(&mut counted, &servers);
-        // The kernel checked ports and family and the owners it knew.
-        counted.retain(|c| filter.matches_row(c.key.pid, &c.comm, c.key.local, c.key.remote));
-        let mut r = analysis.tick(now, &counted, &in_use, host::time_wait_count());
-        r.missed = source.skipped_runs(&programs);
-        if let Some(metrics) = &metrics {
-            export(metrics, &r, &source)?;
-        }
-        view.report(&r, &mut out);
+        live.report(&mut session, &mut tallies, &common.filter, &mut out)?;
         if !write_out(&mut stdout, &mut out)? {
             break; // stdout closed (`| head`): stop quietly.
         }
         crate::stderr::flush();
     }
-    let missed = source.skipped_runs(&programs);
-    drop(programs);
-    if let Some(server) = server {
-        server.abort();
-    }
+    let missed = session.detach();
+    session.stop_serving();
     let mut summary = Summary::default();
-    summary.kernel = source.counters();
+    summary.kernel = session.source.counters();
     if let Counts::Ring(ring) = &tallies {
         summary.kernel.tally_overflow += ring.overflow;
     }
     summary.kernel.recursion_misses = missed;
-    summary.time_waits = analysis.entries_by_place();
-    if args.common.json {
+    summary.time_waits = live.analysis.entries_by_place();
+    if common.json {
         let time = crate::clock::rfc3339(clock, clock.mono_now());
         summary_line(&summary, &time, &mut out);
         if let Err(err) = write_out(&mut stdout, &mut out) {
@@ -147,6 +115,44 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
         }
     }
     Ok(summary)
+}
+
+/// The analysis of a live run and what it reads at each report.
+struct Live {
+    analysis: Timewait,
+    view: TimewaitView,
+    host: Host,
+    netns: u32,
+    /// Owners of the listeners that existed at start, by port.
+    servers: FxHashMap<u16, (u32, String)>,
+}
+
+impl Live {
+    /// One interval's report into `out` (and the exporter).
+    fn report(
+        &mut self,
+        session: &mut Session,
+        tallies: &mut Counts,
+        filter: &Filter,
+        out: &mut String,
+    ) -> anyhow::Result<()> {
+        let in_use = in_use(&self.host, self.netns, filter).context("sock_diag dump")?;
+        let now = session.clock.mono_now();
+        tallies.take(&mut session.source);
+        let mut counted = tallies.read()?;
+        own_by_listener(&mut counted, &self.servers);
+        // The kernel checked ports and family and the owners it knew.
+        counted.retain(|c| filter.matches_row(c.key.pid, &c.comm, c.key.local, c.key.remote));
+        let mut r = self
+            .analysis
+            .tick(now, &counted, &in_use, host::time_wait_count());
+        r.missed = session.skipped_runs();
+        if let Some(metrics) = &session.metrics {
+            export(metrics, &r, &session.source)?;
+        }
+        self.view.report(&r, out);
+        Ok(())
+    }
 }
 
 /// Feeds one interval's report to the Prometheus exporter.
@@ -269,8 +275,10 @@ fn add(totals: &mut Totals, t: &Tally) {
 
 /// A ring record of one counted connection end; `None` for anything else.
 fn tally_record(bytes: &[u8]) -> Option<TallyRecord> {
-    let r: TallyRecord = crate::event::read(bytes)?;
-    (r.header.kind == KIND_TALLY && bytes.len() == size_of::<TallyRecord>()).then_some(r)
+    match event::kind_of(bytes) {
+        Ok((_, Kind::Tally)) => event::read(bytes),
+        _ => None,
+    }
 }
 
 fn key(raw: &TallyKey) -> Key {
@@ -299,7 +307,7 @@ fn key(raw: &TallyKey) -> Key {
 /// they accept carry no owner in the kernel (we did not see them listen).
 fn listeners() -> io::Result<FxHashMap<u16, (u32, String)>> {
     let owners = proc::socket_owners(None);
-    session::announce_denied_owners(&owners.denied);
+    announce_denied_owners(&owners.denied);
     let mut by_port = FxHashMap::default();
     diag::for_each(Dump::Listeners, |s| {
         if let Some(owner) = owners.by_inode.get(&s.inode) {

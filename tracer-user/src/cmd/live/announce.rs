@@ -1,4 +1,4 @@
-//! What every live mode does around its loop: say how attaching went, set
+//! Around a live loop: say how attaching went, set
 //! the reader's priority, and know when to stop (Ctrl-C, SIGTERM,
 //! `--duration`).
 use std::{io, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
@@ -33,9 +33,9 @@ pub fn announce(mounted_tracefs: bool, degraded: &[String], nice: i32) {
 }
 
 /// Says when the owners of sockets that predate us could not all be
-/// read (see [`crate::proc::SocketOwners::denied`]).
+/// read (see [`crate::host::proc::SocketOwners::denied`]).
 pub fn announce_denied_owners(pids: &[u32]) {
-    if let Some(line) = denied_owners_line(pids, crate::proc::comm) {
+    if let Some(line) = denied_owners_line(pids, crate::host::proc::comm) {
         say!("{line}");
     }
 }

@@ -59,7 +59,7 @@ pub fn for_each(which: Dump, mut f: impl FnMut(DiagSocket)) -> io::Result<()> {
         (AF_INET, SocketId::new_v4()),
         (AF_INET6, SocketId::new_v6()),
     ] {
-        request(&socket, family, states, id)?;
+        request(&socket, family, states.clone(), id)?;
         receive(&socket, &mut f)?;
     }
     Ok(())

@@ -1,0 +1,133 @@
+//! What every live mode shares, written once: attach the kernel programs,
+//! announce what that did, serve metrics, drop privileges and say we are
+//! ready, know when to stop, detach. [`stream`] is the loop of the modes
+//! that stream records (`watch`, `listeners`, `record`, `top`);
+//! `timewait` runs its own loop between [`Session::attach`] and
+//! [`Session::detach`].
+mod announce;
+mod stream;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use aya_log::EbpfLogger;
+use tokio::task::JoinHandle;
+
+pub use self::{
+    announce::{Stop, announce_denied_owners},
+    stream::{LogTo, Plan, TRACK_LIMIT, TW_POLL, View, stream},
+};
+use crate::{
+    cli::Common,
+    clock::Clock,
+    metrics::Metrics,
+    privileges,
+    probe::{Mode, Options, Probe, Tallies},
+    source::{KernelCounters, Source},
+};
+
+/// How often the reader drains the ring without being woken: the most a
+/// quiet event waits before it is shown.
+pub const DRAIN_EVERY: Duration = Duration::from_millis(10);
+/// The kernel wakes the reader early once this much is waiting.
+pub const WAKEUP_BYTES: u64 = 256 << 10;
+
+/// An attached run: the programs, their ring and counters, and what
+/// serves the user besides the output.
+pub struct Session {
+    /// The loaded programs; `None` once detached.
+    programs: Option<aya::Ebpf>,
+    pub source: Source,
+    /// `Mode::Timewait`'s counters.
+    pub tallies: Option<Tallies>,
+    logger: Option<EbpfLogger<&'static dyn log::Log>>,
+    pub metrics: Option<Arc<Metrics>>,
+    server: Option<JoinHandle<()>>,
+    attach_time: Duration,
+    pub clock: Clock,
+}
+
+impl Session {
+    /// Loads and attaches the programs for `mode`, says what that did,
+    /// sets the niceness and starts the metrics server. `reading` names
+    /// what the ring is for, should it fail to open.
+    pub async fn attach(common: &Common, mode: Mode, reading: &str) -> anyhow::Result<Session> {
+        let Probe {
+            programs,
+            ring,
+            counters,
+            tallies,
+            logger,
+            mounted_tracefs,
+            degraded,
+            attach_time,
+        } = Probe::attach(&Options {
+            wakeup_bytes: WAKEUP_BYTES,
+            filter: common.filter.kernel(),
+            mode,
+            verbose: common.verbose,
+        })?;
+        let source = Source::new(ring, counters).with_context(|| reading.to_string())?;
+        announce::announce(mounted_tracefs, &degraded, common.nice);
+        let (metrics, server) = announce::serve_metrics(common.metrics).await?;
+        Ok(Session {
+            programs: Some(programs),
+            source,
+            tallies,
+            logger,
+            metrics,
+            server,
+            attach_time,
+            clock: Clock::system(),
+        })
+    }
+
+    /// Drops privileges (to `--user`), says we are ready (tests and people
+    /// may act on sockets from now on) and returns what says when to stop
+    /// (`--duration`, Ctrl-C, SIGTERM).
+    pub fn ready(&self, user: Option<&str>, duration: Option<Duration>) -> anyhow::Result<Stop> {
+        privileges::drop_all(user)?;
+        say!(
+            "socktrace: attached in {} ms; Ctrl-C to stop",
+            self.attach_time.as_millis()
+        );
+        Ok(Stop::new(duration)?)
+    }
+
+    /// Collects the kernel programs' log lines (`--verbose`).
+    pub fn flush_log(&mut self) {
+        if let Some(logger) = self.logger.as_mut() {
+            logger.flush();
+        }
+    }
+
+    /// Events lost to runs the kernel skipped (see
+    /// [`Source::skipped_runs`]); 0 once detached.
+    pub fn skipped_runs(&self) -> u64 {
+        self.programs
+            .as_ref()
+            .map_or(0, |programs| self.source.skipped_runs(programs))
+    }
+
+    /// The kernel's loss counters now.
+    pub fn losses(&self) -> KernelCounters {
+        let mut counters = self.source.counters();
+        counters.recursion_misses = self.skipped_runs();
+        counters
+    }
+
+    /// Detaches the programs so nothing new arrives (what is in the ring
+    /// stays to be drained); returns the runs skipped until now.
+    pub fn detach(&mut self) -> u64 {
+        let missed = self.skipped_runs();
+        self.programs = None;
+        missed
+    }
+
+    /// Stops serving metrics.
+    pub fn stop_serving(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! The streaming modes' run (`watch`, `listeners`, `record`, `top`):
+//! attach, snapshot what exists, then ring -> [`Pipeline`] -> output until
+//! stopped; then detach, drain what is left and summarise.
+use std::{io::Write, time::Duration};
+
+use anyhow::Context as _;
+use rustc_hash::FxHashSet;
+use tokio::time::{Interval, MissedTickBehavior, interval};
+
+use super::{DRAIN_EVERY, Session, Stop};
+use crate::{
+    analysis::listeners::Listeners,
+    cli::Common,
+    clock::{self, Clock},
+    event::SockId,
+    host,
+    host::diag::Dump,
+    logsink::{Journal, Sink, Syslog},
+    output::{Json, ListenersView, Palette, Render, Text, TextMode, summary_line},
+    pipeline::{Pipeline, Taps},
+    probe::Mode,
+    source::KernelCounters,
+    summary::Summary,
+    writer::Output,
+};
+
+/// How often loss counters are checked and kernel log lines collected.
+const STATS_EVERY: Duration = Duration::from_secs(1);
+/// The most connections followed at once, unless `--track-limit` says.
+pub const TRACK_LIMIT: u32 = 1 << 18;
+/// How often ended TIME_WAITs are looked for, unless `--tw-poll` says.
+pub const TW_POLL: Duration = Duration::from_secs(1);
+
+/// What to stream, how to show it and where.
+pub struct Plan {
+    pub common: Common,
+    pub mode: Mode,
+    /// Print the sockets that exist at start (`--snapshot`).
+    pub snapshot: bool,
+    /// Which existing sockets to learn at start.
+    pub existing: Dump,
+    pub track_limit: usize,
+    pub tw_poll: Duration,
+    /// Call the view's periodic report this often.
+    pub interval: Option<Duration>,
+    pub view: View,
+    /// Where lines go (`record`'s file); stdout when `None`.
+    pub output: Option<Box<dyn Write>>,
+    /// A first line before anything else (`record`'s header).
+    pub header: Option<String>,
+    /// Also log each record to the journal and/or syslog.
+    pub log_to: LogTo,
+}
+
+impl Plan {
+    /// Every event as text on stdout, learning every existing socket,
+    /// with the default limits: what each mode starts from.
+    pub fn live_defaults(common: Common) -> Plan {
+        Plan {
+            common,
+            mode: Mode::Watch,
+            snapshot: false,
+            existing: Dump::All,
+            track_limit: TRACK_LIMIT as usize,
+            tw_poll: TW_POLL,
+            interval: None,
+            view: View::Text(TextMode::Events),
+            output: None,
+            header: None,
+            log_to: LogTo::default(),
+        }
+    }
+}
+
+/// `--journal`, `--syslog`.
+#[derive(Clone, Debug, Default)]
+pub struct LogTo {
+    pub journal: bool,
+    /// The syslog socket.
+    pub syslog: Option<std::path::PathBuf>,
+}
+
+/// How records are shown.
+pub enum View {
+    Text(TextMode),
+    Json,
+    /// `listeners`: lines when listeners open and close, then a table.
+    Listeners {
+        short: Duration,
+        json: bool,
+    },
+    /// A view that draws itself and reads keys (`top`).
+    Live(Box<dyn Render>),
+}
+
+impl View {
+    fn is_json(&self) -> bool {
+        matches!(self, View::Json | View::Listeners { json: true, .. })
+    }
+
+    fn render(self, clock: Clock, palette: Palette) -> Box<dyn Render> {
+        match self {
+            View::Json => Box::new(Json::new(clock)),
+            View::Text(mode) => Box::new(Text::new(clock, mode, palette)),
+            View::Listeners { short, json } => Box::new(ListenersView::new(
+                clock,
+                Listeners::new(short.as_nanos().try_into().unwrap_or(u64::MAX)),
+                json,
+                palette,
+            )),
+            View::Live(view) => view,
+        }
+    }
+}
+
+/// One streaming run, start to summary.
+pub async fn stream(plan: Plan) -> anyhow::Result<Summary> {
+    let session = Session::attach(&plan.common, plan.mode, "watching the ring buffer").await?;
+    let (user, duration) = (plan.common.user.clone(), plan.common.duration);
+    let clock = session.clock;
+    let json = plan.view.is_json();
+    let mut render = plan
+        .view
+        .render(clock, Palette::for_stdout(plan.common.color, json));
+    let mut out = match plan.output {
+        Some(writer) => Output::new(writer),
+        None => Output::stdout(),
+    };
+    let taps = Taps {
+        metrics: session.metrics.clone(),
+        sinks: sinks(&plan.log_to)?,
+    };
+    let netns = crate::host::diag::own_netns();
+    let cgroups = host::Cgroups::new(crate::probe::cgroup_v2_root());
+    let mut pipeline = Pipeline::new(plan.track_limit, taps, plan.common.filter, cgroups, netns);
+    if let Some(header) = plan.header {
+        out.buf.push_str(&header);
+        out.buf.push('\n');
+    }
+    render.preamble(&mut out.buf);
+    // After attaching, so a socket opened meanwhile is in one or the other.
+    let existing = host::snapshot(
+        plan.existing,
+        |local, remote| pipeline.filter.may_match_socket(local, remote),
+        super::announce_denied_owners,
+    )
+    .context("snapshot of existing sockets (sock_diag)")?;
+    pipeline.preload(
+        existing,
+        clock.mono_now(),
+        plan.snapshot,
+        render.as_mut(),
+        &mut out,
+    );
+    let stop = session.ready(user.as_deref(), duration)?;
+    let ticks = Ticks::new(plan.tw_poll, plan.interval);
+    let mut run = Run {
+        session,
+        pipeline,
+        render,
+        out,
+        reported: KernelCounters::default(),
+        present: FxHashSet::default(),
+    };
+    run.run(stop, ticks).await?;
+    run.finish(json)
+}
+
+/// The journal and syslog sinks `--journal` and `--syslog` asked for.
+fn sinks(log_to: &LogTo) -> anyhow::Result<Vec<Box<dyn Sink>>> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if log_to.journal {
+        sinks.push(Box::new(Journal));
+    }
+    if let Some(socket) = &log_to.syslog {
+        sinks.push(Box::new(Syslog::open(socket).map_err(anyhow::Error::msg)?));
+    }
+    Ok(sinks)
+}
+
+/// The loop's timers.
+struct Ticks {
+    drain: Interval,
+    stats: Interval,
+    tw: Interval,
+    /// The view's periodic report; never, unless asked for.
+    report: Interval,
+}
+
+impl Ticks {
+    fn new(tw_poll: Duration, report_every: Option<Duration>) -> Ticks {
+        let delayed = |period| {
+            let mut tick = interval(period);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            tick
+        };
+        let mut report = delayed(report_every.unwrap_or(Duration::from_secs(1 << 30)));
+        report.reset();
+        Ticks {
+            drain: delayed(DRAIN_EVERY),
+            stats: delayed(STATS_EVERY),
+            tw: delayed(tw_poll),
+            report,
+        }
+    }
+}
+
+/// A streaming run once ready: the session, its pipeline and output.
+struct Run {
+    session: Session,
+    pipeline: Pipeline,
+    render: Box<dyn Render>,
+    out: Output,
+    /// The loss counters last reported.
+    reported: KernelCounters,
+    /// The sockets the last dump listed (kept to reuse its memory).
+    present: FxHashSet<SockId>,
+}
+
+impl Run {
+    /// Until stopped, the user quits or the output is gone.
+    async fn run(&mut self, mut stop: Stop, mut ticks: Ticks) -> anyhow::Result<()> {
+        let clock = self.session.clock;
+        loop {
+            tokio::select! {
+                _ = stop.wait() => break,
+                stopped = std::future::poll_fn(|cx| self.render.poll_input(cx)) => {
+                    stopped?;
+                    break;
+                }
+                woken = self.session.source.woken() => woken.context("waiting on the ring buffer")?,
+                _ = ticks.drain.tick() => {}
+                _ = ticks.stats.tick() => {
+                    self.session.flush_log();
+                    let now = self.session.losses();
+                    self.report_losses(now);
+                }
+                _ = ticks.report.tick() => {
+                    self.drain();
+                    self.render.tick(clock.mono_now(), &mut self.out.buf);
+                }
+                _ = ticks.tw.tick() => {
+                    // Everything the kernel reported before the dump first, so
+                    // entries into TIME_WAIT are known when we look for ends.
+                    self.drain();
+                    self.poll_sockets(clock.mono_now())?;
+                }
+            }
+            self.drain();
+            self.out.flush();
+            crate::stderr::flush();
+            if self.out.closed {
+                break; // stdout closed (`| head`) or failed: stop.
+            }
+        }
+        Ok(())
+    }
+
+    /// Says what was lost since last said (see
+    /// [`Pipeline::report_losses`]).
+    fn report_losses(&mut self, now: KernelCounters) {
+        let mono_ns = self.session.clock.mono_now();
+        self.pipeline.report_losses(
+            self.reported,
+            now,
+            mono_ns,
+            self.render.as_mut(),
+            &mut self.out,
+        );
+        self.reported = now;
+    }
+
+    /// Detach first so nothing new arrives, then take what is left, say
+    /// what was lost, report and summarise.
+    fn finish(mut self, json: bool) -> anyhow::Result<Summary> {
+        let misses = self.session.detach();
+        self.drain();
+        self.pipeline.finish(self.render.as_mut(), &mut self.out);
+        self.session.flush_log();
+        let mut last = self.session.source.counters();
+        last.recursion_misses = misses;
+        self.report_losses(last);
+        let clock = self.session.clock;
+        self.render.finish(clock.mono_now(), &mut self.out.buf);
+        self.out.flush();
+        self.session.stop_serving();
+        let Run {
+            mut pipeline,
+            mut out,
+            ..
+        } = self;
+        pipeline.close_summary(last, out.dropped_total);
+        if json {
+            let time = clock::rfc3339(clock, clock.mono_now());
+            summary_line(&pipeline.summary, &time, &mut out.buf);
+        }
+        // A reader that is not reading now will not get the rest: counted.
+        out.finish();
+        pipeline.summary.output_dropped = out.dropped_total;
+        if let Some(err) = out.error.take() {
+            // Not all it saw could be written (a full disk): said after the
+            // summary of what it saw, and a failure.
+            say!("{}", pipeline.summary);
+            return Err(anyhow::Error::new(err).context("writing the output"));
+        }
+        Ok(pipeline.summary)
+    }
+
+    fn drain(&mut self) {
+        let Run {
+            session,
+            pipeline,
+            render,
+            out,
+            ..
+        } = self;
+        session
+            .source
+            .drain(|bytes| pipeline.record(bytes, render.as_mut(), out));
+    }
+
+    /// Asks sock_diag which sockets exist, if the pipeline follows any.
+    fn poll_sockets(&mut self, now: u64) -> anyhow::Result<()> {
+        if !self.pipeline.follows_sockets() {
+            return Ok(());
+        }
+        host::present_sockets(&mut self.present).context("sock_diag dump of all sockets")?;
+        self.pipeline
+            .reconcile(&self.present, now, self.render.as_mut(), &mut self.out);
+        Ok(())
+    }
+}

@@ -1,0 +1,260 @@
+//! The stages after the ring, one record at a time: raw bytes -> decode
+//! -> enrich (cgroups) -> track -> filter -> render and count. Nothing
+//! here reads the kernel or the host: the live loop hands it ring records
+//! and sock_diag's answers, and tests hand it recorded bytes.
+use std::sync::Arc;
+
+use rustc_hash::FxHashSet;
+
+use crate::{
+    event::{self, SockId, TcpState},
+    filter::Filter,
+    host::Cgroups,
+    logsink::{self, Sink},
+    metrics::Metrics,
+    output::Render,
+    source::KernelCounters,
+    summary::Summary,
+    track::{Known, Record, Tracker},
+    writer::Output,
+};
+
+/// Decode, track, filter and render, counting as we go.
+pub struct Pipeline {
+    cgroups: Cgroups,
+    tracker: Tracker,
+    pub summary: Summary,
+    records: Vec<Record>,
+    taps: Taps,
+    pub filter: Filter,
+    /// Our network namespace: what sock_diag dumps show.
+    netns: u32,
+}
+
+impl Pipeline {
+    /// `netns`: our network namespace, what sock_diag dumps show.
+    pub fn new(
+        track_limit: usize,
+        taps: Taps,
+        filter: Filter,
+        cgroups: Cgroups,
+        netns: u32,
+    ) -> Pipeline {
+        Pipeline {
+            cgroups,
+            tracker: Tracker::new(track_limit),
+            summary: Summary::default(),
+            records: Vec::new(),
+            taps,
+            filter,
+            netns,
+        }
+    }
+
+    /// Learns the sockets that existed at start (`now`), printing those
+    /// that pass the filter if `print` (`--snapshot`).
+    pub fn preload(
+        &mut self,
+        mut existing: Vec<Known>,
+        now: u64,
+        print: bool,
+        render: &mut dyn Render,
+        out: &mut Output,
+    ) {
+        for known in &mut existing {
+            self.cgroups.resolve(&mut known.owner);
+        }
+        // A TIME_WAIT socket's only record left is its end, with the owner
+        // it has now: no need to follow it (and poll for its end) if that
+        // cannot match.
+        let filter = &self.filter;
+        existing.retain(|k| k.state != TcpState::TimeWait || filter.matches_owner(&k.owner));
+        if print {
+            for known in &existing {
+                let record = Record::Existing(known.clone(), now);
+                if filter.matches(&record) {
+                    render.record(&record, &mut out.buf);
+                    out.flush_if_full();
+                }
+            }
+        }
+        self.tracker.preload(existing, now);
+    }
+
+    /// One raw ring record, through every stage.
+    pub fn record(&mut self, bytes: &[u8], render: &mut dyn Render, out: &mut Output) {
+        match event::decode(bytes) {
+            Ok(mut event) => {
+                self.cgroups.resolve(&mut event.owner);
+                self.tracker.observe(event, &mut self.records);
+                self.emit(render, out);
+            }
+            Err(err) => {
+                if self.summary.malformed == 0 {
+                    log::warn!("skipping malformed ring record: {err}");
+                }
+                self.summary.malformed += 1;
+            }
+        }
+    }
+
+    /// Every record of `records`, in order.
+    pub fn run<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a [u8]>,
+        render: &mut dyn Render,
+        out: &mut Output,
+    ) {
+        for bytes in records {
+            self.record(bytes, render, out);
+        }
+    }
+
+    /// Whether any socket is followed whose end only sock_diag can tell
+    /// (see [`Pipeline::reconcile`]).
+    pub fn follows_sockets(&self) -> bool {
+        !(self.tracker.is_empty() && self.tracker.timewaits.is_empty())
+    }
+
+    /// What the kernel sends no event for, from a sock_diag dump of our
+    /// network namespace: TIME_WAIT sockets that have ended, and followed
+    /// connections it no longer has (their close was missed; kept, they
+    /// would pile up to the tracking limit).
+    pub fn reconcile(
+        &mut self,
+        present: &FxHashSet<SockId>,
+        now: u64,
+        render: &mut dyn Render,
+        out: &mut Output,
+    ) {
+        let mut ended = Vec::new();
+        let tracker = &mut self.tracker;
+        tracker
+            .timewaits
+            .reconcile(present, now, self.netns, &mut ended);
+        tracker.forget_gone(present, now, self.netns);
+        self.records.extend(ended.into_iter().map(Record::Event));
+        self.emit(render, out);
+    }
+
+    /// At exit: TIME_WAITs we saw begin end by expiry (computed).
+    pub fn finish(&mut self, render: &mut dyn Render, out: &mut Output) {
+        let mut ended = Vec::new();
+        self.tracker.timewaits.expire_all(&mut ended);
+        self.records.extend(ended.into_iter().map(Record::Event));
+        self.emit(render, out);
+    }
+
+    fn emit(&mut self, render: &mut dyn Render, out: &mut Output) {
+        emit(
+            &mut self.records,
+            &mut self.summary,
+            &mut self.taps,
+            &self.filter,
+            render,
+            out,
+        );
+    }
+
+    /// Says what the kernel could not deliver since `before`: on stderr,
+    /// and as a `loss` record.
+    pub fn report_losses(
+        &mut self,
+        before: KernelCounters,
+        now: KernelCounters,
+        mono_ns: u64,
+        render: &mut dyn Render,
+        out: &mut Output,
+    ) {
+        if let Some(metrics) = &self.taps.metrics {
+            metrics.set_losses(&now, self.tracker.evicted);
+        }
+        let dropped = now.ring_drops - before.ring_drops;
+        let missed = now.recursion_misses - before.recursion_misses;
+        if dropped > 0 {
+            say!(
+                "socktrace: lost {dropped} events: ring buffer full ({} lost so far)",
+                now.ring_drops
+            );
+        }
+        if missed > 0 {
+            say!(
+                "socktrace: lost {missed} events: another BPF program was running \
+                 ({} lost so far)",
+                now.recursion_misses
+            );
+        }
+        if dropped > 0 || missed > 0 {
+            self.records.push(Record::Loss(now, mono_ns));
+            self.emit(render, out);
+        }
+    }
+}
+
+impl Pipeline {
+    /// The summary's totals at the end: the kernel's counters `kernel`,
+    /// the tracker's and `output_dropped` lines the output dropped.
+    pub fn close_summary(&mut self, kernel: KernelCounters, output_dropped: u64) {
+        self.summary.kernel = kernel;
+        self.summary.untracked = self.tracker.evicted;
+        self.summary.gone = self.tracker.gone;
+        self.summary.output_dropped = output_dropped;
+    }
+}
+
+/// Renders and counts those of `records` that pass `filter`, emptying it.
+fn emit(
+    records: &mut Vec<Record>,
+    summary: &mut Summary,
+    taps: &mut Taps,
+    filter: &Filter,
+    render: &mut dyn Render,
+    out: &mut Output,
+) {
+    for record in records.drain(..) {
+        if !filter.matches(&record) {
+            summary.filtered += 1;
+            continue;
+        }
+        let short_before = summary.short_listeners_total;
+        summary.count(&record);
+        taps.record(&record, summary, short_before);
+        render.record(&record, &mut out.buf);
+        out.flush_if_full();
+    }
+}
+
+/// Where records go besides the output: Prometheus metrics, the journal,
+/// syslog.
+pub struct Taps {
+    pub metrics: Option<Arc<Metrics>>,
+    pub sinks: Vec<Box<dyn Sink>>,
+}
+
+impl Taps {
+    fn record(&mut self, record: &Record, summary: &mut Summary, short_before: u64) {
+        if let Some(metrics) = &self.metrics {
+            metrics.observe(record);
+            if summary.short_listeners_total > short_before {
+                metrics.short_lived_listener();
+            }
+            metrics.set_listeners_open(summary.listeners_open());
+        }
+        if self.sinks.is_empty() {
+            return;
+        }
+        if let Some(entry) = logsink::entry(record) {
+            for sink in &mut self.sinks {
+                if let Err(err) = sink.send(&entry) {
+                    if summary.log_failed == 0 {
+                        log::warn!("cannot log an event: {err}");
+                    }
+                    summary.log_failed += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
