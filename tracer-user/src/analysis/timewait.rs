@@ -10,6 +10,7 @@ use std::{
 };
 
 use rustc_hash::FxHashMap;
+use tracer_common::{ROLE_CLIENT, ROLE_SERVER, service_port};
 
 use crate::{
     event::{Detail, SockId, TcpState},
@@ -29,6 +30,24 @@ pub enum Role {
 }
 
 impl Role {
+    /// From a tally key's `role` (`ROLE_*`, 0 unknown).
+    pub fn from_raw(raw: u8) -> Role {
+        match raw {
+            ROLE_CLIENT => Role::Client,
+            ROLE_SERVER => Role::Server,
+            _ => Role::Unknown,
+        }
+    }
+
+    /// The tally key's `role`: the inverse of [`Role::from_raw`].
+    pub fn raw(self) -> u8 {
+        match self {
+            Role::Client => ROLE_CLIENT,
+            Role::Server => ROLE_SERVER,
+            Role::Unknown => 0,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Role::Client => "client",
@@ -695,11 +714,7 @@ impl Feed {
                     role,
                     local: c.local.ip(),
                     remote: c.remote.ip(),
-                    port: if role == Role::Server {
-                        c.local.port()
-                    } else {
-                        c.remote.port()
-                    },
+                    port: service_port(role.raw(), c.local.port(), c.remote.port()),
                 };
                 let comm = c.owner.comm.as_str().into_owned();
                 let (name, t) = self

@@ -12,14 +12,14 @@ use aya::maps::{MapData, PerCpuHashMap};
 use rustc_hash::FxHashMap;
 use tokio::time::{MissedTickBehavior, interval};
 use tracer_common::{
-    AF_INET, ROLE_CLIENT, ROLE_SERVER, TALLIES_CAPACITY, Tally, TallyKey, TallyRecord,
+    AF_INET, RecordKind, TALLIES_CAPACITY, Tally, TallyKey, TallyRecord, service_port,
 };
 
 use crate::{
     analysis::timewait::{Counted, Dest, Host, Key, Report, Role, Settings, Timewait, Totals},
     cli::TimewaitArgs,
     cmd::live::{DRAIN_EVERY, Session, announce_denied_owners},
-    event::{self, Comm, Kind},
+    event::{self, Comm},
     filter::Filter,
     host::{
         self,
@@ -276,7 +276,7 @@ fn add(totals: &mut Totals, t: &Tally) {
 /// A ring record of one counted connection end; `None` for anything else.
 fn tally_record(bytes: &[u8]) -> Option<TallyRecord> {
     match event::kind_of(bytes) {
-        Ok((_, Kind::Tally)) => event::read(bytes),
+        Ok((_, RecordKind::Tally)) => event::read(bytes),
         _ => None,
     }
 }
@@ -292,11 +292,7 @@ fn key(raw: &TallyKey) -> Key {
     Key {
         netns: raw.netns,
         pid: raw.pid,
-        role: match raw.role {
-            ROLE_CLIENT => Role::Client,
-            ROLE_SERVER => Role::Server,
-            _ => Role::Unknown,
-        },
+        role: Role::from_raw(raw.role),
         local: ip(&raw.laddr),
         remote: ip(&raw.raddr),
         port: raw.port,
@@ -341,18 +337,18 @@ fn existing(host: &Host, netns: u32, filter: &Filter) -> io::Result<Vec<(Key, u6
         if !unowned || !filter.may_match_socket(&s.local, &s.remote) {
             return;
         }
-        let client = ephemeral(host, s.local.port());
+        let role = if ephemeral(host, s.local.port()) {
+            Role::Client
+        } else {
+            Role::Server
+        };
         let key = Key {
             netns,
             pid: 0,
-            role: if client { Role::Client } else { Role::Server },
+            role,
             local: s.local.ip(),
             remote: s.remote.ip(),
-            port: if client {
-                s.remote.port()
-            } else {
-                s.local.port()
-            },
+            port: service_port(role.raw(), s.local.port(), s.remote.port()),
         };
         *counts.entry(key).or_default() += 1;
     })?;
@@ -383,6 +379,7 @@ fn ephemeral(host: &Host, port: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracer_common::{ROLE_CLIENT, ROLE_SERVER};
 
     #[test]
     fn kernel_keys() {

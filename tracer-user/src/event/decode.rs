@@ -4,9 +4,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use thiserror::Error;
 use tracer_common::{
-    AF_INET, AF_INET6, BindRecord, Header, KIND_BIND, KIND_LISTEN, KIND_RELEASE, KIND_STATE,
-    KIND_TALLY, ListenRecord, OWNER_INHERITED, OWNER_SYSCALL, ReleaseRecord, SOCK_PEER_FIN,
-    SOCK_RST_RECEIVED, SOCK_RST_SENT, SOCK_TW_FULL, StateRecord, TallyRecord,
+    AF_INET, AF_INET6, BindRecord, Header, ListenRecord, OWNER_INHERITED, OWNER_SYSCALL,
+    RecordKind, ReleaseRecord, SOCK_PEER_FIN, SOCK_RST_RECEIVED, SOCK_RST_SENT, SOCK_TW_FULL,
+    StateRecord,
 };
 
 use super::{Detail, Errno, Event, Owner, OwnerSource, Proto, SockId, StateInfo, TcpState};
@@ -29,49 +29,14 @@ pub enum DecodeError {
     Family(u16),
 }
 
-/// The kinds of record the kernel sends, one per `KIND_*`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    State,
-    Bind,
-    Listen,
-    Release,
-    /// `timewait`'s counts of one connection end (never an [`Event`]).
-    Tally,
-}
-
-impl Kind {
-    pub fn from_raw(raw: u32) -> Result<Kind, DecodeError> {
-        Ok(match raw {
-            KIND_STATE => Kind::State,
-            KIND_BIND => Kind::Bind,
-            KIND_LISTEN => Kind::Listen,
-            KIND_RELEASE => Kind::Release,
-            KIND_TALLY => Kind::Tally,
-            other => return Err(DecodeError::Kind(other)),
-        })
-    }
-
-    /// The size of its record.
-    pub fn size(self) -> usize {
-        match self {
-            Kind::State => size_of::<StateRecord>(),
-            Kind::Bind => size_of::<BindRecord>(),
-            Kind::Listen => size_of::<ListenRecord>(),
-            Kind::Release => size_of::<ReleaseRecord>(),
-            Kind::Tally => size_of::<TallyRecord>(),
-        }
-    }
-}
-
 /// A record's header and kind, once its size is the kind's.
-pub fn kind_of(bytes: &[u8]) -> Result<(Header, Kind), DecodeError> {
+pub fn kind_of(bytes: &[u8]) -> Result<(Header, RecordKind), DecodeError> {
     let header: Header = read(bytes).ok_or(DecodeError::Short(bytes.len()))?;
-    let kind = Kind::from_raw(header.kind)?;
-    if bytes.len() != kind.size() {
+    let kind = RecordKind::from_raw(header.kind).ok_or(DecodeError::Kind(header.kind))?;
+    if bytes.len() != kind.record_size() {
         return Err(DecodeError::Size {
             kind: header.kind,
-            expected: kind.size(),
+            expected: kind.record_size(),
             got: bytes.len(),
         });
     }
@@ -84,11 +49,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let short = || DecodeError::Short(bytes.len());
     let ts = header.ts_ns;
     match kind {
-        Kind::State => state(ts, &read(bytes).ok_or_else(short)?),
-        Kind::Bind => bind(ts, &read(bytes).ok_or_else(short)?),
-        Kind::Listen => listen(ts, &read(bytes).ok_or_else(short)?),
-        Kind::Release => release(ts, &read(bytes).ok_or_else(short)?),
-        Kind::Tally => Err(DecodeError::NotAnEvent(header.kind)),
+        RecordKind::State => state(ts, &read(bytes).ok_or_else(short)?),
+        RecordKind::Bind => bind(ts, &read(bytes).ok_or_else(short)?),
+        RecordKind::Listen => listen(ts, &read(bytes).ok_or_else(short)?),
+        RecordKind::Release => release(ts, &read(bytes).ok_or_else(short)?),
+        RecordKind::Tally => Err(DecodeError::NotAnEvent(header.kind)),
     }
 }
 

@@ -2,7 +2,11 @@
 //! socket ids, TCP states, errnos.
 use std::fmt;
 
-use tracer_common::{IPPROTO_TCP, IPPROTO_UDP};
+use tracer_common::{
+    IPPROTO_TCP, IPPROTO_UDP, TCP_BOUND_INACTIVE, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_CLOSING,
+    TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_LAST_ACK, TCP_LISTEN, TCP_MAX_STATES,
+    TCP_NEW_SYN_RECV, TCP_SYN_RECV, TCP_SYN_SENT, TCP_TIME_WAIT,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Proto {
@@ -72,19 +76,19 @@ impl TcpState {
     pub fn from_raw(raw: u8) -> TcpState {
         use TcpState::*;
         match raw {
-            1 => Established,
-            2 => SynSent,
-            3 => SynRecv,
-            4 => FinWait1,
-            5 => FinWait2,
-            6 => TimeWait,
-            7 => Close,
-            8 => CloseWait,
-            9 => LastAck,
-            10 => Listen,
-            11 => Closing,
-            12 => NewSynRecv,
-            13 => BoundInactive,
+            TCP_ESTABLISHED => Established,
+            TCP_SYN_SENT => SynSent,
+            TCP_SYN_RECV => SynRecv,
+            TCP_FIN_WAIT1 => FinWait1,
+            TCP_FIN_WAIT2 => FinWait2,
+            TCP_TIME_WAIT => TimeWait,
+            TCP_CLOSE => Close,
+            TCP_CLOSE_WAIT => CloseWait,
+            TCP_LAST_ACK => LastAck,
+            TCP_LISTEN => Listen,
+            TCP_CLOSING => Closing,
+            TCP_NEW_SYN_RECV => NewSynRecv,
+            TCP_BOUND_INACTIVE => BoundInactive,
             n => Unknown(n),
         }
     }
@@ -93,19 +97,19 @@ impl TcpState {
     pub fn raw(&self) -> u8 {
         use TcpState::*;
         match self {
-            Established => 1,
-            SynSent => 2,
-            SynRecv => 3,
-            FinWait1 => 4,
-            FinWait2 => 5,
-            TimeWait => 6,
-            Close => 7,
-            CloseWait => 8,
-            LastAck => 9,
-            Listen => 10,
-            Closing => 11,
-            NewSynRecv => 12,
-            BoundInactive => 13,
+            Established => TCP_ESTABLISHED,
+            SynSent => TCP_SYN_SENT,
+            SynRecv => TCP_SYN_RECV,
+            FinWait1 => TCP_FIN_WAIT1,
+            FinWait2 => TCP_FIN_WAIT2,
+            TimeWait => TCP_TIME_WAIT,
+            Close => TCP_CLOSE,
+            CloseWait => TCP_CLOSE_WAIT,
+            LastAck => TCP_LAST_ACK,
+            Listen => TCP_LISTEN,
+            Closing => TCP_CLOSING,
+            NewSynRecv => TCP_NEW_SYN_RECV,
+            BoundInactive => TCP_BOUND_INACTIVE,
             Unknown(n) => *n,
         }
     }
@@ -135,8 +139,10 @@ impl TcpState {
     pub fn from_name(name: &str) -> Option<TcpState> {
         match name {
             "UNKNOWN" => Some(TcpState::Unknown(0)),
-            // 1..=13: the states `from_raw` names.
-            _ => (1..=13).map(TcpState::from_raw).find(|s| s.name() == name),
+            // The states `from_raw` names.
+            _ => (1..TCP_MAX_STATES)
+                .map(TcpState::from_raw)
+                .find(|s| s.name() == name),
         }
     }
 }

@@ -9,8 +9,10 @@ mod owner;
 
 use std::net::SocketAddr;
 
+use tracer_common::{SOCK_PEER_FIN, SOCK_RST_RECEIVED, SOCK_RST_SENT, SOCK_TW_FULL};
+
 pub use self::{
-    decode::{DecodeError, Kind, decode, kind_of, read},
+    decode::{DecodeError, decode, kind_of, read},
     kinds::{Errno, Proto, SockId, TcpState},
     owner::{Cgroup, Comm, Owner, OwnerSource},
 };
@@ -102,6 +104,21 @@ pub struct StateInfo {
     pub bytes_received: u64,
     /// For `TIME_WAIT -> CLOSE` only: how its end was learnt.
     pub tw_end: Option<TwEnd>,
+}
+
+impl StateInfo {
+    /// The kernel's `SOCK_*` bits these stand for (the record's `flags`).
+    pub fn kernel_flags(&self) -> u8 {
+        [
+            (self.rst_received, SOCK_RST_RECEIVED),
+            (self.rst_sent, SOCK_RST_SENT),
+            (self.peer_fin, SOCK_PEER_FIN),
+            (self.tw_table_full, SOCK_TW_FULL),
+        ]
+        .into_iter()
+        .filter(|(set, _)| *set)
+        .fold(0, |flags, (_, bit)| flags | bit)
+    }
 }
 
 /// How the end of a TIME_WAIT was learnt (the kernel reports no event).

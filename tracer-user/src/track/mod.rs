@@ -181,15 +181,9 @@ impl Tracker {
             event.owner = cached(owner);
             conn.owner = event.owner.clone();
         }
-        // A timewait socket took over (unless the kernel's bucket table was
-        // full or a RST ended it). Orphaned before the peer's FIN, it starts
-        // in its FIN_WAIT2 substate and turns TIME_WAIT when the FIN comes;
-        // it holds the port all the same. The kernel's tallies decide alike.
+        // A timewait socket took over: the rule the kernel's tallies use.
         let enters_time_wait = new == TcpState::Close
-            && matches!(old, TcpState::FinWait2 | TcpState::Closing)
-            && !info.rst_received
-            && !info.rst_sent
-            && !info.tw_table_full;
+            && tracer_common::enters_time_wait(old.raw(), info.kernel_flags());
         event.detail = Detail::State {
             local,
             remote,

@@ -9,8 +9,7 @@ use rustc_hash::FxHashSet;
 
 use crate::event::{Detail, Event, Owner, Proto, SockId, StateInfo, TcpState, TwEnd};
 
-/// `TCP_TIMEWAIT_LEN`: 60 s in every kernel (not a sysctl).
-pub const TW_LEN_NS: u64 = 60_000_000_000;
+pub use tracer_common::TW_LEN_NS;
 
 #[derive(Clone, Debug)]
 struct Entry {

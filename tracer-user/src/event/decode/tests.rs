@@ -1,6 +1,9 @@
 //! Decoding records built from tracer-common's structs, byte for byte.
 use super::*;
-use tracer_common::{COMM_LEN, IPPROTO_TCP, IPPROTO_UDP, OWNER_UNKNOWN};
+use tracer_common::{
+    COMM_LEN, IPPROTO_TCP, IPPROTO_UDP, KIND_BIND, KIND_LISTEN, KIND_STATE, OWNER_UNKNOWN,
+    TallyRecord,
+};
 
 use crate::event::family_name;
 
@@ -292,7 +295,7 @@ fn counts_are_no_event_and_every_kind_has_its_size() {
         decode(&bytes),
         Err(DecodeError::NotAnEvent(tracer_common::KIND_TALLY))
     );
-    assert_eq!(kind_of(&bytes).map(|(_, kind)| kind), Ok(Kind::Tally));
+    assert_eq!(kind_of(&bytes).map(|(_, kind)| kind), Ok(RecordKind::Tally));
     assert!(matches!(
         kind_of(&bytes[..bytes.len() - 1]),
         Err(DecodeError::Size { .. })
