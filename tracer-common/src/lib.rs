@@ -11,11 +11,13 @@ mod config;
 mod errno;
 mod kind;
 mod layout;
+mod procfs;
 mod tcp;
 
 pub use config::*;
 pub use errno::*;
 pub use kind::*;
+pub use procfs::*;
 pub use tcp::*;
 
 pub const AF_INET: u16 = 2;

@@ -210,13 +210,7 @@ fn build_release_all() -> Result<()> {
 fn wait_for_time_wait_room() {
     let read = || -> Option<(u64, u64)> {
         let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
-        let line = sockstat.lines().find_map(|l| l.strip_prefix("TCP: "))?;
-        let tw = line
-            .split_whitespace()
-            .skip_while(|w| *w != "tw")
-            .nth(1)?
-            .parse()
-            .ok()?;
+        let tw = tracer_common::sockstat_time_waits(&sockstat)?;
         let max = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_max_tw_buckets").ok()?;
         Some((tw, max.trim().parse().ok()?))
     };

@@ -546,17 +546,8 @@ pub fn free_port(ip: &str) -> u16 {
 /// kernel then closes sockets without TIME_WAIT, and socktrace says so.
 pub fn require_time_wait_room() {
     let sockstat = std::fs::read_to_string("/proc/net/sockstat").expect("sockstat");
-    let tw: u64 = sockstat
-        .lines()
-        .find_map(|l| l.strip_prefix("TCP: "))
-        .and_then(|l| {
-            l.split_whitespace()
-                .skip_while(|w| *w != "tw")
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .expect("TCP tw count in /proc/net/sockstat");
+    let tw =
+        tracer_common::sockstat_time_waits(&sockstat).expect("TCP tw count in /proc/net/sockstat");
     let max: u64 = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_max_tw_buckets")
         .expect("tcp_max_tw_buckets")
         .trim()

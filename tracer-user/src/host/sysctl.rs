@@ -27,14 +27,7 @@ fn parse_range(s: &str) -> Option<(u16, u16)> {
 
 /// TIME_WAIT sockets in our network namespace now (`/proc/net/sockstat`).
 pub fn time_wait_count() -> Option<u64> {
-    parse_sockstat_tw(&fs::read_to_string("/proc/net/sockstat").ok()?)
-}
-
-fn parse_sockstat_tw(text: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with("TCP:"))?;
-    let mut words = line.split_whitespace();
-    words.find(|w| *w == "tw")?;
-    words.next()?.parse().ok()
+    tracer_common::sockstat_time_waits(&fs::read_to_string("/proc/net/sockstat").ok()?)
 }
 
 #[cfg(test)]
@@ -46,9 +39,5 @@ mod tests {
         assert_eq!(parse_range("32768\t60999\n"), Some((32768, 60999)));
         assert_eq!(parse_range("61000 1024"), None);
         assert_eq!(parse_range("x"), None);
-        let sockstat = "sockets: used 190\nTCP: inuse 6 orphan 0 tw 131072 alloc 9 mem 2\n\
-                        UDP: inuse 3 mem 4\n";
-        assert_eq!(parse_sockstat_tw(sockstat), Some(131072));
-        assert_eq!(parse_sockstat_tw("UDP: inuse 3\n"), None);
     }
 }
