@@ -13,35 +13,43 @@ const COLUMNS: &str = "COMM            WHERE                          CONNS    F
 /// The table; as JSON, a line at `time` (RFC 3339).
 pub fn lifecycles(l: &Lifecycles, json: bool, time: &str, out: &mut String) {
     if json {
-        Obj::new(out, "lifecycles")
-            .name("time", time)
-            .array("rows", l.rows(), |o, (key, row)| {
-                let (side, addr) = match key.place {
-                    Place::To(addr) => ("client", addr),
-                    Place::Served(addr) => ("server", addr),
-                };
-                o.opt("comm", key.known.then_some(&key.comm), |o, k, c| {
-                    o.string(k, c);
-                })
-                .name("side", side)
-                .ip("addr", addr.ip())
-                .uint("port", addr.port().into())
-                .uint("connections", row.connections)
-                .uint("failed", row.failed)
-                .uint("reset", row.reset)
-                .uint("time_wait", row.time_wait)
-                .uint("bytes_sent", row.bytes_sent)
-                .uint("bytes_received", row.bytes_received);
-                let d = row.durations();
-                for (i, key) in ["median_ms", "p99_ms", "max_ms"].into_iter().enumerate() {
-                    o.opt(key, d, |o, k, d| {
-                        o.millis(k, [d.0, d.1, d.2][i]);
-                    });
-                }
-            })
-            .end();
-        return;
+        lifecycles_json(l, time, out);
+    } else {
+        lifecycles_text(l, out);
     }
+}
+
+fn lifecycles_json(l: &Lifecycles, time: &str, out: &mut String) {
+    Obj::new(out, "lifecycles")
+        .name("time", time)
+        .array("rows", l.rows(), |o, (key, row)| {
+            let (side, addr) = match key.place {
+                Place::To(addr) => ("client", addr),
+                Place::Served(addr) => ("server", addr),
+            };
+            o.opt("comm", key.known.then_some(&key.comm), |o, k, c| {
+                o.string(k, c);
+            })
+            .name("side", side)
+            .ip("addr", addr.ip())
+            .uint("port", addr.port().into())
+            .uint("connections", row.connections)
+            .uint("failed", row.failed)
+            .uint("reset", row.reset)
+            .uint("time_wait", row.time_wait)
+            .uint("bytes_sent", row.bytes_sent)
+            .uint("bytes_received", row.bytes_received);
+            let d = row.durations();
+            for (i, key) in ["median_ms", "p99_ms", "max_ms"].into_iter().enumerate() {
+                o.opt(key, d, |o, k, d| {
+                    o.millis(k, [d.0, d.1, d.2][i]);
+                });
+            }
+        })
+        .end();
+}
+
+fn lifecycles_text(l: &Lifecycles, out: &mut String) {
     out.push_str(COLUMNS);
     out.push('\n');
     for (key, row) in l.rows() {

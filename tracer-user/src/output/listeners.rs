@@ -115,34 +115,42 @@ impl ListenersView {
 
     fn table(&mut self, now_ns: u64, out: &mut String) {
         if self.json {
-            self.scratch.clear();
-            self.time.write(now_ns, &mut self.scratch);
-            let short_ns = self.analysis.short_ns();
-            Obj::new(out, "listeners")
-                .name("time", &self.scratch)
-                .millis("short_ms", short_ns)
-                .array("rows", self.analysis.rows(), |o, (key, row)| {
-                    o.shown("proto", key.proto)
-                        .uint("port", key.port.into())
-                        .name("kind", key.kind.name())
-                        .opt("comm", key.known.then_some(&key.comm), |o, k, c| {
-                            o.string(k, c);
-                        })
-                        .uints("pids", row.pids.iter().map(|&p| u64::from(p)))
-                        .uint("cycles", row.cycles)
-                        .uint("short", row.short)
-                        .uint("open", row.open)
-                        .uint("failed_binds", row.failed_binds);
-                    let times = row.lifetimes();
-                    for (i, key) in ["min_ms", "median_ms", "max_ms"].into_iter().enumerate() {
-                        o.opt(key, times, |o, k, t| {
-                            o.millis(k, [t.0, t.1, t.2][i]);
-                        });
-                    }
-                })
-                .end();
-            return;
+            self.table_json(now_ns, out);
+        } else {
+            self.table_text(out);
         }
+    }
+
+    fn table_json(&mut self, now_ns: u64, out: &mut String) {
+        self.scratch.clear();
+        self.time.write(now_ns, &mut self.scratch);
+        let short_ns = self.analysis.short_ns();
+        Obj::new(out, "listeners")
+            .name("time", &self.scratch)
+            .millis("short_ms", short_ns)
+            .array("rows", self.analysis.rows(), |o, (key, row)| {
+                o.shown("proto", key.proto)
+                    .uint("port", key.port.into())
+                    .name("kind", key.kind.name())
+                    .opt("comm", key.known.then_some(&key.comm), |o, k, c| {
+                        o.string(k, c);
+                    })
+                    .uints("pids", row.pids.iter().map(|&p| u64::from(p)))
+                    .uint("cycles", row.cycles)
+                    .uint("short", row.short)
+                    .uint("open", row.open)
+                    .uint("failed_binds", row.failed_binds);
+                let times = row.lifetimes();
+                for (i, key) in ["min_ms", "median_ms", "max_ms"].into_iter().enumerate() {
+                    o.opt(key, times, |o, k, t| {
+                        o.millis(k, [t.0, t.1, t.2][i]);
+                    });
+                }
+            })
+            .end();
+    }
+
+    fn table_text(&self, out: &mut String) {
         out.push_str(TABLE_COLUMNS);
         out.push('\n');
         for (key, row) in self.analysis.rows() {

@@ -47,6 +47,19 @@ fn dest_name(d: &Dest) -> String {
 }
 
 fn text(r: &Report, time: &str, palette: Palette, out: &mut String) {
+    headline(r, time, palette, out);
+    processes(r, out);
+    destinations(r, out);
+    local_ports(r, out);
+    pressure(r, palette, out);
+    per_request(r, palette, out);
+    for s in &r.settings {
+        let _ = writeln!(out, "  {s}");
+    }
+}
+
+/// The interval's rate and population, in the heading colour.
+fn headline(r: &Report, time: &str, palette: Palette, out: &mut String) {
     palette.start(Hue::Heading, out);
     let _ = write!(
         out,
@@ -64,6 +77,9 @@ fn text(r: &Report, time: &str, palette: Palette, out: &mut String) {
     }
     palette.end(out);
     out.push('\n');
+}
+
+fn processes(r: &Report, out: &mut String) {
     if !r.by_process.is_empty() {
         out.push_str("  PID     COMM              ENTRIES/S  TIME_WAIT\n");
         for row in &r.by_process {
@@ -81,6 +97,9 @@ fn text(r: &Report, time: &str, palette: Palette, out: &mut String) {
             );
         }
     }
+}
+
+fn destinations(r: &Report, out: &mut String) {
     if !r.by_destination.is_empty() {
         out.push_str(
             "  DESTINATION (client side)                          ENTRIES/S  TIME_WAIT  IN_USE  \
@@ -104,6 +123,9 @@ fn text(r: &Report, time: &str, palette: Palette, out: &mut String) {
             out.push_str("  * tcp_tw_reuse lets new connections there take ports in TIME_WAIT\n");
         }
     }
+}
+
+fn local_ports(r: &Report, out: &mut String) {
     if !r.by_local_port.is_empty() {
         out.push_str("  LOCAL PORT (server side)  ENTRIES/S  TIME_WAIT\n");
         for row in &r.by_local_port {
@@ -114,6 +136,10 @@ fn text(r: &Report, time: &str, palette: Palette, out: &mut String) {
             );
         }
     }
+}
+
+/// A warning per destination short of ephemeral ports.
+fn pressure(r: &Report, palette: Palette, out: &mut String) {
     for p in &r.pressure {
         out.push_str("  ");
         palette.start(Hue::Failure, out);
@@ -136,6 +162,10 @@ fn text(r: &Report, time: &str, palette: Palette, out: &mut String) {
         palette.end(out);
         out.push('\n');
     }
+}
+
+/// A warning per process opening a connection per request.
+fn per_request(r: &Report, palette: Palette, out: &mut String) {
     for c in &r.per_request {
         out.push_str("  ");
         palette.start(Hue::Warning, out);
@@ -151,9 +181,6 @@ fn text(r: &Report, time: &str, palette: Palette, out: &mut String) {
         );
         palette.end(out);
         out.push('\n');
-    }
-    for s in &r.settings {
-        let _ = writeln!(out, "  {s}");
     }
 }
 
