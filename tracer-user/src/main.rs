@@ -23,35 +23,40 @@ fn main() -> ExitCode {
 }
 
 fn run() -> ExitCode {
+    match command() {
+        Ok(command) => execute(command),
+        Err(code) => code,
+    }
+}
+
+/// The command to run, or `Err` with the exit code when there is none to
+/// run: help, version, the hidden generator, or a bad command line.
+fn command() -> Result<Command, ExitCode> {
     // The hidden generator is added here only, so no help, man page or
     // completion script lists it.
-    let matches = match Cli::command()
+    let matches = Cli::command()
         .subcommand(generate::subcommand())
         .try_get_matches()
-    {
-        Ok(matches) => matches,
-        Err(err) => return clap_exit(&err),
-    };
+        .map_err(|err| clap_exit(&err))?;
     if let Some((generate::SUBCOMMAND, args)) = matches.subcommand() {
-        return generate_docs(args);
+        return Err(generate_docs(args));
     }
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
-        Err(err) => return clap_exit(&err),
-    };
-    let command = match cli.into_command() {
-        Ok(command) => command,
-        Err(err) => {
-            say!("socktrace: {err}");
-            return ExitCode::from(2);
-        }
-    };
+    let cli = Cli::from_arg_matches(&matches).map_err(|err| clap_exit(&err))?;
+    let command = cli.into_command().map_err(|err| {
+        say!("socktrace: {err}");
+        ExitCode::from(2)
+    })?;
     if matches!(command, Command::Top(_)) && !io::stdout().is_terminal() {
         say!(
             "socktrace: top needs a terminal (stdout is not one); `socktrace watch` streams to pipes and files"
         );
-        return ExitCode::from(2);
+        return Err(ExitCode::from(2));
     }
+    Ok(command)
+}
+
+/// Runs `command` to its end; its summary or its error goes to stderr.
+fn execute(command: Command) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -150,6 +150,22 @@ impl fmt::Display for Summary {
     /// Lines for what was seen (only those with something to say), then
     /// the counts and losses, always last.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_time_waits(f)?;
+        self.write_listeners(f)?;
+        self.write_totals(f)?;
+        for (n, what) in self.extras() {
+            if n > 0 {
+                write!(f, "; {n} {what}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The lines `Display` writes, in order.
+impl Summary {
+    /// Connections that entered TIME_WAIT, if any, and their top owners.
+    fn write_time_waits(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let entered: u64 = self.time_waits.values().sum();
         if entered > 0 {
             writeln!(
@@ -158,6 +174,11 @@ impl fmt::Display for Summary {
                 list(&top(&self.time_waits, TOP))
             )?;
         }
+        Ok(())
+    }
+
+    /// Listeners closed, if any, and the short-lived among them.
+    fn write_listeners(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.listeners_closed > 0 {
             let short: u64 = self.short_listeners.values().sum();
             write!(
@@ -170,6 +191,11 @@ impl fmt::Display for Summary {
             }
             writeln!(f)?;
         }
+        Ok(())
+    }
+
+    /// The event totals and losses (the last line, left open for `extras`).
+    fn write_totals(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let total = self.state + self.bind + self.listen + self.release;
         write!(
             f,
@@ -182,8 +208,12 @@ impl fmt::Display for Summary {
             self.close,
             self.kernel.ring_drops,
             self.kernel.recursion_misses
-        )?;
-        let extra = [
+        )
+    }
+
+    /// Counts said only when not zero, each with what it counts.
+    fn extras(&self) -> [(u64, &'static str); 12] {
+        [
             (self.filtered, "records filtered out"),
             (self.malformed, "malformed records skipped"),
             (
@@ -214,13 +244,7 @@ impl fmt::Display for Summary {
                 self.time_wait_ends,
                 "of the state events are TIME_WAIT ends found by polling",
             ),
-        ];
-        for (n, what) in extra {
-            if n > 0 {
-                write!(f, "; {n} {what}")?;
-            }
-        }
-        Ok(())
+        ]
     }
 }
 

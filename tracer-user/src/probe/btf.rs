@@ -25,51 +25,11 @@ pub fn kernel() -> Result<Btf, BtfError> {
 /// features use may be missing: those come back with size 0, and the
 /// second value says what is lost.
 pub fn kernel_layout(btf: &Btf) -> Result<Layout, BtfError> {
-    let roots = structs(
-        btf,
-        &[
-            "task_struct",
-            "files_struct",
-            "fdtable",
-            "file",
-            "socket",
-            "sock",
-            "inet_sock",
-            "tcp_sock",
-            "net",
-        ],
-    );
+    let roots = structs(btf, &LAYOUT_STRUCTS);
     let f = |path: &str| member(btf, &roots, path);
     let mut degraded = Vec::new();
-    // Linux 5.17 made the count a refcount, one above the sockets.
-    let (net_tw_count, tw_count_bias) =
-        match member(btf, &roots, "net.ipv4.tcp_death_row.tw_refcount") {
-            Ok(field) => (field, 1),
-            Err(_) => match member(btf, &roots, "net.ipv4.tcp_death_row.tw_count") {
-                Ok(field) => (field, 0),
-                Err(err) => {
-                    degraded.push(format!("{TW_FULL_LOST}: {err}"));
-                    (Field::default(), 0)
-                }
-            },
-        };
-    // The peer's FIN arrived: `tcp_fin` sets SOCK_DONE in sk_flags.
-    let (sk_flags, sock_done) = match (
-        member(btf, &roots, "sock.__sk_common.skc_flags"),
-        sock_done(btf),
-    ) {
-        (Ok(field), Some(bit)) => (field, bit),
-        (Err(err), _) => {
-            degraded.push(format!("{PEER_FIN_LOST}: {err}"));
-            (Field::default(), 0)
-        }
-        (Ok(_), None) => {
-            degraded.push(format!(
-                "{PEER_FIN_LOST}: kernel BTF: no SOCK_DONE in enum sock_flags"
-            ));
-            (Field::default(), 0)
-        }
-    };
+    let (net_tw_count, tw_count_bias) = tw_count(btf, &roots, &mut degraded);
+    let (sk_flags, sock_done) = peer_fin(btf, &roots, &mut degraded);
     let mut optional = |path: &str, lost: &str| match member(btf, &roots, path) {
         Ok(field) => field,
         Err(err) => {
@@ -114,6 +74,55 @@ pub fn kernel_layout(btf: &Btf) -> Result<Layout, BtfError> {
         sock_done,
         degraded,
     })
+}
+
+/// The structs whose members `kernel_layout` resolves.
+const LAYOUT_STRUCTS: [&str; 9] = [
+    "task_struct",
+    "files_struct",
+    "fdtable",
+    "file",
+    "socket",
+    "sock",
+    "inet_sock",
+    "tcp_sock",
+    "net",
+];
+
+/// The per-namespace TIME_WAIT count and `Config::tw_count_bias`: Linux
+/// 5.17 made the count a refcount, one above the sockets.
+fn tw_count(btf: &Btf, roots: &HashMap<String, Type>, degraded: &mut Vec<String>) -> (Field, u32) {
+    match member(btf, roots, "net.ipv4.tcp_death_row.tw_refcount") {
+        Ok(field) => (field, 1),
+        Err(_) => match member(btf, roots, "net.ipv4.tcp_death_row.tw_count") {
+            Ok(field) => (field, 0),
+            Err(err) => {
+                degraded.push(format!("{TW_FULL_LOST}: {err}"));
+                (Field::default(), 0)
+            }
+        },
+    }
+}
+
+/// `sk_flags` and its SOCK_DONE bit: the peer's FIN arrived (`tcp_fin`
+/// sets it).
+fn peer_fin(btf: &Btf, roots: &HashMap<String, Type>, degraded: &mut Vec<String>) -> (Field, u32) {
+    match (
+        member(btf, roots, "sock.__sk_common.skc_flags"),
+        sock_done(btf),
+    ) {
+        (Ok(field), Some(bit)) => (field, bit),
+        (Err(err), _) => {
+            degraded.push(format!("{PEER_FIN_LOST}: {err}"));
+            (Field::default(), 0)
+        }
+        (Ok(_), None) => {
+            degraded.push(format!(
+                "{PEER_FIN_LOST}: kernel BTF: no SOCK_DONE in enum sock_flags"
+            ));
+            (Field::default(), 0)
+        }
+    }
 }
 
 /// What a kernel without `SOCK_DONE` (or `sock_common.skc_flags`) in its

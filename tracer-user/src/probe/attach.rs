@@ -1,0 +1,421 @@
+//! `Probe::attach`, step by step: what the kernel offers, the programs'
+//! `Config`, load, then the BTF, syscall and cgroup programs (in that
+//! order), then the maps handed to the reader.
+use std::{path::PathBuf, time::Instant};
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuHashMap, PerCpuValues},
+    programs::{BtfTracePoint, CgroupAttachMode, Program, TracePoint},
+};
+use aya_log::EbpfLogger;
+use tracer_common::{
+    COUNTERS, Config, FEATURE_COOKIE, MODE_TALLY_RING, SyscallTpLayout, TALLIES_CAPACITY, Tally,
+    TallyKey,
+};
+
+use super::{
+    Counters, Mode, OBJECT, Options, Probe, ProbeError, STATE_CATCHER, Tallies, Tracefs,
+    TracefsError, btf, caps, cgroup, features, refusal, stats, unprivileged,
+};
+
+const NEEDS_SYSCALL_TPS: &str = "needs CONFIG_FTRACE_SYSCALLS";
+
+/// Syscall tracepoint programs (each attached to the tracepoint of its
+/// name): bind and listen, then the accept hand-over.
+const SYSCALL_PROGRAMS: [&str; 6] = [
+    "sys_enter_bind",
+    "sys_exit_bind",
+    "sys_enter_listen",
+    "sys_exit_listen",
+    "sys_exit_accept",
+    "sys_exit_accept4",
+];
+
+/// BTF tracepoint programs, each with its tracepoint and what is lost when
+/// it cannot attach (`None`: socktrace cannot work without it). The
+/// catcher comes after the state program: it must run second.
+const BTF_PROGRAMS: [(&str, &str, Option<&str>); 6] = [
+    ("inet_sock_set_state", "inet_sock_set_state", None),
+    (
+        STATE_CATCHER,
+        "inet_sock_set_state",
+        Some(
+            "transitions in a softirq that interrupted the state program are lost \
+             (and counted)",
+        ),
+    ),
+    (
+        "sock_send_length",
+        "sock_send_length",
+        Some("owners are not learnt from send() (needs Linux 6.3+)"),
+    ),
+    (
+        "sock_recv_length",
+        "sock_recv_length",
+        Some("owners are not learnt from recv() (needs Linux 6.3+)"),
+    ),
+    (
+        "tcp_receive_reset",
+        "tcp_receive_reset",
+        Some("resets received are not reported"),
+    ),
+    (
+        "tcp_send_reset",
+        "tcp_send_reset",
+        Some("resets sent are not reported"),
+    ),
+];
+
+impl Probe {
+    pub fn attach(options: &Options) -> Result<Probe, ProbeError> {
+        let started = Instant::now();
+        if OBJECT.is_empty() {
+            return Err(ProbeError::NoObject);
+        }
+        caps::check()?;
+        lift_memlock_limit();
+        let (tracefs, mounted_tracefs) = Tracefs::find_or_mount()?;
+        let kernel_btf = btf::kernel()?;
+        let Plan {
+            config,
+            tally_ring,
+            cgroup_root,
+            mut degraded,
+        } = Plan::new(options, &kernel_btf, &tracefs)?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
+        let mut programs = load(options.mode, &config, cpus)?;
+        // Must live as long as the programs: it owns the log ring's fd.
+        let logger = init_logger(&mut programs);
+        attach_btf_programs(&mut programs, &kernel_btf, options, &mut degraded)?;
+        attach_syscall_programs(&mut programs, options)?;
+        if options.mode.follows_releases() {
+            attach_cgroup_hooks(
+                &mut programs,
+                options,
+                config.features,
+                cgroup_root.as_deref(),
+                &mut degraded,
+            );
+        }
+        if !stats::counts_recursion_misses(&programs) {
+            degraded.push(
+                "runs of our programs the kernel skipped (another BPF program was running on \
+                 that CPU) are not counted: the kernel counts them from Linux 5.12"
+                    .to_string(),
+            );
+        }
+        let ring = take_map(&mut programs, "EVENTS")?;
+        let counters = take_counters(&mut programs, cpus)?;
+        let tallies = take_tallies(&mut programs, options.mode, tally_ring, cpus)?;
+        Ok(Probe {
+            programs,
+            ring,
+            counters,
+            tallies,
+            logger,
+            mounted_tracefs,
+            degraded,
+            attach_time: started.elapsed(),
+        })
+    }
+}
+
+/// What the running kernel offers, and the `Config` that tells the
+/// programs so, before anything is loaded.
+struct Plan {
+    config: Config,
+    /// Timewait counts from the ring, not from `TALLIES` (`MODE_TALLY_RING`).
+    tally_ring: bool,
+    /// Where the cgroup socket hooks go, in the modes that use them.
+    cgroup_root: Option<PathBuf>,
+    degraded: Vec<String>,
+}
+
+impl Plan {
+    fn new(
+        options: &Options,
+        kernel_btf: &btf_rs::Btf,
+        tracefs: &Tracefs,
+    ) -> Result<Plan, ProbeError> {
+        let btf::Layout {
+            kernel,
+            tw_count_bias,
+            sock_done,
+            mut degraded,
+        } = btf::kernel_layout(kernel_btf)?;
+        // No such tracepoint: its program fails to load below, in one line.
+        let (features, lacking) = btf::trace_typedef_id(kernel_btf, "inet_sock_set_state")
+            .map(|id| features::probe(id, options.mode.follows_releases()))
+            .unwrap_or_default();
+        degraded.extend(lacking);
+        // Read the tallies' map after dropping privileges, or count from
+        // the ring where the kernel would refuse that.
+        let tally_ring = matches!(options.mode, Mode::Timewait { .. })
+            && unprivileged::bpf_refused_without_caps();
+        if tally_ring {
+            degraded.push(
+                "timewait counts from one ring record per connection end, not in the kernel: \
+                 this kernel refuses bpf(2), map reads included, to a process without \
+                 capabilities (kernel.unprivileged_bpf_disabled, before Linux 6.5)"
+                    .to_string(),
+            );
+        }
+        let cgroup_root = if options.mode.follows_releases() {
+            cgroup::v2_root()
+        } else {
+            None
+        };
+        let config = Config {
+            syscall_tp: syscall_layout(tracefs)?,
+            kernel,
+            wakeup_bytes: options.wakeup_bytes,
+            mode: options.mode.bits(cgroup_root.is_some())
+                | if tally_ring { MODE_TALLY_RING } else { 0 },
+            features,
+            short_ns: match options.mode {
+                Mode::Timewait { short } => short.as_nanos().try_into().unwrap_or(u64::MAX),
+                _ => 0,
+            },
+            filter: options.filter,
+            tw_count_bias,
+            sock_done,
+        };
+        Ok(Plan {
+            config,
+            tally_ring,
+            cgroup_root,
+            degraded,
+        })
+    }
+}
+
+/// Loads the kernel object with `config` and map sizes for `cpus` CPUs.
+fn load(mode: Mode, config: &Config, cpus: usize) -> Result<Ebpf, ProbeError> {
+    Ok(EbpfLoader::new()
+        .btf(None) // no CO-RE relocations to do
+        .map_max_entries("COUNTERS", cpus as u32 * COUNTERS)
+        // Preallocated, per CPU: only `timewait` pays for its rows.
+        .map_max_entries(
+            "TALLIES",
+            match mode {
+                Mode::Timewait { .. } => TALLIES_CAPACITY,
+                _ => 1,
+            },
+        )
+        .override_global("CONFIG", config, true)
+        .load(OBJECT)?)
+}
+
+fn init_logger(programs: &mut Ebpf) -> Option<EbpfLogger<&'static dyn log::Log>> {
+    match EbpfLogger::init(programs) {
+        Ok(logger) => Some(logger),
+        Err(err) => {
+            log::debug!("kernel-side logging unavailable: {err}");
+            None
+        }
+    }
+}
+
+/// Attaches `BTF_PROGRAMS` in their order; an optional one that fails is
+/// named in `degraded`, a required one fails the attach.
+fn attach_btf_programs(
+    programs: &mut Ebpf,
+    kernel_btf: &btf_rs::Btf,
+    options: &Options,
+    degraded: &mut Vec<String>,
+) -> Result<(), ProbeError> {
+    let tracepoints = BTF_PROGRAMS.map(|(_, tracepoint, _)| tracepoint);
+    let typedefs = btf::trace_typedefs(kernel_btf, &tracepoints);
+    let trace_btf = Btf::parse(&typedefs, aya::Endianness::default())?;
+    for (name, tracepoint, lost) in BTF_PROGRAMS {
+        if !options.mode.wants(name) {
+            continue;
+        }
+        let result = btf_program(programs, name)
+            .and_then(|p| {
+                p.load(tracepoint, &trace_btf)?;
+                p.attach()
+            })
+            .map_err(|err| ProbeError::Program {
+                name,
+                why: refusal::explain(name, err, options.verbose),
+            });
+        match (result, lost) {
+            (Ok(_), _) => {}
+            (Err(err), None) => return Err(err),
+            (Err(err), Some(lost)) => degraded.push(format!("{lost}: {err}")),
+        }
+    }
+    Ok(())
+}
+
+/// Attaches the `SYSCALL_PROGRAMS` this mode wants; each is required.
+fn attach_syscall_programs(programs: &mut Ebpf, options: &Options) -> Result<(), ProbeError> {
+    for name in SYSCALL_PROGRAMS {
+        if !options.mode.wants(name) {
+            continue;
+        }
+        let program_err = |err| ProbeError::Program {
+            name,
+            why: refusal::explain(name, err, options.verbose),
+        };
+        let program: &mut TracePoint = programs
+            .program_mut(name)
+            .ok_or(ProbeError::Missing(name))?
+            .try_into()
+            .map_err(program_err)?;
+        program.load().map_err(program_err)?;
+        program.attach("syscalls", name).map_err(program_err)?;
+    }
+    Ok(())
+}
+
+/// The cgroup socket hooks (creation, release, and the accepted-cookie
+/// fallback); one that fails is named in `degraded`.
+fn attach_cgroup_hooks(
+    programs: &mut Ebpf,
+    options: &Options,
+    features: u32,
+    cgroup_root: Option<&std::path::Path>,
+    degraded: &mut Vec<String>,
+) {
+    let hooks = [
+        (
+            "sock_create",
+            "bind events of sockets never used since may carry no socket id",
+        ),
+        (
+            "sock_release",
+            "ends of bound sockets that never listen (UDP) are not seen",
+        ),
+    ];
+    // Where BTF tracepoints cannot assign cookies (see `features`).
+    let accepted = (options.mode == Mode::Watch && features & FEATURE_COOKIE == 0).then_some((
+        "accepted_cookie",
+        "connections accepted from a listener carry no socket id",
+    ));
+    for (name, lost) in hooks.into_iter().chain(accepted) {
+        let attached = attach_to_cgroup(programs, name, cgroup_root, options.verbose);
+        if let Err(why) = attached {
+            degraded.push(format!("{lost}: {why}"));
+        }
+    }
+}
+
+fn take_counters(programs: &mut Ebpf, cpus: usize) -> Result<Counters, ProbeError> {
+    match programs.take_map("COUNTERS") {
+        Some(aya::maps::Map::Array(map)) => Counters::map(map, cpus).map_err(ProbeError::Counters),
+        _ => Err(ProbeError::Missing("COUNTERS")),
+    }
+}
+
+/// `Mode::Timewait`'s counts: the ring, or `TALLIES` with its overflow row.
+fn take_tallies(
+    programs: &mut Ebpf,
+    mode: Mode,
+    tally_ring: bool,
+    cpus: usize,
+) -> Result<Option<Tallies>, ProbeError> {
+    Ok(match mode {
+        Mode::Timewait { .. } if tally_ring => Some(Tallies::Ring),
+        Mode::Timewait { .. } => {
+            let mut tallies: PerCpuHashMap<MapData, TallyKey, Tally> =
+                take_map(programs, "TALLIES")?;
+            // The overflow row must exist before the map can fill up.
+            let map_err = |source| ProbeError::MapType {
+                name: "TALLIES",
+                source,
+            };
+            let zero =
+                PerCpuValues::try_from(vec![Tally::default(); cpus]).map_err(ProbeError::Cpus)?;
+            tallies
+                .insert(TallyKey::default(), zero, 0)
+                .map_err(map_err)?;
+            Some(Tallies::Map(tallies))
+        }
+        _ => None,
+    })
+}
+
+/// Before Linux 5.11 the kernel charges BPF maps and programs to
+/// RLIMIT_MEMLOCK (64 KiB by default, summed over the user's processes):
+/// lifted, as every BPF tool does, or a second instance's maps fail. Later
+/// kernels charge memory cgroups and ignore it. A failure is left for the
+/// map or program it would stop to report.
+fn lift_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) } != 0 {
+        log::debug!(
+            "raising RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+fn btf_program<'a>(
+    programs: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut BtfTracePoint, aya::programs::ProgramError> {
+    let program = programs
+        .program_mut(name)
+        .ok_or(aya::programs::ProgramError::UnexpectedProgramType)?;
+    program.try_into()
+}
+
+/// Attaches cgroup program `name` (cgroup/sock or sock_ops) to `root`, the
+/// root of cgroup v2, through a BPF link, which coexists with other
+/// programs on the cgroup (the kernel refuses attach flags on links).
+fn attach_to_cgroup(
+    programs: &mut Ebpf,
+    name: &str,
+    root: Option<&std::path::Path>,
+    verbose: bool,
+) -> Result<(), String> {
+    let root = root.ok_or("cgroup v2 is not mounted")?;
+    let dir = std::fs::File::open(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let refused = |e| refusal::explain(name, e, verbose);
+    let attached = match programs.program_mut(name) {
+        Some(Program::CgroupSock(program)) => {
+            program.load().map_err(refused)?;
+            program.attach(dir, CgroupAttachMode::Single).map(drop)
+        }
+        Some(Program::SockOps(program)) => {
+            program.load().map_err(refused)?;
+            program.attach(dir, CgroupAttachMode::Single).map(drop)
+        }
+        _ => return Err(format!("no cgroup program {name}")),
+    };
+    attached.map_err(|e| format!("{e:#}"))
+}
+
+fn take_map<M>(programs: &mut Ebpf, name: &'static str) -> Result<M, ProbeError>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = programs.take_map(name).ok_or(ProbeError::Missing(name))?;
+    M::try_from(map).map_err(|source| ProbeError::MapType { name, source })
+}
+
+fn syscall_layout(tracefs: &Tracefs) -> Result<SyscallTpLayout, TracefsError> {
+    let syscall = |name| tracefs.format("syscalls", name, NEEDS_SYSCALL_TPS);
+    let (enter_bind, exit_bind) = (syscall("sys_enter_bind")?, syscall("sys_exit_bind")?);
+    let (enter_listen, exit_listen) = (syscall("sys_enter_listen")?, syscall("sys_exit_listen")?);
+    let accept_ret = syscall("sys_exit_accept4")?.field("ret", &[8])?;
+    // One program layout serves both accept exits.
+    syscall("sys_exit_accept")?.same_field("ret", accept_ret)?;
+    Ok(SyscallTpLayout {
+        bind_fd: enter_bind.field("fd", &[4, 8])?,
+        bind_addr: enter_bind.field("umyaddr", &[8])?,
+        bind_addrlen: enter_bind.field("addrlen", &[4, 8])?,
+        bind_ret: exit_bind.field("ret", &[8])?,
+        listen_fd: enter_listen.field("fd", &[4, 8])?,
+        listen_backlog: enter_listen.field("backlog", &[4, 8])?,
+        listen_ret: exit_listen.field("ret", &[8])?,
+        accept_ret,
+    })
+}
