@@ -18,6 +18,7 @@ use tracer_common::{
 use crate::{
     analysis::timewait::{Counted, Dest, Host, Key, Report, Role, Settings, Timewait, Totals},
     cli::TimewaitArgs,
+    clock::Clock,
     cmd::live::{DRAIN_EVERY, Session, announce_denied_owners},
     event::{self, Comm},
     filter::Filter,
@@ -39,10 +40,9 @@ use crate::{
 pub const PER_REQUEST_RATE: u32 = 10;
 
 pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
-    let report = args.report;
     let common = &args.common;
     let mode = Mode::Timewait {
-        short: report.short.short,
+        short: args.report.short.short,
     };
     // Nothing else is streamed in this mode.
     let mut session = Session::attach(common, mode, "opening the kernel counters").await?;
@@ -51,30 +51,9 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
         Some(Tallies::Ring) => Counts::Ring(RingTallies::default()),
         None => anyhow::bail!("the kernel object has no TALLIES map"),
     };
-    let clock = session.clock;
-    let host = host::settings();
-    // Our network namespace, what the kernel's keys carry: read once.
-    let netns = diag::own_netns();
-    let before = existing(&host, netns, &common.filter).context("sock_diag dump of TIME_WAIT")?;
-    let servers = listeners().context("sock_diag dump of listeners")?;
-    let settings = Settings {
-        top: report.top as usize,
-        threshold_pct: report.threshold,
-        per_request_rate: PER_REQUEST_RATE,
-    };
-    let mut live = Live {
-        analysis: Timewait::new(settings, host, clock.mono_now(), before),
-        view: TimewaitView::new(
-            clock,
-            common.json,
-            Palette::for_stdout(common.color, common.json),
-        ),
-        host,
-        netns,
-        servers,
-    };
+    let mut live = Live::new(&args, session.clock)?;
     let mut stop = session.ready(common.user.as_deref(), common.duration)?;
-    let mut tick = interval(report.interval);
+    let mut tick = interval(args.report.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tick.reset();
     // Counts sent through the ring are taken often enough that it never
@@ -97,17 +76,9 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
         }
         crate::stderr::flush();
     }
-    let missed = session.detach();
-    session.stop_serving();
-    let mut summary = Summary::default();
-    summary.kernel = session.source.counters();
-    if let Counts::Ring(ring) = &tallies {
-        summary.kernel.tally_overflow += ring.overflow;
-    }
-    summary.kernel.recursion_misses = missed;
-    summary.time_waits = live.analysis.entries_by_place();
+    let summary = finish(session, &tallies, &live);
     if common.json {
-        let time = crate::clock::rfc3339(clock, clock.mono_now());
+        let time = crate::clock::rfc3339(live.clock, live.clock.mono_now());
         summary_line(&summary, &time, &mut out);
         if let Err(err) = write_out(&mut stdout, &mut out) {
             say!("{summary}");
@@ -117,10 +88,25 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
+/// Detaches and stops serving; the run's summary.
+fn finish(mut session: Session, tallies: &Counts, live: &Live) -> Summary {
+    let missed = session.detach();
+    session.stop_serving();
+    let mut summary = Summary::default();
+    summary.kernel = session.source.counters();
+    if let Counts::Ring(ring) = tallies {
+        summary.kernel.tally_overflow += ring.overflow;
+    }
+    summary.kernel.recursion_misses = missed;
+    summary.time_waits = live.analysis.entries_by_place();
+    summary
+}
+
 /// The analysis of a live run and what it reads at each report.
 struct Live {
     analysis: Timewait,
     view: TimewaitView,
+    clock: Clock,
     host: Host,
     netns: u32,
     /// Owners of the listeners that existed at start, by port.
@@ -128,6 +114,35 @@ struct Live {
 }
 
 impl Live {
+    /// What exists at start (TIME_WAIT sockets, listeners' owners), and
+    /// the analysis and view `args` ask for.
+    fn new(args: &TimewaitArgs, clock: Clock) -> anyhow::Result<Live> {
+        let (report, common) = (&args.report, &args.common);
+        let host = host::settings();
+        // Our network namespace, what the kernel's keys carry: read once.
+        let netns = diag::own_netns();
+        let before =
+            existing(&host, netns, &common.filter).context("sock_diag dump of TIME_WAIT")?;
+        let servers = listeners().context("sock_diag dump of listeners")?;
+        let settings = Settings {
+            top: report.top as usize,
+            threshold_pct: report.threshold,
+            per_request_rate: PER_REQUEST_RATE,
+        };
+        Ok(Live {
+            analysis: Timewait::new(settings, host, clock.mono_now(), before),
+            view: TimewaitView::new(
+                clock,
+                common.json,
+                Palette::for_stdout(common.color, common.json),
+            ),
+            clock,
+            host,
+            netns,
+            servers,
+        })
+    }
+
     /// One interval's report into `out` (and the exporter).
     fn report(
         &mut self,
