@@ -107,15 +107,38 @@ pub fn package(root: &Path, bin: &Path, out: &Path) -> Result<PathBuf> {
     // dpkg-shlibdeps wants the tree at debian/PACKAGE beside debian/control.
     let tree = work.join("debian/socktrace");
     let generated = work.join("generated");
+    generate(bin, &generated)?;
+    install_files(root, bin, &tree, &generated)?;
+    write_control(&work, &tree, &arch)?;
+
+    let deb = out.join(format!("socktrace_{VERSION}_{arch}.deb"));
+    execute(
+        Command::new("dpkg-deb")
+            .args(["--build", "--root-owner-group"])
+            .arg(&tree)
+            .arg(&deb)
+            .stdout(Stdio::null()),
+    )?;
+    check(&deb, &arch)?;
+    Ok(deb)
+}
+
+/// Has the binary write its man pages and completions into `generated`.
+fn generate(bin: &Path, generated: &Path) -> Result<()> {
     let status = Command::new(bin)
         .arg("__generate")
-        .arg(&generated)
+        .arg(generated)
         .status()
         .with_context(|| format!("running {}", bin.display()))?;
     if !status.success() {
         bail!("`{} __generate` failed", bin.display());
     }
+    Ok(())
+}
 
+/// Puts the package's files in `tree`: the stripped binary, the man pages
+/// and completions from `generated`, and [`FROM_REPOSITORY`].
+fn install_files(root: &Path, bin: &Path, tree: &Path, generated: &Path) -> Result<()> {
     let sbin = tree.join("usr/sbin/socktrace");
     install(bin, &sbin, 0o755)?;
     execute(Command::new("strip").arg("--strip-unneeded").arg(&sbin))?;
@@ -142,14 +165,19 @@ pub fn package(root: &Path, bin: &Path, out: &Path) -> Result<PathBuf> {
             install(&from, &to, 0o644)?;
         }
     }
+    Ok(())
+}
 
+/// Writes DEBIAN/control (dependencies from dpkg-shlibdeps, which needs
+/// debian/control in `work`) and opens the tree's directories.
+fn write_control(work: &Path, tree: &Path, arch: &str) -> Result<()> {
     let control = tree.join("DEBIAN/control");
     fs::create_dir_all(tree.join("DEBIAN"))?;
     fs::write(
         work.join("debian/control"),
         "Source: socktrace\n\nPackage: socktrace\nArchitecture: any\n",
     )?;
-    let depends = shlib_depends(&work)?;
+    let depends = shlib_depends(work)?;
     fs::write(
         &control,
         format!(
@@ -157,22 +185,11 @@ pub fn package(root: &Path, bin: &Path, out: &Path) -> Result<PathBuf> {
              Maintainer: socktrace developers <socktrace@localhost>\n\
              Installed-Size: {}\nDepends: {depends}\nSection: net\nPriority: optional\n\
              {DESCRIPTION}",
-            installed_kib(&tree)?
+            installed_kib(tree)?
         ),
     )?;
     set_mode(&control, 0o644)?;
-    open_directories(&tree)?;
-
-    let deb = out.join(format!("socktrace_{VERSION}_{arch}.deb"));
-    execute(
-        Command::new("dpkg-deb")
-            .args(["--build", "--root-owner-group"])
-            .arg(&tree)
-            .arg(&deb)
-            .stdout(Stdio::null()),
-    )?;
-    check(&deb, &arch)?;
-    Ok(deb)
+    open_directories(tree)
 }
 
 /// Fails unless the package says what it is and holds every file of

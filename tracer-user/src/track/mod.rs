@@ -155,32 +155,12 @@ impl Tracker {
         if new == TcpState::Listen || old == TcpState::Listen && new == TcpState::Close {
             self.listener(local, old, new, &event.owner);
         }
-        let tracked = old != TcpState::Listen || new != TcpState::Close;
-        if !self.conns.contains_key(&sock) {
-            if !tracked || new == TcpState::Close {
-                // A socket we never saw before ends now: report what we can.
-                out.push(Record::Event(event));
-                return;
-            }
-            let conn = Conn::first(&event, local, remote, old);
-            self.insert(sock, conn);
+        if !self.track(sock, &event, local, remote, old, new) {
+            // A socket we never saw before ends now: report what we can.
+            out.push(Record::Event(event));
+            return;
         }
-        let conn = self.conns.get_mut(&sock).expect("tracked above");
-        conn.update(
-            &mut event.owner,
-            &mut local,
-            &mut remote,
-            event.mono_ns,
-            old,
-            new,
-        );
-        if !event.owner.is_known()
-            && conn.opener == Opener::Passive
-            && let Some(owner) = self.listeners.get(&conn.local)
-        {
-            event.owner = cached(owner);
-            conn.owner = event.owner.clone();
-        }
+        self.follow(sock, &mut event, &mut local, &mut remote, old, new);
         // A timewait socket took over: the rule the kernel's tallies use.
         let enters_time_wait = new == TcpState::Close
             && tracer_common::enters_time_wait(old.raw(), info.kernel_flags());
@@ -199,6 +179,66 @@ impl Tracker {
             out.push(Record::Event(event));
             return;
         }
+        self.closed(sock, event, old, info, enters_time_wait, out);
+    }
+
+    /// Starts following `sock` unless it is known already; false when it
+    /// is new and ends now (nothing to follow).
+    fn track(
+        &mut self,
+        sock: SockId,
+        event: &Event,
+        local: SocketAddr,
+        remote: SocketAddr,
+        old: TcpState,
+        new: TcpState,
+    ) -> bool {
+        let tracked = old != TcpState::Listen || new != TcpState::Close;
+        if !self.conns.contains_key(&sock) {
+            if !tracked || new == TcpState::Close {
+                return false;
+            }
+            let conn = Conn::first(event, local, remote, old);
+            self.insert(sock, conn);
+        }
+        true
+    }
+
+    /// Brings `sock`'s connection up to `event` (and `event` up to what
+    /// the connection knows); a passive socket the kernel found no owner
+    /// for takes its listener's.
+    fn follow(
+        &mut self,
+        sock: SockId,
+        event: &mut Event,
+        local: &mut SocketAddr,
+        remote: &mut SocketAddr,
+        old: TcpState,
+        new: TcpState,
+    ) {
+        let conn = self.conns.get_mut(&sock).expect("tracked above");
+        conn.update(&mut event.owner, local, remote, event.mono_ns, old, new);
+        if !event.owner.is_known()
+            && conn.opener == Opener::Passive
+            && let Some(owner) = self.listeners.get(&conn.local)
+        {
+            event.owner = cached(owner);
+            conn.owner = event.owner.clone();
+        }
+    }
+
+    /// `sock` has closed: it stops being followed, enters the timewait
+    /// table if a timewait socket took over, and its close record follows
+    /// the event (a listener's close is the event alone).
+    fn closed(
+        &mut self,
+        sock: SockId,
+        event: Event,
+        old: TcpState,
+        info: StateInfo,
+        enters_time_wait: bool,
+        out: &mut Vec<Record>,
+    ) {
         let conn = self.conns.remove(&sock).expect("tracked above");
         if conn.opener == Opener::Listener {
             out.push(Record::Event(event));

@@ -33,6 +33,15 @@ pub fn kernel(kernel: &Kernel, dir: &Path) -> Result<Tree> {
         kernel.suite,
         dir.display()
     );
+    let sources = sources(kernel, dir)?;
+    let package = kernel_package(kernel, dir, &sources)?;
+    download(dir, &sources, &package, &unpacked)?;
+    find(&unpacked)
+}
+
+/// apt's directories under `dir`, and a sources.list naming only the
+/// kernel's suite; returns its path.
+fn sources(kernel: &Kernel, dir: &Path) -> Result<PathBuf> {
     for sub in ["lists/partial", "cache/archives/partial"] {
         fs::create_dir_all(dir.join(sub))?;
     }
@@ -46,27 +55,38 @@ pub fn kernel(kernel: &Kernel, dir: &Path) -> Result<Tree> {
             s = kernel.suite
         ),
     )?;
-    let apt = |tool: &str| {
-        let mut command = Command::new(tool);
-        command.current_dir(dir).args([
-            "-o".to_string(),
-            format!("Dir::Etc::SourceList={}", sources.display()),
-            "-o".to_string(),
-            "Dir::Etc::SourceParts=/dev/null".to_string(),
-            "-o".to_string(),
-            format!("Dir::State::Lists={}", dir.join("lists").display()),
-            "-o".to_string(),
-            format!("Dir::Cache={}", dir.join("cache").display()),
-            "-o".to_string(),
-            "Dir::State::status=/dev/null".to_string(),
-            "-o".to_string(),
-            "APT::Sandbox::User=root".to_string(),
-        ]);
-        command
-    };
-    run(apt("apt-get").args(["-q", "update"]), "apt-get update")?;
+    Ok(sources)
+}
+
+/// `tool` (apt-get, apt-cache) working in `dir` with `sources` alone,
+/// leaving the host's apt state alone.
+fn apt(tool: &str, dir: &Path, sources: &Path) -> Command {
+    let mut command = Command::new(tool);
+    command.current_dir(dir).args([
+        "-o".to_string(),
+        format!("Dir::Etc::SourceList={}", sources.display()),
+        "-o".to_string(),
+        "Dir::Etc::SourceParts=/dev/null".to_string(),
+        "-o".to_string(),
+        format!("Dir::State::Lists={}", dir.join("lists").display()),
+        "-o".to_string(),
+        format!("Dir::Cache={}", dir.join("cache").display()),
+        "-o".to_string(),
+        "Dir::State::status=/dev/null".to_string(),
+        "-o".to_string(),
+        "APT::Sandbox::User=root".to_string(),
+    ]);
+    command
+}
+
+/// Updates the lists and names the suite's current kernel package.
+fn kernel_package(kernel: &Kernel, dir: &Path, sources: &Path) -> Result<String> {
+    run(
+        apt("apt-get", dir, sources).args(["-q", "update"]),
+        "apt-get update",
+    )?;
     // The metapackage names the suite's current kernel package.
-    let depends = apt("apt-cache")
+    let depends = apt("apt-cache", dir, sources)
         .args(["depends", "linux-image-cloud-amd64"])
         .output()
         .context("running apt-cache")?;
@@ -81,21 +101,27 @@ pub fn kernel(kernel: &Kernel, dir: &Path) -> Result<Tree> {
             kernel.suite
         );
     };
+    Ok(package.to_string())
+}
+
+/// Downloads `package` and unpacks it into `unpacked` (the .deb is not
+/// kept).
+fn download(dir: &Path, sources: &Path, package: &str, unpacked: &Path) -> Result<()> {
     run(
-        apt("apt-get").args(["-q", "download", package]),
+        apt("apt-get", dir, sources).args(["-q", "download", package]),
         "apt-get download",
     )?;
     let deb = fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "deb"))
         .context("apt-get download left no .deb")?;
-    let _ = fs::remove_dir_all(&unpacked);
+    let _ = fs::remove_dir_all(unpacked);
     run(
-        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked),
+        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(unpacked),
         "dpkg-deb -x",
     )?;
     fs::remove_file(&deb)?;
-    find(&unpacked)
+    Ok(())
 }
 
 fn run(command: &mut Command, what: &str) -> Result<()> {

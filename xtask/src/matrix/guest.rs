@@ -6,11 +6,12 @@ use std::{
     fmt,
     io::{BufRead as _, BufReader},
     path::Path,
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -57,7 +58,29 @@ impl fmt::Display for Outcome {
 
 pub fn boot(kernel: &Kernel, tree: &Tree, initramfs: &Path) -> Result<Outcome> {
     let started = Instant::now();
-    let mut child = Command::new("qemu-system-x86_64")
+    let mut child = qemu(tree, initramfs)?;
+    let pid = child.id();
+    let done = Arc::new(AtomicBool::new(false));
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let watchdog = watchdog(pid, done.clone(), timed_out.clone());
+    let mut outcome = Outcome::default();
+    let console = child.stdout.take().context("qemu's console")?;
+    for line in BufReader::new(console).split(b'\n') {
+        let line = String::from_utf8_lossy(&line?).trim_end().to_string();
+        println!("[{}] {line}", kernel.name);
+        outcome.read(&line);
+    }
+    child.wait()?;
+    done.store(true, Ordering::Relaxed);
+    let _ = watchdog.join();
+    outcome.timed_out = timed_out.load(Ordering::Relaxed);
+    outcome.elapsed = started.elapsed();
+    Ok(outcome)
+}
+
+/// Starts qemu on the guest's kernel and initramfs, its console piped.
+fn qemu(tree: &Tree, initramfs: &Path) -> Result<Child> {
+    Command::new("qemu-system-x86_64")
         // One emulation thread for both CPUs: with a thread each, the
         // kernel's live code patching (attaching tracepoints) oopsed on
         // int3 under 6.12.
@@ -81,40 +104,26 @@ pub fn boot(kernel: &Kernel, tree: &Tree, initramfs: &Path) -> Result<Outcome> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .context("starting qemu-system-x86_64")?;
-    let pid = child.id();
-    let done = Arc::new(AtomicBool::new(false));
-    let timed_out = Arc::new(AtomicBool::new(false));
-    let watchdog = {
-        let (done, timed_out) = (done.clone(), timed_out.clone());
-        std::thread::spawn(move || {
-            let step = Duration::from_secs(1);
-            let mut waited = Duration::ZERO;
-            while !done.load(Ordering::Relaxed) {
-                if waited >= GUEST_TIMEOUT {
-                    timed_out.store(true, Ordering::Relaxed);
-                    // SAFETY: kill has no memory preconditions.
-                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                    return;
-                }
-                std::thread::sleep(step);
-                waited += step;
+        .context("starting qemu-system-x86_64")
+}
+
+/// Kills qemu (`pid`) once it has run [`GUEST_TIMEOUT`] without `done`,
+/// saying so in `timed_out`.
+fn watchdog(pid: u32, done: Arc<AtomicBool>, timed_out: Arc<AtomicBool>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let step = Duration::from_secs(1);
+        let mut waited = Duration::ZERO;
+        while !done.load(Ordering::Relaxed) {
+            if waited >= GUEST_TIMEOUT {
+                timed_out.store(true, Ordering::Relaxed);
+                // SAFETY: kill has no memory preconditions.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                return;
             }
-        })
-    };
-    let mut outcome = Outcome::default();
-    let console = child.stdout.take().context("qemu's console")?;
-    for line in BufReader::new(console).split(b'\n') {
-        let line = String::from_utf8_lossy(&line?).trim_end().to_string();
-        println!("[{}] {line}", kernel.name);
-        outcome.read(&line);
-    }
-    child.wait()?;
-    done.store(true, Ordering::Relaxed);
-    let _ = watchdog.join();
-    outcome.timed_out = timed_out.load(Ordering::Relaxed);
-    outcome.elapsed = started.elapsed();
-    Ok(outcome)
+            std::thread::sleep(step);
+            waited += step;
+        }
+    })
 }
 
 impl Outcome {

@@ -46,33 +46,62 @@ pub fn build(
     runs: &Runs,
 ) -> Result<PathBuf> {
     let root = dir.join("root");
-    let _ = fs::remove_dir_all(&root);
+    skeleton(&root)?;
+    copy_binary(socktrace, &root)?;
+    let tests = copy_tests(&root, workspace, bins)?;
+    write_tests_env(&root, tests, kernel, socktrace, bins, runs)?;
+    copy_modules(&root, tree)?;
+    write_etc_and_init(&root)?;
+    pack(&root, &dir.join("initramfs.cpio"))
+}
+
+/// A fresh `root` with its directories, busybox and its applets, and the
+/// tools the guest runs.
+fn skeleton(root: &Path) -> Result<()> {
+    let _ = fs::remove_dir_all(root);
     for sub in [
         "bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "run", "root", "modules", "var",
     ] {
         fs::create_dir_all(root.join(sub))?;
     }
     symlink("/run", root.join("var/run"))?;
-    copy_binary(Path::new("/bin/busybox"), &root)?;
+    copy_binary(Path::new("/bin/busybox"), root)?;
     for applet in APPLETS {
         symlink("busybox", root.join("bin").join(applet))?;
     }
     for tool in TOOLS {
-        copy_binary(&which(tool)?, &root)?;
+        copy_binary(&which(tool)?, root)?;
     }
     symlink(which("dash")?, root.join("bin/sh"))?;
-    copy_binary(socktrace, &root)?;
+    Ok(())
+}
+
+/// Copies the binaries and the tests' data into `root`; returns the
+/// tests.list lines (one `NAME PATH` per test binary).
+fn copy_tests(root: &Path, workspace: &Path, bins: &BTreeMap<String, PathBuf>) -> Result<String> {
     let mut tests = String::new();
     for (name, path) in bins {
-        copy_binary(path, &root)?;
+        copy_binary(path, root)?;
         if is_test(name) {
             tests.push_str(&format!("{name} {}\n", path.display()));
         }
     }
     for data in super::TEST_DATA {
         let from = workspace.join(data);
-        copy_tree(&from, &under(&root, &from))?;
+        copy_tree(&from, &under(root, &from))?;
     }
+    Ok(tests)
+}
+
+/// Writes tests.list and tests.env: what init.sh runs, and how.
+fn write_tests_env(
+    root: &Path,
+    tests: String,
+    kernel: &Kernel,
+    socktrace: &Path,
+    bins: &BTreeMap<String, PathBuf>,
+    runs: &Runs,
+) -> Result<()> {
     let mut skips = String::new();
     for test in super::HOST_ONLY {
         skips.push_str(&format!(" --skip {test}"));
@@ -93,6 +122,12 @@ pub fn build(
             runs.times
         ),
     )?;
+    Ok(())
+}
+
+/// Copies (uncompressed) the kernel modules the tests load, and lists them
+/// in modules.list.
+fn copy_modules(root: &Path, tree: &Tree) -> Result<()> {
     for module in MODULES {
         let found = find_module(&tree.modules, module)
             .with_context(|| format!("kernel {} has no module {module}", tree.version))?;
@@ -108,6 +143,11 @@ pub fn build(
         }
     }
     fs::write(root.join("modules.list"), MODULES.join("\n") + "\n")?;
+    Ok(())
+}
+
+/// The users and groups the tests switch to, and init.sh as /init.
+fn write_etc_and_init(root: &Path) -> Result<()> {
     fs::write(
         root.join("etc/passwd"),
         "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
@@ -115,8 +155,7 @@ pub fn build(
     fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     let init = root.join("init");
     fs::write(&init, include_str!("init.sh"))?;
-    set_mode(&init, 0o755)?;
-    pack(&root, &dir.join("initramfs.cpio"))
+    set_mode(&init, 0o755)
 }
 
 /// Copies `path` to the same path under `root` without debug info, with

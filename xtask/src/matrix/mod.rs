@@ -97,18 +97,7 @@ impl Default for Runs {
 /// on every kernel, the guests side by side (each is one emulation
 /// thread). `socktrace`: the binary the tests run in the guests.
 pub fn run(root: &Path, only: Option<&str>, runs: &Runs, socktrace: &Path) -> Result<()> {
-    let kernels: Vec<&Kernel> = KERNELS
-        .iter()
-        .filter(|k| only.is_none_or(|name| k.name == name))
-        .collect();
-    if kernels.is_empty() {
-        let names: Vec<&str> = KERNELS.iter().map(|k| k.name).collect();
-        bail!(
-            "no kernel {:?} in the matrix (it has {})",
-            only.unwrap_or_default(),
-            names.join(", ")
-        );
-    }
+    let kernels = select(only)?;
     let started = Instant::now();
     let tests = test_binaries(root)?;
     let mut guests = Vec::new();
@@ -118,22 +107,7 @@ pub fn run(root: &Path, only: Option<&str>, runs: &Runs, socktrace: &Path) -> Re
         let initramfs = image::build(kernel, &tree, &dir, root, socktrace, &tests, runs)?;
         guests.push((kernel, tree, initramfs));
     }
-    let outcomes: Vec<Result<guest::Outcome>> = std::thread::scope(|scope| {
-        let booted: Vec<_> = guests
-            .iter()
-            .map(|(kernel, tree, initramfs)| {
-                println!(
-                    "xtask: kernel {} ({}): booting under qemu",
-                    kernel.name, kernel.release
-                );
-                scope.spawn(move || guest::boot(kernel, tree, initramfs))
-            })
-            .collect();
-        booted
-            .into_iter()
-            .map(|guest| guest.join().expect("a guest's thread panicked"))
-            .collect()
-    });
+    let outcomes = boot_all(&guests);
     let mut failed = Vec::new();
     for ((kernel, tree, _), outcome) in guests.iter().zip(outcomes) {
         let outcome = outcome?;
@@ -156,6 +130,44 @@ pub fn run(root: &Path, only: Option<&str>, runs: &Runs, socktrace: &Path) -> Re
         bail!("the kernel matrix failed on {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// The kernels of the matrix `only` names (all without it).
+fn select(only: Option<&str>) -> Result<Vec<&'static Kernel>> {
+    let kernels: Vec<&'static Kernel> = KERNELS
+        .iter()
+        .filter(|k| only.is_none_or(|name| k.name == name))
+        .collect();
+    if kernels.is_empty() {
+        let names: Vec<&str> = KERNELS.iter().map(|k| k.name).collect();
+        bail!(
+            "no kernel {:?} in the matrix (it has {})",
+            only.unwrap_or_default(),
+            names.join(", ")
+        );
+    }
+    Ok(kernels)
+}
+
+/// Boots every guest at once, each on its own thread; their outcomes in
+/// the same order.
+fn boot_all(guests: &[(&Kernel, fetch::Tree, PathBuf)]) -> Vec<Result<guest::Outcome>> {
+    std::thread::scope(|scope| {
+        let booted: Vec<_> = guests
+            .iter()
+            .map(|(kernel, tree, initramfs)| {
+                println!(
+                    "xtask: kernel {} ({}): booting under qemu",
+                    kernel.name, kernel.release
+                );
+                scope.spawn(move || guest::boot(kernel, tree, initramfs))
+            })
+            .collect();
+        booted
+            .into_iter()
+            .map(|guest| guest.join().expect("a guest's thread panicked"))
+            .collect()
+    })
 }
 
 /// Builds the integration tests and returns each guest test's executable

@@ -1,4 +1,4 @@
-use super::*;
+use super::{lex::lex, services::service_port, *};
 use crate::event::TcpState;
 
 /// Services the tests know (no /etc/services needed).
