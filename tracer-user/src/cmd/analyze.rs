@@ -5,6 +5,7 @@
 use std::{
     fs::File,
     io::{self, BufRead, BufReader, Write},
+    path::Path,
 };
 
 use anyhow::Context as _;
@@ -33,13 +34,7 @@ use crate::{
 const SHOWN_ERRORS: u64 = 10;
 
 pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
-    let name = args.file.display().to_string();
-    let input: Box<dyn BufRead> = if name == "-" {
-        Box::new(io::stdin().lock())
-    } else {
-        let file = File::open(&args.file).with_context(|| format!("cannot open {name}"))?;
-        Box::new(BufReader::with_capacity(1 << 20, file))
-    };
+    let (name, input) = open(&args.file)?;
     let mut reader = Reader::new(input);
     let mut charts = args
         .plot
@@ -48,37 +43,18 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
     let mut analysis = Analysis::new(args);
     let mut out = String::new();
     let mut stdout = io::stdout().lock();
-    let mut bad = 0u64;
-    let mut records = 0u64;
-    // What to say about bad lines, held until the input proves to be a
-    // recording: of a file that is none, one line says so.
-    let mut held: Vec<String> = Vec::new();
-    let mut last_ns = 0;
-    let mut unread = None;
+    let mut read = Read::default();
     while let Some(next) = reader.next() {
-        match next {
-            Ok(record) => {
-                records += 1;
-                last_ns = at(&record).max(last_ns);
-                analysis.observe(&record, &mut out);
-                if let Some(charts) = charts.as_mut() {
-                    charts.observe(&record);
-                }
-            }
-            Err((line, LineError::Io(err))) => {
-                // The stream ends here: fails, after the report of what
-                // was read.
-                unread = Some(format!("{name}:{line}: read error: {err}"));
-            }
-            Err((line, err)) => {
-                bad += 1;
-                if bad <= SHOWN_ERRORS {
-                    held.push(format!("socktrace: {name}:{line}: {err}; skipped"));
-                }
+        if let Some(record) = read.take(next, &name) {
+            analysis.observe(&record, &mut out);
+            if let Some(charts) = charts.as_mut() {
+                charts.observe(&record);
             }
         }
-        if records > 0 || reader.header().is_some() {
-            for said in held.drain(..) {
+        // What to say about bad lines is held until the input proves to
+        // be a recording: of a file that is none, one line says so.
+        if read.records > 0 || reader.header().is_some() {
+            for said in read.held.drain(..) {
                 say!("{said}");
             }
         }
@@ -86,10 +62,10 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
             return Ok(()); // stdout closed (`| head`)
         }
     }
-    if let (Some(unread), 0) = (&unread, records) {
+    if let (Some(unread), 0) = (&read.unread, read.records) {
         anyhow::bail!("{unread}");
     }
-    if records == 0 && reader.header().is_none() {
+    if read.records == 0 && reader.header().is_none() {
         let reports = match reader.skipped() {
             0 => String::new(),
             n => format!(
@@ -99,28 +75,85 @@ pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
         };
         anyhow::bail!("{name}: no socktrace records{reports}");
     }
-    analysis.finish(last_ns, &mut out);
+    analysis.finish(read.last_ns, &mut out);
     write_out(&mut stdout, &mut out)?;
     if let (Some(charts), Some(path)) = (charts, &args.plot) {
-        let reports = match &analysis {
-            Analysis::Timewait(run) => run.reports.as_slice(),
-            _ => &[],
-        };
-        let svg = charts
-            .render(reports)
-            .map_err(|e| anyhow::anyhow!("drawing the chart: {e}"))?;
-        let mut file = record::create(path, true)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        file.write_all(svg.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
+        plot(&charts, &analysis, path)?;
     }
-    if bad > 0 {
-        say!("socktrace: {name}: {bad} bad lines skipped");
+    if read.bad > 0 {
+        say!("socktrace: {name}: {} bad lines skipped", read.bad);
     }
-    match unread {
+    match read.unread {
         Some(unread) => anyhow::bail!("{unread}; the report covers the lines before it"),
         None => Ok(()),
     }
+}
+
+/// `file` (`-`: stdin) by its name, buffered.
+fn open(file: &Path) -> anyhow::Result<(String, Box<dyn BufRead>)> {
+    let name = file.display().to_string();
+    let input: Box<dyn BufRead> = if name == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        let f = File::open(file).with_context(|| format!("cannot open {name}"))?;
+        Box::new(BufReader::with_capacity(1 << 20, f))
+    };
+    Ok((name, input))
+}
+
+/// What reading the input has found so far.
+#[derive(Default)]
+struct Read {
+    records: u64,
+    bad: u64,
+    /// The latest record's time.
+    last_ns: u64,
+    /// Lines about bad lines, not said yet.
+    held: Vec<String>,
+    /// Why the stream ended early (a read error).
+    unread: Option<String>,
+}
+
+impl Read {
+    /// The record `next` holds, if it holds one; a bad line or the end of
+    /// the stream is noted.
+    fn take(&mut self, next: Result<Record, (u64, LineError)>, name: &str) -> Option<Record> {
+        match next {
+            Ok(record) => {
+                self.records += 1;
+                self.last_ns = at(&record).max(self.last_ns);
+                return Some(record);
+            }
+            Err((line, LineError::Io(err))) => {
+                // The stream ends here: fails, after the report of what
+                // was read.
+                self.unread = Some(format!("{name}:{line}: read error: {err}"));
+            }
+            Err((line, err)) => {
+                self.bad += 1;
+                if self.bad <= SHOWN_ERRORS {
+                    self.held
+                        .push(format!("socktrace: {name}:{line}: {err}; skipped"));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The chart of `charts` (with `timewait`'s reports) as SVG in `path`.
+fn plot(charts: &Charts, analysis: &Analysis, path: &Path) -> anyhow::Result<()> {
+    let reports = match analysis {
+        Analysis::Timewait(run) => run.reports.as_slice(),
+        _ => &[],
+    };
+    let svg = charts
+        .render(reports)
+        .map_err(|e| anyhow::anyhow!("drawing the chart: {e}"))?;
+    let mut file =
+        record::create(path, true).with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(svg.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// When a record happened (wall-clock ns offline).
