@@ -140,6 +140,14 @@ impl TwEnd {
     }
 }
 
+/// The bytes of ring record `record`, as the kernel writes them: what
+/// decoder and pipeline tests feed in.
+#[cfg(test)]
+pub fn record_bytes<T>(record: &T) -> Vec<u8> {
+    // SAFETY: reading the bytes of a plain-old-data record.
+    unsafe { std::slice::from_raw_parts((record as *const T).cast(), size_of::<T>()) }.to_vec()
+}
+
 #[cfg(test)]
 impl Event {
     /// An event for renderer tests, owned by `comm` `pid` (tid = pid, uid 0).

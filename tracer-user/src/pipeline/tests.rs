@@ -10,6 +10,7 @@ use tracer_common::{
 };
 
 use super::*;
+use crate::event::record_bytes;
 use crate::{
     cli::{Cli, Command},
     clock::Clock,
@@ -33,11 +34,6 @@ fn raw(state: TcpState) -> u8 {
 }
 
 /// The bytes of a plain-old-data record, as the ring hands them over.
-fn bytes_of<T>(record: &T) -> Vec<u8> {
-    // SAFETY: reading the bytes of a plain-old-data record.
-    unsafe { std::slice::from_raw_parts((record as *const T).cast(), size_of::<T>()) }.to_vec()
-}
-
 fn header(kind: u32, ms: u64) -> Header {
     Header {
         kind,
@@ -68,7 +64,7 @@ fn v4(ip: [u8; 4]) -> [u8; 16] {
 /// A state change of socket `cookie` from 127.0.0.1:`sport` to
 /// 127.0.0.1:`dport`, owned by curl 100.
 fn state(ms: u64, cookie: u64, ports: (u16, u16), old: TcpState, new: TcpState) -> Vec<u8> {
-    bytes_of(&StateRecord {
+    record_bytes(&StateRecord {
         header: header(KIND_STATE, ms),
         owner: owner(100, "curl"),
         cookie,
@@ -198,7 +194,7 @@ fn a_connection_from_connect_to_the_end_of_its_time_wait() {
 }
 
 fn bind(ms: u64, cookie: u64, port: u16) -> Vec<u8> {
-    bytes_of(&BindRecord {
+    record_bytes(&BindRecord {
         header: header(KIND_BIND, ms),
         owner: owner(200, "nginx"),
         cookie,
@@ -213,7 +209,7 @@ fn bind(ms: u64, cookie: u64, port: u16) -> Vec<u8> {
 }
 
 fn listen(ms: u64, cookie: u64, port: u16) -> Vec<u8> {
-    bytes_of(&ListenRecord {
+    record_bytes(&ListenRecord {
         header: header(KIND_LISTEN, ms),
         owner: owner(200, "nginx"),
         cookie,
@@ -242,7 +238,11 @@ fn a_listener_opens_and_closes() {
         new_state: raw(CLOSE),
         ..StateRecord::default()
     };
-    rig.run(&[bind(3, 0x51, 8443), listen(4, 0x51, 8443), bytes_of(&close)]);
+    rig.run(&[
+        bind(3, 0x51, 8443),
+        listen(4, 0x51, 8443),
+        record_bytes(&close),
+    ]);
     let nginx = r#""pid":200,"tid":200,"uid":1000,"comm":"nginx","cgroup_id":0,"cgroup":null,"container":null,"owner_source":"syscall","proto":"tcp","family":"ipv4","netns":7,"sock":"51""#;
     assert_eq!(
         rig.lines(),

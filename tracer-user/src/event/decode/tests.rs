@@ -5,12 +5,7 @@ use tracer_common::{
     TallyRecord,
 };
 
-use crate::event::family_name;
-
-fn bytes_of<T>(record: &T) -> Vec<u8> {
-    // SAFETY: reading the bytes of a plain-old-data record.
-    unsafe { std::slice::from_raw_parts((record as *const T).cast(), size_of::<T>()) }.to_vec()
-}
+use crate::event::{family_name, record_bytes};
 
 fn header(kind: u32) -> Header {
     Header {
@@ -54,7 +49,7 @@ fn decodes_a_v4_state_change() {
     };
     rec.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
     rec.daddr[..4].copy_from_slice(&[10, 1, 2, 3]);
-    let e = decode(&bytes_of(&rec)).unwrap();
+    let e = decode(&record_bytes(&rec)).unwrap();
     assert_eq!(e.mono_ns, 42);
     assert_eq!((e.owner.pid, e.owner.tid, e.owner.uid), (100, 101, 1000));
     assert_eq!(
@@ -97,12 +92,12 @@ fn owner_sources() {
         family: AF_INET,
         ..StateRecord::default()
     };
-    let inherited = decode(&bytes_of(&rec(OWNER_INHERITED))).unwrap();
+    let inherited = decode(&record_bytes(&rec(OWNER_INHERITED))).unwrap();
     assert_eq!(
         (inherited.owner.source, inherited.owner.pid),
         (OwnerSource::Inherited, 100)
     );
-    let unknown = decode(&bytes_of(&rec(OWNER_UNKNOWN))).unwrap();
+    let unknown = decode(&record_bytes(&rec(OWNER_UNKNOWN))).unwrap();
     assert_eq!(unknown.owner, Owner::UNKNOWN);
     assert!(!unknown.owner.is_known());
     assert_eq!(unknown.sock, None, "cookie 0 is no id");
@@ -122,7 +117,7 @@ fn decodes_v6_and_v4_mapped_addresses() {
     };
     rec.saddr = Ipv6Addr::LOCALHOST.octets();
     rec.daddr = Ipv4Addr::new(192, 0, 2, 7).to_ipv6_mapped().octets();
-    let e = decode(&bytes_of(&rec)).unwrap();
+    let e = decode(&record_bytes(&rec)).unwrap();
     let Detail::State { local, remote, .. } = e.detail else {
         panic!("not a state event: {e:?}");
     };
@@ -143,7 +138,7 @@ fn bind_reports_the_assigned_port_or_the_requested_one_on_failure() {
         ret: 0,
         ..BindRecord::default()
     };
-    let e = decode(&bytes_of(&ok)).unwrap();
+    let e = decode(&record_bytes(&ok)).unwrap();
     assert_eq!(
         (e.proto, e.owner.source),
         (Proto::Udp, OwnerSource::Syscall)
@@ -168,7 +163,7 @@ fn bind_reports_the_assigned_port_or_the_requested_one_on_failure() {
         protocol: IPPROTO_TCP,
         ..ok
     };
-    let e = decode(&bytes_of(&failed)).unwrap();
+    let e = decode(&record_bytes(&failed)).unwrap();
     let Detail::Bind { addr, errno, .. } = e.detail else {
         panic!("not a bind: {e:?}");
     };
@@ -189,7 +184,7 @@ fn decodes_a_listen() {
         ..ListenRecord::default()
     };
     rec.addr = Ipv6Addr::UNSPECIFIED.octets();
-    let e = decode(&bytes_of(&rec)).unwrap();
+    let e = decode(&record_bytes(&rec)).unwrap();
     assert_eq!(
         e.detail,
         Detail::Listen {
@@ -203,7 +198,7 @@ fn decodes_a_listen() {
 #[test]
 fn rejects_malformed_records() {
     assert_eq!(decode(&[0; 8]), Err(DecodeError::Short(8)));
-    let state = bytes_of(&StateRecord {
+    let state = record_bytes(&StateRecord {
         header: header(KIND_STATE),
         family: AF_INET,
         ..StateRecord::default()
@@ -219,7 +214,7 @@ fn rejects_malformed_records() {
     let mut unknown = state.clone();
     unknown[0] = 99;
     assert_eq!(decode(&unknown), Err(DecodeError::Kind(99)));
-    let bad_family = bytes_of(&StateRecord {
+    let bad_family = record_bytes(&StateRecord {
         header: header(KIND_STATE),
         family: 1,
         ..StateRecord::default()
@@ -290,7 +285,7 @@ fn counts_are_no_event_and_every_kind_has_its_size() {
         header: header(tracer_common::KIND_TALLY),
         ..TallyRecord::default()
     };
-    let bytes = bytes_of(&tally);
+    let bytes = record_bytes(&tally);
     assert_eq!(
         decode(&bytes),
         Err(DecodeError::NotAnEvent(tracer_common::KIND_TALLY))
