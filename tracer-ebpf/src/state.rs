@@ -38,9 +38,7 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
     transition(&ctx, depth);
     // Marked before `depth` is put back, so that a transition interrupting
     // in between finds the depth it would have found during the run.
-    if let Some(done) = nesting.done.get_mut(depth as usize) {
-        *done = 1;
-    }
+    *done = 1;
     nesting.depth = depth;
     0
 }
