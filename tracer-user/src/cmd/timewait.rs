@@ -25,6 +25,7 @@ use crate::{
     host::{
         self,
         diag::{self, Dump},
+        pace::Pace,
         proc,
     },
     metrics::{Metrics, TimewaitRow},
@@ -91,6 +92,9 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
 /// Detaches and stops serving; the run's summary.
 fn finish(mut session: Session, tallies: &Counts, live: &Live) -> Summary {
     let missed = session.detach();
+    if let Some(polls) = live.pace.summary() {
+        say!("{polls}");
+    }
     session.stop_serving();
     let mut summary = Summary::default();
     summary.kernel = session.source.counters();
@@ -111,6 +115,12 @@ struct Live {
     netns: u32,
     /// Owners of the listeners that existed at start, by port.
     servers: FxHashMap<u16, (u32, String)>,
+    /// Client connections in use by destination, as the last dump saw them.
+    in_use: FxHashMap<Dest, u64>,
+    /// How often that dump is taken: each report, unless it costs more.
+    pace: Pace,
+    /// When it was last taken.
+    in_use_ns: Option<u64>,
 }
 
 impl Live {
@@ -140,7 +150,27 @@ impl Live {
             host,
             netns,
             servers,
+            in_use: FxHashMap::default(),
+            pace: Pace::new(report.interval),
+            in_use_ns: None,
         })
+    }
+
+    /// Counts the connections in use per destination again if the last
+    /// count is a period old.
+    fn refresh_in_use(&mut self, now: u64, filter: &Filter) -> anyhow::Result<()> {
+        let period = self.pace.period().as_nanos() as u64;
+        // Half a period of slack: reports come every period, a little late.
+        if self
+            .in_use_ns
+            .is_none_or(|at| now + period / 2 >= at + period)
+        {
+            let (host, netns) = (&self.host, self.netns);
+            let (counts, _) = self.pace.poll(|| in_use(host, netns, filter));
+            self.in_use = counts.context("sock_diag dump")?;
+            self.in_use_ns = Some(now);
+        }
+        Ok(())
     }
 
     /// One interval's report into `out` (and the exporter).
@@ -151,8 +181,8 @@ impl Live {
         filter: &Filter,
         out: &mut String,
     ) -> anyhow::Result<()> {
-        let in_use = in_use(&self.host, self.netns, filter).context("sock_diag dump")?;
         let now = session.clock.mono_now();
+        self.refresh_in_use(now, filter)?;
         tallies.take(&mut session.source);
         let mut counted = tallies.read()?;
         own_by_listener(&mut counted, &self.servers);
@@ -160,7 +190,7 @@ impl Live {
         counted.retain(|c| filter.matches_row(c.key.pid, &c.comm, c.key.local, c.key.remote));
         let mut r = self
             .analysis
-            .tick(now, &counted, &in_use, host::time_wait_count());
+            .tick(now, &counted, &self.in_use, host::time_wait_count());
         r.missed = session.skipped_runs();
         if let Some(metrics) = &session.metrics {
             export(metrics, &r, &session.source)?;

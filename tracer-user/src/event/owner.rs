@@ -6,14 +6,14 @@ use tracer_common::COMM_LEN;
 
 /// A cgroup: its path below the cgroup v2 root and the container it is,
 /// when the path names one.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Cgroup {
     pub path: Arc<str>,
     pub container: Option<Arc<str>>,
 }
 
 /// The task that owns a socket, and how we know.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Owner {
     pub pid: u32,
     pub tid: u32,
@@ -55,7 +55,7 @@ impl Owner {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OwnerSource {
     /// Seen in process context: the task made a call on this socket.
     Syscall,
@@ -79,7 +79,7 @@ impl OwnerSource {
 }
 
 /// A task's command name, as the kernel keeps it (at most 15 bytes).
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Comm {
     bytes: [u8; COMM_LEN],
     len: u8,

@@ -4,12 +4,11 @@
 //! handed to the pipeline; nothing after the ring reads the host itself.
 pub mod cgroups;
 pub mod diag;
+pub mod pace;
 pub mod proc;
 pub mod sysctl;
 
 use std::{io, net::SocketAddr};
-
-use rustc_hash::FxHashSet;
 
 use self::diag::Dump;
 pub use self::{
@@ -52,10 +51,11 @@ pub fn snapshot(
     Ok(known)
 }
 
-/// Fills `present` with every TCP socket of our network namespace.
-pub fn present_sockets(present: &mut FxHashSet<SockId>) -> io::Result<()> {
+/// Fills `present` with the TCP sockets of our network namespace that
+/// match `which`, sorted.
+pub fn listed(which: Dump, present: &mut Vec<SockId>) -> io::Result<()> {
     present.clear();
-    diag::for_each(Dump::All, |s| {
-        present.insert(s.sock);
-    })
+    diag::for_each(which, |s| present.push(s.sock))?;
+    present.sort_unstable();
+    Ok(())
 }

@@ -4,8 +4,6 @@
 //! and sock_diag's answers, and tests hand it recorded bytes.
 use std::sync::Arc;
 
-use rustc_hash::FxHashSet;
-
 use crate::{
     event::{self, SockId, TcpState},
     filter::Filter,
@@ -110,31 +108,42 @@ impl Pipeline {
         }
     }
 
-    /// Whether any socket is followed whose end only sock_diag can tell
-    /// (see [`Pipeline::reconcile`]).
-    pub fn follows_sockets(&self) -> bool {
-        !(self.tracker.is_empty() && self.tracker.timewaits.is_empty())
+    /// Whether TIME_WAIT sockets are followed, whose end only sock_diag
+    /// can tell (see [`Pipeline::time_waits_listed`]).
+    pub fn follows_time_waits(&self) -> bool {
+        !self.tracker.timewaits.is_empty()
     }
 
-    /// What the kernel sends no event for, from a sock_diag dump of our
-    /// network namespace: TIME_WAIT sockets that have ended, and followed
-    /// connections it no longer has (their close was missed; kept, they
-    /// would pile up to the tracking limit).
-    pub fn reconcile(
+    /// Whether connections are followed (see
+    /// [`Pipeline::connections_listed`]).
+    pub fn follows_connections(&self) -> bool {
+        !self.tracker.is_empty()
+    }
+
+    /// The TIME_WAIT sockets of our network namespace, from a sock_diag
+    /// dump that began at `now` (`present`, sorted): those we follow that
+    /// it misses have ended (the kernel sends no event for that).
+    pub fn time_waits_listed(
         &mut self,
-        present: &FxHashSet<SockId>,
+        present: &[SockId],
         now: u64,
         render: &mut dyn Render,
         out: &mut Output,
     ) {
         let mut ended = Vec::new();
-        let tracker = &mut self.tracker;
-        tracker
+        self.tracker
             .timewaits
             .reconcile(present, now, self.netns, &mut ended);
-        tracker.forget_gone(present, now, self.netns);
         self.records.extend(ended.into_iter().map(Record::Event));
         self.emit(render, out);
+    }
+
+    /// The connections of our network namespace, from a sock_diag dump
+    /// that began at `now` (`present`, sorted): those we follow that it
+    /// misses are forgotten (their close was lost; kept, they would pile
+    /// up to the tracking limit).
+    pub fn connections_listed(&mut self, present: &[SockId], now: u64) {
+        self.tracker.forget_gone(present, now, self.netns);
     }
 
     /// At exit: TIME_WAITs we saw begin end by expiry (computed).

@@ -12,7 +12,7 @@ mod timewait;
 
 use std::net::SocketAddr;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 pub use close::{Close, Failure, Opener, Reason, Side};
 pub use timewait::{TW_LEN_NS, TimeWaits};
@@ -67,7 +67,7 @@ struct Conn {
 /// A socket missing from a dump is forgotten only after this long without
 /// an event: one hashed just after its first transition may be missing
 /// from a dump that raced with it.
-const GONE_AFTER_NS: u64 = 1_000_000_000;
+pub const GONE_AFTER_NS: u64 = 1_000_000_000;
 
 /// Whether a socket of network namespace `of` is in dumps of `ours` (0 is
 /// unknown: the kernel could not tell us, so all look alike).
@@ -279,13 +279,14 @@ impl Tracker {
     }
 
     /// Forgets the sockets the kernel no longer has: missing from a dump
-    /// of network namespace `netns` that began at `dump_ns` (`present`),
-    /// and without an event for a while. Their close was missed; kept, they
-    /// would stay forever. Other namespaces' sockets are not in the dump.
-    pub fn forget_gone(&mut self, present: &FxHashSet<SockId>, dump_ns: u64, netns: u32) {
+    /// of network namespace `netns` that began at `dump_ns` (`present`,
+    /// sorted), and without an event for a while. Their close was missed;
+    /// kept, they would stay forever. Other namespaces' sockets are not in
+    /// the dump.
+    pub fn forget_gone(&mut self, present: &[SockId], dump_ns: u64, netns: u32) {
         let before = self.conns.len();
         self.conns.retain(|sock, conn| {
-            present.contains(sock)
+            present.binary_search(sock).is_ok()
                 || !dumped(conn.netns, netns)
                 || conn.state_since_ns + GONE_AFTER_NS > dump_ns
         });

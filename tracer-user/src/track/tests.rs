@@ -242,16 +242,11 @@ fn time_wait_ends_when_a_dump_misses_it_or_by_expiry() {
     run(&mut t, conversation());
     let mut ended = Vec::new();
     // Still there at the next dump: nothing ends.
-    t.timewaits.reconcile(
-        &[SockId(2)].into_iter().collect(),
-        1_000_000_000,
-        1,
-        &mut ended,
-    );
+    t.timewaits
+        .reconcile(&[SockId(2)], 1_000_000_000, 1, &mut ended);
     assert!(ended.is_empty());
     // Gone 2 s in: ended early (reuse, RST), seen by that dump.
-    t.timewaits
-        .reconcile(&Default::default(), 2_000_000_000, 1, &mut ended);
+    t.timewaits.reconcile(&[], 2_000_000_000, 1, &mut ended);
     assert_eq!(ended.len(), 1);
     assert_eq!(ended[0].mono_ns, 2_000_000_000);
     let Detail::State { old, new, info, .. } = ended[0].detail else {
@@ -267,8 +262,7 @@ fn time_wait_ends_when_a_dump_misses_it_or_by_expiry() {
     let mut t = Tracker::new(16);
     run(&mut t, conversation());
     let mut ended = Vec::new();
-    t.timewaits
-        .reconcile(&Default::default(), 75_000_000_000, 1, &mut ended);
+    t.timewaits.reconcile(&[], 75_000_000_000, 1, &mut ended);
     assert_expired(&ended[0]);
 }
 
@@ -288,11 +282,9 @@ fn a_time_wait_of_another_namespace_ends_by_expiry_not_by_our_dumps() {
     run(&mut t, conversation());
     let mut ended = Vec::new();
     // Our dumps (namespace 7) cannot list it: missing says nothing.
-    t.timewaits
-        .reconcile(&Default::default(), 2_000_000_000, 7, &mut ended);
+    t.timewaits.reconcile(&[], 2_000_000_000, 7, &mut ended);
     assert!(ended.is_empty());
-    t.timewaits
-        .reconcile(&Default::default(), 75_000_000_000, 7, &mut ended);
+    t.timewaits.reconcile(&[], 75_000_000_000, 7, &mut ended);
     assert_eq!(ended.len(), 1);
     assert_expired(&ended[0]);
 }
@@ -302,8 +294,7 @@ fn a_dump_started_before_the_entry_does_not_end_it() {
     let mut t = Tracker::new(16);
     run(&mut t, conversation());
     let mut ended = Vec::new();
-    t.timewaits
-        .reconcile(&Default::default(), 5_000_000, 1, &mut ended);
+    t.timewaits.reconcile(&[], 5_000_000, 1, &mut ended);
     assert!(ended.is_empty());
     assert_eq!(t.timewaits.len(), 1);
 }
@@ -533,8 +524,7 @@ fn connections_whose_close_was_missed_are_forgotten() {
     );
     assert_eq!(t.len(), 4);
     // The kernel still has socket 1; socket 2's close was never seen.
-    let present = FxHashSet::from_iter([SockId(1)]);
-    t.forget_gone(&present, 1_100 * 1_000_000, 1);
+    t.forget_gone(&[SockId(1)], 1_100 * 1_000_000, 1);
     assert_eq!((t.len(), t.gone), (3, 1));
 }
 
@@ -554,7 +544,7 @@ fn time_waits_found_at_start_end_in_their_namespace() {
     );
     let mut ended = Vec::new();
     t.timewaits
-        .reconcile(&Default::default(), 2_000_000_000, 4026531840, &mut ended);
+        .reconcile(&[], 2_000_000_000, 4026531840, &mut ended);
     let netns: Vec<u32> = ended.iter().map(|e| e.netns).collect();
     assert_eq!(
         netns,

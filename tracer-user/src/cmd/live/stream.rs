@@ -4,7 +4,6 @@
 use std::{io::Write, time::Duration};
 
 use anyhow::Context as _;
-use rustc_hash::FxHashSet;
 use tokio::time::{Interval, MissedTickBehavior, interval};
 
 use super::{DRAIN_EVERY, Session, Stop};
@@ -13,14 +12,14 @@ use crate::{
     cli::Common,
     clock::{self, Clock},
     event::SockId,
-    host,
-    host::diag::Dump,
+    host::{self, diag::Dump, pace::Pace},
     logsink::{Journal, Sink, Syslog},
     output::{Json, ListenersView, Palette, Render, Text, TextMode, summary_line},
     pipeline::{Pipeline, Taps},
     probe::Mode,
     source::KernelCounters,
     summary::Summary,
+    track::GONE_AFTER_NS,
     writer::Output,
 };
 
@@ -160,7 +159,10 @@ pub async fn stream(plan: Plan) -> anyhow::Result<Summary> {
         render,
         out,
         reported: KernelCounters::default(),
-        present: FxHashSet::default(),
+        present: Vec::new(),
+        pace: Pace::new(plan.tw_poll),
+        checked: KernelCounters::default(),
+        loss_noticed_ns: None,
     };
     run.run(stop, ticks).await?;
     run.finish(json)
@@ -189,11 +191,6 @@ struct Ticks {
 
 impl Ticks {
     fn new(tw_poll: Duration, report_every: Option<Duration>) -> Ticks {
-        let delayed = |period| {
-            let mut tick = interval(period);
-            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            tick
-        };
         let mut report = delayed(report_every.unwrap_or(Duration::from_secs(1 << 30)));
         report.reset();
         Ticks {
@@ -205,6 +202,14 @@ impl Ticks {
     }
 }
 
+/// A timer every `period`, the first now, that never bunches up ticks it
+/// missed.
+fn delayed(period: Duration) -> Interval {
+    let mut tick = interval(period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tick
+}
+
 /// A streaming run once ready: the session, its pipeline and output.
 struct Run {
     session: Session,
@@ -214,7 +219,13 @@ struct Run {
     /// The loss counters last reported.
     reported: KernelCounters,
     /// The sockets the last dump listed (kept to reuse its memory).
-    present: FxHashSet<SockId>,
+    present: Vec<SockId>,
+    /// How often sock_diag is polled.
+    pace: Pace,
+    /// The loss counters when followed connections were last checked.
+    checked: KernelCounters,
+    /// When a loss was noticed whose connections may still be followed.
+    loss_noticed_ns: Option<u64>,
 }
 
 impl Run {
@@ -243,7 +254,10 @@ impl Run {
                     // Everything the kernel reported before the dump first, so
                     // entries into TIME_WAIT are known when we look for ends.
                     self.drain();
-                    self.poll_sockets(clock.mono_now())?;
+                    if self.poll_sockets(clock.mono_now())? {
+                        ticks.tw = delayed(self.pace.period());
+                        ticks.tw.reset();
+                    }
                 }
             }
             self.drain();
@@ -275,6 +289,9 @@ impl Run {
     fn finish(mut self, json: bool) -> anyhow::Result<Summary> {
         let misses = self.session.detach();
         self.drain();
+        if let Some(polls) = self.pace.summary() {
+            say!("{polls}");
+        }
         self.pipeline.finish(self.render.as_mut(), &mut self.out);
         self.session.flush_log();
         let mut last = self.session.source.counters();
@@ -319,14 +336,51 @@ impl Run {
             .drain(|bytes| pipeline.record(bytes, render.as_mut(), out));
     }
 
-    /// Asks sock_diag which sockets exist, if the pipeline follows any.
-    fn poll_sockets(&mut self, now: u64) -> anyhow::Result<()> {
-        if !self.pipeline.follows_sockets() {
-            return Ok(());
+    /// Asks sock_diag which TIME_WAIT sockets exist, if the pipeline
+    /// follows any, and which connections, if events were lost since they
+    /// were last checked: without a loss, every connection's close comes
+    /// as an event. True if the polls' period changed (see [`Pace`]).
+    fn poll_sockets(&mut self, now: u64) -> anyhow::Result<bool> {
+        let losses = self.session.losses();
+        if (losses.ring_drops, losses.recursion_misses)
+            != (self.checked.ring_drops, self.checked.recursion_misses)
+        {
+            self.checked = losses;
+            self.loss_noticed_ns = Some(now);
         }
-        host::present_sockets(&mut self.present).context("sock_diag dump of all sockets")?;
-        self.pipeline
-            .reconcile(&self.present, now, self.render.as_mut(), &mut self.out);
-        Ok(())
+        let check_connections = self.pipeline.follows_connections()
+            && self.loss_noticed_ns.is_some_and(|noticed| {
+                // Until a dump a while after it, when no followed socket
+                // whose close was lost can have had an event too recently.
+                if now >= noticed + GONE_AFTER_NS {
+                    self.loss_noticed_ns = None;
+                }
+                true
+            });
+        if !self.pipeline.follows_time_waits() && !check_connections {
+            return Ok(false);
+        }
+        let Run {
+            pipeline,
+            render,
+            out,
+            present,
+            pace,
+            ..
+        } = self;
+        let (listed, changed) = pace.poll(|| -> anyhow::Result<()> {
+            if pipeline.follows_time_waits() {
+                host::listed(Dump::TimeWait, present).context("sock_diag dump of TIME_WAIT")?;
+                pipeline.time_waits_listed(present, now, render.as_mut(), out);
+            }
+            if check_connections {
+                host::listed(Dump::Connections, present)
+                    .context("sock_diag dump of connections")?;
+                pipeline.connections_listed(present, now);
+            }
+            Ok(())
+        });
+        listed?;
+        Ok(changed)
     }
 }
