@@ -59,26 +59,31 @@ pub fn wanted(family: u16, protocol: u16, local: u16, remote: u16) -> bool {
         && has(&f.dports, remote)
 }
 
-/// Whether socket `sk` is to be reported; reads nothing without a socket
-/// filter.
+/// Whether socket `sk` is to be reported; reads only what the socket
+/// filters look at (nothing without one).
 #[inline(always)]
 pub fn sock_wanted(sk: *const u8) -> bool {
     let f = &CONFIG.filter;
-    let filtered = cfg(&f.ports.len)
-        | cfg(&f.sports.len)
-        | cfg(&f.dports.len)
-        | cfg(&f.families)
-        | cfg(&f.protocols);
-    if filtered == 0 {
+    let by_port = cfg(&f.ports.len) | cfg(&f.sports.len) | cfg(&f.dports.len) != 0;
+    let by_kind = cfg(&f.families) | cfg(&f.protocols) != 0;
+    if !by_port && !by_kind {
         return true;
     }
     let k = &CONFIG.kernel;
-    let read = |field| uint(sk, cfg(field)).unwrap_or(0);
+    // A filter that is not set holds every value: 0 will do for what it
+    // would have read.
+    let read = |wanted: bool, field| {
+        if wanted {
+            uint(sk, cfg(field)).unwrap_or(0)
+        } else {
+            0
+        }
+    };
     wanted(
-        read(&k.sk_family) as u16,
-        read(&k.sk_protocol) as u16,
-        u16::from_be(read(&k.sk_sport) as u16),
-        u16::from_be(read(&k.sk_dport) as u16),
+        read(by_kind, &k.sk_family) as u16,
+        read(by_kind, &k.sk_protocol) as u16,
+        u16::from_be(read(by_port, &k.sk_sport) as u16),
+        u16::from_be(read(by_port, &k.sk_dport) as u16),
     )
 }
 

@@ -177,6 +177,26 @@ pub static ACCEPTED: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(8192,
 #[map]
 pub static BOUND: HashMap<u64, Bound> = HashMap::with_max_entries(65536, 0);
 
+/// How many entries `BOUND` holds (one more while one is being added):
+/// while none, as nearly always under connection churn, the programs
+/// that would look there do not.
+#[map]
+pub static BOUND_ENTRIES: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Whether `BOUND` may hold entries.
+#[inline(always)]
+pub fn any_bound() -> bool {
+    BOUND_ENTRIES.get(0).is_none_or(|&n| n != 0)
+}
+
+/// Counts `BOUND`'s entries up (1) or down (-1).
+#[inline(always)]
+pub fn count_bound(n: i64) {
+    if let Some(slot) = BOUND_ENTRIES.get_ptr_mut(0) {
+        add(slot, n as u64);
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Bound {

@@ -12,20 +12,25 @@ use tracer_common::{KIND_RELEASE, ReleaseRecord};
 use crate::{
     emit::{emit, header},
     filter::{owner_wanted, wanted},
-    maps::BOUND,
+    maps::{BOUND, any_bound, count_bound},
     owner::current,
     sock::cookie,
 };
 
 #[cgroup_sock(sock_release)]
 pub fn sock_release(ctx: SockContext) -> i32 {
+    if !any_bound() {
+        return 1;
+    }
     // SAFETY: a cgroup/sock program's context is the socket.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: the value is copied before the entry is removed.
     let Some(bound) = (unsafe { BOUND.get(cookie) }).copied() else {
         return 1;
     };
-    let _ = BOUND.remove(cookie);
+    if BOUND.remove(cookie).is_ok() {
+        count_bound(-1);
+    }
     let owner = current();
     if !wanted(bound.family, bound.protocol, bound.port, 0) || !owner_wanted(&owner) {
         return 1;
@@ -48,5 +53,7 @@ pub fn sock_release(ctx: SockContext) -> i32 {
 /// `sk` listens or connects from now on: its end is a TCP transition.
 #[inline(always)]
 pub fn forget_bound(sk: *mut c_void) {
-    let _ = BOUND.remove(cookie(sk));
+    if any_bound() && BOUND.remove(cookie(sk)).is_ok() {
+        count_bound(-1);
+    }
 }

@@ -18,7 +18,7 @@ use crate::{
     emit::{emit, header},
     field::{cfg, uint},
     filter::{owner_wanted, sock_wanted, wanted},
-    maps::{ACCEPTED, BOUND, Bound, CONFIG, SYSCALL_ARGS, SyscallArgs, bump},
+    maps::{ACCEPTED, BOUND, Bound, CONFIG, SYSCALL_ARGS, SyscallArgs, bump, count_bound},
     owner::current,
     sock::{Local, local_end, netns, optional, sock_of_fd},
 };
@@ -227,7 +227,10 @@ fn keep_bound(rec: &BindRecord) {
         port: rec.bound_port,
         _pad: [0; 6],
     };
+    // Counted first, so that no release finds it there uncounted.
+    count_bound(1);
     if BOUND.insert(rec.cookie, bound, 0).is_err() {
+        count_bound(-1);
         bump(COUNTER_BOUND_FULL);
     }
 }

@@ -2,6 +2,8 @@
 //! out), for sockets that predate us.
 use std::{collections::HashMap, fs, os::unix::fs::MetadataExt, path::Path};
 
+use nix::{dir::Dir, fcntl::readlinkat};
+
 use super::cgroups::{CgroupNs, NsPath};
 use crate::event::{Comm, Owner, OwnerSource};
 
@@ -38,8 +40,8 @@ pub fn socket_owners(cgroup_root: Option<&Path>) -> SocketOwners {
         err.kind() == std::io::ErrorKind::PermissionDenied && alive(pid)
     };
     for pid in pids {
-        let fds = match fs::read_dir(format!("/proc/{pid}/fd")) {
-            Ok(fds) => fds,
+        let (dir, mut entries) = match fd_dir(pid) {
+            Ok(opened) => opened,
             Err(err) => {
                 if denied(pid, &err) {
                     owners.denied.push(pid);
@@ -48,14 +50,16 @@ pub fn socket_owners(cgroup_root: Option<&Path>) -> SocketOwners {
             }
         };
         let mut owner = None;
-        for fd in fds.flatten() {
-            let target = match fs::read_link(fd.path()) {
+        for fd in entries.iter().flatten() {
+            // Relative to the open directory: a host with 500,000 sockets
+            // costs no 500,000 walks of "/proc/PID/fd/N".
+            let target = match readlinkat(&dir, fd.file_name()) {
                 Ok(target) => target,
-                Err(err) if denied(pid, &err) => {
+                Err(err) if denied(pid, &err.into()) => {
                     owners.denied.push(pid);
                     break; // the same for every descriptor of this process
                 }
-                Err(_) => continue, // closed meanwhile
+                Err(_) => continue, // closed meanwhile, or "." and ".."
             };
             let Some(inode) = socket_inode(&target.to_string_lossy()) else {
                 continue;
@@ -68,6 +72,13 @@ pub fn socket_owners(cgroup_root: Option<&Path>) -> SocketOwners {
         }
     }
     owners
+}
+
+/// `/proc/PID/fd`, open, and its entries.
+fn fd_dir(pid: u32) -> std::io::Result<(fs::File, Dir)> {
+    let dir = fs::File::open(format!("/proc/{pid}/fd"))?;
+    let entries = Dir::from_fd(dir.try_clone()?.into())?;
+    Ok((dir, entries))
 }
 
 /// Whether `pid` still runs (not gone, not a zombie).
