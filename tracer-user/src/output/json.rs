@@ -54,12 +54,16 @@ pub(super) fn common(
         Some(id) => o.string("container", id),
         None => o.null("container"),
     };
-    o.name("owner_source", owner.source.name())
-        .shown("proto", proto)
-        .name("family", family_name(addr));
+    o.name("owner_source", owner.source.name());
+    match proto {
+        Proto::Tcp => o.name("proto", "tcp"),
+        Proto::Udp => o.name("proto", "udp"),
+        Proto::Other(_) => o.shown("proto", proto),
+    };
+    o.name("family", family_name(addr));
     self::netns(o, netns);
     match sock {
-        Some(sock) => o.shown("sock", sock),
+        Some(sock) => o.hex("sock", sock.0),
         None => o.null("sock"),
     };
 }

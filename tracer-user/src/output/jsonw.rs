@@ -10,6 +10,7 @@ pub struct Obj<'a> {
 
 impl<'a> Obj<'a> {
     /// Starts an object with `"type": kind`.
+    #[inline]
     pub fn new(out: &'a mut String, kind: &str) -> Obj<'a> {
         out.push_str("{\"type\":\"");
         out.push_str(kind);
@@ -17,6 +18,7 @@ impl<'a> Obj<'a> {
         Obj { out, first: false }
     }
 
+    #[inline]
     fn key(&mut self, key: &str) -> &mut String {
         if !self.first {
             self.out.push(',');
@@ -29,6 +31,7 @@ impl<'a> Obj<'a> {
     }
 
     /// A string from our own vocabulary (state names, ...): no escaping.
+    #[inline]
     pub fn name(&mut self, key: &str, value: &str) -> &mut Self {
         let out = self.key(key);
         out.push('"');
@@ -38,6 +41,7 @@ impl<'a> Obj<'a> {
     }
 
     /// A string from outside (a command name, a path): escaped.
+    #[inline]
     pub fn string(&mut self, key: &str, value: &str) -> &mut Self {
         let out = self.key(key);
         escape(value, out);
@@ -45,6 +49,7 @@ impl<'a> Obj<'a> {
     }
 
     /// A value whose `Display` needs no escaping (addresses, hex ids).
+    #[inline]
     pub fn shown(&mut self, key: &str, value: impl Display) -> &mut Self {
         let out = self.key(key);
         let _ = write!(out, "\"{value}\"");
@@ -52,6 +57,7 @@ impl<'a> Obj<'a> {
     }
 
     /// An IP address; IPv4 without the formatting machinery (hot path).
+    #[inline]
     pub fn ip(&mut self, key: &str, ip: std::net::IpAddr) -> &mut Self {
         let std::net::IpAddr::V4(v4) = ip else {
             return self.shown(key, ip);
@@ -69,12 +75,14 @@ impl<'a> Obj<'a> {
         self
     }
 
+    #[inline]
     pub fn uint(&mut self, key: &str, value: u64) -> &mut Self {
         let out = self.key(key);
         out.push_str(itoa::Buffer::new().format(value));
         self
     }
 
+    #[inline]
     pub fn int(&mut self, key: &str, value: i64) -> &mut Self {
         let out = self.key(key);
         out.push_str(itoa::Buffer::new().format(value));
@@ -83,6 +91,7 @@ impl<'a> Obj<'a> {
 
     /// A number with one decimal (a rate, a percentage): a JSON number,
     /// `null` if it is not finite.
+    #[inline]
     pub fn decimal(&mut self, key: &str, value: f64) -> &mut Self {
         let out = self.key(key);
         if value.is_finite() {
@@ -94,25 +103,58 @@ impl<'a> Obj<'a> {
     }
 
     /// Milliseconds with microsecond precision.
+    #[inline]
     pub fn millis(&mut self, key: &str, ns: u64) -> &mut Self {
         let out = self.key(key);
         let us = (ns + 500) / 1000;
-        let _ = write!(out, "{}.{:03}", us / 1000, us % 1000);
+        out.push_str(itoa::Buffer::new().format(us / 1000));
+        let frac = us % 1000;
+        out.push_str(match frac {
+            0..10 => ".00",
+            10..100 => ".0",
+            _ => ".",
+        });
+        out.push_str(itoa::Buffer::new().format(frac));
         self
     }
 
+    /// A number in lower-case hex, as a string (socket cookies, as `ss -e`
+    /// prints them).
+    #[inline]
+    pub fn hex(&mut self, key: &str, value: u64) -> &mut Self {
+        let out = self.key(key);
+        let mut digits = [0u8; 16];
+        let mut at = digits.len();
+        let mut v = value;
+        loop {
+            at -= 1;
+            digits[at] = b"0123456789abcdef"[(v & 0xf) as usize];
+            v >>= 4;
+            if v == 0 {
+                break;
+            }
+        }
+        out.push('"');
+        out.push_str(std::str::from_utf8(&digits[at..]).expect("hex digits"));
+        out.push('"');
+        self
+    }
+
+    #[inline]
     pub fn bool(&mut self, key: &str, value: bool) -> &mut Self {
         let out = self.key(key);
         out.push_str(if value { "true" } else { "false" });
         self
     }
 
+    #[inline]
     pub fn null(&mut self, key: &str) -> &mut Self {
         self.key(key).push_str("null");
         self
     }
 
     /// `value` or `null`.
+    #[inline]
     pub fn opt<T>(
         &mut self,
         key: &str,
@@ -129,6 +171,7 @@ impl<'a> Obj<'a> {
     }
 
     /// A nested object written by `fill`.
+    #[inline]
     pub fn object(&mut self, key: &str, fill: impl FnOnce(&mut Obj<'_>)) -> &mut Self {
         let out = self.key(key);
         out.push('{');
@@ -139,6 +182,7 @@ impl<'a> Obj<'a> {
     }
 
     /// An array of objects, one per item, each written by `fill`.
+    #[inline]
     pub fn array<T>(
         &mut self,
         key: &str,
@@ -161,6 +205,7 @@ impl<'a> Obj<'a> {
     }
 
     /// An array of unsigned integers.
+    #[inline]
     pub fn uints(&mut self, key: &str, values: impl IntoIterator<Item = u64>) -> &mut Self {
         let out = self.key(key);
         out.push('[');
@@ -175,6 +220,7 @@ impl<'a> Obj<'a> {
     }
 
     /// Ends the object and the line.
+    #[inline]
     pub fn end(&mut self) {
         self.out.push_str("}\n");
     }
@@ -208,6 +254,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[inline]
     fn writes_valid_json() {
         let mut out = String::new();
         Obj::new(&mut out, "t")
@@ -225,6 +272,10 @@ mod tests {
                 o.millis("x", 0).name("y", "Z");
             })
             .shown("ip", std::net::Ipv6Addr::LOCALHOST)
+            .hex("h0", 0)
+            .hex("h", 0x1_0000_beef)
+            .millis("m5", 5_000)
+            .millis("m50", 50_000)
             .ip("v4", [10, 0, 255, 1].into())
             .ip("v6", "::ffff:1.2.3.4".parse().unwrap())
             .end();
@@ -233,7 +284,8 @@ mod tests {
             v,
             serde_json::json!({"type": "t", "s": "a\"b\\c\n\u{1}é", "u": 42, "i": -7,
                 "ms": 1.501, "rate": 1993.0, "inf": null, "b": true, "n": null, "o": {"x": 0.0, "y": "Z"}, "ip": "::1",
-                "v4": "10.0.255.1", "v6": "::ffff:1.2.3.4"})
+                "v4": "10.0.255.1", "v6": "::ffff:1.2.3.4", "h0": "0", "h": "10000beef",
+                "m5": 0.005, "m50": 0.05})
         );
         assert!(out.ends_with("}\n"));
     }
