@@ -14,8 +14,9 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 mod results;
+mod sections;
 
-use results::{report, table, update_readme};
+use results::{publish, table};
 
 const ROUNDS: usize = 3;
 const SECONDS: f64 = 5.0;
@@ -142,15 +143,9 @@ pub fn run(root: &Path) -> Result<()> {
         }
     }
     let table = table(&modes, &runs, per_conn);
-    let results = root.join("bench/RESULTS.md");
-    fs::create_dir_all(results.parent().unwrap())?;
-    fs::write(&results, report(&table)?)?;
-    update_readme(&root.join("README.md"), &table)?;
+    publish(root, &table)?;
     println!("{table}");
-    println!(
-        "xtask: bench: wrote {} and the README's performance section",
-        results.display()
-    );
+    println!("xtask: bench: wrote its sections of bench/RESULTS.md and the README");
     Ok(())
 }
 
