@@ -1,7 +1,9 @@
 //! `cargo xtask bench`: what tracing costs a busy host. A connection-churn
 //! load (tests/src/bin/churn.rs) runs alone, then under socktrace in each
 //! mode, interleaved (A B A B ...) for several rounds; medians are reported
-//! in bench/RESULTS.md and the README's performance section.
+//! in bench/RESULTS.md and the README's performance section. `--scale`
+//! measures an idle tracer on a host holding many sockets instead
+//! (bench/scale.rs).
 use std::{
     fs,
     io::{BufRead, BufReader},
@@ -13,7 +15,9 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+mod hold;
 mod results;
+mod scale;
 mod sections;
 
 use results::{publish, table};
@@ -119,8 +123,12 @@ struct Run {
     attach_s: f64,
 }
 
-pub fn run(root: &Path) -> Result<()> {
+/// The churn bench, or with `scale` the idle-cost one (bench/scale.rs).
+pub fn run(root: &Path, scale: bool) -> Result<()> {
     super::build_release_all()?;
+    if scale {
+        return scale::run(root);
+    }
     let bin = root.join("target/release");
     let out_dir = root.join("target/bench");
     fs::create_dir_all(&out_dir)?;
