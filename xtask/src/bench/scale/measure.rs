@@ -27,6 +27,8 @@ pub(super) struct Idle {
     pub attach_s: f64,
     /// None if the tracer printed no poll line.
     pub poll: Option<Poll>,
+    /// Connections its summary says it dropped from tracking (table full).
+    pub untracked: u64,
 }
 
 /// socktrace's sock_diag polls, from its exit line.
@@ -55,7 +57,11 @@ impl fmt::Display for Idle {
                 p.count, p.each_ms, p.every_s
             ),
             None => f.write_str("no poll line"),
+        }?;
+        if self.untracked > 0 {
+            write!(f, ", {} dropped from tracking", self.untracked)?;
         }
+        Ok(())
     }
 }
 
@@ -67,11 +73,13 @@ pub(super) fn idle(bin: &Path, out: &Path, args: &'static [&'static str]) -> Res
     // Stopped whether or not the reading worked.
     let cpu_pct = idle_cpu(tracer.id());
     let (_, peak_rss_kb) = stop_tracer(tracer)?;
+    let stderr = stderr(&err);
     Ok(Idle {
         cpu_pct: cpu_pct?,
         peak_rss_kb,
         attach_s,
-        poll: poll_line(&stderr(&err)),
+        poll: poll_line(&stderr),
+        untracked: untracked(&stderr),
     })
 }
 
@@ -132,6 +140,19 @@ fn poll_line(stderr: &str) -> Option<Poll> {
     })
 }
 
+/// "N connections dropped from tracking (table full)" from the summary
+/// line of `stderr`; 0 if it says none (or the mode tracks none).
+fn untracked(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .rev()
+        .find_map(|line| {
+            let at = line.find(" connections dropped from tracking")?;
+            line[..at].rsplit(' ').next()?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +184,18 @@ mod tests {
         assert_eq!(
             poll_line("socktrace: sock_diag polled many times, 3 ms each on average, every 1 s"),
             None
+        );
+    }
+
+    #[test]
+    fn reads_the_untracked_count() {
+        let stderr = "socktrace: 0 events (state 0, bind 0, listen 0, release 0), 0 connections \
+                      closed; lost 0 (ring buffer full) + 0 (another BPF program was running); \
+                      237856 connections dropped from tracking (table full)\n";
+        assert_eq!(untracked(stderr), 237856);
+        assert_eq!(
+            untracked("socktrace: 0 events (state 0), 0 connections closed\n"),
+            0
         );
     }
 

@@ -98,27 +98,32 @@ fn derived(samples: &[Sample]) -> String {
     let mut text = format!(
         "Derived from peak RSS, per mode: bytes per followed TIME_WAIT = (RSS at {TW_ONLY} \
          − RSS at {EMPTY}) / {}; bytes per followed open socket = (RSS at {LARGEST} − RSS at \
-         {EMPTY} − {} × bytes per TIME_WAIT) / {}.\n\n",
+         {EMPTY} − {} × bytes per TIME_WAIT) / the open sockets followed ({}, less those the \
+         tracer's summary says it dropped from tracking: `--track-limit`). Peak RSS holds \
+         the start's own peak, so growth that stays under it does not show (a figure near 0 \
+         or below).\n\n",
         TW_ONLY.time_wait, LARGEST.time_wait, LARGEST.open
     );
-    let mut modes: Vec<&str> = samples.iter().map(|s| s.mode.as_str()).collect();
-    modes.dedup();
-    for mode in modes {
-        let rss = |point: Point| {
+    for empty in samples.iter().filter(|s| s.point == EMPTY) {
+        let at = |point: Point| {
             samples
                 .iter()
-                .find(|s| s.mode == mode && s.point == point)
-                .map(|s| s.idle.peak_rss_kb)
+                .find(|s| s.mode == empty.mode && s.point == point)
         };
-        let (Some(empty), Some(tw_only), Some(largest)) = (rss(EMPTY), rss(TW_ONLY), rss(LARGEST))
-        else {
+        let (Some(tw_only), Some(largest)) = (at(TW_ONLY), at(LARGEST)) else {
             continue;
         };
-        let bytes = per_socket(empty, tw_only, largest);
+        let followed = LARGEST.open.saturating_sub(largest.idle.untracked);
+        let bytes = per_socket(
+            empty.idle.peak_rss_kb,
+            tw_only.idle.peak_rss_kb,
+            (largest.idle.peak_rss_kb, followed),
+        );
         let _ = writeln!(
             text,
-            "- {mode}: {:.0} bytes per followed TIME_WAIT, {:.0} bytes per followed open socket",
-            bytes.time_wait, bytes.open
+            "- {}: {:.0} bytes per followed TIME_WAIT, {:.0} bytes per followed open socket \
+             ({followed} followed)",
+            empty.mode, bytes.time_wait, bytes.open
         );
     }
     text
@@ -131,14 +136,14 @@ struct PerSocket {
     open: f64,
 }
 
-/// From peak RSS (KiB) at [`EMPTY`], [`TW_ONLY`] and [`LARGEST`]: a
-/// TIME_WAIT's share is the TIME_WAIT-only point's growth over its count;
-/// an open socket's, the largest point's growth less its TIME_WAITs'
-/// share, over its open sockets.
-fn per_socket(empty_kb: u64, tw_only_kb: u64, largest_kb: u64) -> PerSocket {
+/// From peak RSS (KiB) at [`EMPTY`], [`TW_ONLY`] and [`LARGEST`] (with
+/// how many of its open sockets were followed): a TIME_WAIT's share is the
+/// TIME_WAIT-only point's growth over its count; an open socket's, the
+/// largest point's growth less its TIME_WAITs' share, over those followed.
+fn per_socket(empty_kb: u64, tw_only_kb: u64, (largest_kb, followed): (u64, u64)) -> PerSocket {
     let growth = |kb: u64| (kb as f64 - empty_kb as f64) * 1024.0;
     let time_wait = growth(tw_only_kb) / TW_ONLY.time_wait as f64;
-    let open = (growth(largest_kb) - time_wait * LARGEST.time_wait as f64) / LARGEST.open as f64;
+    let open = (growth(largest_kb) - time_wait * LARGEST.time_wait as f64) / followed.max(1) as f64;
     PerSocket { time_wait, open }
 }
 
@@ -153,14 +158,55 @@ mod tests {
         let empty = 30_000;
         let tw_only = empty + 6_400;
         let largest = empty + 6_400 + 500_000 * 100 / 1024;
-        let bytes = per_socket(empty, tw_only, largest);
+        let bytes = per_socket(empty, tw_only, (largest, LARGEST.open));
         assert!((bytes.time_wait - 65.536).abs() < 1e-9);
         assert!((bytes.open - 100.0).abs() < 0.01, "{}", bytes.open);
+        // Half of them followed: each cost twice as much.
+        let bytes = per_socket(empty, tw_only, (largest, LARGEST.open / 2));
+        assert!((bytes.open - 200.0).abs() < 0.01, "{}", bytes.open);
+    }
+
+    fn sample(point: Point, mode: &str, peak_rss_kb: u64, untracked: u64) -> Sample {
+        Sample {
+            point,
+            mode: mode.to_string(),
+            idle: Idle {
+                cpu_pct: 0.5,
+                peak_rss_kb,
+                attach_s: 0.1,
+                poll: None,
+                untracked,
+            },
+        }
+    }
+
+    #[test]
+    fn derives_each_mode_once_from_its_own_runs() {
+        // In the order the bench runs them: modes alternate at each point.
+        let samples = [
+            sample(EMPTY, "watch", 30_000, 0),
+            sample(EMPTY, "timewait", 20_000, 0),
+            sample(LARGEST, "watch", 30_000 + 6_400 + 25_600, 250_000),
+            sample(LARGEST, "timewait", 20_000, 0),
+            sample(TW_ONLY, "watch", 30_000 + 6_400, 0),
+            sample(TW_ONLY, "timewait", 20_000, 0),
+        ];
+        let text = derived(&samples);
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("- ")).collect();
+        assert_eq!(
+            lines,
+            [
+                "- watch: 66 bytes per followed TIME_WAIT, 105 bytes per followed open socket \
+                 (250000 followed)",
+                "- timewait: 0 bytes per followed TIME_WAIT, 0 bytes per followed open socket \
+                 (500000 followed)",
+            ]
+        );
     }
 
     #[test]
     fn shrinking_memory_is_negative_not_wrapped() {
-        let bytes = per_socket(30_000, 29_000, 29_000);
+        let bytes = per_socket(30_000, 29_000, (29_000, LARGEST.open));
         assert!((bytes.time_wait + 10.24).abs() < 1e-9);
         assert!(bytes.open.abs() < 1e-9);
     }
