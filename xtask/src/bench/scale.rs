@@ -23,6 +23,7 @@ mod table;
 struct Point {
     /// Sockets of established connections (two per connection).
     open: u64,
+    /// Connections in TIME_WAIT (one socket each).
     time_wait: u64,
 }
 
@@ -58,6 +59,7 @@ const _: () = assert!(TW_BUCKETS >= 2 * TW_ONLY.time_wait && TW_BUCKETS >= 2 * L
 /// (TCP_TIMEWAIT_LEN) plus the timer wheel's slack at that range (4 s).
 const TW_GONE_AFTER: Duration = Duration::from_secs(65);
 
+/// "500k + 100k": open sockets + TIME_WAITs.
 impl fmt::Display for Point {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         let count = |n: u64| match n {
@@ -65,10 +67,11 @@ impl fmt::Display for Point {
             n if n.is_multiple_of(1000) => format!("{}k", n / 1000),
             n => n.to_string(),
         };
-        write!(f, "{} + {}", count(self.open), count(self.time_wait))
+        f.pad(&format!("{} + {}", count(self.open), count(self.time_wait)))
     }
 }
 
+/// Every point, each mode at each; then the results.
 pub(super) fn run(root: &Path) -> Result<()> {
     let bin = root.join("target/release");
     let dir = root.join("target/bench");
@@ -82,7 +85,8 @@ pub(super) fn run(root: &Path) -> Result<()> {
         let _open = Holders::spawn(&bin, Kind::Pairs, point.open / 2)?;
         for args in MODES {
             let mode = format!("socktrace {}", args.join(" "));
-            if let Some(wait) = tw_gone.checked_duration_since(Instant::now()) {
+            let wait = tw_gone.checked_duration_since(Instant::now());
+            if let Some(wait) = wait.filter(|w| !w.is_zero()) {
                 println!(
                     "xtask: bench: waiting {:.0} s for the last TIME_WAITs to expire",
                     wait.as_secs_f64()
@@ -152,5 +156,18 @@ impl Drop for Raised {
         if let Err(e) = fs::write(self.path, &self.old) {
             eprintln!("xtask: bench: restoring {} to {}: {e}", self.path, self.old);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_points_in_thousands() {
+        assert_eq!(LARGEST.to_string(), "500k + 100k");
+        assert_eq!(EMPTY.to_string(), "0 + 0");
+        assert_eq!(grown(1_500).to_string(), "1500 + 300");
+        assert_eq!(format!("{TW_ONLY:<9}|"), "0 + 100k |");
     }
 }
