@@ -1,7 +1,9 @@
 //! `cargo xtask bench`: what tracing costs a busy host. A connection-churn
 //! load (tests/src/bin/churn.rs) runs alone, then under socktrace in each
 //! mode, interleaved (A B A B ...) for several rounds; medians are reported
-//! in bench/RESULTS.md and the README's performance section.
+//! in bench/RESULTS.md and the README's performance section. `--scale`
+//! measures an idle tracer on a host holding many sockets instead
+//! (bench/scale.rs).
 use std::{
     fs,
     io::{BufRead, BufReader},
@@ -13,9 +15,12 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+mod hold;
 mod results;
+mod scale;
+mod sections;
 
-use results::{report, table, update_readme};
+use results::{publish, table};
 
 const ROUNDS: usize = 3;
 const SECONDS: f64 = 5.0;
@@ -118,8 +123,12 @@ struct Run {
     attach_s: f64,
 }
 
-pub fn run(root: &Path) -> Result<()> {
+/// The churn bench, or with `scale` the idle-cost one (bench/scale.rs).
+pub fn run(root: &Path, scale: bool) -> Result<()> {
     super::build_release_all()?;
+    if scale {
+        return scale::run(root);
+    }
     let bin = root.join("target/release");
     let out_dir = root.join("target/bench");
     fs::create_dir_all(&out_dir)?;
@@ -142,15 +151,9 @@ pub fn run(root: &Path) -> Result<()> {
         }
     }
     let table = table(&modes, &runs, per_conn);
-    let results = root.join("bench/RESULTS.md");
-    fs::create_dir_all(results.parent().unwrap())?;
-    fs::write(&results, report(&table)?)?;
-    update_readme(&root.join("README.md"), &table)?;
+    publish(root, &table)?;
     println!("{table}");
-    println!(
-        "xtask: bench: wrote {} and the README's performance section",
-        results.display()
-    );
+    println!("xtask: bench: wrote its sections of bench/RESULTS.md and the README");
     Ok(())
 }
 

@@ -56,8 +56,15 @@ enum Task {
         times: u32,
     },
     /// What tracing costs under connection churn, vs no tracer (needs root);
-    /// writes bench/RESULTS.md and the README's performance section.
-    Bench,
+    /// writes its sections of bench/RESULTS.md and the README's performance
+    /// section.
+    Bench {
+        /// Instead: what an idle socktrace costs (CPU, memory, start,
+        /// sock_diag polls) as the host holds 0 to 500k open TCP sockets
+        /// and TIME_WAITs.
+        #[arg(long)]
+        scale: bool,
+    },
     /// Minutes of maximum churn and listener cycling under three socktrace
     /// instances: memory flat, every event delivered or reported lost.
     Soak {
@@ -111,7 +118,7 @@ fn run(task: Task) -> Result<()> {
             let runs = matrix::Runs { test, times };
             matrix::run(&root, only, &runs, &root.join("target/release/socktrace"))
         }
-        Task::Bench => bench::run(&root),
+        Task::Bench { scale } => bench::run(&root, scale),
         Task::Fuzz { seconds } => fuzz::run(&root, seconds, true),
         Task::Soak { seconds } => {
             build_release_all()?;

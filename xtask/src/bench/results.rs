@@ -1,10 +1,13 @@
-//! The bench's results: the Markdown table of medians, bench/RESULTS.md
-//! and the README's performance section.
-use std::{fmt::Write as _, fs, path::PathBuf, process::Command};
+//! The churn bench's results: the Markdown table of medians, in its
+//! section of bench/RESULTS.md and of the README's performance section.
+use std::{fmt::Write as _, path::Path};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
-use super::{Mode, ROUNDS, Run, SECONDS, Stream, THREADS, Tracer};
+use super::{
+    Mode, ROUNDS, Run, SECONDS, Stream, THREADS, Tracer,
+    sections::{self, Section, machine},
+};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -58,61 +61,27 @@ pub(super) fn table(modes: &[Mode], runs: &[Vec<Run>], per_conn: f64) -> String 
     t
 }
 
-fn machine() -> String {
-    let cmd = |c: &str, args: &[&str]| {
-        Command::new(c)
-            .args(args)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
-    };
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    format!(
-        "{} CPUs ({model}), kernel {}, {}",
-        cpus,
-        cmd("uname", &["-r"]),
-        cmd("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
-    )
-}
-
-pub(super) fn report(table: &str) -> Result<String> {
-    Ok(format!(
-        "# socktrace benchmark\n\n\
-         Written by `cargo xtask bench`. {}.\n\n\
+/// Writes the table into the churn section of bench/RESULTS.md and the
+/// README.
+pub(super) fn publish(root: &Path, table: &str) -> Result<()> {
+    let machine = machine();
+    let results = format!(
+        "## Connection churn\n\n\
+         Written by `cargo xtask bench`. {machine}.\n\n\
          Load: `churn` (tests/src/bin/churn.rs), {THREADS} client threads and {THREADS} server \
          threads on loopback, clients close first, destinations spread over 64 addresses of \
          127.0.0.0/8, {SECONDS} s a run. Modes interleaved, {ROUNDS} rounds, medians; ratios \
          against the no-tracer run of the same round. \"happened\" is connections x \
          transitions per connection, calibrated on a slow traced run. Tracer output goes to a \
-         file; CPU and peak RSS of the tracer come from wait4(2).\n\n{table}",
-        machine()
-    ))
-}
-
-const START: &str = "<!-- bench:start -->";
-const END: &str = "<!-- bench:end -->";
-
-/// Replaces the README's performance section with the new table.
-pub(super) fn update_readme(path: &PathBuf, table: &str) -> Result<()> {
-    let readme = fs::read_to_string(path)?;
-    let (Some(a), Some(b)) = (readme.find(START), readme.find(END)) else {
-        bail!("README.md has no {START} ... {END} section");
-    };
-    let section = format!(
-        "{START}\nFrom `cargo xtask bench` on {}:\n\n{table}{END}",
-        machine()
+         file; CPU and peak RSS of the tracer come from wait4(2).\n\n{table}"
     );
-    fs::write(
-        path,
-        format!("{}{section}{}", &readme[..a], &readme[b + END.len()..]),
-    )?;
-    Ok(())
+    let readme = format!("From `cargo xtask bench` on {machine}:\n\n{table}");
+    sections::publish(
+        root,
+        &Section {
+            name: "bench",
+            results: &results,
+            readme: &readme,
+        },
+    )
 }
