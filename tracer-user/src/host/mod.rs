@@ -8,7 +8,7 @@ pub mod pace;
 pub mod proc;
 pub mod sysctl;
 
-use std::{io, net::SocketAddr};
+use std::io;
 
 use self::diag::Dump;
 pub use self::{
@@ -20,35 +20,31 @@ use crate::{
     track::Known,
 };
 
-/// Every TCP socket that exists now and that `wanted(local, remote)`, with
-/// its owner from /proc; first `denied` gets the processes whose sockets
-/// we may not see (see [`proc::SocketOwners::denied`]).
+/// Hands every TCP socket that matches `which` and exists now to `each`,
+/// with its owner from /proc; first `denied` gets the processes whose
+/// sockets we may not see (see [`proc::SocketOwners::denied`]).
 pub fn snapshot(
     which: Dump,
-    wanted: impl Fn(&SocketAddr, &SocketAddr) -> bool,
     denied: impl FnOnce(&[u32]),
-) -> io::Result<Vec<Known>> {
+    mut each: impl FnMut(Known),
+) -> io::Result<()> {
     let owners = proc::socket_owners(crate::probe::cgroup_v2_root().as_deref());
     denied(&owners.denied);
-    let mut known = Vec::new();
     let netns = diag::own_netns();
     diag::for_each(which, |s| {
-        if wanted(&s.local, &s.remote) {
-            known.push(Known {
-                netns,
-                owner: owners
-                    .by_inode
-                    .get(&s.inode)
-                    .cloned()
-                    .unwrap_or(Owner::UNKNOWN),
-                sock: s.sock,
-                state: s.state,
-                local: s.local,
-                remote: s.remote,
-            });
-        }
-    })?;
-    Ok(known)
+        each(Known {
+            netns,
+            owner: owners
+                .by_inode
+                .get(&s.inode)
+                .cloned()
+                .unwrap_or(Owner::UNKNOWN),
+            sock: s.sock,
+            state: s.state,
+            local: s.local,
+            remote: s.remote,
+        });
+    })
 }
 
 /// Fills `present` with the TCP sockets of our network namespace that

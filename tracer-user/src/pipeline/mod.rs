@@ -49,34 +49,35 @@ impl Pipeline {
         }
     }
 
-    /// Learns the sockets that existed at start (`now`), printing those
-    /// that pass the filter if `print` (`--snapshot`).
+    /// Learns a socket that existed at start (`now`), printing it if it
+    /// passes the filter and `print` (`--snapshot`). One at a time, as the
+    /// dump lists them: a host with 500,000 sockets needs no list of them.
     pub fn preload(
         &mut self,
-        mut existing: Vec<Known>,
+        mut known: Known,
         now: u64,
         print: bool,
         render: &mut dyn Render,
         out: &mut Output,
     ) {
-        for known in &mut existing {
-            self.cgroups.resolve(&mut known.owner);
+        if !self.filter.may_match_socket(&known.local, &known.remote) {
+            return;
         }
+        self.cgroups.resolve(&mut known.owner);
         // A TIME_WAIT socket's only record left is its end, with the owner
         // it has now: no need to follow it (and poll for its end) if that
         // cannot match.
-        let filter = &self.filter;
-        existing.retain(|k| k.state != TcpState::TimeWait || filter.matches_owner(&k.owner));
+        if known.state == TcpState::TimeWait && !self.filter.matches_owner(&known.owner) {
+            return;
+        }
         if print {
-            for known in &existing {
-                let record = Record::Existing(known.clone(), now);
-                if filter.matches(&record) {
-                    render.record(&record, &mut out.buf);
-                    out.flush_if_full();
-                }
+            let record = Record::Existing(known.clone(), now);
+            if self.filter.matches(&record) {
+                render.record(&record, &mut out.buf);
+                out.flush_if_full();
             }
         }
-        self.tracker.preload(existing, now);
+        self.tracker.preload([known], now);
     }
 
     /// One raw ring record, through every stage.

@@ -102,7 +102,10 @@ impl Tracker {
         }
     }
 
-    /// Sockets that existed before we started, with their owners.
+    /// Sockets that existed before we started, with their owners. Beyond
+    /// the tracking limit connections are not followed (and counted so):
+    /// evicting one for the next, hundreds of thousands of times at the
+    /// start on a big host, would cost seconds.
     pub fn preload(&mut self, known: impl IntoIterator<Item = Known>, now_ns: u64) {
         for k in known {
             if k.state == TcpState::Listen {
@@ -114,6 +117,10 @@ impl Tracker {
             if k.state == TcpState::TimeWait {
                 self.timewaits
                     .enter(k.sock, k.local, k.remote, k.owner, k.netns, None);
+                continue;
+            }
+            if self.conns.len() >= self.capacity {
+                self.evicted += 1;
                 continue;
             }
             self.insert(

@@ -138,19 +138,11 @@ pub async fn stream(plan: Plan) -> anyhow::Result<Summary> {
     }
     render.preamble(&mut out.buf);
     // After attaching, so a socket opened meanwhile is in one or the other.
-    let existing = host::snapshot(
-        plan.existing,
-        |local, remote| pipeline.filter.may_match_socket(local, remote),
-        super::announce_denied_owners,
-    )
+    let now = clock.mono_now();
+    host::snapshot(plan.existing, super::announce_denied_owners, |known| {
+        pipeline.preload(known, now, plan.snapshot, render.as_mut(), &mut out);
+    })
     .context("snapshot of existing sockets (sock_diag)")?;
-    pipeline.preload(
-        existing,
-        clock.mono_now(),
-        plan.snapshot,
-        render.as_mut(),
-        &mut out,
-    );
     let stop = session.ready(user.as_deref(), duration)?;
     let ticks = Ticks::new(plan.tw_poll, plan.interval);
     let mut run = Run {
