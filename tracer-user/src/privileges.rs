@@ -75,8 +75,18 @@ pub fn drop_all(user: Option<&str>) -> Result<(), DropError> {
 }
 
 /// How many threads this process has (its tasks in /proc).
+/// Our threads. One that was joined (the program loads' at start) may be
+/// listed a moment longer, until it has finished exiting: waited for, up
+/// to a tenth of a second.
 fn threads() -> std::io::Result<usize> {
-    Ok(std::fs::read_dir("/proc/self/task")?.count())
+    let count = || Ok::<_, std::io::Error>(std::fs::read_dir("/proc/self/task")?.count());
+    for _ in 0..100 {
+        if count()? == 1 {
+            return Ok(1);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    count()
 }
 
 /// Whether `--user NAME` names a user this host has (checked before any

@@ -1,12 +1,12 @@
 //! `Probe::attach`, step by step: what the kernel offers, the programs'
 //! `Config`, load, then the BTF, syscall and cgroup programs (in that
 //! order), then the maps handed to the reader.
-use std::{path::PathBuf, time::Instant};
+use std::{collections::HashMap, path::PathBuf, time::Instant};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{MapData, PerCpuHashMap, PerCpuValues},
-    programs::{BtfTracePoint, CgroupAttachMode, Program, TracePoint},
+    programs::{BtfTracePoint, CgroupAttachMode, Program, ProgramError, TracePoint},
 };
 use aya_log::EbpfLogger;
 use tracer_common::{
@@ -217,8 +217,9 @@ fn init_logger(programs: &mut Ebpf) -> Option<EbpfLogger<&'static dyn log::Log>>
     }
 }
 
-/// Attaches `BTF_PROGRAMS` in their order; an optional one that fails is
-/// named in `degraded`, a required one fails the attach.
+/// Loads the `BTF_PROGRAMS` this mode wants, then attaches them in their
+/// order; an optional one that fails is named in `degraded`, a required
+/// one fails the attach.
 fn attach_btf_programs(
     programs: &mut Ebpf,
     kernel_btf: &btf_rs::Btf,
@@ -228,26 +229,59 @@ fn attach_btf_programs(
     let tracepoints = BTF_PROGRAMS.map(|(_, tracepoint, _)| tracepoint);
     let typedefs = btf::trace_typedefs(kernel_btf, &tracepoints);
     let trace_btf = Btf::parse(&typedefs, aya::Endianness::default())?;
-    for (name, tracepoint, lost) in BTF_PROGRAMS {
-        if !options.mode.wants(name) {
-            continue;
-        }
-        let result = btf_program(programs, name)
-            .and_then(|p| {
-                p.load(tracepoint, &trace_btf)?;
-                p.attach()
-            })
+    let mut loaded = load_btf_programs(programs, &trace_btf, options);
+    for (name, _, lost) in BTF_PROGRAMS {
+        let Some(load) = loaded.remove(name) else {
+            continue; // not wanted in this mode
+        };
+        let result = load
+            .and_then(|()| btf_program(programs, name)?.attach().map(drop))
             .map_err(|err| ProbeError::Program {
                 name,
                 why: refusal::explain(name, err, options.verbose),
             });
         match (result, lost) {
-            (Ok(_), _) => {}
+            (Ok(()), _) => {}
             (Err(err), None) => return Err(err),
             (Err(err), Some(lost)) => degraded.push(format!("{lost}: {err}")),
         }
     }
     Ok(())
+}
+
+/// Loads every `BTF_PROGRAMS` entry this mode wants, each in a thread of
+/// its own: the verifier's work is most of the start (about 45 ms each for
+/// the state program and its catcher, here), and the programs do not
+/// share it. The threads have ended when this returns.
+fn load_btf_programs(
+    programs: &mut Ebpf,
+    trace_btf: &Btf,
+    options: &Options,
+) -> HashMap<&'static str, Result<(), ProgramError>> {
+    std::thread::scope(|scope| {
+        let loads: Vec<_> = programs
+            .programs_mut()
+            .filter_map(|(name, program)| {
+                let (name, tracepoint, _) =
+                    BTF_PROGRAMS.into_iter().find(|(n, _, _)| *n == name)?;
+                options
+                    .mode
+                    .wants(name)
+                    .then_some((name, tracepoint, program))
+            })
+            .map(|(name, tracepoint, program)| {
+                let load = scope.spawn(move || {
+                    let program: &mut BtfTracePoint = program.try_into()?;
+                    program.load(tracepoint, trace_btf)
+                });
+                (name, load)
+            })
+            .collect();
+        loads
+            .into_iter()
+            .map(|(name, load)| (name, load.join().expect("a load does not panic")))
+            .collect()
+    })
 }
 
 /// Attaches the `SYSCALL_PROGRAMS` this mode wants; each is required.
