@@ -7,7 +7,7 @@ use tracer_common::{COUNTER_EMITTED, COUNTER_RING_DROPS, Header};
 
 use crate::{
     field::cfg,
-    maps::{CONFIG, EVENTS, bump},
+    maps::{CONFIG, DOZE, EVENTS, bump},
 };
 
 /// The header for a record of `kind`, stamped now.
@@ -24,14 +24,16 @@ pub fn header(kind: u32) -> Header {
 /// Copies `record` into the ring, or counts it as dropped; either way it
 /// counts as emitted (it passed the filters).
 ///
-/// The reader is woken only when enough bytes wait (`wakeup_bytes`); its
-/// timer collects smaller batches. One wakeup per record would cost more
-/// than everything else the tracer does.
+/// The reader is woken only when enough bytes wait (`wakeup_bytes`), or
+/// when it said it sleeps (`DOZE`: nothing came for a while); while
+/// records flow its timer collects smaller batches. One wakeup per record
+/// would cost more than everything else the tracer does.
 #[inline(always)]
 pub fn emit<T>(record: &T) {
     bump(COUNTER_EMITTED);
     let pending = EVENTS.query(BPF_RB_AVAIL_DATA.into()) + size_of::<T>() as u64;
-    let flags = if pending >= cfg(&CONFIG.wakeup_bytes) {
+    let dozing = DOZE.get(0).is_some_and(|&asleep| asleep != 0);
+    let flags = if dozing || pending >= cfg(&CONFIG.wakeup_bytes) {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

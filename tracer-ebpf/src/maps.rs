@@ -28,6 +28,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 #[map]
 pub static COUNTERS: Array<u64> = Array::with_max_entries(N_COUNTERS, BPF_F_MMAPABLE);
 
+/// Set by the reader when it goes to sleep with the ring empty (mapped
+/// into its memory): the next record wakes it (see `emit`).
+#[map]
+pub static DOZE: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
 /// Arguments of a bind/listen in flight, by thread id, kept from syscall
 /// entry to exit. LRU so a thread that never returns cannot fill it.
 #[map]

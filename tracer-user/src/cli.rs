@@ -145,7 +145,8 @@ pub struct WatchArgs {
     #[arg(long, value_name = "N", default_value_t = crate::cmd::live::TRACK_LIMIT, value_parser = clap::value_parser!(u32).range(1..))]
     pub track_limit: u32,
     /// How often to ask the kernel (sock_diag) which TIME_WAIT sockets
-    /// ended and which followed connections are gone.
+    /// ended and, after a lost event, which followed connections are gone;
+    /// less often where dumps would take over 1 % of a core.
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration, allow_negative_numbers = true)]
     pub tw_poll: Duration,
     /// Also write every event to the systemd journal, with SOCKTRACE_*

@@ -10,11 +10,12 @@ use tracer_common::{
     COUNTER_TALLY_OVERFLOW, COUNTER_TOO_DEEP, COUNTER_UNPAIRED,
 };
 
-use crate::probe::{self, Counters};
+use crate::probe::{self, Counters, Doze};
 
 pub struct Source {
     ring: AsyncFd<RingBuf<MapData>>,
     counters: Counters,
+    doze: Doze,
 }
 
 /// Totals of the kernel-side counters, summed over CPUs.
@@ -39,12 +40,22 @@ pub struct KernelCounters {
 }
 
 impl Source {
-    pub fn new(ring: RingBuf<MapData>, counters: Counters) -> io::Result<Source> {
+    pub fn new(ring: RingBuf<MapData>, counters: Counters, doze: Doze) -> io::Result<Source> {
         // SAFETY: the RingBuf owns its map fd, keeps it open until it is
         // dropped and never swaps it, as `register` requires.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(io::Error::from)?;
-        Ok(Source { ring, counters })
+        Ok(Source {
+            ring,
+            counters,
+            doze,
+        })
+    }
+
+    /// Tells the programs that we sleep until woken (`true`: every record
+    /// wakes us then) or that we drain on a timer again (`false`).
+    pub fn doze(&self, asleep: bool) {
+        self.doze.set(asleep);
     }
 
     /// Resolves when the kernel has woken us.

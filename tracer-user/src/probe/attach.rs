@@ -15,7 +15,7 @@ use tracer_common::{
 };
 
 use super::{
-    Counters, Mode, OBJECT, Options, Probe, ProbeError, STATE_CATCHER, Tallies, Tracefs,
+    Counters, Doze, Mode, OBJECT, Options, Probe, ProbeError, STATE_CATCHER, Tallies, Tracefs,
     TracefsError, btf, caps, cgroup, features, refusal, stats, unprivileged,
 };
 
@@ -107,11 +107,16 @@ impl Probe {
         }
         let ring = take_map(&mut programs, "EVENTS")?;
         let counters = take_counters(&mut programs, cpus)?;
+        let doze = match programs.take_map("DOZE") {
+            Some(aya::maps::Map::Array(map)) => Doze::map(map).map_err(ProbeError::Counters)?,
+            _ => return Err(ProbeError::Missing("DOZE")),
+        };
         let tallies = take_tallies(&mut programs, options.mode, tally_ring, cpus)?;
         Ok(Probe {
             programs,
             ring,
             counters,
+            doze,
             tallies,
             logger,
             mounted_tracefs,

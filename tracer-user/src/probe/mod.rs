@@ -26,7 +26,7 @@ use tracer_common::{
 
 pub use self::{
     cgroup::v2_root as cgroup_v2_root,
-    counters::Counters,
+    counters::{Counters, Doze},
     stats::recursion_misses_but_caught,
     tracefs::{Format, Tracefs, TracefsError},
 };
@@ -156,6 +156,7 @@ pub struct Probe {
     pub programs: Ebpf,
     pub ring: RingBuf<MapData>,
     pub counters: Counters,
+    pub doze: Doze,
     /// `Mode::Timewait`'s counters, by owner and destination.
     pub tallies: Option<Tallies>,
     pub logger: Option<EbpfLogger<&'static dyn log::Log>>,

@@ -113,13 +113,15 @@ pub(super) fn run(root: &Path) -> Result<()> {
     table::publish(root, &samples)
 }
 
-/// Checks that the kernel kept every TIME_WAIT made for `point` (a holder
+/// Checks that the kernel kept the TIME_WAITs made for `point` (a holder
 /// cannot tell: past net.ipv4.tcp_max_tw_buckets a closed socket skips
-/// TIME_WAIT); returns sockstat's TCP line.
+/// TIME_WAIT); returns sockstat's TCP line. A few may be gone already:
+/// on loopback connect() reuses a TIME_WAIT of the same ports
+/// (net.ipv4.tcp_tw_reuse = 2), and the holders' ports come round again.
 fn check_held(point: Point) -> Result<String> {
     let sockstat = fs::read_to_string("/proc/net/sockstat")?;
     let tw = tracer_common::sockstat_time_waits(&sockstat).context("sockstat's tw")?;
-    if tw < point.time_wait {
+    if tw < point.time_wait - point.time_wait / 20 {
         bail!(
             "sockstat counts {tw} TIME_WAITs, fewer than the {} made (net.ipv4.tcp_max_tw_buckets?)",
             point.time_wait

@@ -56,6 +56,7 @@ impl Session {
             programs,
             ring,
             counters,
+            doze,
             tallies,
             logger,
             mounted_tracefs,
@@ -67,7 +68,7 @@ impl Session {
             mode,
             verbose: common.verbose,
         })?;
-        let source = Source::new(ring, counters).with_context(|| reading.to_string())?;
+        let source = Source::new(ring, counters, doze).with_context(|| reading.to_string())?;
         announce::announce(mounted_tracefs, &degraded, common.nice);
         let (metrics, server) = announce::serve_metrics(common.metrics).await?;
         Ok(Session {

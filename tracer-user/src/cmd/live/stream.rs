@@ -23,6 +23,12 @@ use crate::{
     writer::Output,
 };
 
+/// Drains in a row that find nothing (0.1 s of them) before the reader
+/// sleeps until a record wakes it.
+const DOZE_AFTER: u32 = 10;
+/// How often the reader drains while it sleeps all the same: a record
+/// that raced with its falling asleep waits at most this long.
+const DOZING_DRAIN_EVERY: Duration = Duration::from_secs(1);
 /// How often loss counters are checked and kernel log lines collected.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 /// The most connections followed at once, unless `--track-limit` says.
@@ -155,6 +161,8 @@ pub async fn stream(plan: Plan) -> anyhow::Result<Summary> {
         pace: Pace::new(plan.tw_poll),
         checked: KernelCounters::default(),
         loss_noticed_ns: None,
+        empty_drains: 0,
+        dozing: false,
     };
     run.run(stop, ticks).await?;
     run.finish(json)
@@ -218,6 +226,10 @@ struct Run {
     checked: KernelCounters,
     /// When a loss was noticed whose connections may still be followed.
     loss_noticed_ns: Option<u64>,
+    /// Drains in a row that found the ring empty.
+    empty_drains: u32,
+    /// We told the programs that we sleep (see [`Run::doze`]).
+    dozing: bool,
 }
 
 impl Run {
@@ -252,7 +264,8 @@ impl Run {
                     }
                 }
             }
-            self.drain();
+            let drained = self.drain();
+            self.doze(drained, &mut ticks.drain);
             self.out.flush();
             crate::stderr::flush();
             if self.out.closed {
@@ -315,7 +328,8 @@ impl Run {
         Ok(pipeline.summary)
     }
 
-    fn drain(&mut self) {
+    /// Takes every record waiting in the ring; how many there were.
+    fn drain(&mut self) -> usize {
         let Run {
             session,
             pipeline,
@@ -325,7 +339,36 @@ impl Run {
         } = self;
         session
             .source
-            .drain(|bytes| pipeline.record(bytes, render.as_mut(), out));
+            .drain(|bytes| pipeline.record(bytes, render.as_mut(), out))
+    }
+
+    /// After `DOZE_AFTER` drains in a row found nothing, sleeps until a
+    /// record wakes us (the programs wake us for each while we do), with
+    /// `drain` slowed to `DOZING_DRAIN_EVERY`; back to `DRAIN_EVERY` once
+    /// records come. An idle socktrace is not woken 100 times a second.
+    fn doze(&mut self, drained: usize, drain: &mut Interval) {
+        if drained > 0 {
+            self.empty_drains = 0;
+            if self.dozing {
+                self.dozing = false;
+                self.session.source.doze(false);
+                *drain = delayed(DRAIN_EVERY);
+                drain.reset();
+            }
+            return;
+        }
+        self.empty_drains = self.empty_drains.saturating_add(1);
+        if self.dozing || self.empty_drains < DOZE_AFTER {
+            return;
+        }
+        self.session.source.doze(true);
+        self.dozing = true;
+        *drain = delayed(DOZING_DRAIN_EVERY);
+        drain.reset();
+        // A record put in the ring before the programs saw the word woke
+        // nobody: taken now.
+        let late = self.drain();
+        self.doze(late, drain);
     }
 
     /// Asks sock_diag which TIME_WAIT sockets exist, if the pipeline
