@@ -75,6 +75,12 @@ impl Output {
         }
     }
 
+    /// Lines wait for a consumer that is not taking them: they go out as
+    /// the loop comes round, so it must not sleep.
+    pub fn behind(&self) -> bool {
+        !self.backlog.is_empty() || !self.stderr_lines.is_empty()
+    }
+
     pub fn flush_if_full(&mut self) {
         if self.buf.len() >= CHUNK {
             self.flush();

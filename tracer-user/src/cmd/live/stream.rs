@@ -342,12 +342,14 @@ impl Run {
             .drain(|bytes| pipeline.record(bytes, render.as_mut(), out))
     }
 
-    /// After `DOZE_AFTER` drains in a row found nothing, sleeps until a
+    /// After `DOZE_AFTER` drains in a row found nothing (and no output
+    /// waits for its reader), sleeps until a
     /// record wakes us (the programs wake us for each while we do), with
     /// `drain` slowed to `DOZING_DRAIN_EVERY`; back to `DRAIN_EVERY` once
     /// records come. An idle socktrace is not woken 100 times a second.
     fn doze(&mut self, drained: usize, drain: &mut Interval) {
-        if drained > 0 {
+        // Output waiting for its reader goes out as the loop comes round.
+        if drained > 0 || self.out.behind() {
             self.empty_drains = 0;
             if self.dozing {
                 self.dozing = false;
