@@ -16,6 +16,9 @@
 //! N may pass the 28k ephemeral ports one destination has. Held ends close
 //! with SO_LINGER 0, a reset: killing the holder leaves no TIME_WAIT. By
 //! hand: `sleep infinity | hold --pairs 5000` (EOF on stdin ends it).
+#[path = "../fd_limit.rs"]
+mod fd_limit;
+
 use std::{
     io::{self, Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
@@ -114,7 +117,7 @@ fn connect(listeners: &[TcpListener], i: usize) -> io::Result<(TcpStream, TcpStr
 
 /// `n` established pairs, both ends open and set to reset when closed.
 fn pairs(n: usize, addrs: u8) -> io::Result<Held> {
-    let limit = raise_descriptor_limit();
+    let limit = fd_limit::raise();
     let needed = 2 * n as u64 + u64::from(addrs) + 3;
     if needed > limit {
         return Err(io::Error::other(format!(
@@ -153,19 +156,4 @@ fn time_waits(n: usize, addrs: u8) -> io::Result<Held> {
         _listeners: listeners,
         _streams: Vec::new(),
     })
-}
-
-/// Raises the soft descriptor limit to the hard one; returns the limit.
-fn raise_descriptor_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit(2)/setrlimit(2) with a valid struct.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        limit.rlim_cur = limit.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-    }
-    limit.rlim_cur
 }

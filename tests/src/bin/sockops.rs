@@ -28,6 +28,9 @@
 //!
 //! With SOCKOPS_NAME set, the process first takes that name (prctl
 //! PR_SET_NAME, as any process may: escape sequences and newlines too).
+#[path = "../fd_limit.rs"]
+mod fd_limit;
+
 use std::{
     io::{self, BufRead, Read, Write},
     net::{IpAddr, SocketAddr, TcpStream},
@@ -344,17 +347,8 @@ fn hold(to: SocketAddr, count: usize) -> io::Result<()> {
 /// closes them when the next line arrives.
 fn bind_many(count: usize, first: usize) -> io::Result<()> {
     // As many descriptors as we may (the hard limit).
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit(2)/setrlimit(2) with a valid struct.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        limit.rlim_cur = limit.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-    }
-    say(json!({"pid": std::process::id(), "files": limit.rlim_cur}));
+    let files = fd_limit::raise();
+    say(json!({"pid": std::process::id(), "files": files}));
     wait_for_line()?;
     let sockets = (0..count)
         .map(|i| {
