@@ -61,7 +61,7 @@ pub enum ProbeError {
     Program { name: &'static str, why: String },
     #[error("counting CPUs: {0}")]
     Cpus(std::io::Error),
-    #[error("mapping the kernel's counters: {0}")]
+    #[error("mapping the memory the programs share (COUNTERS, DOZE): {0}")]
     Counters(std::io::Error),
     #[error("{0} is missing from the kernel object")]
     Missing(&'static str),
