@@ -154,14 +154,10 @@ fn runs_with_only(caps: &BTreeSet<String>, args: &[String]) {
     assert!(out.status.success(), "{args:?}: {}: {stderr}", out.status);
     assert!(stderr.contains("attached in"), "{stderr}");
     assert!(!stderr.contains("cannot"), "{stderr}");
-    // The one thing lost, and said: owners of sockets older than socktrace
-    // (root's processes hold more capabilities than these).
+    // Nothing lost: owners of sockets older than socktrace come from the
+    // kernel's own walk of descriptors (an iterator), which these allow.
     let degraded: Vec<&str> = stderr.lines().filter(|l| l.contains("degraded")).collect();
-    assert_eq!(degraded.len(), 1, "{stderr}");
-    assert!(
-        degraded[0].contains("/proc/PID/fd is unreadable"),
-        "{stderr}"
-    );
+    assert_eq!(degraded, Vec::<&str>::new(), "{stderr}");
     let lines = records(&String::from_utf8_lossy(&out.stdout));
     let types: Vec<&str> = lines.iter().filter_map(|l| l["type"].as_str()).collect();
     assert!(types.len() >= 2, "{types:?}");

@@ -782,7 +782,8 @@ fn in_a_private_cgroup_namespace_cgroups_are_the_hosts() {
     let (ns_root, docker_dir) = (&ns_root.0, &docker_dir.0);
     let inode = std::fs::metadata(docker_dir).unwrap().ino();
     // A server in the container from before socktrace starts: its owner
-    // comes from /proc, where its cgroup reads `/../../docker-ID.scope`.
+    // comes from the start-up iterator, its cgroup id from the kernel
+    // (/proc/PID/cgroup would read `/../../docker-ID.scope` in there).
     let mut server = Command::new(sockops_bin());
     server.args(["tcp-server", "127.0.0.1", "1", "1", "wait"]);
     let server = Op::spawn(in_cgroup(server, docker_dir));
@@ -835,7 +836,7 @@ fn in_a_private_cgroup_namespace_cgroups_are_the_hosts() {
     assert!(done.status.success(), "{}", done.stderr);
     let degraded = degraded_beyond_the_kernel(&done.stderr);
     assert!(degraded.is_empty(), "{degraded:?}");
-    // The snapshot's listener (from /proc), the client's transitions and
+    // The snapshot's listener (from the iterator), the client's transitions and
     // close, the server's, the release: all name the host's cgroup and
     // the container.
     let theirs: Vec<&Value> = done

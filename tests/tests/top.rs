@@ -190,8 +190,8 @@ fn top_gives_up_every_capability_on_every_thread() {
         socktrace_bin().display()
     ));
     tmux.wait_for("the view", |s| s.contains("ev/s") && s.contains("LIVE"));
-    // The view is drawn from the start; privileges go once the snapshot of
-    // existing sockets is taken, before any record is read. A thread that
+    // The view is drawn from the start; privileges go once attached,
+    // before the snapshot of existing sockets and any record is read. A thread that
     // kept them would keep them for good: this waits, the loop below checks.
     let deadline = Instant::now() + TIMEOUT;
     let main_thread = format!("/proc/{pid}/status");

@@ -92,6 +92,23 @@ pub struct KernelLayout {
     pub net_tw_max: Field,
     pub tcp_bytes_acked: Field,
     pub tcp_bytes_received: Field,
+    /// What the start-up iterator reads of a task holding sockets: its
+    /// thread group, name, real uid and cgroup v2 id
+    /// (`cgroups->dfl_cgrp->kn->id`, what `bpf_get_current_cgroup_id`
+    /// returns for the current task).
+    pub task_tgid: Field,
+    pub task_comm: Field,
+    pub task_cred: Field,
+    pub cred_uid: Field,
+    pub task_cgroups: Field,
+    pub css_set_dfl_cgrp: Field,
+    pub cgroup_kn: Field,
+    pub kernfs_node_id: Field,
+    /// And of a descriptor: `file->f_inode`, whose `i_mode` says whether
+    /// it is a socket and `i_ino` which.
+    pub file_inode: Field,
+    pub inode_mode: Field,
+    pub inode_ino: Field,
 }
 
 /// Everything the kernel programs learn from userspace at load time. It is

@@ -7,8 +7,8 @@
 use core::mem::{offset_of, size_of};
 
 use crate::{
-    BindRecord, Header, ListenRecord, Owner, ReleaseRecord, StateRecord, Tally, TallyKey,
-    TallyRecord,
+    BindRecord, Header, ListenRecord, Owner, ReleaseRecord, SocketFile, StateRecord, Tally,
+    TallyKey, TallyRecord,
 };
 
 const _: () = {
@@ -109,4 +109,11 @@ const _: () = {
     assert!(offset_of!(TallyRecord, comm) == 64);
     assert!(offset_of!(TallyRecord, time_wait) == 80);
     assert!(offset_of!(TallyRecord, short) == 81);
+};
+
+// Written by the start-up iterator, read back from its file.
+const _: () = {
+    assert!(size_of::<SocketFile>() == 48);
+    assert!(offset_of!(SocketFile, owner) == 0);
+    assert!(offset_of!(SocketFile, inode) == 40);
 };

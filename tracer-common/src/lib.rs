@@ -239,6 +239,19 @@ pub struct TallyRecord {
     pub _pad: [u8; 6],
 }
 
+/// One socket descriptor some process holds, written by the start-up
+/// iterator (`iter/task_file`) for each process (its thread-group leader,
+/// or each thread with a table of its own) and each socket in its
+/// descriptor table. Userspace joins `inode` with sock_diag's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketFile {
+    /// `source` is `OWNER_SYSCALL`: the task holds the descriptor.
+    pub owner: Owner,
+    /// The socket's inode number, what sock_diag and `/proc/PID/fd` show.
+    pub inode: u64,
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain-old-data: `#[repr(C)]`, integers and arrays only, and

@@ -5,6 +5,7 @@
 
 mod cookie;
 mod emit;
+mod existing;
 mod field;
 mod filter;
 mod maps;

@@ -165,6 +165,17 @@ pub struct Nesting {
 #[map]
 pub static NESTING: PerCpuArray<Nesting> = PerCpuArray::with_max_entries(1, 0);
 
+/// The start-up iterator's last task and its owner as read: the kernel
+/// walks one task's descriptors in a row, so each task is read once.
+#[repr(C)]
+pub struct LastTask {
+    pub task: u64,
+    pub owner: Owner,
+}
+
+#[map]
+pub static LAST_TASK: Array<LastTask> = Array::with_max_entries(1, 0);
+
 /// Owners of just-accepted sockets, by kernel socket address, from
 /// `accept(2)`'s exit (a plain tracepoint, which cannot reach socket
 /// storage). The next BTF event on the socket moves the owner into its

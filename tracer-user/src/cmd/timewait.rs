@@ -19,14 +19,14 @@ use crate::{
     analysis::timewait::{Counted, Dest, Host, Key, Report, Role, Settings, Timewait, Totals},
     cli::TimewaitArgs,
     clock::Clock,
-    cmd::live::{DRAIN_EVERY, Session, announce_denied_owners},
+    cmd::live::{DRAIN_EVERY, Session},
     event::{self, Comm},
     filter::Filter,
     host::{
         self,
         diag::{self, Dump},
+        owners::SocketOwners,
         pace::Pace,
-        proc,
     },
     metrics::{Metrics, TimewaitRow},
     output::{Palette, TimewaitView, summary_line},
@@ -52,7 +52,7 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
         Some(Tallies::Ring) => Counts::Ring(RingTallies::default()),
         None => anyhow::bail!("the kernel object has no TALLIES map"),
     };
-    let mut live = Live::new(&args, session.clock)?;
+    let mut live = Live::new(&args, session.clock, session.socket_files.take())?;
     let mut stop = session.ready(common.user.as_deref(), common.duration)?;
     let mut tick = interval(args.report.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -126,14 +126,18 @@ struct Live {
 impl Live {
     /// What exists at start (TIME_WAIT sockets, listeners' owners), and
     /// the analysis and view `args` ask for.
-    fn new(args: &TimewaitArgs, clock: Clock) -> anyhow::Result<Live> {
+    fn new(
+        args: &TimewaitArgs,
+        clock: Clock,
+        socket_files: Option<std::fs::File>,
+    ) -> anyhow::Result<Live> {
         let (report, common) = (&args.report, &args.common);
         let host = host::settings();
         // Our network namespace, what the kernel's keys carry: read once.
         let netns = diag::own_netns();
         let before =
             existing(&host, netns, &common.filter).context("sock_diag dump of TIME_WAIT")?;
-        let servers = listeners().context("sock_diag dump of listeners")?;
+        let servers = listeners(socket_files).context("owners of listeners")?;
         let settings = Settings {
             top: report.top as usize,
             threshold_pct: report.threshold,
@@ -346,12 +350,11 @@ fn key(raw: &TallyKey) -> Key {
 
 /// Owners of the listeners that existed at start, by port: connections
 /// they accept carry no owner in the kernel (we did not see them listen).
-fn listeners() -> io::Result<FxHashMap<u16, (u32, String)>> {
-    let owners = proc::socket_owners(None);
-    announce_denied_owners(&owners.denied);
+fn listeners(socket_files: Option<std::fs::File>) -> io::Result<FxHashMap<u16, (u32, String)>> {
+    let owners = SocketOwners::read(socket_files)?;
     let mut by_port = FxHashMap::default();
     diag::for_each(Dump::Listeners, |s| {
-        if let Some(owner) = owners.by_inode.get(&s.inode) {
+        if let Some(owner) = owners.get(s.inode) {
             let comm = owner.comm.as_str().into_owned();
             by_port.insert(s.local.port(), (owner.pid, comm));
         }

@@ -42,7 +42,7 @@ impl Owner {
         self.source != OwnerSource::Unknown
     }
 
-    pub(super) fn from_raw(raw: &tracer_common::Owner, source: OwnerSource) -> Owner {
+    pub fn from_raw(raw: &tracer_common::Owner, source: OwnerSource) -> Owner {
         Owner {
             pid: raw.pid,
             tid: raw.tid,

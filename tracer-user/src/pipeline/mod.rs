@@ -2,8 +2,11 @@
 //! -> enrich (cgroups) -> track -> filter -> render and count. Nothing
 //! here reads the kernel or the host: the live loop hands it ring records
 //! and sock_diag's answers, and tests hand it recorded bytes.
+mod snapshot;
+
 use std::sync::Arc;
 
+use self::snapshot::Pending;
 use crate::{
     event::{self, SockId, TcpState},
     filter::Filter,
@@ -27,6 +30,8 @@ pub struct Pipeline {
     pub filter: Filter,
     /// Our network namespace: what sock_diag dumps show.
     netns: u32,
+    /// The start-up snapshot, until it settles (see [`Pipeline::learn`]).
+    pending: Option<Pending>,
 }
 
 impl Pipeline {
@@ -46,13 +51,35 @@ impl Pipeline {
             taps,
             filter,
             netns,
+            pending: None,
+        }
+    }
+
+    /// Learns a socket the start-up snapshot found at `now`, taken after
+    /// attaching; printed if it passes the filter and `print`
+    /// (`--snapshot`). Held until [`Pipeline::settle`]: records that were
+    /// in the ring first may show it was born after we attached.
+    pub fn learn(&mut self, known: Known, now: u64, print: bool) {
+        self.pending
+            .get_or_insert_with(|| Pending::new(now, print))
+            .add(known);
+    }
+
+    /// Once the records that waited in the ring while the snapshot was
+    /// taken are in: learns the snapshot's sockets none of them was about.
+    pub fn settle(&mut self, render: &mut dyn Render, out: &mut Output) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let (now, print) = (pending.now, pending.print);
+        for known in pending.into_rest() {
+            self.preload(known, now, print, render, out);
         }
     }
 
     /// Learns a socket that existed at start (`now`), printing it if it
-    /// passes the filter and `print` (`--snapshot`). One at a time, as the
-    /// dump lists them: a host with 500,000 sockets needs no list of them.
-    pub fn preload(
+    /// passes the filter and `print`.
+    fn preload(
         &mut self,
         mut known: Known,
         now: u64,
@@ -84,6 +111,12 @@ impl Pipeline {
     pub fn record(&mut self, bytes: &[u8], render: &mut dyn Render, out: &mut Output) {
         match event::decode(bytes) {
             Ok(mut event) => {
+                if let Some(pending) = self.pending.as_mut()
+                    && let Some(known) = pending.meet(&event)
+                {
+                    let (now, print) = (pending.now, pending.print);
+                    self.preload(known, now, print, render, out);
+                }
                 self.cgroups.resolve(&mut event.owner);
                 self.tracker.observe(event, &mut self.records);
                 self.emit(render, out);

@@ -300,3 +300,71 @@ fn losses_are_a_record_and_bad_records_are_counted_not_shown() {
         ]
     );
 }
+
+/// A socket the start-up snapshot found at 10 ms: ESTABLISHED
+/// 127.0.0.1:`sport` -> 127.0.0.1:8080, held by nginx 300.
+fn found(cookie: u64, sport: u16) -> Known {
+    let mut owner = crate::event::Owner::UNKNOWN;
+    owner.pid = 300;
+    owner.tid = 300;
+    owner.comm = crate::event::Comm::truncated("nginx");
+    owner.source = crate::event::OwnerSource::Cached;
+    Known {
+        sock: SockId(cookie),
+        netns: 7,
+        state: ESTABLISHED,
+        local: format!("127.0.0.1:{sport}").parse().unwrap(),
+        remote: "127.0.0.1:8080".parse().unwrap(),
+        owner,
+    }
+}
+
+#[test]
+fn the_snapshot_waits_for_what_the_ring_held_meanwhile() {
+    let mut rig = Rig::new(&[]);
+    // Born after we attached (its first transition was in the ring), one
+    // that existed before and changes meanwhile (in a softirq: no owner
+    // in the record), and one that existed before and stays idle.
+    for (cookie, sport) in [(0x2a, 40000), (0x2b, 40001), (0x2c, 40002)] {
+        rig.pipeline.learn(found(cookie, sport), 10 * MS, true);
+    }
+    let mut peer_fin = state(2, 0x2b, (40001, 8080), ESTABLISHED, TcpState::CloseWait);
+    peer_fin[16..56].fill(0); // the record's owner: unknown
+    rig.run(&[state(1, 0x2a, (40000, 8080), CLOSE, SYN_SENT), peer_fin]);
+    rig.pipeline.settle(&mut rig.render, &mut rig.out);
+    let lines = rig.lines();
+    let summary: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| {
+            let field = |name: &str| {
+                let key = format!(r#""{name}":""#);
+                let at = l.find(&key).unwrap() + key.len();
+                &l[at..at + l[at..].find('"').unwrap()]
+            };
+            (field("type"), field("sock"))
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("state", "2a"),
+            ("socket", "2b"),
+            ("state", "2b"),
+            ("socket", "2c")
+        ],
+        "{lines:#?}"
+    );
+    // The pre-existing socket's transition has the snapshot's owner.
+    assert!(
+        lines[2].contains(r#""pid":300,"tid":300,"uid":0,"comm":"nginx""#)
+            && lines[2].contains(r#""owner_source":"cached""#),
+        "{}",
+        lines[2]
+    );
+    // It was ESTABLISHED until that transition, whatever the dump saw.
+    assert!(
+        lines[1].contains(r#""state":"ESTABLISHED""#),
+        "{}",
+        lines[1]
+    );
+}

@@ -1,12 +1,12 @@
 //! `Probe::attach`, step by step: what the kernel offers, the programs'
 //! `Config`, load, then the BTF, syscall and cgroup programs (in that
 //! order), then the maps handed to the reader.
-use std::{collections::HashMap, path::PathBuf, time::Instant};
+use std::{collections::HashMap, fs::File, path::PathBuf, time::Instant};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{MapData, PerCpuHashMap, PerCpuValues},
-    programs::{BtfTracePoint, CgroupAttachMode, Program, ProgramError, TracePoint},
+    programs::{BtfTracePoint, CgroupAttachMode, Iter, Program, ProgramError, TracePoint},
 };
 use aya_log::EbpfLogger;
 use tracer_common::{
@@ -87,7 +87,10 @@ impl Probe {
         let mut programs = load(options.mode, &config, cpus)?;
         // Must live as long as the programs: it owns the log ring's fd.
         let logger = init_logger(&mut programs);
-        attach_btf_programs(&mut programs, &kernel_btf, options, &mut degraded)?;
+        let tracepoints = BTF_PROGRAMS.map(|(_, tracepoint, _)| tracepoint);
+        let stand_in = btf::stand_in(&kernel_btf, &tracepoints, &[SOCKET_FILES_TARGET]);
+        let stand_in = Btf::parse(&stand_in, aya::Endianness::default())?;
+        attach_btf_programs(&mut programs, &stand_in, options, &mut degraded)?;
         attach_syscall_programs(&mut programs, options)?;
         if options.mode.follows_releases() {
             attach_cgroup_hooks(
@@ -112,12 +115,16 @@ impl Probe {
             _ => return Err(ProbeError::Missing("DOZE")),
         };
         let tallies = take_tallies(&mut programs, options.mode, tally_ring, cpus)?;
+        let socket_files = socket_files(&mut programs, &stand_in, options.verbose)
+            .map_err(|why| degraded.push(format!("{OLD_OWNERS_LOST}: {why}")))
+            .ok();
         Ok(Probe {
             programs,
             ring,
             counters,
             doze,
             tallies,
+            socket_files,
             logger,
             mounted_tracefs,
             degraded,
@@ -227,14 +234,11 @@ fn init_logger(programs: &mut Ebpf) -> Option<EbpfLogger<&'static dyn log::Log>>
 /// one fails the attach.
 fn attach_btf_programs(
     programs: &mut Ebpf,
-    kernel_btf: &btf_rs::Btf,
+    trace_btf: &Btf,
     options: &Options,
     degraded: &mut Vec<String>,
 ) -> Result<(), ProbeError> {
-    let tracepoints = BTF_PROGRAMS.map(|(_, tracepoint, _)| tracepoint);
-    let typedefs = btf::trace_typedefs(kernel_btf, &tracepoints);
-    let trace_btf = Btf::parse(&typedefs, aya::Endianness::default())?;
-    let mut loaded = load_btf_programs(programs, &trace_btf, options);
+    let mut loaded = load_btf_programs(programs, trace_btf, options);
     for (name, _, lost) in BTF_PROGRAMS {
         let Some(load) = loaded.remove(name) else {
             continue; // not wanted in this mode
@@ -287,6 +291,29 @@ fn load_btf_programs(
             .map(|(name, load)| (name, load.join().expect("a load does not panic")))
             .collect()
     })
+}
+
+/// The iterator target of `SOCKET_FILES`.
+const SOCKET_FILES_TARGET: &str = "task_file";
+/// The start-up iterator (tracer-ebpf's `existing`).
+const SOCKET_FILES: &str = "socket_files";
+/// What a kernel refusing `SOCKET_FILES` costs.
+const OLD_OWNERS_LOST: &str = "owners of sockets open before start are unknown";
+
+/// Loads and attaches the start-up iterator and opens its output: one
+/// walk of every process's descriptors, read after privileges are gone
+/// (reading it needs none).
+fn socket_files(programs: &mut Ebpf, btf: &Btf, verbose: bool) -> Result<File, String> {
+    let refused = |e| refusal::explain(SOCKET_FILES, e, verbose);
+    let program: &mut Iter = programs
+        .program_mut(SOCKET_FILES)
+        .ok_or_else(|| format!("{SOCKET_FILES} is missing from the kernel object"))?
+        .try_into()
+        .map_err(refused)?;
+    program.load(SOCKET_FILES_TARGET, btf).map_err(refused)?;
+    let link = program.attach().map_err(refused)?;
+    let link = program.take_link(link).map_err(refused)?;
+    link.into_file().map_err(|e| format!("{e:#}"))
 }
 
 /// Attaches the `SYSCALL_PROGRAMS` this mode wants; each is required.

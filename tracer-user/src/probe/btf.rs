@@ -66,6 +66,17 @@ pub fn kernel_layout(btf: &Btf) -> Result<Layout, BtfError> {
         net_tw_max: optional("net.ipv4.tcp_death_row.sysctl_max_tw_buckets", TW_FULL_LOST),
         tcp_bytes_acked: optional("tcp_sock.bytes_acked", "no byte counts"),
         tcp_bytes_received: optional("tcp_sock.bytes_received", "no byte counts"),
+        task_tgid: f("task_struct.tgid")?,
+        task_comm: optional("task_struct.comm", OLD_OWNER_LOST),
+        task_cred: optional("task_struct.cred", OLD_OWNER_LOST),
+        cred_uid: optional("cred.uid", OLD_OWNER_LOST),
+        task_cgroups: optional("task_struct.cgroups", OLD_OWNER_LOST),
+        css_set_dfl_cgrp: optional("css_set.dfl_cgrp", OLD_OWNER_LOST),
+        cgroup_kn: optional("cgroup.kn", OLD_OWNER_LOST),
+        kernfs_node_id: optional("kernfs_node.id", OLD_OWNER_LOST),
+        file_inode: f("file.f_inode")?,
+        inode_mode: f("inode.i_mode")?,
+        inode_ino: f("inode.i_ino")?,
     };
     degraded.dedup();
     Ok(Layout {
@@ -77,7 +88,7 @@ pub fn kernel_layout(btf: &Btf) -> Result<Layout, BtfError> {
 }
 
 /// The structs whose members `kernel_layout` resolves.
-const LAYOUT_STRUCTS: [&str; 9] = [
+const LAYOUT_STRUCTS: [&str; 14] = [
     "task_struct",
     "files_struct",
     "fdtable",
@@ -87,7 +98,16 @@ const LAYOUT_STRUCTS: [&str; 9] = [
     "inet_sock",
     "tcp_sock",
     "net",
+    "cred",
+    "css_set",
+    "cgroup",
+    "kernfs_node",
+    "inode",
 ];
+
+/// What a kernel without one of the task members the start-up iterator
+/// reads loses (that part of the owner is 0).
+const OLD_OWNER_LOST: &str = "owners of sockets open before start lack their name, uid or cgroup";
 
 /// The per-namespace TIME_WAIT count and `Config::tw_count_bias`: Linux
 /// 5.17 made the count a refcount, one above the sockets.
@@ -157,18 +177,30 @@ pub struct Layout {
 const TW_FULL_LOST: &str =
     "a TIME_WAIT the kernel could not create (bucket table full) is reported as entered";
 
-/// A small BTF blob in which each `btf_trace_<event>` typedef has the type
-/// id the running kernel gives it (the gaps are filled with `void *`).
-/// Loading a BTF tracepoint, aya only looks that id up by name; given this
-/// instead of all of vmlinux it parses ~1 MB in a few ms instead of ~6 MB
-/// into ~40 MB. Events this kernel lacks are left out (their load fails).
-pub fn trace_typedefs(btf: &Btf, events: &[&str]) -> Vec<u8> {
+/// A small BTF blob in which each `btf_trace_<event>` typedef, and each
+/// `bpf_iter_<target>` function, has the type id the running kernel gives
+/// it (the gaps are filled with `void *`). Loading a BTF tracepoint or an
+/// iterator, aya only looks that id up by name; given this instead of all
+/// of vmlinux it parses ~1 MB in a few ms instead of ~6 MB into ~40 MB.
+/// Those this kernel lacks are left out (their load fails).
+pub fn stand_in(btf: &Btf, events: &[&str], iterators: &[&str]) -> Vec<u8> {
     const KIND_PTR: u32 = 2;
     const KIND_TYPEDEF: u32 = 8;
-    let mut wanted: Vec<(u32, String)> = events
-        .iter()
-        .filter_map(|event| Some((trace_typedef_id(btf, event)?, format!("btf_trace_{event}"))))
-        .collect();
+    const KIND_FUNC: u32 = 12;
+    let typedefs = events.iter().filter_map(|event| {
+        let id = trace_typedef_id(btf, event)?;
+        Some((id, format!("btf_trace_{event}"), KIND_TYPEDEF))
+    });
+    let funcs = iterators.iter().filter_map(|target| {
+        let name = format!("bpf_iter_{target}");
+        let id = btf
+            .resolve_ids_by_name(&name)
+            .ok()?
+            .into_iter()
+            .find(|&id| matches!(btf.resolve_type_by_id(id), Ok(Type::Func(_))))?;
+        Some((id, name, KIND_FUNC))
+    });
+    let mut wanted: Vec<(u32, String, u32)> = typedefs.chain(funcs).collect();
     wanted.sort();
     wanted.dedup(); // two programs may share a tracepoint
     let mut types = Vec::new();
@@ -179,12 +211,12 @@ pub fn trace_typedefs(btf: &Btf, events: &[&str]) -> Vec<u8> {
             types.extend_from_slice(&word.to_ne_bytes());
         }
     };
-    for (id, name) in wanted {
+    for (id, name, kind) in wanted {
         while next_id < id {
             push(&mut types, 0, KIND_PTR);
             next_id += 1;
         }
-        push(&mut types, strings.len() as u32, KIND_TYPEDEF);
+        push(&mut types, strings.len() as u32, kind);
         next_id += 1;
         strings.extend_from_slice(name.as_bytes());
         strings.push(0);
@@ -391,12 +423,31 @@ mod tests {
         assert_eq!((k.sk_err.size, k.sk_flags.size), (4, 8));
         assert_eq!((k.net_tw_count.size, k.net_tw_max.size), (4, 4));
         assert_eq!((k.tcp_bytes_acked.size, k.tcp_bytes_received.size), (8, 8));
+        assert_eq!(
+            (k.task_tgid.size, k.task_comm.size, k.cred_uid.size),
+            (4, 16, 4)
+        );
+        for ptr in [
+            k.task_cred,
+            k.task_cgroups,
+            k.css_set_dfl_cgrp,
+            k.cgroup_kn,
+            k.file_inode,
+        ] {
+            assert_eq!((ptr.size, ptr.bits), (8, 0), "{ptr:?}");
+        }
+        assert_eq!((k.kernfs_node_id.size, k.inode_ino.size), (8, 8));
+        assert_eq!(k.inode_mode.size, 2);
     }
 
     #[test]
-    fn trace_typedefs_keep_the_kernels_ids() {
+    fn the_stand_in_keeps_the_kernels_ids() {
         let btf = kernel().unwrap();
-        let blob = trace_typedefs(&btf, &["inet_sock_set_state", "no_such_event"]);
+        let blob = stand_in(
+            &btf,
+            &["inet_sock_set_state", "no_such_event"],
+            &["task_file"],
+        );
         let small = aya::Btf::parse(&blob, aya::Endianness::default()).unwrap();
         let name = "btf_trace_inet_sock_set_state";
         let kernel_id = btf.resolve_ids_by_name(name).unwrap()[0];
@@ -409,6 +460,12 @@ mod tests {
                 .id_by_type_name_kind("btf_trace_no_such_event", aya_obj::btf::BtfKind::Typedef)
                 .is_err()
         );
+        let name = "bpf_iter_task_file";
+        let kernel_id = btf.resolve_ids_by_name(name).unwrap()[0];
+        let small_id = small
+            .id_by_type_name_kind(name, aya_obj::btf::BtfKind::Func)
+            .unwrap();
+        assert_eq!(small_id, kernel_id);
     }
 
     #[test]

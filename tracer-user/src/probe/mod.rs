@@ -159,6 +159,10 @@ pub struct Probe {
     pub doze: Doze,
     /// `Mode::Timewait`'s counters, by owner and destination.
     pub tallies: Option<Tallies>,
+    /// The start-up iterator's output, one `SocketFile` per socket some
+    /// process holds (read once; see `host::owners`); `None` where the
+    /// kernel refused it (said in `degraded`).
+    pub socket_files: Option<std::fs::File>,
     pub logger: Option<EbpfLogger<&'static dyn log::Log>>,
     /// We mounted tracefs (worth saying: the user did not ask for it).
     pub mounted_tracefs: bool,

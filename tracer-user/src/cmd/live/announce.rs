@@ -11,10 +11,7 @@ use tokio::{
     time::Sleep,
 };
 
-use crate::{
-    escape::escaped,
-    metrics::{self, Metrics},
-};
+use crate::metrics::{self, Metrics};
 
 /// Reports what `attach` did that the user did not ask for, and what is
 /// degraded; then sets the niceness (a failure is said, not fatal).
@@ -30,36 +27,6 @@ pub fn announce(mounted_tracefs: bool, degraded: &[String], nice: i32) {
     for what in degraded {
         say!("socktrace: degraded: {what}");
     }
-}
-
-/// Says when the owners of sockets that predate us could not all be
-/// read (see [`crate::host::proc::SocketOwners::denied`]).
-pub fn announce_denied_owners(pids: &[u32]) {
-    if let Some(line) = denied_owners_line(pids, crate::host::proc::comm) {
-        say!("{line}");
-    }
-}
-
-/// The line naming the first of `pids` by `comm` (escaped), if any.
-fn denied_owners_line(pids: &[u32], comm: impl Fn(u32) -> String) -> Option<String> {
-    const NAMED: usize = 3;
-    if pids.is_empty() {
-        return None;
-    }
-    let mut named: Vec<String> = pids
-        .iter()
-        .take(NAMED)
-        .map(|&pid| format!("{pid} {}", escaped(&comm(pid))))
-        .collect();
-    if pids.len() > NAMED {
-        named.push(format!("{} more", pids.len() - NAMED));
-    }
-    Some(format!(
-        "socktrace: degraded: owners of sockets open before start are unknown where \
-         /proc/PID/fd is unreadable ({}): that needs CAP_SYS_PTRACE, and \
-         CAP_DAC_READ_SEARCH for other users' processes",
-        named.join(", ")
-    ))
 }
 
 /// Starts the Prometheus exporter if `--metrics` asked for it: the
@@ -106,29 +73,5 @@ impl Stop {
             _ = self.sigterm.recv() => {}
             _ = deadline => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::escape::{FORGING, FORGING_SHOWN};
-
-    #[test]
-    fn denied_processes_are_named_escaped() {
-        assert_eq!(denied_owners_line(&[], |_| FORGING.into()), None);
-        let line = denied_owners_line(&[7, 8, 9, 10], |pid| {
-            if pid == 8 {
-                FORGING.into()
-            } else {
-                "sshd".into()
-            }
-        })
-        .unwrap();
-        assert!(
-            line.contains(&format!("(7 sshd, 8 {FORGING_SHOWN}, 9 sshd, 1 more)")),
-            "{line}"
-        );
-        assert!(!line.bytes().any(|b| b.is_ascii_control()), "{line:?}");
     }
 }

@@ -14,7 +14,7 @@ use aya_log::EbpfLogger;
 use tokio::task::JoinHandle;
 
 pub use self::{
-    announce::{Stop, announce_denied_owners},
+    announce::Stop,
     stream::{LogTo, Plan, TRACK_LIMIT, TW_POLL, View, stream},
 };
 use crate::{
@@ -40,6 +40,9 @@ pub struct Session {
     pub source: Source,
     /// `Mode::Timewait`'s counters.
     pub tallies: Option<Tallies>,
+    /// Who holds the sockets that predate us, to read once (see
+    /// [`crate::host::owners`]).
+    pub socket_files: Option<std::fs::File>,
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
     pub metrics: Option<Arc<Metrics>>,
     server: Option<JoinHandle<()>>,
@@ -58,6 +61,7 @@ impl Session {
             counters,
             doze,
             tallies,
+            socket_files,
             logger,
             mounted_tracefs,
             degraded,
@@ -75,6 +79,7 @@ impl Session {
             programs: Some(programs),
             source,
             tallies,
+            socket_files,
             logger,
             metrics,
             server,

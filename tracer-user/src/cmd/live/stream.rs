@@ -1,7 +1,10 @@
 //! The streaming modes' run (`watch`, `listeners`, `record`, `top`):
 //! attach, snapshot what exists, then ring -> [`Pipeline`] -> output until
 //! stopped; then detach, drain what is left and summarise.
-use std::{io::Write, time::Duration};
+use std::{
+    io::Write,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use tokio::time::{Interval, MissedTickBehavior, interval};
@@ -120,7 +123,7 @@ impl View {
 
 /// One streaming run, start to summary.
 pub async fn stream(plan: Plan) -> anyhow::Result<Summary> {
-    let session = Session::attach(&plan.common, plan.mode, "watching the ring buffer").await?;
+    let mut session = Session::attach(&plan.common, plan.mode, "watching the ring buffer").await?;
     let (user, duration) = (plan.common.user.clone(), plan.common.duration);
     let clock = session.clock;
     let json = plan.view.is_json();
@@ -143,13 +146,15 @@ pub async fn stream(plan: Plan) -> anyhow::Result<Summary> {
         out.buf.push('\n');
     }
     render.preamble(&mut out.buf);
-    // After attaching, so a socket opened meanwhile is in one or the other.
-    let now = clock.mono_now();
-    host::snapshot(plan.existing, super::announce_denied_owners, |known| {
-        pipeline.preload(known, now, plan.snapshot, render.as_mut(), &mut out);
-    })
-    .context("snapshot of existing sockets (sock_diag)")?;
+    let socket_files = session.socket_files.take();
     let stop = session.ready(user.as_deref(), duration)?;
+    learn_existing(
+        &mut pipeline,
+        clock,
+        plan.existing,
+        socket_files,
+        plan.snapshot,
+    )?;
     let ticks = Ticks::new(plan.tw_poll, plan.interval);
     let mut run = Run {
         session,
@@ -164,8 +169,38 @@ pub async fn stream(plan: Plan) -> anyhow::Result<Summary> {
         empty_drains: 0,
         dozing: false,
     };
+    // What happened while the snapshot was taken, then what it found.
+    run.drain();
+    run.pipeline.settle(run.render.as_mut(), &mut run.out);
     run.run(stop, ticks).await?;
     run.finish(json)
+}
+
+/// The start-up snapshot of the sockets `which` names, into `pipeline`
+/// (see [`Pipeline::learn`]): taken once attached, so a socket opened
+/// meanwhile is in it or in the ring (or both), and after privileges are
+/// gone, which it needs none of (see [`host::owners`]). Says how long it
+/// took: owners of older sockets are known from then on.
+fn learn_existing(
+    pipeline: &mut Pipeline,
+    clock: Clock,
+    which: Dump,
+    socket_files: Option<std::fs::File>,
+    print: bool,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let now = clock.mono_now();
+    let mut found = 0u64;
+    host::snapshot(which, socket_files, |known| {
+        found += 1;
+        pipeline.learn(known, now, print);
+    })
+    .context("snapshot of existing sockets (sock_diag)")?;
+    say!(
+        "socktrace: {found} sockets open before start, learnt in {} ms",
+        started.elapsed().as_millis()
+    );
+    Ok(())
 }
 
 /// The journal and syslog sinks `--journal` and `--syslog` asked for.
