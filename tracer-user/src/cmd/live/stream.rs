@@ -146,15 +146,19 @@ pub async fn stream(plan: Plan) -> anyhow::Result<Summary> {
         out.buf.push('\n');
     }
     render.preamble(&mut out.buf);
-    let socket_files = session.socket_files.take();
-    let stop = session.ready(user.as_deref(), duration)?;
-    learn_existing(
-        &mut pipeline,
-        clock,
-        plan.existing,
-        socket_files,
-        plan.snapshot,
-    )?;
+    let files = session.socket_files.take();
+    // Shown, the sockets that exist must be all that existed when we say
+    // we are attached (one closed before the dump would be missing); else
+    // they only name the owners of older sockets, and need not hold the
+    // start up.
+    let stop = if plan.snapshot {
+        learn_existing(&mut pipeline, clock, plan.existing, files, true)?;
+        session.ready(user.as_deref(), duration)?
+    } else {
+        let stop = session.ready(user.as_deref(), duration)?;
+        learn_existing(&mut pipeline, clock, plan.existing, files, false)?;
+        stop
+    };
     let ticks = Ticks::new(plan.tw_poll, plan.interval);
     let mut run = Run {
         session,
@@ -178,9 +182,9 @@ pub async fn stream(plan: Plan) -> anyhow::Result<Summary> {
 
 /// The start-up snapshot of the sockets `which` names, into `pipeline`
 /// (see [`Pipeline::learn`]): taken once attached, so a socket opened
-/// meanwhile is in it or in the ring (or both), and after privileges are
-/// gone, which it needs none of (see [`host::owners`]). Says how long it
-/// took: owners of older sockets are known from then on.
+/// meanwhile is in it or in the ring (or both); it needs no privilege
+/// (see [`host::owners`]). Says how long it took: owners of older
+/// sockets are known from then on.
 fn learn_existing(
     pipeline: &mut Pipeline,
     clock: Clock,
