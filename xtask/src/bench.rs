@@ -163,9 +163,15 @@ pub(crate) fn churn(bin: &Path, args: &[&str]) -> Command {
     cmd
 }
 
-/// Starts the tracer, output to `out`; returns once it is attached, and
-/// how long that took.
-pub(crate) fn start_tracer(bin: &Path, tracer: Tracer, out: &Path) -> Result<(Child, f64)> {
+/// Starts the tracer, output to `out`; returns once it is attached (and,
+/// given `then`, once socktrace said a line holding that too), and how
+/// long attaching took.
+pub(crate) fn start_tracer(
+    bin: &Path,
+    tracer: Tracer,
+    out: &Path,
+    then: Option<&str>,
+) -> Result<(Child, f64)> {
     let started = Instant::now();
     let err_path = out.with_extension("err");
     if let Tracer::Bpftrace = tracer {
@@ -196,33 +202,49 @@ pub(crate) fn start_tracer(bin: &Path, tracer: Tracer, out: &Path) -> Result<(Ch
         .stderr(Stdio::piped())
         .spawn()
         .context("starting socktrace")?;
-    wait_attached(&mut child, err_path)?;
-    Ok((child, started.elapsed().as_secs_f64()))
+    let attached = wait_attached(&mut child, err_path, then)?;
+    Ok((child, attached.duration_since(started).as_secs_f64()))
 }
 
-/// Waits for socktrace's "attached" line, then keeps copying its stderr
-/// to `err_path` so it never blocks on it.
-pub(crate) fn wait_attached(child: &mut Child, err_path: PathBuf) -> Result<()> {
+/// Waits for socktrace's "attached" line (then, given `then`, for a line
+/// holding that), then keeps copying its stderr to `err_path` so it never
+/// blocks on it. Returns when it said it was attached.
+pub(crate) fn wait_attached(
+    child: &mut Child,
+    err_path: PathBuf,
+    then: Option<&str>,
+) -> Result<Instant> {
     let stderr = child.stderr.take().context("socktrace's stderr")?;
     let mut lines = BufReader::new(stderr).lines();
-    loop {
-        let Some(line) = lines.next() else {
-            bail!("socktrace exited before attaching");
-        };
-        if line?.contains("attached in") {
-            break;
+    let mut said = String::new();
+    let mut wait_for = |what: &str| -> Result<()> {
+        loop {
+            let Some(line) = lines.next() else {
+                bail!("socktrace exited before saying {what:?}");
+            };
+            let line = line?;
+            said.push_str(&line);
+            said.push('\n');
+            if line.contains(what) {
+                return Ok(());
+            }
         }
+    };
+    wait_for("attached in")?;
+    let attached = Instant::now();
+    if let Some(then) = then {
+        wait_for(then)?;
     }
     // Keep draining stderr into a file so the tracer never blocks on it.
     std::thread::spawn(move || {
-        let mut text = String::new();
+        let mut text = said;
         for line in lines.map_while(Result::ok) {
             text.push_str(&line);
             text.push('\n');
         }
         let _ = fs::write(err_path, text);
     });
-    Ok(())
+    Ok(attached)
 }
 
 /// SIGINT, then the tracer's CPU time and peak RSS from wait4(2).
@@ -273,7 +295,7 @@ pub(crate) fn run_churn_output(out: &std::process::Output) -> Result<(u64, f64, 
 /// Transitions per connection, counted on a slow run traced as JSON.
 pub(crate) fn calibrate(bin: &Path, dir: &Path) -> Result<f64> {
     let out = dir.join("calibrate.json");
-    let (tracer, _) = start_tracer(bin, Tracer::Socktrace(&["--json"]), &out)?;
+    let (tracer, _) = start_tracer(bin, Tracer::Socktrace(&["--json"]), &out, None)?;
     let (conns, _, port) = run_churn(&mut churn(
         bin,
         &["--threads", "1", "--connections", "2000"],
@@ -298,7 +320,7 @@ fn measure(bin: &Path, dir: &Path, mode: &Mode) -> Result<Run> {
         });
     };
     let out = dir.join("run.out");
-    let (tracer, attach_s) = start_tracer(bin, mode.tracer, &out)?;
+    let (tracer, attach_s) = start_tracer(bin, mode.tracer, &out, None)?;
     let (connections, seconds, port) = run_churn(&mut load)?;
     let (cpu_s, peak_rss_kb) = stop_tracer(tracer)?;
     std::thread::sleep(Duration::from_millis(100)); // the stderr copier

@@ -91,7 +91,7 @@ fn soak(bin: &Path, dir: &Path, seconds: u64) -> Result<Soaked> {
     let cycle_port = free_port()?;
     let mut tracers = vec![stream_to_null(bin, dir)?];
     for (_, args, file) in &INSTANCES[1..] {
-        let (child, _) = bench::start_tracer(bin, Tracer::Socktrace(args), &dir.join(file))?;
+        let (child, _) = bench::start_tracer(bin, Tracer::Socktrace(args), &dir.join(file), None)?;
         tracers.push(child);
     }
     let pids: Vec<u32> = tracers.iter().map(Child::id).collect();
@@ -244,7 +244,11 @@ fn stream_to_null(bin: &Path, dir: &Path) -> Result<Child> {
         .stderr(Stdio::piped())
         .spawn()
         .context("starting socktrace")?;
-    bench::wait_attached(&mut child, dir.join(INSTANCES[0].2).with_extension("err"))?;
+    bench::wait_attached(
+        &mut child,
+        dir.join(INSTANCES[0].2).with_extension("err"),
+        None,
+    )?;
     Ok(child)
 }
 

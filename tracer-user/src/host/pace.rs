@@ -48,11 +48,25 @@ impl Pace {
         (result, changed)
     }
 
+    /// Runs `f`, a dump that is no poll (the start-up snapshot), and paces
+    /// the first poll by the CPU time it took: it comes a period later.
+    pub fn first_after<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        let before = thread_cpu();
+        let result = f();
+        self.period = self.paced(thread_cpu().saturating_sub(before));
+        result
+    }
+
+    /// The period for polls that cost `cost`.
+    fn paced(&self, cost: Duration) -> Duration {
+        (cost * SHARE).clamp(self.asked, MAX_PERIOD.max(self.asked))
+    }
+
     /// Counts one poll that took `cost`; true if the period changed.
     fn spent_on(&mut self, cost: Duration) -> bool {
         self.polls += 1;
         self.spent += cost;
-        let period = (cost * SHARE).clamp(self.asked, MAX_PERIOD.max(self.asked));
+        let period = self.paced(cost);
         let changed = period != self.period;
         self.period = period;
         changed
@@ -97,6 +111,15 @@ mod tests {
             pace.summary().unwrap(),
             "socktrace: sock_diag polled 4 times, 236.25 ms each on average, every 1.00 s"
         );
+    }
+
+    #[test]
+    fn the_snapshot_paces_the_first_poll_and_is_no_poll() {
+        let mut pace = Pace::new(1000 * MS);
+        let sum = pace.first_after(|| (0..50_000_000u64).map(std::hint::black_box).sum::<u64>());
+        assert!(sum > 0);
+        assert!(pace.period() > 1000 * MS, "{pace:?}");
+        assert!(pace.summary().is_none(), "no poll ran");
     }
 
     #[test]

@@ -147,19 +147,24 @@ pub async fn stream(plan: Plan) -> anyhow::Result<Summary> {
     }
     render.preamble(&mut out.buf);
     let files = session.socket_files.take();
+    let mut pace = Pace::new(plan.tw_poll);
+    // The snapshot is a dump too: the first poll comes a paced period on.
+    let mut learn = |pipeline: &mut Pipeline, files, print| {
+        pace.first_after(|| learn_existing(pipeline, clock, plan.existing, files, print))
+    };
     // Shown, the sockets that exist must be all that existed when we say
     // we are attached (one closed before the dump would be missing); else
     // they only name the owners of older sockets, and need not hold the
     // start up.
     let stop = if plan.snapshot {
-        learn_existing(&mut pipeline, clock, plan.existing, files, true)?;
+        learn(&mut pipeline, files, true)?;
         session.ready(user.as_deref(), duration)?
     } else {
         let stop = session.ready(user.as_deref(), duration)?;
-        learn_existing(&mut pipeline, clock, plan.existing, files, false)?;
+        learn(&mut pipeline, files, false)?;
         stop
     };
-    let ticks = Ticks::new(plan.tw_poll, plan.interval);
+    let ticks = Ticks::new(pace.period(), plan.interval);
     let mut run = Run {
         session,
         pipeline,
@@ -167,7 +172,7 @@ pub async fn stream(plan: Plan) -> anyhow::Result<Summary> {
         out,
         reported: KernelCounters::default(),
         present: Vec::new(),
-        pace: Pace::new(plan.tw_poll),
+        pace,
         checked: KernelCounters::default(),
         loss_noticed_ns: None,
         empty_drains: 0,
@@ -229,13 +234,17 @@ struct Ticks {
 }
 
 impl Ticks {
+    /// The first poll one `tw_poll` on (the snapshot has just listed
+    /// everything).
     fn new(tw_poll: Duration, report_every: Option<Duration>) -> Ticks {
         let mut report = delayed(report_every.unwrap_or(Duration::from_secs(1 << 30)));
         report.reset();
+        let mut tw = delayed(tw_poll);
+        tw.reset();
         Ticks {
             drain: delayed(DRAIN_EVERY),
             stats: delayed(STATS_EVERY),
-            tw: delayed(tw_poll),
+            tw,
             report,
         }
     }

@@ -14,6 +14,8 @@ use crate::bench::{Tracer, start_tracer, stop_tracer};
 
 /// How long the tracer sits idle between the two CPU readings.
 pub(super) const IDLE: Duration = Duration::from_secs(10);
+/// What socktrace says once the sockets that predate it are learnt.
+const LEARNT: &str = "open before start, learnt in";
 /// How long the tracer's stderr may take to reach its file after it exits.
 const STDERR_WAIT: Duration = Duration::from_secs(2);
 
@@ -25,6 +27,9 @@ pub(super) struct Idle {
     pub peak_rss_kb: u64,
     /// From spawn to the "attached in" line.
     pub attach_s: f64,
+    /// From spawn to the line saying the start-up snapshot is in, where it
+    /// comes after "attached" (not in `timewait`).
+    pub learnt_s: Option<f64>,
     /// None if the tracer printed no poll line.
     pub poll: Option<Poll>,
     /// Connections its summary says it dropped from tracking (table full).
@@ -50,6 +55,9 @@ impl fmt::Display for Idle {
             self.peak_rss_kb as f64 / 1024.0,
             self.attach_s
         )?;
+        if let Some(learnt) = self.learnt_s {
+            write!(f, "snapshot in at {learnt:.3} s, ")?;
+        }
         match &self.poll {
             Some(p) => write!(
                 f,
@@ -69,7 +77,13 @@ impl fmt::Display for Idle {
 pub(super) fn idle(bin: &Path, out: &Path, args: &'static [&'static str]) -> Result<Idle> {
     let err = out.with_extension("err");
     let _ = fs::remove_file(&err);
-    let (tracer, attach_s) = start_tracer(bin, Tracer::Socktrace(args), out)?;
+    // Idle is once the snapshot of what exists is in, where that comes
+    // after attaching.
+    let learns_after = args.first() != Some(&"timewait");
+    let spawned = Instant::now();
+    let then = learns_after.then_some(LEARNT);
+    let (tracer, attach_s) = start_tracer(bin, Tracer::Socktrace(args), out, then)?;
+    let learnt_s = learns_after.then(|| spawned.elapsed().as_secs_f64());
     // Stopped whether or not the reading worked.
     let cpu_pct = idle_cpu(tracer.id());
     let (_, peak_rss_kb) = stop_tracer(tracer)?;
@@ -78,6 +92,7 @@ pub(super) fn idle(bin: &Path, out: &Path, args: &'static [&'static str]) -> Res
         cpu_pct: cpu_pct?,
         peak_rss_kb,
         attach_s,
+        learnt_s,
         poll: poll_line(&stderr),
         untracked: untracked(&stderr),
     })

@@ -52,7 +52,9 @@ fn method() -> String {
          right before each tracer run once the previous run's have expired \
          (net.ipv4.tcp_max_tw_buckets is raised for the bench). The last row holds \
          TIME_WAITs only. Each run starts socktrace with its output to a file; once it says \
-         it is attached it sits idle for {} s. Idle CPU: its utime + stime \
+         it is attached, and (`watch`, which learns the sockets that predate it after \
+         attaching) that those are learnt (\"snapshot in\", from spawn), it sits idle for \
+         {} s. Idle CPU: its utime + stime \
          (/proc/PID/stat) over that time, in % of one core. Peak RSS: wait4(2). Poll time \
          and period: from its exit line \"sock_diag polled N times, X ms each on average, \
          every P s\" (n/a: this build does not print one). Targets: at {} sockets, idle CPU \
@@ -68,8 +70,8 @@ fn method() -> String {
 fn table(samples: &[Sample]) -> String {
     let mut t = String::from(
         "| sockets (open + TIME_WAIT) | mode | idle CPU (% of a core) | poll time | \
-         poll period | peak RSS | launch to attached |\n\
-         |---|---|---|---|---|---|---|\n",
+         poll period | peak RSS | launch to attached | snapshot in |\n\
+         |---|---|---|---|---|---|---|---|\n",
     );
     for s in samples {
         let idle = &s.idle;
@@ -80,9 +82,12 @@ fn table(samples: &[Sample]) -> String {
             ),
             None => ("n/a".to_string(), "n/a".to_string()),
         };
+        let learnt = idle
+            .learnt_s
+            .map_or("before attached".to_string(), |s| format!("{s:.3} s"));
         let _ = writeln!(
             t,
-            "| {} | {} | {:.2} % | {each} | {every} | {:.1} MB | {:.3} s |",
+            "| {} | {} | {:.2} % | {each} | {every} | {:.1} MB | {:.3} s | {learnt} |",
             s.point,
             s.mode,
             idle.cpu_pct,
@@ -174,6 +179,7 @@ mod tests {
                 cpu_pct: 0.5,
                 peak_rss_kb,
                 attach_s: 0.1,
+                learnt_s: None,
                 poll: None,
                 untracked,
             },
