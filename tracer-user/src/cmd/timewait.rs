@@ -12,7 +12,7 @@ use aya::maps::{MapData, PerCpuHashMap};
 use rustc_hash::FxHashMap;
 use tokio::time::{MissedTickBehavior, interval};
 use tracer_common::{
-    AF_INET, RecordKind, TALLIES_CAPACITY, Tally, TallyKey, TallyRecord, service_port,
+    AF_INET, RecordKind, TALLIES_CAPACITY, TW_LEN_NS, Tally, TallyKey, TallyRecord, service_port,
 };
 
 use crate::{
@@ -52,8 +52,12 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
         Some(Tallies::Ring) => Counts::Ring(RingTallies::default()),
         None => anyhow::bail!("the kernel object has no TALLIES map"),
     };
-    let mut live = Live::new(&args, session.clock, session.socket_files.take())?;
+    let socket_files = session.socket_files.take();
     let mut stop = session.ready(common.user.as_deref(), common.duration)?;
+    // After attached: nothing here needs privileges, and a host's 500,000
+    // sockets need not hold the start up.
+    let since_ns = session.counting_since_ns;
+    let mut live = Live::new(&args, session.clock, socket_files, since_ns)?;
     let mut tick = interval(args.report.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tick.reset();
@@ -124,19 +128,21 @@ struct Live {
 }
 
 impl Live {
-    /// What exists at start (TIME_WAIT sockets, listeners' owners), and
-    /// the analysis and view `args` ask for.
+    /// What existed when the kernel began counting at `since_ns`
+    /// (TIME_WAIT sockets, listeners' owners), and the analysis and view
+    /// `args` ask for.
     fn new(
         args: &TimewaitArgs,
         clock: Clock,
         socket_files: Option<std::fs::File>,
+        since_ns: u64,
     ) -> anyhow::Result<Live> {
         let (report, common) = (&args.report, &args.common);
         let host = host::settings();
         // Our network namespace, what the kernel's keys carry: read once.
         let netns = diag::own_netns();
-        let before =
-            existing(&host, netns, &common.filter).context("sock_diag dump of TIME_WAIT")?;
+        let before = existing(&host, netns, &common.filter, since_ns)
+            .context("sock_diag dump of TIME_WAIT")?;
         let servers = listeners(socket_files).context("owners of listeners")?;
         let settings = Settings {
             top: report.top as usize,
@@ -144,7 +150,7 @@ impl Live {
             per_request_rate: PER_REQUEST_RATE,
         };
         Ok(Live {
-            analysis: Timewait::new(settings, host, clock.mono_now(), before),
+            analysis: Timewait::new(settings, host, since_ns, before),
             view: TimewaitView::new(
                 clock,
                 common.json,
@@ -362,6 +368,13 @@ fn listeners(socket_files: Option<std::fs::File>) -> io::Result<FxHashMap<u16, (
     Ok(by_port)
 }
 
+/// Whether a TIME_WAIT whose timer fires `expires_ms` after `dump_ns`
+/// began at or after `since_ns`.
+fn began_since(dump_ns: u64, expires_ms: u32, since_ns: u64) -> bool {
+    let ends_ns = dump_ns + u64::from(expires_ms) * 1_000_000;
+    ends_ns >= since_ns + TW_LEN_NS
+}
+
 /// Server-side counts without an owner get the listener's, if we know it.
 fn own_by_listener(counted: &mut [Counted], servers: &FxHashMap<u16, (u32, String)>) {
     for c in counted {
@@ -375,12 +388,23 @@ fn own_by_listener(counted: &mut [Counted], servers: &FxHashMap<u16, (u32, Strin
     }
 }
 
-/// The TIME_WAIT sockets that exist now, by key: a local port in the
-/// ephemeral range marks a client's. Their owner is unknown: none passes
-/// a filter on owners.
-fn existing(host: &Host, netns: u32, filter: &Filter) -> io::Result<Vec<(Key, u64)>> {
+/// The TIME_WAIT sockets that exist now and began before `since_ns`, by
+/// key: a local port in the ephemeral range marks a client's. Those that
+/// began since, the kernel counted (a TIME_WAIT's timer says when it began:
+/// it fires 60 s on). Their owner is unknown: none passes a filter on
+/// owners.
+fn existing(
+    host: &Host,
+    netns: u32,
+    filter: &Filter,
+    since_ns: u64,
+) -> io::Result<Vec<(Key, u64)>> {
     let mut counts: FxHashMap<Key, u64> = FxHashMap::default();
+    let dump_ns = Clock::system().mono_now();
     diag::for_each(Dump::TimeWait, |s| {
+        if began_since(dump_ns, s.expires_ms, since_ns) {
+            return;
+        }
         let unowned = filter.matches_row(0, "", s.local.ip(), s.remote.ip());
         if !unowned || !filter.may_match_socket(&s.local, &s.remote) {
             return;
@@ -428,6 +452,17 @@ fn ephemeral(host: &Host, port: u16) -> bool {
 mod tests {
     use super::*;
     use tracer_common::{ROLE_CLIENT, ROLE_SERVER};
+
+    #[test]
+    fn time_waits_that_began_since_the_kernel_counts_are_not_existing() {
+        const S: u64 = 1_000_000_000;
+        let since = 100 * S;
+        // Dumped at 101 s: one that ends at 159.5 s began before, at 99.5 s.
+        assert!(!began_since(101 * S, 58_500, since));
+        // One that ends at 160.5 s began at 100.5 s, after.
+        assert!(began_since(101 * S, 59_500, since));
+        assert!(began_since(101 * S, 59_000, since), "at the very moment");
+    }
 
     #[test]
     fn kernel_keys() {

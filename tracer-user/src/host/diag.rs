@@ -24,6 +24,9 @@ pub struct DiagSocket {
     pub uid: u32,
     /// 0 for sockets no file refers to (timewait, orphans).
     pub inode: u32,
+    /// Milliseconds until the socket's timer fires (`idiag_expires`): for
+    /// a TIME_WAIT, its end (60 s after it began).
+    pub expires_ms: u32,
 }
 
 /// Which sockets to dump.
@@ -120,6 +123,7 @@ fn receive(socket: &Socket, f: &mut impl FnMut(DiagSocket)) -> io::Result<()> {
                         remote: SocketAddr::new(id.destination_address, id.destination_port),
                         uid: h.uid,
                         inode: h.inode,
+                        expires_ms: expires_ms(message.payload()),
                     });
                 }
                 _ => {}
@@ -132,6 +136,15 @@ fn receive(socket: &Socket, f: &mut impl FnMut(DiagSocket)) -> io::Result<()> {
     }
 }
 
+/// `idiag_expires` of an `inet_diag_msg`: netlink-packet-sock-diag keeps
+/// it for every timer but TIME_WAIT's, the one we need. It follows family,
+/// state, timer, retransmits (a byte each) and the 48-byte socket id.
+fn expires_ms(msg: &[u8]) -> u32 {
+    const AT: usize = 4 + 48;
+    msg.get(AT..AT + 4)
+        .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+}
+
 /// `idiag_cookie` is two native-endian u32s, low word first (as ss reads it).
 fn cookie(raw: &[u8; 8]) -> u64 {
     let lo = u32::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]) as u64;
@@ -142,6 +155,37 @@ fn cookie(raw: &[u8; 8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A TIME_WAIT made here (client closes first) says when it ends.
+    #[test]
+    fn a_time_wait_says_when_it_ends() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let remote = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(remote).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let local = client.local_addr().unwrap();
+        drop(client);
+        let mut buf = [0u8; 1];
+        // The client's FIN read, the server closes: the client end enters TIME_WAIT.
+        assert_eq!(std::io::Read::read(&mut &server, &mut buf).unwrap(), 0);
+        drop(server);
+        let mut expires = None;
+        for _ in 0..100 {
+            for_each(Dump::TimeWait, |s| {
+                if (s.local, s.remote) == (local, remote) {
+                    expires = Some(s.expires_ms);
+                }
+            })
+            .unwrap();
+            if expires.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let expires = expires.expect("the client's TIME_WAIT in the dump");
+        // A second at most since it began; the timer counts in jiffies.
+        assert!((58_900..=60_020).contains(&expires), "{expires} ms");
+    }
 
     #[test]
     fn cookie_words() {
@@ -165,6 +209,7 @@ mod tests {
         .unwrap();
         assert_eq!(ours.len(), 1, "{ours:?}");
         assert_eq!(ours[0].state, TcpState::Listen);
+        assert_eq!(ours[0].expires_ms, 0, "a listener has no timer");
         assert_ne!(ours[0].inode, 0);
         assert_ne!(ours[0].sock.0, 0);
     }

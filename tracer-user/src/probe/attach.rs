@@ -91,6 +91,8 @@ impl Probe {
         let stand_in = btf::stand_in(&kernel_btf, &tracepoints, &[SOCKET_FILES_TARGET]);
         let stand_in = Btf::parse(&stand_in, aya::Endianness::default())?;
         attach_btf_programs(&mut programs, &stand_in, options, &mut degraded)?;
+        // The state program attached first: it sees every transition since.
+        let counting_since_ns = crate::clock::Clock::system().mono_now();
         attach_syscall_programs(&mut programs, options)?;
         if options.mode.follows_releases() {
             attach_cgroup_hooks(
@@ -125,6 +127,7 @@ impl Probe {
             doze,
             tallies,
             socket_files,
+            counting_since_ns,
             logger,
             mounted_tracefs,
             degraded,

@@ -163,6 +163,9 @@ pub struct Probe {
     /// process holds (read once; see `host::owners`); `None` where the
     /// kernel refused it (said in `degraded`).
     pub socket_files: Option<std::fs::File>,
+    /// CLOCK_MONOTONIC when the state program was attached: transitions
+    /// from then on reach it.
+    pub counting_since_ns: u64,
     pub logger: Option<EbpfLogger<&'static dyn log::Log>>,
     /// We mounted tracefs (worth saying: the user did not ask for it).
     pub mounted_tracefs: bool,

@@ -43,6 +43,9 @@ pub struct Session {
     /// Who holds the sockets that predate us, to read once (see
     /// [`crate::host::owners`]).
     pub socket_files: Option<std::fs::File>,
+    /// When the kernel programs began to see transitions (see
+    /// `Probe::counting_since_ns`).
+    pub counting_since_ns: u64,
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
     pub metrics: Option<Arc<Metrics>>,
     server: Option<JoinHandle<()>>,
@@ -62,6 +65,7 @@ impl Session {
             doze,
             tallies,
             socket_files,
+            counting_since_ns,
             logger,
             mounted_tracefs,
             degraded,
@@ -80,6 +84,7 @@ impl Session {
             source,
             tallies,
             socket_files,
+            counting_since_ns,
             logger,
             metrics,
             server,
