@@ -206,8 +206,8 @@ pub(crate) fn start_tracer(
     Ok((child, attached.duration_since(started).as_secs_f64()))
 }
 
-/// Waits for socktrace's "attached" line (then, given `then`, for a line
-/// holding that), then keeps copying its stderr to `err_path` so it never
+/// Waits for socktrace's "attached" line and, given `then`, a line holding
+/// that (said before or after it), then keeps copying its stderr to `err_path` so it never
 /// blocks on it. Returns when it said it was attached.
 pub(crate) fn wait_attached(
     child: &mut Child,
@@ -217,24 +217,22 @@ pub(crate) fn wait_attached(
     let stderr = child.stderr.take().context("socktrace's stderr")?;
     let mut lines = BufReader::new(stderr).lines();
     let mut said = String::new();
-    let mut wait_for = |what: &str| -> Result<()> {
-        loop {
-            let Some(line) = lines.next() else {
-                bail!("socktrace exited before saying {what:?}");
-            };
-            let line = line?;
-            said.push_str(&line);
-            said.push('\n');
-            if line.contains(what) {
-                return Ok(());
-            }
+    let (mut attached, mut heard) = (None, then.is_none());
+    for line in lines.by_ref() {
+        let line = line?;
+        heard |= then.is_some_and(|then| line.contains(then));
+        if attached.is_none() && line.contains("attached in") {
+            attached = Some(Instant::now());
         }
-    };
-    wait_for("attached in")?;
-    let attached = Instant::now();
-    if let Some(then) = then {
-        wait_for(then)?;
+        said.push_str(&line);
+        said.push('\n');
+        if attached.is_some() && heard {
+            break;
+        }
     }
+    let Some(attached) = attached.filter(|_| heard) else {
+        bail!("socktrace exited before saying it was attached (and {then:?})");
+    };
     // Keep draining stderr into a file so the tracer never blocks on it.
     std::thread::spawn(move || {
         let mut text = said;

@@ -5,11 +5,12 @@
 use std::{
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Instant,
 };
 
 use anyhow::Context as _;
 use aya::maps::{MapData, PerCpuHashMap};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::time::{MissedTickBehavior, interval};
 use tracer_common::{
     AF_INET, RecordKind, TALLIES_CAPACITY, TW_LEN_NS, Tally, TallyKey, TallyRecord, service_port,
@@ -19,8 +20,8 @@ use crate::{
     analysis::timewait::{Counted, Dest, Host, Key, Report, Role, Settings, Timewait, Totals},
     cli::TimewaitArgs,
     clock::Clock,
-    cmd::live::{DRAIN_EVERY, Session},
-    event::{self, Comm},
+    cmd::live::{DRAIN_EVERY, Session, say_learnt},
+    event::{self, Comm, TcpState},
     filter::Filter,
     host::{
         self,
@@ -124,7 +125,7 @@ struct Live {
     /// How often that dump is taken: each report, unless it costs more.
     pace: Pace,
     /// When it was last taken.
-    in_use_ns: Option<u64>,
+    in_use_ns: u64,
 }
 
 impl Live {
@@ -141,16 +142,21 @@ impl Live {
         let host = host::settings();
         // Our network namespace, what the kernel's keys carry: read once.
         let netns = diag::own_netns();
-        let before = existing(&host, netns, &common.filter, since_ns)
-            .context("sock_diag dump of TIME_WAIT")?;
+        // That dump paces the next ones (see `refresh_in_use`).
+        let started = Instant::now();
+        let mut pace = Pace::new(report.interval);
+        let found = pace
+            .first_after(|| existing(&host, netns, &common.filter, since_ns))
+            .context("sock_diag dump")?;
         let servers = listeners(socket_files).context("owners of listeners")?;
+        say_learnt(found.sockets, started);
         let settings = Settings {
             top: report.top as usize,
             threshold_pct: report.threshold,
             per_request_rate: PER_REQUEST_RATE,
         };
         Ok(Live {
-            analysis: Timewait::new(settings, host, since_ns, before),
+            analysis: Timewait::new(settings, host, since_ns, found.time_waits),
             view: TimewaitView::new(
                 clock,
                 common.json,
@@ -160,9 +166,9 @@ impl Live {
             host,
             netns,
             servers,
-            in_use: FxHashMap::default(),
-            pace: Pace::new(report.interval),
-            in_use_ns: None,
+            in_use: found.in_use,
+            pace,
+            in_use_ns: clock.mono_now(),
         })
     }
 
@@ -171,14 +177,11 @@ impl Live {
     fn refresh_in_use(&mut self, now: u64, filter: &Filter) -> anyhow::Result<()> {
         let period = self.pace.period().as_nanos() as u64;
         // Half a period of slack: reports come every period, a little late.
-        if self
-            .in_use_ns
-            .is_none_or(|at| now + period / 2 >= at + period)
-        {
+        if now + period / 2 >= self.in_use_ns + period {
             let (host, netns) = (&self.host, self.netns);
             let (counts, _) = self.pace.poll(|| in_use(host, netns, filter));
             self.in_use = counts.context("sock_diag dump")?;
-            self.in_use_ns = Some(now);
+            self.in_use_ns = now;
         }
         Ok(())
     }
@@ -388,60 +391,107 @@ fn own_by_listener(counted: &mut [Counted], servers: &FxHashMap<u16, (u32, Strin
     }
 }
 
-/// The TIME_WAIT sockets that exist now and began before `since_ns`, by
-/// key: a local port in the ephemeral range marks a client's. Those that
-/// began since, the kernel counted (a TIME_WAIT's timer says when it began:
-/// it fires 60 s on). Their owner is unknown: none passes a filter on
-/// owners.
-fn existing(
-    host: &Host,
-    netns: u32,
-    filter: &Filter,
-    since_ns: u64,
-) -> io::Result<Vec<(Key, u64)>> {
-    let mut counts: FxHashMap<Key, u64> = FxHashMap::default();
+/// What one dump of every socket says at start: the TIME_WAIT sockets
+/// that exist now and began before `since_ns`, by key (a local port in
+/// the ephemeral range marks a client's), and the connections in use (see
+/// [`in_use`]). TIME_WAITs that began since, the kernel counted (a
+/// TIME_WAIT's timer says when it began: it fires 60 s on). Their owner is
+/// unknown: none passes a filter on owners.
+fn existing(host: &Host, netns: u32, filter: &Filter, since_ns: u64) -> io::Result<Existing> {
+    let mut time_waits: FxHashMap<Key, u64> = FxHashMap::default();
+    let mut in_use = FxHashMap::default();
+    let listening = listening_ports()?;
     let dump_ns = Clock::system().mono_now();
-    diag::for_each(Dump::TimeWait, |s| {
-        if began_since(dump_ns, s.expires_ms, since_ns) {
-            return;
+    let mut sockets = 0;
+    diag::for_each(Dump::All, |s| {
+        sockets += 1;
+        match s.state {
+            TcpState::TimeWait => {
+                if began_since(dump_ns, s.expires_ms, since_ns) {
+                    return;
+                }
+                let unowned = filter.matches_row(0, "", s.local.ip(), s.remote.ip());
+                if !unowned || !filter.may_match_socket(&s.local, &s.remote) {
+                    return;
+                }
+                let role = if ephemeral(host, s.local.port()) {
+                    Role::Client
+                } else {
+                    Role::Server
+                };
+                let key = Key {
+                    netns,
+                    pid: 0,
+                    role,
+                    local: s.local.ip(),
+                    remote: s.remote.ip(),
+                    port: service_port(role.raw(), s.local.port(), s.remote.port()),
+                };
+                *time_waits.entry(key).or_default() += 1;
+            }
+            TcpState::Listen => {}
+            _ => count_in_use(host, (netns, &listening), filter, &s, &mut in_use),
         }
-        let unowned = filter.matches_row(0, "", s.local.ip(), s.remote.ip());
-        if !unowned || !filter.may_match_socket(&s.local, &s.remote) {
-            return;
-        }
-        let role = if ephemeral(host, s.local.port()) {
-            Role::Client
-        } else {
-            Role::Server
-        };
-        let key = Key {
-            netns,
-            pid: 0,
-            role,
-            local: s.local.ip(),
-            remote: s.remote.ip(),
-            port: service_port(role.raw(), s.local.port(), s.remote.port()),
-        };
-        *counts.entry(key).or_default() += 1;
     })?;
-    Ok(counts.into_iter().collect())
+    Ok(Existing {
+        sockets,
+        time_waits: time_waits.into_iter().collect(),
+        in_use,
+    })
+}
+
+/// What [`existing`] found.
+struct Existing {
+    /// Every socket dumped.
+    sockets: u64,
+    time_waits: Vec<(Key, u64)>,
+    in_use: FxHashMap<Dest, u64>,
 }
 
 /// Client connections in use now, by destination: whoever holds them (the
 /// ports are the destination's, whichever process runs short of them).
 fn in_use(host: &Host, netns: u32, filter: &Filter) -> io::Result<FxHashMap<Dest, u64>> {
+    let listening = listening_ports()?;
     let mut counts = FxHashMap::default();
     diag::for_each(Dump::Connections, |s| {
-        if ephemeral(host, s.local.port()) && filter.may_match_socket(&s.local, &s.remote) {
-            let dest = Dest {
-                netns,
-                local: s.local.ip(),
-                remote: s.remote,
-            };
-            *counts.entry(dest).or_default() += 1;
-        }
+        count_in_use(host, (netns, &listening), filter, &s, &mut counts);
     })?;
     Ok(counts)
+}
+
+/// The local ports something listens on: a connection on one was accepted
+/// (it is no client's, though the port may be in the ephemeral range). A
+/// dump of listeners only is quick: the kernel walks its listening table.
+fn listening_ports() -> io::Result<FxHashSet<u16>> {
+    let mut ports = FxHashSet::default();
+    diag::for_each(Dump::Listeners, |s| {
+        ports.insert(s.local.port());
+    })?;
+    Ok(ports)
+}
+
+/// Counts `s` in `counts` if it is a client connection `filter` may want:
+/// from an ephemeral port that nothing listens on, in network namespace
+/// `netns`.
+fn count_in_use(
+    host: &Host,
+    (netns, listening): (u32, &FxHashSet<u16>),
+    filter: &Filter,
+    s: &diag::DiagSocket,
+    counts: &mut FxHashMap<Dest, u64>,
+) {
+    let port = s.local.port();
+    if ephemeral(host, port)
+        && !listening.contains(&port)
+        && filter.may_match_socket(&s.local, &s.remote)
+    {
+        let dest = Dest {
+            netns,
+            local: s.local.ip(),
+            remote: s.remote,
+        };
+        *counts.entry(dest).or_default() += 1;
+    }
 }
 
 fn ephemeral(host: &Host, port: u16) -> bool {

@@ -32,6 +32,15 @@ pub const DRAIN_EVERY: Duration = Duration::from_millis(10);
 /// The kernel wakes the reader early once this much is waiting.
 pub const WAKEUP_BYTES: u64 = 256 << 10;
 
+/// Says that the `found` sockets that predate us are known, since
+/// `started`: from then on their owners are too.
+pub fn say_learnt(found: u64, started: std::time::Instant) {
+    say!(
+        "socktrace: {found} sockets open before start, learnt in {} ms",
+        started.elapsed().as_millis()
+    );
+}
+
 /// An attached run: the programs, their ring and counters, and what
 /// serves the user besides the output.
 pub struct Session {

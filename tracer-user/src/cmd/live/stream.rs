@@ -205,10 +205,7 @@ fn learn_existing(
         pipeline.learn(known, now, print);
     })
     .context("snapshot of existing sockets (sock_diag)")?;
-    say!(
-        "socktrace: {found} sockets open before start, learnt in {} ms",
-        started.elapsed().as_millis()
-    );
+    super::say_learnt(found, started);
     Ok(())
 }
 

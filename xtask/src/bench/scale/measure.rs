@@ -27,9 +27,9 @@ pub(super) struct Idle {
     pub peak_rss_kb: u64,
     /// From spawn to the "attached in" line.
     pub attach_s: f64,
-    /// From spawn to the line saying the start-up snapshot is in, where it
-    /// comes after "attached" (not in `timewait`).
-    pub learnt_s: Option<f64>,
+    /// From spawn to the line saying the sockets that predate it are
+    /// learnt (after "attached").
+    pub learnt_s: f64,
     /// None if the tracer printed no poll line.
     pub poll: Option<Poll>,
     /// Connections its summary says it dropped from tracking (table full).
@@ -55,9 +55,7 @@ impl fmt::Display for Idle {
             self.peak_rss_kb as f64 / 1024.0,
             self.attach_s
         )?;
-        if let Some(learnt) = self.learnt_s {
-            write!(f, "snapshot in at {learnt:.3} s, ")?;
-        }
+        write!(f, "snapshot in at {:.3} s, ", self.learnt_s)?;
         match &self.poll {
             Some(p) => write!(
                 f,
@@ -77,13 +75,10 @@ impl fmt::Display for Idle {
 pub(super) fn idle(bin: &Path, out: &Path, args: &'static [&'static str]) -> Result<Idle> {
     let err = out.with_extension("err");
     let _ = fs::remove_file(&err);
-    // Idle is once the snapshot of what exists is in, where that comes
-    // after attaching.
-    let learns_after = args.first() != Some(&"timewait");
+    // Idle is once what exists is learnt, which comes after attaching.
     let spawned = Instant::now();
-    let then = learns_after.then_some(LEARNT);
-    let (tracer, attach_s) = start_tracer(bin, Tracer::Socktrace(args), out, then)?;
-    let learnt_s = learns_after.then(|| spawned.elapsed().as_secs_f64());
+    let (tracer, attach_s) = start_tracer(bin, Tracer::Socktrace(args), out, Some(LEARNT))?;
+    let learnt_s = spawned.elapsed().as_secs_f64();
     // Stopped whether or not the reading worked.
     let cpu_pct = idle_cpu(tracer.id());
     let (_, peak_rss_kb) = stop_tracer(tracer)?;

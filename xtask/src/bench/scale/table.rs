@@ -52,9 +52,8 @@ fn method() -> String {
          right before each tracer run once the previous run's have expired \
          (net.ipv4.tcp_max_tw_buckets is raised for the bench). The last row holds \
          TIME_WAITs only. Each run starts socktrace with its output to a file; once it says \
-         it is attached, and (`watch`, which learns the sockets that predate it after \
-         attaching) that those are learnt (\"snapshot in\", from spawn), it sits idle for \
-         {} s. Idle CPU: its utime + stime \
+         it is attached and then that it learnt the sockets that predate it (\"snapshot \
+         in\", from spawn), it sits idle for {} s. Idle CPU: its utime + stime \
          (/proc/PID/stat) over that time, in % of one core. Peak RSS: wait4(2). Poll time \
          and period: from its exit line \"sock_diag polled N times, X ms each on average, \
          every P s\" (n/a: this build does not print one). Targets: at {} sockets, idle CPU \
@@ -82,17 +81,15 @@ fn table(samples: &[Sample]) -> String {
             ),
             None => ("n/a".to_string(), "n/a".to_string()),
         };
-        let learnt = idle
-            .learnt_s
-            .map_or("before attached".to_string(), |s| format!("{s:.3} s"));
         let _ = writeln!(
             t,
-            "| {} | {} | {:.2} % | {each} | {every} | {:.1} MB | {:.3} s | {learnt} |",
+            "| {} | {} | {:.2} % | {each} | {every} | {:.1} MB | {:.3} s | {:.3} s |",
             s.point,
             s.mode,
             idle.cpu_pct,
             idle.peak_rss_kb as f64 / 1024.0,
-            idle.attach_s
+            idle.attach_s,
+            idle.learnt_s
         );
     }
     t
@@ -179,7 +176,7 @@ mod tests {
                 cpu_pct: 0.5,
                 peak_rss_kb,
                 attach_s: 0.1,
-                learnt_s: None,
+                learnt_s: 0.2,
                 poll: None,
                 untracked,
             },
