@@ -33,6 +33,9 @@ pub struct DiagSocket {
 #[derive(Clone, Copy, Debug)]
 pub enum Dump {
     All,
+    /// Timewait sockets, and FIN_WAIT2 ones: a connection closed while its
+    /// peer had not (an orphan in FIN_WAIT2) is a timewait socket too,
+    /// listed as FIN_WAIT2 until the peer's FIN moves it to TIME_WAIT.
     TimeWait,
     /// Every state but TIME_WAIT and LISTEN: connections in use.
     Connections,
@@ -52,7 +55,7 @@ pub fn own_netns() -> u32 {
 pub fn for_each(which: Dump, mut f: impl FnMut(DiagSocket)) -> io::Result<()> {
     let states = match which {
         Dump::All => StateFlags::all(),
-        Dump::TimeWait => StateFlags::TIME_WAIT,
+        Dump::TimeWait => StateFlags::TIME_WAIT | StateFlags::FIN_WAIT2,
         Dump::Connections => StateFlags::all() - StateFlags::TIME_WAIT - StateFlags::LISTEN,
         Dump::Listeners => StateFlags::LISTEN,
     };
