@@ -190,6 +190,33 @@ mod tests {
         assert!((58_900..=60_020).contains(&expires), "{expires} ms");
     }
 
+    /// A client that closed first while its peer stays open is a timewait
+    /// socket in FIN_WAIT2: a TIME_WAIT dump must list it, or a poll would
+    /// take it for ended.
+    #[test]
+    fn a_time_wait_dump_lists_orphans_in_fin_wait2() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let remote = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(remote).unwrap();
+        let (_server, _) = listener.accept().unwrap();
+        let local = client.local_addr().unwrap();
+        drop(client);
+        let mut state = None;
+        for _ in 0..100 {
+            for_each(Dump::TimeWait, |s| {
+                if (s.local, s.remote) == (local, remote) {
+                    state = Some(s.state);
+                }
+            })
+            .unwrap();
+            if state.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(state, Some(TcpState::FinWait2));
+    }
+
     #[test]
     fn cookie_words() {
         let mut raw = [0u8; 8];
