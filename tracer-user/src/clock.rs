@@ -32,8 +32,7 @@ impl Clock {
 
     /// CLOCK_MONOTONIC now, in nanoseconds: the kernel's event clock.
     pub fn mono_now(&self) -> u64 {
-        let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
-        ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+        mono_now()
     }
 
     /// Wall-clock (seconds, nanoseconds) since the epoch.
@@ -44,6 +43,12 @@ impl Clock {
             wall.rem_euclid(1_000_000_000) as u32,
         )
     }
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds: the kernel's event clock.
+pub fn mono_now() -> u64 {
+    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
 /// How a timestamp is written.

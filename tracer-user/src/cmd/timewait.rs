@@ -13,7 +13,7 @@ use aya::maps::{MapData, PerCpuHashMap};
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::time::{MissedTickBehavior, interval};
 use tracer_common::{
-    AF_INET, RecordKind, TALLIES_CAPACITY, TW_LEN_NS, Tally, TallyKey, TallyRecord, service_port,
+    AF_INET, RecordKind, TALLIES_CAPACITY, Tally, TallyKey, TallyRecord, service_port,
 };
 
 use crate::{
@@ -125,7 +125,7 @@ struct Live {
     /// How often that dump is taken: each report, unless it costs more.
     pace: Pace,
     /// When it was last taken.
-    in_use_ns: u64,
+    in_use_ns: Option<u64>,
 }
 
 impl Live {
@@ -142,21 +142,18 @@ impl Live {
         let host = host::settings();
         // Our network namespace, what the kernel's keys carry: read once.
         let netns = diag::own_netns();
-        // That dump paces the next ones (see `refresh_in_use`).
         let started = Instant::now();
-        let mut pace = Pace::new(report.interval);
-        let found = pace
-            .first_after(|| existing(&host, netns, &common.filter, since_ns))
-            .context("sock_diag dump")?;
+        let (before, found) = existing(&host, netns, &common.filter, since_ns)
+            .context("sock_diag dump of TIME_WAIT")?;
         let servers = listeners(socket_files).context("owners of listeners")?;
-        say_learnt(found.sockets, started);
+        say_learnt(found, started);
         let settings = Settings {
             top: report.top as usize,
             threshold_pct: report.threshold,
             per_request_rate: PER_REQUEST_RATE,
         };
         Ok(Live {
-            analysis: Timewait::new(settings, host, since_ns, found.time_waits),
+            analysis: Timewait::new(settings, host, since_ns, before),
             view: TimewaitView::new(
                 clock,
                 common.json,
@@ -166,9 +163,11 @@ impl Live {
             host,
             netns,
             servers,
-            in_use: found.in_use,
-            pace,
-            in_use_ns: clock.mono_now(),
+            in_use: FxHashMap::default(),
+            // Connections in use are a gauge, beside the kernel's own
+            // count: on a big host, polled seldom rather than costly.
+            pace: Pace::unbounded(report.interval),
+            in_use_ns: None,
         })
     }
 
@@ -177,11 +176,14 @@ impl Live {
     fn refresh_in_use(&mut self, now: u64, filter: &Filter) -> anyhow::Result<()> {
         let period = self.pace.period().as_nanos() as u64;
         // Half a period of slack: reports come every period, a little late.
-        if now + period / 2 >= self.in_use_ns + period {
+        if self
+            .in_use_ns
+            .is_none_or(|at| now + period / 2 >= at + period)
+        {
             let (host, netns) = (&self.host, self.netns);
             let (counts, _) = self.pace.poll(|| in_use(host, netns, filter));
             self.in_use = counts.context("sock_diag dump")?;
-            self.in_use_ns = now;
+            self.in_use_ns = Some(now);
         }
         Ok(())
     }
@@ -371,13 +373,6 @@ fn listeners(socket_files: Option<std::fs::File>) -> io::Result<FxHashMap<u16, (
     Ok(by_port)
 }
 
-/// Whether a TIME_WAIT whose timer fires `expires_ms` after `dump_ns`
-/// began at or after `since_ns`.
-fn began_since(dump_ns: u64, expires_ms: u32, since_ns: u64) -> bool {
-    let ends_ns = dump_ns + u64::from(expires_ms) * 1_000_000;
-    ends_ns >= since_ns + TW_LEN_NS
-}
-
 /// Server-side counts without an owner get the listener's, if we know it.
 fn own_by_listener(counted: &mut [Counted], servers: &FxHashMap<u16, (u32, String)>) {
     for c in counted {
@@ -391,61 +386,48 @@ fn own_by_listener(counted: &mut [Counted], servers: &FxHashMap<u16, (u32, Strin
     }
 }
 
-/// What one dump of every socket says at start: the TIME_WAIT sockets
-/// that exist now and began before `since_ns`, by key (a local port in
-/// the ephemeral range marks a client's), and the connections in use (see
-/// [`in_use`]). TIME_WAITs that began since, the kernel counted (a
-/// TIME_WAIT's timer says when it began: it fires 60 s on). Their owner is
-/// unknown: none passes a filter on owners.
-fn existing(host: &Host, netns: u32, filter: &Filter, since_ns: u64) -> io::Result<Existing> {
-    let mut time_waits: FxHashMap<Key, u64> = FxHashMap::default();
-    let mut in_use = FxHashMap::default();
-    let listening = listening_ports()?;
-    let dump_ns = Clock::system().mono_now();
-    let mut sockets = 0;
-    diag::for_each(Dump::All, |s| {
-        sockets += 1;
-        match s.state {
-            TcpState::TimeWait => {
-                if began_since(dump_ns, s.expires_ms, since_ns) {
-                    return;
-                }
-                let unowned = filter.matches_row(0, "", s.local.ip(), s.remote.ip());
-                if !unowned || !filter.may_match_socket(&s.local, &s.remote) {
-                    return;
-                }
-                let role = if ephemeral(host, s.local.port()) {
-                    Role::Client
-                } else {
-                    Role::Server
-                };
-                let key = Key {
-                    netns,
-                    pid: 0,
-                    role,
-                    local: s.local.ip(),
-                    remote: s.remote.ip(),
-                    port: service_port(role.raw(), s.local.port(), s.remote.port()),
-                };
-                *time_waits.entry(key).or_default() += 1;
-            }
-            TcpState::Listen => {}
-            _ => count_in_use(host, (netns, &listening), filter, &s, &mut in_use),
+/// The TIME_WAIT sockets that exist now and began before `since_ns`, by
+/// key (a local port in the ephemeral range marks a client's); and how
+/// many TIME_WAITs there are in all. Those that began since, the kernel
+/// counted (a TIME_WAIT's timer says when it began: it fires 60 s on).
+/// Their owner is unknown: none passes a filter on owners.
+fn existing(
+    host: &Host,
+    netns: u32,
+    filter: &Filter,
+    since_ns: u64,
+) -> io::Result<(Vec<(Key, u64)>, u64)> {
+    let mut counts: FxHashMap<Key, u64> = FxHashMap::default();
+    let mut found = 0;
+    diag::for_each(Dump::TimeWait, |s| {
+        // The dump lists FIN_WAIT2 timewait sockets too (see `Dump`).
+        if s.state != TcpState::TimeWait {
+            return;
         }
+        found += 1;
+        if s.began_since(crate::clock::mono_now(), since_ns) {
+            return;
+        }
+        let unowned = filter.matches_row(0, "", s.local.ip(), s.remote.ip());
+        if !unowned || !filter.may_match_socket(&s.local, &s.remote) {
+            return;
+        }
+        let role = if ephemeral(host, s.local.port()) {
+            Role::Client
+        } else {
+            Role::Server
+        };
+        let key = Key {
+            netns,
+            pid: 0,
+            role,
+            local: s.local.ip(),
+            remote: s.remote.ip(),
+            port: service_port(role.raw(), s.local.port(), s.remote.port()),
+        };
+        *counts.entry(key).or_default() += 1;
     })?;
-    Ok(Existing {
-        sockets,
-        time_waits: time_waits.into_iter().collect(),
-        in_use,
-    })
-}
-
-/// What [`existing`] found.
-struct Existing {
-    /// Every socket dumped.
-    sockets: u64,
-    time_waits: Vec<(Key, u64)>,
-    in_use: FxHashMap<Dest, u64>,
+    Ok((counts.into_iter().collect(), found))
 }
 
 /// Client connections in use now, by destination: whoever holds them (the
@@ -502,17 +484,6 @@ fn ephemeral(host: &Host, port: u16) -> bool {
 mod tests {
     use super::*;
     use tracer_common::{ROLE_CLIENT, ROLE_SERVER};
-
-    #[test]
-    fn time_waits_that_began_since_the_kernel_counts_are_not_existing() {
-        const S: u64 = 1_000_000_000;
-        let since = 100 * S;
-        // Dumped at 101 s: one that ends at 159.5 s began before, at 99.5 s.
-        assert!(!began_since(101 * S, 58_500, since));
-        // One that ends at 160.5 s began at 100.5 s, after.
-        assert!(began_since(101 * S, 59_500, since));
-        assert!(began_since(101 * S, 59_000, since), "at the very moment");
-    }
 
     #[test]
     fn kernel_keys() {

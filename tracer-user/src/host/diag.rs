@@ -29,6 +29,17 @@ pub struct DiagSocket {
     pub expires_ms: u32,
 }
 
+impl DiagSocket {
+    /// Whether this TIME_WAIT, read at `read_ns` (as its answer came: a
+    /// dump's start would make late ones seem older), began at or after
+    /// `since_ns`: its timer fires 60 s after it began (to the timer's
+    /// jiffy and the answer's delay, a few ms).
+    pub fn began_since(&self, read_ns: u64, since_ns: u64) -> bool {
+        let ends_ns = read_ns + u64::from(self.expires_ms) * 1_000_000;
+        ends_ns >= since_ns + tracer_common::TW_LEN_NS
+    }
+}
+
 /// Which sockets to dump.
 #[derive(Clone, Copy, Debug)]
 pub enum Dump {
@@ -215,6 +226,26 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert_eq!(state, Some(TcpState::FinWait2));
+    }
+
+    #[test]
+    fn time_waits_tell_when_they_began() {
+        const S: u64 = 1_000_000_000;
+        let tw = |expires_ms| DiagSocket {
+            sock: SockId(1),
+            state: TcpState::TimeWait,
+            local: "127.0.0.1:1".parse().unwrap(),
+            remote: "127.0.0.1:2".parse().unwrap(),
+            uid: 0,
+            inode: 0,
+            expires_ms,
+        };
+        let since = 100 * S;
+        // Dumped at 101 s: one that ends at 159.5 s began before, at 99.5 s.
+        assert!(!tw(58_500).began_since(101 * S, since));
+        // One that ends at 160.5 s began at 100.5 s, after.
+        assert!(tw(59_500).began_since(101 * S, since));
+        assert!(tw(59_000).began_since(101 * S, since), "at the very moment");
     }
 
     #[test]

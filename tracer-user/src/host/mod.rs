@@ -16,21 +16,27 @@ pub use self::{
 };
 use self::{diag::Dump, owners::SocketOwners};
 use crate::{
-    event::{Owner, SockId},
+    event::{Owner, SockId, TcpState},
     track::Known,
 };
 
 /// Hands every TCP socket that matches `which` and exists now to `each`,
 /// with its owner from the start-up iterator's `socket_files` (see
-/// [`SocketOwners::read`]).
+/// [`SocketOwners::read`]), but for TIME_WAITs that began at or after
+/// `since_ns` (when the kernel programs began to see their entry: those
+/// are in the ring).
 pub fn snapshot(
     which: Dump,
     socket_files: Option<File>,
+    since_ns: u64,
     mut each: impl FnMut(Known),
 ) -> io::Result<()> {
     let owners = SocketOwners::read(socket_files)?;
     let netns = diag::own_netns();
     diag::for_each(which, |s| {
+        if s.state == TcpState::TimeWait && s.began_since(crate::clock::mono_now(), since_ns) {
+            return;
+        }
         each(Known {
             netns,
             owner: owners.get(s.inode).cloned().unwrap_or(Owner::UNKNOWN),

@@ -2,32 +2,49 @@
 //! ones it lists and the ones it skips, so its cost grows with the host:
 //! with 500,000 sockets one takes tens of milliseconds. Polls come every
 //! period asked for (`--tw-poll`, `--interval`) unless that would spend
-//! more than 1 % of a core on them; then they come less often, so that
+//! more than 0.5 % of a core on them; then they come less often, so that
 //! they never do. What the polls learn stays exact: a TIME_WAIT's end by
 //! expiry is stamped at entry + 60 s whenever the poll sees it, and only
-//! an early end (reuse, RST) is known to the period.
+//! an early end (reuse, RST) is known to the period. Polls for TIME_WAITs
+//! come at least every 60 s (the life of one); polls for a gauge (connections
+//! in use) may come as seldom as their cost says.
 use std::time::Duration;
 
 use nix::time::{ClockId, clock_gettime};
 
-/// A poll may cost this share of its period, at most: 1 %.
-const SHARE: u32 = 100;
-/// The longest period: the life of a TIME_WAIT.
-const MAX_PERIOD: Duration = Duration::from_secs(60);
+/// A poll may cost this share of its period, at most: 0.5 %, so that with
+/// the rest of an idle socktrace (~0.1 %) it stays under 1 % of a core.
+const SHARE: u32 = 200;
+/// The longest period of TIME_WAIT polls: the life of a TIME_WAIT.
+const TW_PERIOD: Duration = Duration::from_secs(60);
 
 /// The polls so far and the period they keep.
 #[derive(Debug)]
 pub struct Pace {
     asked: Duration,
+    /// The longest period.
+    most: Duration,
     period: Duration,
     polls: u64,
     spent: Duration,
 }
 
 impl Pace {
+    /// For TIME_WAIT polls: every `asked`, or as their cost says, but at
+    /// least every 60 s (unless `asked` is longer).
     pub fn new(asked: Duration) -> Pace {
+        Pace::at_most(asked, TW_PERIOD.max(asked))
+    }
+
+    /// For a gauge's polls: every `asked`, or as seldom as their cost says.
+    pub fn unbounded(asked: Duration) -> Pace {
+        Pace::at_most(asked, Duration::MAX)
+    }
+
+    fn at_most(asked: Duration, most: Duration) -> Pace {
         Pace {
             asked,
+            most,
             period: asked,
             polls: 0,
             spent: Duration::ZERO,
@@ -59,7 +76,7 @@ impl Pace {
 
     /// The period for polls that cost `cost`.
     fn paced(&self, cost: Duration) -> Duration {
-        (cost * SHARE).clamp(self.asked, MAX_PERIOD.max(self.asked))
+        cost.saturating_mul(SHARE).clamp(self.asked, self.most)
     }
 
     /// Counts one poll that took `cost`; true if the period changed.
@@ -102,15 +119,22 @@ mod tests {
         assert!(!pace.spent_on(2 * MS), "cheap: as asked");
         assert_eq!(pace.period(), 1000 * MS);
         assert!(pace.spent_on(40 * MS));
-        assert_eq!(pace.period(), 4000 * MS, "40 ms is 1 % of 4 s");
+        assert_eq!(pace.period(), 8000 * MS, "40 ms is 0.5 % of 8 s");
         assert!(pace.spent_on(900 * MS));
-        assert_eq!(pace.period(), MAX_PERIOD, "never beyond a TIME_WAIT's life");
+        assert_eq!(pace.period(), TW_PERIOD, "never beyond a TIME_WAIT's life");
         assert!(pace.spent_on(3 * MS));
         assert_eq!(pace.period(), 1000 * MS);
         assert_eq!(
             pace.summary().unwrap(),
             "socktrace: sock_diag polled 4 times, 236.25 ms each on average, every 1.00 s"
         );
+    }
+
+    #[test]
+    fn a_gauges_polls_may_grow_further_apart() {
+        let mut pace = Pace::unbounded(1000 * MS);
+        assert!(pace.spent_on(900 * MS));
+        assert_eq!(pace.period(), 180_000 * MS, "900 ms is 0.5 % of 180 s");
     }
 
     #[test]

@@ -58,8 +58,21 @@ impl Pipeline {
     /// Learns a socket the start-up snapshot found at `now`, taken after
     /// attaching; printed if it passes the filter and `print`
     /// (`--snapshot`). Held until [`Pipeline::settle`]: records that were
-    /// in the ring first may show it was born after we attached.
-    pub fn learn(&mut self, known: Known, now: u64, print: bool) {
+    /// in the ring first may show it was born after we attached. But for a
+    /// TIME_WAIT that began before (the snapshot leaves out the others): no
+    /// record comes of it but its end, so it is learnt at once.
+    pub fn learn(
+        &mut self,
+        known: Known,
+        now: u64,
+        print: bool,
+        render: &mut dyn Render,
+        out: &mut Output,
+    ) {
+        if known.state == TcpState::TimeWait {
+            self.preload(known, now, print, render, out);
+            return;
+        }
         self.pending
             .get_or_insert_with(|| Pending::new(now, print))
             .add(known);

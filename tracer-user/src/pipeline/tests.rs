@@ -326,7 +326,9 @@ fn the_snapshot_waits_for_what_the_ring_held_meanwhile() {
     // that existed before and changes meanwhile (in a softirq: no owner
     // in the record), and one that existed before and stays idle.
     for (cookie, sport) in [(0x2a, 40000), (0x2b, 40001), (0x2c, 40002)] {
-        rig.pipeline.learn(found(cookie, sport), 10 * MS, true);
+        let (render, out) = (&mut rig.render, &mut rig.out);
+        rig.pipeline
+            .learn(found(cookie, sport), 10 * MS, true, render, out);
     }
     let mut peer_fin = state(2, 0x2b, (40001, 8080), ESTABLISHED, TcpState::CloseWait);
     peer_fin[16..56].fill(0); // the record's owner: unknown

@@ -146,23 +146,28 @@ pub async fn stream(plan: Plan) -> anyhow::Result<Summary> {
         out.buf.push('\n');
     }
     render.preamble(&mut out.buf);
-    let files = session.socket_files.take();
-    let mut pace = Pace::new(plan.tw_poll);
-    // The snapshot is a dump too: the first poll comes a paced period on.
-    let mut learn = |pipeline: &mut Pipeline, files, print| {
-        pace.first_after(|| learn_existing(pipeline, clock, plan.existing, files, print))
+    let started = Instant::now();
+    let existing = Existing {
+        which: plan.existing,
+        socket_files: session.socket_files.take(),
+        since_ns: session.counting_since_ns,
+        print: plan.snapshot,
     };
+    let mut pace = Pace::new(plan.tw_poll);
     // Shown, the sockets that exist must be all that existed when we say
     // we are attached (one closed before the dump would be missing); else
     // they only name the owners of older sockets, and need not hold the
-    // start up.
-    let stop = if plan.snapshot {
-        learn(&mut pipeline, files, true)?;
-        session.ready(user.as_deref(), duration)?
+    // start up. The snapshot is a dump too: the first poll comes a paced
+    // period on.
+    let (stop, found) = if plan.snapshot {
+        let found =
+            pace.first_after(|| existing.learn(&mut pipeline, clock, render.as_mut(), &mut out))?;
+        (session.ready(user.as_deref(), duration)?, found)
     } else {
         let stop = session.ready(user.as_deref(), duration)?;
-        learn(&mut pipeline, files, false)?;
-        stop
+        let found =
+            pace.first_after(|| existing.learn(&mut pipeline, clock, render.as_mut(), &mut out))?;
+        (stop, found)
     };
     let ticks = Ticks::new(pace.period(), plan.interval);
     let mut run = Run {
@@ -181,32 +186,42 @@ pub async fn stream(plan: Plan) -> anyhow::Result<Summary> {
     // What happened while the snapshot was taken, then what it found.
     run.drain();
     run.pipeline.settle(run.render.as_mut(), &mut run.out);
+    super::say_learnt(found, started);
     run.run(stop, ticks).await?;
     run.finish(json)
 }
 
-/// The start-up snapshot of the sockets `which` names, into `pipeline`
-/// (see [`Pipeline::learn`]): taken once attached, so a socket opened
-/// meanwhile is in it or in the ring (or both); it needs no privilege
-/// (see [`host::owners`]). Says how long it took: owners of older
-/// sockets are known from then on.
-fn learn_existing(
-    pipeline: &mut Pipeline,
-    clock: Clock,
+/// The start-up snapshot: the sockets `which` names, their owners from the
+/// iterator's `socket_files` (see [`host::owners`]), TIME_WAITs that began
+/// before `since_ns` (when the programs began to see transitions), shown
+/// if `print`.
+struct Existing {
     which: Dump,
     socket_files: Option<std::fs::File>,
+    since_ns: u64,
     print: bool,
-) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let now = clock.mono_now();
-    let mut found = 0u64;
-    host::snapshot(which, socket_files, |known| {
-        found += 1;
-        pipeline.learn(known, now, print);
-    })
-    .context("snapshot of existing sockets (sock_diag)")?;
-    super::say_learnt(found, started);
-    Ok(())
+}
+
+impl Existing {
+    /// Takes it into `pipeline` (see [`Pipeline::learn`]): once attached,
+    /// so a socket opened meanwhile is in it or in the ring (or both); it
+    /// needs no privilege. How many sockets it found.
+    fn learn(
+        self,
+        pipeline: &mut Pipeline,
+        clock: Clock,
+        render: &mut dyn Render,
+        out: &mut Output,
+    ) -> anyhow::Result<u64> {
+        let now = clock.mono_now();
+        let mut found = 0u64;
+        host::snapshot(self.which, self.socket_files, self.since_ns, |known| {
+            found += 1;
+            pipeline.learn(known, now, self.print, render, out);
+        })
+        .context("snapshot of existing sockets (sock_diag)")?;
+        Ok(found)
+    }
 }
 
 /// The journal and syslog sinks `--journal` and `--syslog` asked for.

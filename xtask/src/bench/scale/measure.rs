@@ -12,8 +12,11 @@ use anyhow::{Context as _, Result};
 
 use crate::bench::{Tracer, start_tracer, stop_tracer};
 
-/// How long the tracer sits idle between the two CPU readings.
-pub(super) const IDLE: Duration = Duration::from_secs(10);
+/// How long the tracer sits idle between the two CPU readings: past the
+/// longest period of its TIME_WAIT polls (60 s), so each run holds one at
+/// least (the first comes a period after the start-up snapshot). Runs wait
+/// this long anyway for the last run's TIME_WAITs to expire.
+pub(super) const IDLE: Duration = Duration::from_secs(65);
 /// What socktrace says once the sockets that predate it are learnt.
 const LEARNT: &str = "open before start, learnt in";
 /// How long the tracer's stderr may take to reach its file after it exits.
