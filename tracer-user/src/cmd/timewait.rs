@@ -125,7 +125,7 @@ struct Live {
     /// How often that dump is taken: each report, unless it costs more.
     pace: Pace,
     /// When it was last taken.
-    in_use_ns: Option<u64>,
+    in_use_ns: u64,
 }
 
 impl Live {
@@ -146,6 +146,14 @@ impl Live {
         let (before, found) = existing(&host, netns, &common.filter, since_ns)
             .context("sock_diag dump of TIME_WAIT")?;
         let servers = listeners(socket_files).context("owners of listeners")?;
+        // Connections in use are a gauge, beside the kernel's own count:
+        // on a big host, counted seldom rather than costly. The first count
+        // is part of the start; the next comes a paced period after it.
+        let mut pace = Pace::unbounded(report.interval);
+        let in_use = pace
+            .first_after(|| in_use(&host, netns, &common.filter))
+            .context("sock_diag dump")?;
+        let in_use_ns = clock.mono_now();
         say_learnt(found, started);
         let settings = Settings {
             top: report.top as usize,
@@ -163,11 +171,9 @@ impl Live {
             host,
             netns,
             servers,
-            in_use: FxHashMap::default(),
-            // Connections in use are a gauge, beside the kernel's own
-            // count: on a big host, polled seldom rather than costly.
-            pace: Pace::unbounded(report.interval),
-            in_use_ns: None,
+            in_use,
+            pace,
+            in_use_ns,
         })
     }
 
@@ -176,14 +182,11 @@ impl Live {
     fn refresh_in_use(&mut self, now: u64, filter: &Filter) -> anyhow::Result<()> {
         let period = self.pace.period().as_nanos() as u64;
         // Half a period of slack: reports come every period, a little late.
-        if self
-            .in_use_ns
-            .is_none_or(|at| now + period / 2 >= at + period)
-        {
+        if now + period / 2 >= self.in_use_ns + period {
             let (host, netns) = (&self.host, self.netns);
             let (counts, _) = self.pace.poll(|| in_use(host, netns, filter));
             self.in_use = counts.context("sock_diag dump")?;
-            self.in_use_ns = Some(now);
+            self.in_use_ns = now;
         }
         Ok(())
     }
