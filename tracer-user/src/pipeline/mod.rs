@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use self::snapshot::Pending;
 use crate::{
-    event::{self, SockId, TcpState},
+    event::{self, Event, SockId, TcpState},
     filter::Filter,
     host::Cgroups,
     logsink::{self, Sink},
@@ -177,12 +177,16 @@ impl Pipeline {
         render: &mut dyn Render,
         out: &mut Output,
     ) {
-        let mut ended = Vec::new();
+        let mut emitter = Emitter {
+            summary: &mut self.summary,
+            taps: &mut self.taps,
+            filter: &self.filter,
+            render,
+            out,
+        };
         self.tracker
             .timewaits
-            .reconcile(present, now, self.netns, &mut ended);
-        self.records.extend(ended.into_iter().map(Record::Event));
-        self.emit(render, out);
+            .reconcile(present, now, self.netns, &mut emitter);
     }
 
     /// The connections of our network namespace, from a sock_diag dump
@@ -267,16 +271,47 @@ fn emit(
     render: &mut dyn Render,
     out: &mut Output,
 ) {
+    let mut emitter = Emitter {
+        summary,
+        taps,
+        filter,
+        render,
+        out,
+    };
     for record in records.drain(..) {
-        if !filter.matches(&record) {
-            summary.filtered += 1;
-            continue;
+        emitter.emit(&record);
+    }
+}
+
+/// Where each record goes once made: counted, filtered, tapped, rendered.
+struct Emitter<'a> {
+    summary: &'a mut Summary,
+    taps: &'a mut Taps,
+    filter: &'a Filter,
+    render: &'a mut dyn Render,
+    out: &'a mut Output,
+}
+
+impl Emitter<'_> {
+    fn emit(&mut self, record: &Record) {
+        if !self.filter.matches(record) {
+            self.summary.filtered += 1;
+            return;
         }
-        let short_before = summary.short_listeners_total;
-        summary.count(&record);
-        taps.record(&record, summary, short_before);
-        render.record(&record, &mut out.buf);
-        out.flush_if_full();
+        let short_before = self.summary.short_listeners_total;
+        self.summary.count(record);
+        self.taps.record(record, self.summary, short_before);
+        self.render.record(record, &mut self.out.buf);
+        self.out.flush_if_full();
+    }
+}
+
+/// Events rendered as they come, none held.
+impl Extend<Event> for Emitter<'_> {
+    fn extend<I: IntoIterator<Item = Event>>(&mut self, events: I) {
+        for event in events {
+            self.emit(&Record::Event(event));
+        }
     }
 }
 

@@ -188,14 +188,15 @@ impl TimeWaits {
     /// A dump of network namespace `netns` that started at `dump_ns`
     /// listed `present` (sorted). Every entry of that namespace that was
     /// already in TIME_WAIT then and is missing has ended; one of another
-    /// namespace (not in the dump) ends by expiry. Appends their
-    /// `TIME_WAIT -> CLOSE`, in the order they began, to `out`.
+    /// namespace (not in the dump) ends by expiry. Hands their
+    /// `TIME_WAIT -> CLOSE`, in the order they began, to `out` one by one
+    /// (a poll may end 100,000 at once: they need not all be held).
     pub fn reconcile(
         &mut self,
         present: &[SockId],
         dump_ns: u64,
         netns: u32,
-        out: &mut Vec<Event>,
+        out: &mut impl Extend<Event>,
     ) {
         let owners = &mut self.owners;
         reconcile::<V4, 4>(&mut self.v4, owners, present, dump_ns, netns, out);
@@ -241,7 +242,7 @@ fn reconcile<F: Family<N>, const N: usize>(
     present: &[SockId],
     dump_ns: u64,
     netns: u32,
-    out: &mut Vec<Event>,
+    out: &mut impl Extend<Event>,
 ) {
     queue.retain(|e| {
         if !e.ended(owners.get(e.owner).netns, present, dump_ns, netns) {
@@ -251,7 +252,7 @@ fn reconcile<F: Family<N>, const N: usize>(
             Some(since) if since + TW_LEN_NS <= dump_ns => (since + TW_LEN_NS, TwEnd::Timeout),
             _ => (dump_ns, TwEnd::Observed),
         };
-        out.push(end_event::<F, N>(e, owners, mono_ns, how));
+        out.extend([end_event::<F, N>(e, owners, mono_ns, how)]);
         false
     });
 }
