@@ -460,45 +460,6 @@ fn refused_connect_says_refused() {
     );
 }
 
-/// A network namespace of the test's own, deleted when dropped.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        let name = unique_name("netns");
-        let ip = |args: &[&str]| {
-            let status = Command::new("ip")
-                .args(args)
-                .status()
-                .expect("ip (iproute2) runs");
-            assert!(status.success(), "ip {args:?}");
-        };
-        ip(&["netns", "add", &name]);
-        let ns = Netns(name);
-        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn inode(&self) -> u64 {
-        use std::os::unix::fs::MetadataExt as _;
-        std::fs::metadata(format!("/run/netns/{}", self.0))
-            .expect("netns file")
-            .ino()
-    }
-
-    fn exec(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.0]).args(args);
-        cmd
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 #[test]
 fn unanswered_connect_says_timed_out() {
     require_root();

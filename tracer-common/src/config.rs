@@ -92,6 +92,11 @@ pub struct KernelLayout {
     pub net_tw_max: Field,
     pub tcp_bytes_acked: Field,
     pub tcp_bytes_received: Field,
+    /// `tcp_sock::srtt_us` (8 × the smoothed RTT), `mdev_us` (4 × its
+    /// mean deviation) and `total_retrans`.
+    pub tcp_srtt_us: Field,
+    pub tcp_mdev_us: Field,
+    pub tcp_total_retrans: Field,
     /// What the start-up iterator reads of a task holding sockets: its
     /// thread group, name, real uid and cgroup v2 id
     /// (`cgroups->dfl_cgrp->kn->id`, what `bpf_get_current_cgroup_id`

@@ -26,7 +26,7 @@ const _: () = {
 };
 
 const _: () = {
-    assert!(size_of::<StateRecord>() == 136);
+    assert!(size_of::<StateRecord>() == 152);
     assert!(offset_of!(StateRecord, header) == 0);
     assert!(offset_of!(StateRecord, owner) == 16);
     assert!(offset_of!(StateRecord, cookie) == 56);
@@ -43,6 +43,9 @@ const _: () = {
     assert!(offset_of!(StateRecord, flags) == 114);
     assert!(offset_of!(StateRecord, bytes_acked) == 120);
     assert!(offset_of!(StateRecord, bytes_received) == 128);
+    assert!(offset_of!(StateRecord, total_retrans) == 136);
+    assert!(offset_of!(StateRecord, srtt_us) == 140);
+    assert!(offset_of!(StateRecord, rttvar_us) == 144);
 };
 
 const _: () = {

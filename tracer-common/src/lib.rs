@@ -76,6 +76,9 @@ pub const SOCK_PEER_FIN: u8 = 4;
 /// The network namespace's TIME_WAIT bucket table was full at a close: no
 /// timewait socket could take over (`TcpExtTCPTimeWaitOverflow`).
 pub const SOCK_TW_FULL: u8 = 8;
+/// `srtt_us`, `rttvar_us` and `total_retrans` were read (this kernel has
+/// them); on a transition to ESTABLISHED or CLOSE only.
+pub const SOCK_TCP_STATS: u8 = 16;
 
 /// One TCP state transition (`tp_btf/inet_sock_set_state`).
 #[repr(C)]
@@ -107,6 +110,15 @@ pub struct StateRecord {
     /// to CLOSE only.
     pub bytes_acked: u64,
     pub bytes_received: u64,
+    /// Segments retransmitted so far (`tcp_sock::total_retrans`, what
+    /// `ss -ti` shows as `retrans:…/N`); at ESTABLISHED, the handshake's
+    /// (SYN or SYN-ACK) retransmits.
+    pub total_retrans: u32,
+    /// Smoothed RTT and its mean deviation, microseconds (`ss -ti`'s
+    /// `rtt:SRTT/RTTVAR`); at ESTABLISHED from the handshake alone.
+    pub srtt_us: u32,
+    pub rttvar_us: u32,
+    pub _pad2: u32,
 }
 
 /// One `bind(2)` on an IPv4/IPv6 socket, seen at syscall exit.

@@ -6,9 +6,10 @@ use core::ffi::c_void;
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::{
     COUNTER_CAUGHT, COUNTER_TOO_DEEP, FEATURE_COOKIE, IPPROTO_TCP, KIND_STATE, MODE_LISTENERS,
-    MODE_STREAM, MODE_TALLY, OWNER_UNKNOWN, ROLE_CLIENT, ROLE_SERVER, SOCK_PEER_FIN, SOCK_TW_FULL,
-    StateRecord, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_FIN_WAIT1, TCP_LAST_ACK, TCP_LISTEN, TCP_SYN_RECV,
-    TCP_SYN_SENT, closes_towards_time_wait, enters_time_wait,
+    MODE_STREAM, MODE_TALLY, OWNER_UNKNOWN, ROLE_CLIENT, ROLE_SERVER, SOCK_PEER_FIN,
+    SOCK_TCP_STATS, SOCK_TW_FULL, StateRecord, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED,
+    TCP_FIN_WAIT1, TCP_LAST_ACK, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT, closes_towards_time_wait,
+    enters_time_wait,
 };
 
 use crate::{
@@ -200,6 +201,9 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: u8, new: u8, depth: u32) -> Res
             tally_close(rec, &seen, old);
         }
     }
+    if wants.stream && (new == TCP_ESTABLISHED || (new == TCP_CLOSE && old != TCP_LISTEN)) {
+        tcp_stats(rec, base);
+    }
     if wants.stream {
         report(sk, rec, storage, old, new);
     }
@@ -357,6 +361,28 @@ fn close_details(rec: &mut StateRecord, base: *const u8, old: u8, stream: bool) 
         rec.bytes_acked = optional(base, cfg(&k.tcp_bytes_acked));
         rec.bytes_received = optional(base, cfg(&k.tcp_bytes_received));
     }
+}
+
+/// The connection's RTT and retransmits so far, into `rec` (`base` is its
+/// socket), where this kernel has them. At ESTABLISHED they are the
+/// handshake's: a passive open's RTT is then its SYN-ACK's round trip.
+#[inline(always)]
+fn tcp_stats(rec: &mut StateRecord, base: *const u8) {
+    let k = &CONFIG.kernel;
+    let (srtt, mdev, retrans) = (
+        cfg(&k.tcp_srtt_us),
+        cfg(&k.tcp_mdev_us),
+        cfg(&k.tcp_total_retrans),
+    );
+    if srtt.size == 0 || mdev.size == 0 || retrans.size == 0 {
+        return;
+    }
+    // `srtt_us` holds 8 times the smoothed RTT, `mdev_us` 4 times its
+    // deviation (`tcp_get_info` shifts them so for `ss`).
+    rec.srtt_us = (optional(base, srtt) >> 3) as u32;
+    rec.rttvar_us = (optional(base, mdev) >> 2) as u32;
+    rec.total_retrans = optional(base, retrans) as u32;
+    rec.flags |= SOCK_TCP_STATS;
 }
 
 /// Counts the connection that the close `rec` (from `old`) ends in the

@@ -18,6 +18,7 @@ macro_rules! examples {
         socktrace 'dport = :443 or sport = :80'  ss's filter expressions\n  \
         socktrace listeners --short 100 listeners that live under 100 ms\n  \
         socktrace timewait              TIME_WAIT churn and port pressure, every second\n  \
+        socktrace stuck --stuck 30      connections stuck in CLOSE_WAIT, FIN_WAIT2, SYN_SENT\n  \
         socktrace top                   live view: connections, listeners, TIME_WAIT\n  \
         socktrace record run.jsonl      keep the event stream for later\n  \
         socktrace analyze run.jsonl --report timewait\n\n\
@@ -68,6 +69,10 @@ pub enum Command {
     /// Catch listeners and bound sockets however short their life, and
     /// failed binds, with who did it.
     Listeners(ListenersArgs),
+    /// Connections stuck in CLOSE_WAIT (a process that never closes what
+    /// its peer closed: a descriptor leak), FIN_WAIT2 or SYN_SENT, with
+    /// owner and age: a table every --interval.
+    Stuck(StuckArgs),
     /// TIME_WAIT churn: who creates it, towards where, ephemeral-port
     /// pressure. Counted in the kernel: cheap on a busy host.
     Timewait(TimewaitArgs),
@@ -133,7 +138,9 @@ pub struct WatchArgs {
     #[command(flatten)]
     pub common: Common,
     /// Text mode: one line per finished connection (like tcplife) instead
-    /// of one per transition. JSON always has both (`type: "close"`).
+    /// of one per transition: bytes each way, duration, handshake time
+    /// (CONN_MS), segments retransmitted, RTT and how it ended. JSON always
+    /// has both (`type: "close"`).
     #[arg(long)]
     pub lifecycle: bool,
     /// First print the TCP sockets that already exist, with their owners.
@@ -168,6 +175,26 @@ pub struct ListenersArgs {
     /// Print the table every SECS too, not only at the end.
     #[arg(long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
     pub interval: Option<Duration>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StuckArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub stuck: StuckThreshold,
+    /// Print the table every SECS.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration, allow_negative_numbers = true)]
+    pub interval: Duration,
+}
+
+/// When a connection counts as stuck.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct StuckThreshold {
+    /// A connection is stuck after SECS in CLOSE_WAIT, FIN_WAIT2 or
+    /// SYN_SENT.
+    #[arg(long = "stuck", value_name = "SECS", default_value = "10", value_parser = parse_duration, allow_negative_numbers = true)]
+    pub stuck: Duration,
 }
 
 /// The threshold of "short-lived".
@@ -246,11 +273,14 @@ pub struct AnalyzeArgs {
     pub color: ColorWhen,
     #[command(flatten)]
     pub timewait: TimewaitReport,
+    #[command(flatten)]
+    pub stuck: StuckThreshold,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Report {
     Listeners,
+    Stuck,
     Timewait,
     Lifecycles,
     Summary,
@@ -263,7 +293,7 @@ impl Cli {
         let mut command = self.command.unwrap_or(Command::Watch(self.watch));
         if let Command::Analyze(a) = &command
             && a.plot.is_some()
-            && a.report == Report::Summary
+            && matches!(a.report, Report::Summary | Report::Stuck)
         {
             return Err(
                 "--plot draws listeners, timewait or lifecycles: choose one with --report".into(),
@@ -277,6 +307,7 @@ impl Cli {
         let common = match &mut command {
             Command::Watch(w) | Command::Record(RecordArgs { watch: w, .. }) => &mut w.common,
             Command::Listeners(l) => &mut l.common,
+            Command::Stuck(s) => &mut s.common,
             Command::Timewait(t) => &mut t.common,
             Command::Top(t) => &mut t.common,
             Command::Analyze(_) => return Ok(command),

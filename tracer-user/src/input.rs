@@ -16,8 +16,9 @@
 //!
 //! **What JSON does not carry** (and reads back as shown):
 //! - a state event's [`StateInfo`](crate::event::StateInfo) besides
-//!   `tw_end`: `sk_err`, the RST and FIN flags, `tw_table_full` and the
-//!   byte counts are default (the close record says what they meant);
+//!   `tw_end`: `sk_err`, the RST and FIN flags, `tw_table_full`, the
+//!   byte counts and the RTT and retransmits are default (the close record
+//!   says what they meant);
 //! - durations (`duration_ns`, `spent`): rounded to the microsecond;
 //! - the kernel counters `emitted`, `unpaired`, `owner_failed`,
 //!   `tally_overflow` and `bound_full`: 0;

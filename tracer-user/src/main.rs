@@ -7,7 +7,7 @@ use std::{
 use clap::{CommandFactory as _, FromArgMatches as _};
 use socktrace::{
     cli::{Cli, Command},
-    cmd::{analyze, generate, listeners, record, timewait, top, watch},
+    cmd::{analyze, generate, listeners, record, stuck, timewait, top, watch},
     say, stderr,
 };
 
@@ -71,6 +71,7 @@ fn execute(command: Command) -> ExitCode {
         match command {
             Command::Watch(args) => watch::run(args).await.map(Some),
             Command::Listeners(args) => listeners::run(args).await.map(Some),
+            Command::Stuck(args) => stuck::run(args).await.map(Some),
             Command::Record(args) => record::run(args).await.map(Some),
             Command::Timewait(args) => timewait::run(args).await.map(Some),
             Command::Top(args) => top::run(args).await.map(Some),

@@ -15,11 +15,12 @@ use anyhow::{Context as _, Result, bail};
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Every file the package installs, as `dpkg-deb --contents` lists it.
-pub const FILES: [&str; 17] = [
+pub const FILES: [&str; 18] = [
     "./usr/sbin/socktrace",
     "./usr/share/man/man8/socktrace.8.gz",
     "./usr/share/man/man8/socktrace-watch.8.gz",
     "./usr/share/man/man8/socktrace-listeners.8.gz",
+    "./usr/share/man/man8/socktrace-stuck.8.gz",
     "./usr/share/man/man8/socktrace-timewait.8.gz",
     "./usr/share/man/man8/socktrace-top.8.gz",
     "./usr/share/man/man8/socktrace-record.8.gz",

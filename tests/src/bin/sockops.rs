@@ -5,7 +5,9 @@
 //!
 //!   sockops tcp-server IP REQ REPLY MODE   bind IP:0, listen, accept one
 //!       client, read REQ bytes, send REPLY bytes; MODE: `wait` (close
-//!       after the client does) or `first` (close first)
+//!       after the client does), `first` (close first) or `hold` (once the
+//!       client has closed, report and wait for a line on stdin: a
+//!       CLOSE_WAIT until then)
 //!   sockops tcp-client IP PORT REQ REPLY MODE   connect, send REQ bytes,
 //!       read REPLY; MODE: `close` (close first), `wait` (close after the
 //!       server does) or `rst` (close with SO_LINGER 0: a reset). With
@@ -19,6 +21,15 @@
 //!   sockops connect IP PORT          connect once, report the errno
 //!   sockops syn-timeout              fill a backlog-0 listener's queue on
 //!       127.0.0.1, then connect again: the SYNs are dropped (ETIMEDOUT)
+//!   sockops slow-accept IP MILLIS    a backlog-1 listener with a full
+//!       accept queue (two connections waiting); a third client connects
+//!       (its SYN is dropped), the listener accepts the waiting two MILLIS
+//!       later, and the third gets in when its SYN is sent again. Reports
+//!       the pid, the listener's port, the third client's port and how
+//!       long its connect() took; then accepts it, and it closes first
+//!   sockops trickle IP PORT MILLIS   connect, report; send 100 bytes every
+//!       10 ms for MILLIS, report the bytes sent; wait for a line on
+//!       stdin, close
 //!   sockops bind tcp|udp IP PORT     bind only, report the errno and port
 //!   sockops listen IP BACKLOG        listen without bind (kernel picks)
 //!   sockops hold IP PORT N           open N connections, wait for a line
@@ -58,6 +69,8 @@ fn main() -> ExitCode {
         ["pair", ip_] => pair(ip(ip_)),
         ["connect", ip_, port] => connect(sa(ip_, port)),
         ["syn-timeout"] => syn_timeout(),
+        ["slow-accept", ip_, millis] => slow_accept(ip(ip_), n(millis)),
+        ["trickle", ip_, port, millis] => trickle(sa(ip_, port), n(millis)),
         ["bind", proto, ip_, port] => bind(proto, sa(ip_, port)),
         ["listen", ip_, backlog] => listen(ip(ip_), backlog.parse().expect("backlog")),
         ["hold", ip_, port, count] => hold(sa(ip_, port), n(count)),
@@ -145,8 +158,13 @@ fn tcp_server(ip: IpAddr, req: usize, reply: usize, mode: &str) -> io::Result<()
     let mut conn: TcpStream = conn.into();
     conn.read_exact(&mut vec![0u8; req])?;
     conn.write_all(&vec![b'r'; reply])?;
-    if mode == "wait" {
+    if mode == "wait" || mode == "hold" {
         read_to_end(&mut conn)?;
+    }
+    if mode == "hold" {
+        // The client has closed; this end sits in CLOSE_WAIT until told.
+        say(json!({"peer_closed": true}));
+        wait_for_line()?;
     }
     drop(conn);
     if mode == "first" {
@@ -304,6 +322,51 @@ fn syn_timeout() -> io::Result<()> {
     };
     say(json!({"pid": std::process::id(), "errno": errno, "port": to.port()}));
     Ok(())
+}
+
+fn slow_accept(ip: IpAddr, millis: usize) -> io::Result<()> {
+    // Backlog 1: the accept queue is full with two waiting (the kernel
+    // drops SYNs while more than the backlog wait), and the SYN queue is
+    // not (no SYN cookies).
+    let l = listener(ip, 1)?;
+    let to = SocketAddr::new(ip, local_port(&l));
+    let waiting = [TcpStream::connect(to)?, TcpStream::connect(to)?];
+    let third = tcp_socket(ip)?;
+    let connecting = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        third
+            .connect(&to.into())
+            .map(|()| (third, started.elapsed()))
+    });
+    std::thread::sleep(Duration::from_millis(millis as u64));
+    for _ in &waiting {
+        drop(l.accept()?);
+    }
+    let (third, took) = connecting.join().expect("the connecting thread")?;
+    say(json!({
+        "pid": std::process::id(),
+        "port": to.port(),
+        "sport": local_port(&third),
+        "connect_ms": took.as_secs_f64() * 1e3,
+    }));
+    let (accepted, _) = l.accept()?;
+    drop(third);
+    let mut accepted: TcpStream = accepted.into();
+    read_to_end(&mut accepted)
+}
+
+fn trickle(to: SocketAddr, millis: usize) -> io::Result<()> {
+    let mut s = TcpStream::connect(to)?;
+    say(json!({"pid": std::process::id(), "port": s.local_addr()?.port()}));
+    let until = std::time::Instant::now() + Duration::from_millis(millis as u64);
+    let mut sent = 0;
+    while std::time::Instant::now() < until {
+        s.write_all(&[b't'; 100])?;
+        sent += 100;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    say(json!({"sent": sent}));
+    wait_for_line()
 }
 
 fn bind(proto: &str, at: SocketAddr) -> io::Result<()> {

@@ -595,3 +595,66 @@ pub fn churn(port: u16, n: u64, close: &str) -> (u32, u64) {
     assert_eq!(report["failed"], 0, "{report}");
     (pid, report["connections"].as_u64().unwrap())
 }
+
+/// A network namespace of the test's own, deleted when dropped.
+pub struct Netns(String);
+
+impl Netns {
+    pub fn new() -> Netns {
+        let name = unique_name("netns");
+        ip(&["netns", "add", &name]);
+        let ns = Netns(name);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Links this namespace to `peer` by a veth pair, `veth0` here with
+    /// address `here`, `veth1` there with `there` (CIDR notation).
+    pub fn link(&self, peer: &Netns, here: &str, there: &str) {
+        ip(&[
+            "link", "add", "veth0", "netns", &self.0, "type", "veth", "peer", "name", "veth1",
+            "netns", &peer.0,
+        ]);
+        for (ns, dev, addr) in [(self, "veth0", here), (peer, "veth1", there)] {
+            ip(&["-n", &ns.0, "addr", "add", addr, "dev", dev]);
+            ip(&["-n", &ns.0, "link", "set", dev, "up"]);
+        }
+    }
+
+    /// Drops (`true`) or lets through again what this namespace sends to
+    /// `addr`, by a blackhole route: its peer's packets still arrive, and
+    /// the peer's own sends succeed (a link taken down would fail them
+    /// locally, which TCP does not count as retransmits).
+    pub fn blackhole(&self, addr: &str, on: bool) {
+        let verb = if on { "add" } else { "del" };
+        ip(&["-n", &self.0, "route", verb, "blackhole", addr]);
+    }
+
+    pub fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(format!("/run/netns/{}", self.0))
+            .expect("netns file")
+            .ino()
+    }
+
+    pub fn exec(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.0]).args(args);
+        cmd
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Runs `ip ARGS`, which must succeed.
+fn ip(args: &[&str]) {
+    let status = Command::new("ip")
+        .args(args)
+        .status()
+        .expect("ip (iproute2) runs");
+    assert!(status.success(), "ip {args:?}");
+}

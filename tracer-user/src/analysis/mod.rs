@@ -4,4 +4,5 @@
 mod fixtures;
 pub mod lifecycles;
 pub mod listeners;
+pub mod stuck;
 pub mod timewait;

@@ -16,6 +16,7 @@ use crate::{
         lifecycles::Lifecycles,
         listeners::Listeners,
         listeners::What,
+        stuck::Stuck,
         timewait::{Dest, Feed, Report as TwReport, Settings, Timewait},
     },
     cli::{AnalyzeArgs, Report},
@@ -23,7 +24,7 @@ use crate::{
     cmd::record,
     host,
     input::{LineError, Reader},
-    output::{ListenersView, Palette, Render, TimewaitView, lifecycles, summary_line},
+    output::{ListenersView, Palette, Render, StuckView, TimewaitView, lifecycles, summary_line},
     plot::{self, Bar, Series},
     summary::Summary,
     track::Record,
@@ -180,7 +181,7 @@ const MAX_DURATIONS: usize = 1 << 22;
 const PLOTTED_DESTINATIONS: usize = 5;
 
 impl Charts {
-    /// `report` is not `Summary` (the command line checks).
+    /// `report` is neither `Summary` nor `Stuck` (the command line checks).
     fn new(report: Report, short: std::time::Duration) -> Charts {
         Charts {
             report,
@@ -223,7 +224,7 @@ impl Charts {
                     });
                 }
             }
-            Report::Timewait | Report::Summary => {}
+            Report::Timewait | Report::Stuck | Report::Summary => {}
         }
     }
 
@@ -292,6 +293,7 @@ struct TimewaitRun {
 /// The chosen report and its state.
 enum Analysis {
     Listeners(ListenersView),
+    Stuck(StuckView),
     Timewait(Box<TimewaitRun>),
     Lifecycles(Lifecycles, bool),
     Summary(Box<Summary>, bool),
@@ -309,6 +311,11 @@ impl Analysis {
                 Listeners::new(short_ns),
                 args.json,
                 palette,
+            )),
+            Report::Stuck => Analysis::Stuck(StuckView::new(
+                clock,
+                Stuck::new(args.stuck.stuck.as_nanos().try_into().unwrap_or(u64::MAX)),
+                args.json,
             )),
             Report::Timewait => Analysis::Timewait(Box::new(TimewaitRun {
                 feed: Feed::new(short_ns),
@@ -332,6 +339,7 @@ impl Analysis {
     fn observe(&mut self, record: &Record, out: &mut String) {
         match self {
             Analysis::Listeners(view) => view.record(record, out),
+            Analysis::Stuck(view) => view.record(record, out),
             Analysis::Timewait(run) => {
                 let TimewaitRun {
                     feed,
@@ -371,6 +379,7 @@ impl Analysis {
         let time = || crate::clock::rfc3339(Clock::with_offset(0), last_ns);
         match self {
             Analysis::Listeners(view) => view.finish(last_ns, out),
+            Analysis::Stuck(view) => view.finish(last_ns, out),
             Analysis::Timewait(run) => {
                 if let Some(tw) = run.analysis.as_mut() {
                     let report = tw.tick(last_ns, &run.feed.counted(), run.feed.in_use(), None);

@@ -88,7 +88,15 @@ pub fn write_to(dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    const SUBCOMMANDS: [&str; 6] = ["watch", "listeners", "timewait", "top", "record", "analyze"];
+    const SUBCOMMANDS: [&str; 7] = [
+        "watch",
+        "listeners",
+        "stuck",
+        "timewait",
+        "top",
+        "record",
+        "analyze",
+    ];
 
     /// roff escapes every `-`; `\-\-json` reads `--json` on the page.
     fn text(roff: &[u8]) -> String {
@@ -107,6 +115,7 @@ mod tests {
                 "socktrace.8",
                 "socktrace-watch.8",
                 "socktrace-listeners.8",
+                "socktrace-stuck.8",
                 "socktrace-timewait.8",
                 "socktrace-top.8",
                 "socktrace-record.8",
@@ -146,11 +155,13 @@ mod tests {
             assert!(main.contains(kernel), "{kernel}: {main}");
         }
         assert!(!main.contains(SUBCOMMAND));
-        let timewait = text(&pages[3].1);
+        let stuck = text(&pages[3].1);
+        assert!(stuck.contains("--stuck") && stuck.contains("CLOSE_WAIT"));
+        let timewait = text(&pages[4].1);
         for flag in ["--interval", "--top", "--threshold", "--short", "--metrics"] {
             assert!(timewait.contains(flag), "timewait {flag}");
         }
-        let analyze = text(&pages[6].1);
+        let analyze = text(&pages[7].1);
         assert!(analyze.contains("--report") && analyze.contains("lifecycles"));
     }
 

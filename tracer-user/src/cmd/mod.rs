@@ -5,6 +5,7 @@ pub mod generate;
 pub mod listeners;
 pub mod live;
 pub mod record;
+pub mod stuck;
 pub mod timewait;
 pub mod top;
 pub mod watch;

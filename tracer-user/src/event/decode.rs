@@ -5,11 +5,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use thiserror::Error;
 use tracer_common::{
     AF_INET, AF_INET6, BindRecord, Header, ListenRecord, OWNER_INHERITED, OWNER_SYSCALL,
-    RecordKind, ReleaseRecord, SOCK_PEER_FIN, SOCK_RST_RECEIVED, SOCK_RST_SENT, SOCK_TW_FULL,
-    StateRecord,
+    RecordKind, ReleaseRecord, SOCK_PEER_FIN, SOCK_RST_RECEIVED, SOCK_RST_SENT, SOCK_TCP_STATS,
+    SOCK_TW_FULL, StateRecord,
 };
 
-use super::{Detail, Errno, Event, Owner, OwnerSource, Proto, SockId, StateInfo, TcpState};
+use super::{
+    Detail, Errno, Event, Owner, OwnerSource, Proto, SockId, StateInfo, TcpState, TcpStats,
+};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -85,6 +87,11 @@ fn state(mono_ns: u64, r: &StateRecord) -> Result<Event, DecodeError> {
                 tw_table_full: r.flags & SOCK_TW_FULL != 0,
                 bytes_acked: r.bytes_acked,
                 bytes_received: r.bytes_received,
+                tcp: (r.flags & SOCK_TCP_STATS != 0).then_some(TcpStats {
+                    retransmits: r.total_retrans,
+                    srtt_us: r.srtt_us,
+                    rttvar_us: r.rttvar_us,
+                }),
                 tw_end: None,
             },
         },

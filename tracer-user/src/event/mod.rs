@@ -9,7 +9,9 @@ mod owner;
 
 use std::net::SocketAddr;
 
-use tracer_common::{SOCK_PEER_FIN, SOCK_RST_RECEIVED, SOCK_RST_SENT, SOCK_TW_FULL};
+use tracer_common::{
+    SOCK_PEER_FIN, SOCK_RST_RECEIVED, SOCK_RST_SENT, SOCK_TCP_STATS, SOCK_TW_FULL,
+};
 
 pub use self::{
     decode::{DecodeError, decode, kind_of, read},
@@ -102,8 +104,23 @@ pub struct StateInfo {
     /// Bytes sent and acknowledged / received; on a transition to CLOSE.
     pub bytes_acked: u64,
     pub bytes_received: u64,
+    /// RTT and retransmits; on a transition to ESTABLISHED or CLOSE, where
+    /// the kernel has them.
+    pub tcp: Option<TcpStats>,
     /// For `TIME_WAIT -> CLOSE` only: how its end was learnt.
     pub tw_end: Option<TwEnd>,
+}
+
+/// A connection's RTT and retransmits as the kernel keeps them (`ss -ti`'s
+/// `rtt:` and `retrans:`): at ESTABLISHED, the handshake's; at CLOSE, its
+/// whole life's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpStats {
+    /// Segments retransmitted, SYN or SYN-ACK included.
+    pub retransmits: u32,
+    /// Smoothed RTT and its mean deviation, microseconds.
+    pub srtt_us: u32,
+    pub rttvar_us: u32,
 }
 
 impl StateInfo {
@@ -114,6 +131,7 @@ impl StateInfo {
             (self.rst_sent, SOCK_RST_SENT),
             (self.peer_fin, SOCK_PEER_FIN),
             (self.tw_table_full, SOCK_TW_FULL),
+            (self.tcp.is_some(), SOCK_TCP_STATS),
         ]
         .into_iter()
         .filter(|(set, _)| *set)

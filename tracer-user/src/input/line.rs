@@ -14,8 +14,8 @@ use super::LineError;
 use crate::{
     event::Cgroup,
     event::{
-        Comm, Detail, Errno, Event, Owner, OwnerSource, Proto, SockId, StateInfo, TcpState, TwEnd,
-        family_name,
+        Comm, Detail, Errno, Event, Owner, OwnerSource, Proto, SockId, StateInfo, TcpState,
+        TcpStats, TwEnd, family_name,
     },
     source::KernelCounters,
     track::{Close, Failure, Known, Opener, Reason, Record, Side},
@@ -84,6 +84,11 @@ pub(super) struct Line<'a> {
     state_ms: Option<Spent<'a>>,
     bytes_sent: Option<u64>,
     bytes_received: Option<u64>,
+    connect_ms: Option<f64>,
+    syn_retransmits: Option<u32>,
+    retransmits: Option<u32>,
+    srtt_ms: Option<f64>,
+    rttvar_ms: Option<f64>,
     predates_start: Option<bool>,
     ring_drops: Option<u64>,
     recursion_misses: Option<u64>,
@@ -209,9 +214,29 @@ impl Line<'_> {
             spent,
             bytes_sent: need(self.bytes_sent, "bytes_sent")?,
             bytes_received: need(self.bytes_received, "bytes_received")?,
+            connect_ns: self.connect_ms.map(|ms| ns("connect_ms", ms)).transpose()?,
+            syn_retransmits: self.syn_retransmits,
+            tcp: self.tcp_stats()?,
             time_wait: need(self.time_wait, "time_wait")?,
             predates_us: need(self.predates_start, "predates_start")?,
         })
+    }
+
+    /// A close line's RTT and retransmits: all three or none.
+    fn tcp_stats(&self) -> Result<Option<TcpStats>, LineError> {
+        let us = |key, ms: Option<f64>| -> Result<u32, LineError> {
+            let ms = need(ms, key)?;
+            u32::try_from(ns(key, ms)? / 1000).map_err(|_| invalid(key, ms))
+        };
+        self.retransmits
+            .map(|retransmits| {
+                Ok(TcpStats {
+                    retransmits,
+                    srtt_us: us("srtt_ms", self.srtt_ms)?,
+                    rttvar_us: us("rttvar_ms", self.rttvar_ms)?,
+                })
+            })
+            .transpose()
     }
 
     /// A `socket` line (`proto` is not kept: always tcp).

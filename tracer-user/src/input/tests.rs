@@ -4,7 +4,10 @@ use super::*;
 use crate::{
     clock::Clock,
     event::Cgroup,
-    event::{Detail, Errno, Event, Owner, OwnerSource, Proto, SockId, StateInfo, TcpState, TwEnd},
+    event::{
+        Detail, Errno, Event, Owner, OwnerSource, Proto, SockId, StateInfo, TcpState, TcpStats,
+        TwEnd,
+    },
     output::{Json, Render},
     source::KernelCounters,
     track::{Close, Failure, Known, Opener, Reason, Side},
@@ -189,6 +192,7 @@ fn what_json_does_not_carry_reads_as_default() {
             tw_table_full: true,
             bytes_acked: 10,
             bytes_received: 20,
+            tcp: Some(TcpStats::default()),
             tw_end: None,
         };
     }
@@ -196,6 +200,13 @@ fn what_json_does_not_carry_reads_as_default() {
         duration_ns: 1_500_499,
         spent: vec![(TcpState::Established, 999)],
         opener: Opener::Listener,
+        connect_ns: Some(1_003_000),
+        syn_retransmits: Some(1),
+        tcp: Some(TcpStats {
+            retransmits: 4,
+            srtt_us: 1234,
+            rttvar_us: 56,
+        }),
         ..Close::sample(T, owner(), "1.2.3.4:5", "5.6.7.8:9")
     };
     let counters = KernelCounters {

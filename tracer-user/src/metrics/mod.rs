@@ -20,7 +20,7 @@ pub use http::serve;
 use crate::{
     event::{Detail, Errno},
     source::KernelCounters,
-    track::{Opener, Record},
+    track::{Close, Opener, Record},
 };
 
 /// Local ports given a `local_port` label of their own; the rest share
@@ -36,8 +36,12 @@ pub struct Metrics {
     registry: Registry,
     transitions: Family<Transition, Counter>,
     timewait_entries: Family<PortLabel, Counter>,
-    /// The first [`TOP_PORTS`] local ports seen entering TIME_WAIT.
-    timewait_ports: Mutex<Vec<u16>>,
+    /// The local ports seen entering TIME_WAIT.
+    timewait_ports: FirstPorts,
+    connect_durations: Family<ServiceLabel, Histogram, fn() -> Histogram>,
+    retransmits: Family<ServiceLabel, Counter>,
+    /// The services' ports seen in connections' ends.
+    service_ports: FirstPorts,
     timewait_sockets: Family<RowLabel, GaugeU64>,
     binds: Family<Outcome, Counter>,
     listens: Family<Outcome, Counter>,
@@ -72,6 +76,43 @@ struct Outcome {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PortLabel {
     local_port: Port,
+}
+
+/// A connection's service: `side` (`client`: this host opened it,
+/// `server`: it accepted it) and the service's `port` (the remote one of a
+/// client, the local one of a server), bounded as [`FirstPorts`] says.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabel {
+    side: &'static str,
+    port: Port,
+}
+
+/// Ports given a label of their own: the first [`TOP_PORTS`] seen; the
+/// rest share `other`, so that a scan cannot grow the series without end.
+#[derive(Default)]
+struct FirstPorts(Mutex<Vec<u16>>);
+
+impl FirstPorts {
+    fn label(&self, port: u16) -> Port {
+        let mut seen = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.contains(&port) {
+            Port::Number(port)
+        } else if seen.len() < TOP_PORTS {
+            seen.push(port);
+            Port::Number(port)
+        } else {
+            Port::Other
+        }
+    }
+}
+
+/// Buckets of handshake times: 10 µs to 42 s, doubling (a SYN sent again
+/// waits 1 s, then 2, 4, ...).
+fn connect_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1e-5, 2.0, 23))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -109,7 +150,10 @@ impl Metrics {
             registry: Registry::with_prefix("socktrace"),
             transitions: Family::default(),
             timewait_entries: Family::default(),
-            timewait_ports: Mutex::new(Vec::with_capacity(TOP_PORTS)),
+            timewait_ports: FirstPorts::default(),
+            connect_durations: Family::new_with_constructor(connect_histogram),
+            retransmits: Family::default(),
+            service_ports: FirstPorts::default(),
             timewait_sockets: Family::default(),
             binds: Family::default(),
             listens: Family::default(),
@@ -159,6 +203,24 @@ impl Metrics {
              first to last transition",
             Unit::Seconds,
             m.durations.clone(),
+        );
+        r.register_with_unit(
+            "connect_duration",
+            format!(
+                "Handshake time of connections opened after socktrace started (active: \
+                 connect() to ESTABLISHED; passive: the SYN-ACK's round trip), by side \
+                 and service port (the first {TOP_PORTS} seen, then `other`)"
+            ),
+            Unit::Seconds,
+            m.connect_durations.clone(),
+        );
+        r.register(
+            "retransmits",
+            format!(
+                "Segments retransmitted by connections opened after socktrace started, \
+                 counted at their end, by side and service port (the first {TOP_PORTS} seen, then `other`)"
+            ),
+            m.retransmits.clone(),
         );
         r.register(
             "ring_drops",
@@ -220,6 +282,7 @@ impl Metrics {
                 if !close.predates_us {
                     self.durations.observe(close.duration_ns as f64 / 1e9);
                 }
+                self.handshake_and_retransmits(close);
             }
             Record::Existing(..) | Record::Loss(..) => {}
         }
@@ -230,26 +293,39 @@ impl Metrics {
     pub fn timewait_entries(&self, server_port: Option<u16>, n: u64) {
         let local_port = match server_port {
             None => Port::Client,
-            Some(port) => self.port_label(port),
+            Some(port) => self.timewait_ports.label(port),
         };
         self.timewait_entries
             .get_or_create(&PortLabel { local_port })
             .inc_by(n);
     }
 
-    /// `port` while it is one of the first [`TOP_PORTS`] seen, else `other`.
-    fn port_label(&self, port: u16) -> Port {
-        let mut seen = self
-            .timewait_ports
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if seen.contains(&port) {
-            Port::Number(port)
-        } else if seen.len() < TOP_PORTS {
-            seen.push(port);
-            Port::Number(port)
-        } else {
-            Port::Other
+    /// A finished connection's handshake time and retransmits, by its
+    /// service.
+    fn handshake_and_retransmits(&self, close: &Close) {
+        let side = match close.opener {
+            Opener::Active => "client",
+            Opener::Passive => "server",
+            // Its side is unknown: it predates us (and so its handshake).
+            Opener::Listener | Opener::Unknown => return,
+        };
+        let port = match close.opener {
+            Opener::Passive => close.local.port(),
+            _ => close.remote.port(),
+        };
+        let labels = ServiceLabel {
+            side,
+            port: self.service_ports.label(port),
+        };
+        if let Some(ns) = close.connect_ns {
+            self.connect_durations
+                .get_or_create(&labels)
+                .observe(ns as f64 / 1e9);
+        }
+        if let Some(tcp) = close.tcp {
+            self.retransmits
+                .get_or_create(&labels)
+                .inc_by(tcp.retransmits.into());
         }
     }
 

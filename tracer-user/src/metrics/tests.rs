@@ -1,6 +1,6 @@
 use super::*;
 use crate::{
-    event::{Event, Owner, Proto, TcpState},
+    event::{Event, Owner, Proto, TcpState, TcpStats},
     track::Close,
 };
 
@@ -165,6 +165,47 @@ fn connection_durations_skip_connections_older_than_us() {
     assert_eq!(
         v(r#"socktrace_connection_duration_seconds_bucket{le="+Inf"}"#),
         Some(2.0)
+    );
+}
+
+#[test]
+fn handshakes_and_retransmits_by_service() {
+    let m = Metrics::new();
+    let mut client = Close::sample(1, Owner::UNKNOWN, "127.0.0.1:40000", "127.0.0.1:443");
+    client.connect_ns = Some(1_003_000_000);
+    client.tcp = Some(TcpStats {
+        retransmits: 3,
+        srtt_us: 50,
+        rttvar_us: 20,
+    });
+    m.observe(&Record::Close(client.clone()));
+    let mut server = Close::sample(1, Owner::UNKNOWN, "127.0.0.1:8080", "127.0.0.1:40001");
+    server.opener = Opener::Passive;
+    server.connect_ns = Some(60_000);
+    m.observe(&Record::Close(server));
+    // Open before start: its side and handshake are unknown.
+    client.opener = Opener::Unknown;
+    m.observe(&Record::Close(client));
+    let text = m.encode();
+    let v = |series: &str| value(&text, series);
+    let le = |labels: &str, le: &str| {
+        v(&format!(
+            "socktrace_connect_duration_seconds_bucket{{le=\"{le}\",{labels}}}"
+        ))
+    };
+    let client = r#"side="client",port="443""#;
+    assert_eq!(le(client, "0.65536"), Some(0.0));
+    assert_eq!(le(client, "1.31072"), Some(1.0), "{text}");
+    let server = r#"side="server",port="8080""#;
+    assert_eq!(le(server, "0.00008"), Some(1.0), "{text}");
+    assert_eq!(
+        v(&format!("socktrace_retransmits_total{{{client}}}")),
+        Some(3.0)
+    );
+    assert_eq!(
+        v(&format!("socktrace_retransmits_total{{{server}}}")),
+        None,
+        "no count from this kernel"
     );
 }
 

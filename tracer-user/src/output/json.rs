@@ -78,7 +78,7 @@ pub(super) fn uint<T: Into<u64>>(o: &mut Obj<'_>, key: &str, v: T) {
     o.uint(key, v.into());
 }
 
-fn endpoints(o: &mut Obj<'_>, local: &SocketAddr, remote: &SocketAddr) {
+pub(super) fn endpoints(o: &mut Obj<'_>, local: &SocketAddr, remote: &SocketAddr) {
     o.ip("saddr", local.ip())
         .uint("sport", local.port().into())
         .ip("daddr", remote.ip())
@@ -183,6 +183,21 @@ impl Json {
             })
             .uint("bytes_sent", c.bytes_sent)
             .uint("bytes_received", c.bytes_received)
+            .opt("connect_ms", c.connect_ns, |o, k, ns| {
+                o.millis(k, ns);
+            })
+            .opt("syn_retransmits", c.syn_retransmits, |o, k, n| {
+                o.uint(k, n.into());
+            })
+            .opt("retransmits", c.tcp.map(|t| t.retransmits), |o, k, n| {
+                o.uint(k, n.into());
+            })
+            .opt("srtt_ms", c.tcp.map(|t| t.srtt_us), |o, k, us| {
+                o.millis(k, u64::from(us) * 1000);
+            })
+            .opt("rttvar_ms", c.tcp.map(|t| t.rttvar_us), |o, k, us| {
+                o.millis(k, u64::from(us) * 1000);
+            })
             .bool("predates_start", c.predates_us);
         o.end();
     }

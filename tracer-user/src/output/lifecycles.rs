@@ -8,7 +8,7 @@ use crate::{
     escape::escaped,
 };
 
-const COLUMNS: &str = "COMM            WHERE                          CONNS    FAILED  RESET   TIME_WAIT  MEDIAN     P99        MAX        TX_KB    RX_KB";
+const COLUMNS: &str = "COMM            WHERE                          CONNS    FAILED  RESET   TIME_WAIT  MEDIAN     P99        MAX        CONN_MED   CONN_P99   RETRANS  TX_KB    RX_KB";
 
 /// The table; as JSON, a line at `time` (RFC 3339).
 pub fn lifecycles(l: &Lifecycles, json: bool, time: &str, out: &mut String) {
@@ -45,6 +45,16 @@ fn lifecycles_json(l: &Lifecycles, time: &str, out: &mut String) {
                     o.millis(k, [d.0, d.1, d.2][i]);
                 });
             }
+            let c = row.connects();
+            for (i, key) in ["connect_median_ms", "connect_p99_ms"]
+                .into_iter()
+                .enumerate()
+            {
+                o.opt(key, c, |o, k, c| {
+                    o.millis(k, [c.0, c.1][i]);
+                });
+            }
+            o.uint("retransmits", row.retransmits);
         })
         .end();
 }
@@ -63,18 +73,18 @@ fn lifecycles_text(l: &Lifecycles, out: &mut String) {
             row.reset,
             row.time_wait
         );
-        if let Some((median, p99, max)) = row.durations() {
-            let _ = write!(
-                out,
-                "{:<10} {:<10} {:<10} ",
-                human_ns(median),
-                human_ns(p99),
-                human_ns(max)
-            );
-        }
+        let shown = |ns: Option<u64>| ns.map_or("-".into(), human_ns);
+        let d = row.durations();
+        let c = row.connects();
         let _ = writeln!(
             out,
-            "{:<8} {}",
+            "{:<10} {:<10} {:<10} {:<10} {:<10} {:<8} {:<8} {}",
+            shown(d.map(|d| d.0)),
+            shown(d.map(|d| d.1)),
+            shown(d.map(|d| d.2)),
+            shown(c.map(|c| c.0)),
+            shown(c.map(|c| c.1)),
+            row.retransmits,
             row.bytes_sent / 1024,
             row.bytes_received / 1024
         );

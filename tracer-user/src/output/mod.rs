@@ -8,6 +8,7 @@ mod lifecycles;
 mod listeners;
 #[cfg(test)]
 mod schema;
+mod stuck;
 mod text;
 mod timewait;
 pub mod top;
@@ -16,6 +17,7 @@ pub use color::{Hue, Palette};
 pub use json::{Json, summary_line};
 pub use lifecycles::lifecycles;
 pub use listeners::ListenersView;
+pub use stuck::StuckView;
 pub use text::{Text, TextMode};
 pub use timewait::TimewaitView;
 
@@ -26,7 +28,7 @@ use crate::track::Record;
 /// The version of the JSON lines' contract, `docs/socktrace.schema.json`
 /// (its `$id` ends in it), which `record`'s header carries as `schema`.
 /// Raise it when a line changes in a way a reader could notice.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 pub trait Render {
     /// Appends the line (with its newline) for `record` to `out`, if this

@@ -9,12 +9,14 @@ use rustc_hash::FxHashMap;
 use serde_json::{Value, json};
 
 use super::{
-    Json, ListenersView, Palette, Render, SCHEMA_VERSION, TimewaitView, lifecycles, summary_line,
+    Json, ListenersView, Palette, Render, SCHEMA_VERSION, StuckView, TimewaitView, lifecycles,
+    summary_line,
 };
 use crate::{
     analysis::{
         lifecycles::Lifecycles,
         listeners::Listeners,
+        stuck::Stuck,
         timewait::{Feed, Host, Key, Role, Settings, Timewait},
     },
     clock::{self, Clock},
@@ -80,18 +82,45 @@ fn every_line() -> Vec<String> {
     let mut out = String::new();
     let mut json = Json::new(clock);
     let mut listeners = ListenersView::new(clock, Listeners::new(1000 * MS), true, Palette::OFF);
+    let mut stuck = StuckView::new(clock, Stuck::new(0), true);
     let mut lives = Lifecycles::default();
     let mut summary = Summary::default();
     let mut feed = Feed::new(1000 * MS);
     for r in &records {
         json.record(r, &mut out);
         listeners.record(r, &mut out);
+        stuck.record(r, &mut out);
         lives.observe(r);
         summary.count(r);
         feed.observe(r);
     }
     let last = records.iter().map(at).max().unwrap_or_default();
     listeners.finish(last, &mut out);
+    // Stuck since before start, of no known owner, and stuck since then.
+    let waiting = Known {
+        sock: crate::event::SockId(0x77),
+        netns: 0,
+        state: TcpState::CloseWait,
+        local: "127.0.0.1:8080".parse().unwrap(),
+        remote: "127.0.0.1:40000".parse().unwrap(),
+        owner: crate::event::Owner::UNKNOWN,
+    };
+    stuck.record(&Record::Existing(waiting, 0), &mut out);
+    let connecting = crate::event::Event::sample(
+        1,
+        42,
+        "curl",
+        crate::event::Proto::Tcp,
+        crate::event::Detail::transition(
+            "[::1]:40000",
+            "[::1]:443",
+            TcpState::Close,
+            TcpState::SynSent,
+        ),
+    );
+    stuck.record(&Record::Event(connecting), &mut out);
+    stuck.finish(last, &mut out);
+    assert!(out.contains(r#""state":"CLOSE_WAIT","age_ms""#) && out.contains("SYN_SENT"));
     let time = clock::rfc3339(clock, last);
     lifecycles(&lives, true, &time, &mut out);
     summary_line(&summary, &time, &mut out);

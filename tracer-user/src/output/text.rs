@@ -34,7 +34,7 @@ impl Text {
 }
 
 const EVENT_COLUMNS: &str = "TIME            PID     COMM            PROTO LOCAL                    REMOTE                   EVENT";
-const CLOSE_COLUMNS: &str = "TIME            PID     COMM            LOCAL                    REMOTE                   TX_KB    RX_KB    MS         OPEN    END";
+const CLOSE_COLUMNS: &str = "TIME            PID     COMM            LOCAL                    REMOTE                   TX_KB    RX_KB    MS         CONN_MS    RETRANS RTT_MS   OPEN    END";
 
 /// `pid comm` columns (the name escaped); `-` for an owner we do not know.
 pub(super) fn owner_columns(owner: &Owner, out: &mut String) {
@@ -133,14 +133,18 @@ impl Text {
         self.time.write(c.mono_ns, out);
         owner_columns(&c.owner, out);
         let kb = |bytes: u64| bytes / 1024; // as tcplife rounds
+        let ms = |ns: Option<u64>| ns.map_or("-".into(), |ns| format!("{:.3}", ns as f64 / 1e6));
         let _ = write!(
             out,
-            "{:<24} {:<24} {:<8} {:<8} {:<10.3} {:<7} ",
+            "{:<24} {:<24} {:<8} {:<8} {:<10.3} {:<10} {:<7} {:<8} {:<7} ",
             c.local,
             c.remote,
             kb(c.bytes_sent),
             kb(c.bytes_received),
             c.duration_ns as f64 / 1e6,
+            ms(c.connect_ns),
+            c.tcp.map_or("-".into(), |t| t.retransmits.to_string()),
+            ms(c.tcp.map(|t| u64::from(t.srtt_us) * 1000)),
             match c.opener {
                 Opener::Listener | Opener::Unknown => "-",
                 known => known.name(),
@@ -319,7 +323,7 @@ mod tests {
         let line = render(TextMode::Lifecycles, &Record::Close(close));
         assert_eq!(
             line,
-            "000250 4242    curl            127.0.0.1:40000          127.0.0.1:80             2        0        2.500      active  time-wait\n"
+            "000250 4242    curl            127.0.0.1:40000          127.0.0.1:80             2        0        2.500      -          -       -        active  time-wait\n"
         );
     }
 

@@ -66,6 +66,9 @@ pub fn kernel_layout(btf: &Btf) -> Result<Layout, BtfError> {
         net_tw_max: optional("net.ipv4.tcp_death_row.sysctl_max_tw_buckets", TW_FULL_LOST),
         tcp_bytes_acked: optional("tcp_sock.bytes_acked", "no byte counts"),
         tcp_bytes_received: optional("tcp_sock.bytes_received", "no byte counts"),
+        tcp_srtt_us: optional("tcp_sock.srtt_us", NO_TCP_STATS),
+        tcp_mdev_us: optional("tcp_sock.mdev_us", NO_TCP_STATS),
+        tcp_total_retrans: optional("tcp_sock.total_retrans", NO_TCP_STATS),
         task_tgid: f("task_struct.tgid")?,
         task_comm: optional("task_struct.comm", OLD_OWNER_LOST),
         task_cred: optional("task_struct.cred", OLD_OWNER_LOST),
@@ -104,6 +107,9 @@ const LAYOUT_STRUCTS: [&str; 14] = [
     "kernfs_node",
     "inode",
 ];
+
+/// What a kernel without the RTT or retransmit members of `tcp_sock` loses.
+const NO_TCP_STATS: &str = "connections carry no RTT, retransmits or passive connect time";
 
 /// What a kernel without one of the task members the start-up iterator
 /// reads loses (that part of the owner is 0).
@@ -423,6 +429,14 @@ mod tests {
         assert_eq!((k.sk_err.size, k.sk_flags.size), (4, 8));
         assert_eq!((k.net_tw_count.size, k.net_tw_max.size), (4, 4));
         assert_eq!((k.tcp_bytes_acked.size, k.tcp_bytes_received.size), (8, 8));
+        assert_eq!(
+            (
+                k.tcp_srtt_us.size,
+                k.tcp_mdev_us.size,
+                k.tcp_total_retrans.size
+            ),
+            (4, 4, 4)
+        );
         assert_eq!(
             (k.task_tgid.size, k.task_comm.size, k.cred_uid.size),
             (4, 16, 4)

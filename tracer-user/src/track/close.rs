@@ -1,7 +1,7 @@
 //! The record of a finished connection (tcplife's line, and more).
 use std::net::SocketAddr;
 
-use crate::event::{Errno, Owner, Proto, SockId, StateInfo, TcpState};
+use crate::event::{Errno, Owner, Proto, SockId, StateInfo, TcpState, TcpStats};
 
 /// How a connection started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,6 +126,16 @@ pub struct Close {
     /// Bytes sent and acknowledged by the peer.
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// How long the handshake took: active, connect() to ESTABLISHED;
+    /// passive, the SYN-ACK's round trip. `None` when we did not see it, or
+    /// (passive) when the SYN-ACK was sent again.
+    pub connect_ns: Option<u64>,
+    /// SYNs (active) or SYN-ACKs (passive) sent again; `None` when we did
+    /// not see the handshake end or the kernel keeps no count.
+    pub syn_retransmits: Option<u32>,
+    /// At its end: segments retransmitted over its whole life (SYNs
+    /// included) and its RTT; `None` where the kernel has no such fields.
+    pub tcp: Option<TcpStats>,
     /// It ended by entering TIME_WAIT (this side closed first).
     pub time_wait: bool,
     /// It was already open when socktrace started (durations start then).
@@ -152,6 +162,9 @@ impl Close {
             spent: Vec::new(),
             bytes_sent: 0,
             bytes_received: 0,
+            connect_ns: None,
+            syn_retransmits: None,
+            tcp: None,
             time_wait: false,
             predates_us: false,
         }

@@ -17,7 +17,7 @@ use rustc_hash::FxHashMap;
 pub use close::{Close, Failure, Opener, Reason, Side};
 pub use timewait::{TW_LEN_NS, TimeWaits};
 
-use crate::event::{Detail, Event, Owner, OwnerSource, SockId, StateInfo, TcpState};
+use crate::event::{Detail, Event, Owner, OwnerSource, SockId, StateInfo, TcpState, TcpStats};
 
 /// What the pipeline renders: events as the kernel saw them (corrected as
 /// above) and the records the tracker derives.
@@ -62,6 +62,45 @@ struct Conn {
     fin_acked: bool,
     /// Network namespace inode (0: ours, or unknown).
     netns: u32,
+    /// How its handshake went, once ESTABLISHED is seen.
+    handshake: Handshake,
+}
+
+/// A connection's handshake, as its ESTABLISHED transition tells it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Handshake {
+    /// See [`Close::connect_ns`].
+    connect_ns: Option<u64>,
+    /// See [`Close::syn_retransmits`].
+    syn_retransmits: Option<u32>,
+}
+
+impl Handshake {
+    /// The handshake of a connection opened by `opener` that became
+    /// ESTABLISHED from `old` after `waited_ns` in that state, with the
+    /// kernel's `tcp` figures then. An active open took the time it waited
+    /// in SYN_SENT. A passive one exists as a socket only once its
+    /// handshake is over: its time is the SYN-ACK's round trip, as the
+    /// kernel measured it; unknown if the SYN-ACK was sent again (the
+    /// time of its first send is gone by then).
+    fn at_established(
+        opener: Opener,
+        old: TcpState,
+        waited_ns: u64,
+        tcp: Option<TcpStats>,
+    ) -> Handshake {
+        let connect_ns = match (opener, old) {
+            (Opener::Active, TcpState::SynSent) => Some(waited_ns),
+            (Opener::Passive, TcpState::SynRecv) => tcp
+                .filter(|t| t.retransmits == 0)
+                .map(|t| u64::from(t.srtt_us) * 1000),
+            _ => None,
+        };
+        Handshake {
+            connect_ns,
+            syn_retransmits: tcp.map(|t| t.retransmits),
+        }
+    }
 }
 
 /// A socket missing from a dump is forgotten only after this long without
@@ -138,6 +177,7 @@ impl Tracker {
                     predates_us: true,
                     fin_acked: false,
                     netns: k.netns,
+                    handshake: Handshake::default(),
                 },
             );
         }
@@ -167,7 +207,13 @@ impl Tracker {
             out.push(Record::Event(event));
             return;
         }
-        self.follow(sock, &mut event, &mut local, &mut remote, old, new);
+        self.follow(
+            sock,
+            &mut event,
+            (&mut local, &mut remote),
+            (old, new),
+            info.tcp,
+        );
         // A timewait socket took over: the rule the kernel's tallies use.
         let enters_time_wait = new == TcpState::Close
             && tracer_common::enters_time_wait(old.raw(), info.kernel_flags());
@@ -218,12 +264,15 @@ impl Tracker {
         &mut self,
         sock: SockId,
         event: &mut Event,
-        local: &mut SocketAddr,
-        remote: &mut SocketAddr,
-        old: TcpState,
-        new: TcpState,
+        (local, remote): (&mut SocketAddr, &mut SocketAddr),
+        (old, new): (TcpState, TcpState),
+        tcp: Option<TcpStats>,
     ) {
         let conn = self.conns.get_mut(&sock).expect("tracked above");
+        if new == TcpState::Established {
+            let waited_ns = event.mono_ns.saturating_sub(conn.state_since_ns);
+            conn.handshake = Handshake::at_established(conn.opener, old, waited_ns, tcp);
+        }
         conn.update(&mut event.owner, local, remote, event.mono_ns, old, new);
         if !event.owner.is_known()
             && conn.opener == Opener::Passive
@@ -339,6 +388,7 @@ impl Conn {
             predates_us: false,
             fin_acked: false,
             netns: event.netns,
+            handshake: Handshake::default(),
         }
     }
 
@@ -444,6 +494,14 @@ impl Conn {
                 None
             },
             failure: (!established).then(|| Failure::from(old, info)),
+            connect_ns: self.handshake.connect_ns,
+            // A connection never established retransmitted its SYN only.
+            syn_retransmits: if established {
+                self.handshake.syn_retransmits
+            } else {
+                info.tcp.map(|t| t.retransmits)
+            },
+            tcp: info.tcp,
             duration_ns: event.mono_ns.saturating_sub(self.first_ns),
             spent: self.spent,
             bytes_sent,

@@ -90,8 +90,89 @@ const NONE: StateInfo = StateInfo {
     tw_table_full: false,
     bytes_acked: 0,
     bytes_received: 0,
+    tcp: None,
     tw_end: None,
 };
+
+fn tcp(retransmits: u32, srtt_us: u32) -> StateInfo {
+    StateInfo {
+        tcp: Some(TcpStats {
+            retransmits,
+            srtt_us,
+            rttvar_us: srtt_us / 2,
+        }),
+        ..NONE
+    }
+}
+
+/// A client that waited 1.2 s in SYN_SENT (its SYN sent again once), a
+/// server whose SYN-ACK came back in 80 µs, one whose SYN-ACK was sent
+/// again, and a connect that timed out after 2 SYNs sent again.
+#[test]
+fn handshakes_are_timed_from_each_side() {
+    let mut t = Tracker::new(16);
+    let out = run(
+        &mut t,
+        vec![
+            ev(0, 1, Some(CLIENT), C, (Close, SynSent), NONE),
+            ev(1200, 1, Some(CLIENT), C, (SynSent, Established), tcp(1, 40)),
+            ev(1300, 1, Some(CLIENT), C, (Established, Close), tcp(4, 55)),
+            ev(1200, 2, Some(SERVER), S, (Listen, SynRecv), NONE),
+            ev(1200, 2, Some(SERVER), S, (SynRecv, Established), tcp(0, 80)),
+            ev(1300, 2, Some(SERVER), S, (Established, Close), tcp(0, 60)),
+            ev(1200, 3, Some(SERVER), S, (Listen, SynRecv), NONE),
+            ev(1200, 3, Some(SERVER), S, (SynRecv, Established), tcp(1, 80)),
+            ev(1300, 3, Some(SERVER), S, (Established, Close), tcp(1, 60)),
+            ev(0, 4, Some(CLIENT), C, (Close, SynSent), NONE),
+            ev(7000, 4, Some(CLIENT), C, (SynSent, Close), tcp(2, 0)),
+        ],
+    );
+    let client = close(&out, 1);
+    assert_eq!(client.connect_ns, Some(1_200_000_000));
+    assert_eq!(client.syn_retransmits, Some(1));
+    assert_eq!(
+        client.tcp,
+        Some(TcpStats {
+            retransmits: 4,
+            srtt_us: 55,
+            rttvar_us: 27
+        }),
+        "at the end, the whole life's"
+    );
+    let server = close(&out, 2);
+    assert_eq!(
+        (server.connect_ns, server.syn_retransmits),
+        (Some(80_000), Some(0))
+    );
+    let resent = close(&out, 3);
+    assert_eq!(
+        (resent.connect_ns, resent.syn_retransmits),
+        (None, Some(1)),
+        "the first SYN-ACK's time is gone"
+    );
+    let failed = close(&out, 4);
+    assert_eq!((failed.connect_ns, failed.syn_retransmits), (None, Some(2)));
+    assert!(failed.failure.is_some());
+}
+
+#[test]
+fn a_kernel_without_the_counts_leaves_them_unknown() {
+    let mut t = Tracker::new(16);
+    let out = run(
+        &mut t,
+        vec![
+            ev(0, 1, Some(CLIENT), C, (Close, SynSent), NONE),
+            ev(3, 1, Some(CLIENT), C, (SynSent, Established), NONE),
+            ev(9, 1, Some(CLIENT), C, (Established, Close), NONE),
+        ],
+    );
+    let c = close(&out, 1);
+    assert_eq!(
+        (c.connect_ns, c.syn_retransmits, c.tcp),
+        (Some(3_000_000), None, None),
+        "an active open's time needs no kernel count"
+    );
+}
 
 /// Client closes first: 1000 bytes out, 3000 back.
 fn conversation() -> Vec<Event> {

@@ -59,7 +59,14 @@ pub const KERNELS: [Kernel; 3] = [
 /// fast a closed pipe stops a run (under 10 s of a 30 s one), which says
 /// nothing where the guest is thirty times slower; it loads what `events`
 /// loads.
-const GUEST_TESTS: [&str; 5] = ["events", "lifecycle", "filters", "analyses", "reliability"];
+const GUEST_TESTS: [&str; 6] = [
+    "events",
+    "lifecycle",
+    "connections",
+    "filters",
+    "analyses",
+    "reliability",
+];
 
 /// Tests of those that run on the host only, and why: each pushes a load
 /// through (65,636 bound sockets; 128k events to a reader that stops;

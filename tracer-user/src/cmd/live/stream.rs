@@ -11,13 +11,13 @@ use tokio::time::{Interval, MissedTickBehavior, interval};
 
 use super::{DRAIN_EVERY, Session, Stop};
 use crate::{
-    analysis::listeners::Listeners,
+    analysis::{listeners::Listeners, stuck::Stuck},
     cli::Common,
     clock::{self, Clock},
     event::SockId,
     host::{self, diag::Dump, pace::Pace},
     logsink::{Journal, Sink, Syslog},
-    output::{Json, ListenersView, Palette, Render, Text, TextMode, summary_line},
+    output::{Json, ListenersView, Palette, Render, StuckView, Text, TextMode, summary_line},
     pipeline::{Pipeline, Taps},
     probe::Mode,
     source::KernelCounters,
@@ -97,13 +97,21 @@ pub enum View {
         short: Duration,
         json: bool,
     },
+    /// `stuck`: a table of stuck connections.
+    Stuck {
+        threshold: Duration,
+        json: bool,
+    },
     /// A view that draws itself and reads keys (`top`).
     Live(Box<dyn Render>),
 }
 
 impl View {
     fn is_json(&self) -> bool {
-        matches!(self, View::Json | View::Listeners { json: true, .. })
+        matches!(
+            self,
+            View::Json | View::Listeners { json: true, .. } | View::Stuck { json: true, .. }
+        )
     }
 
     fn render(self, clock: Clock, palette: Palette) -> Box<dyn Render> {
@@ -115,6 +123,11 @@ impl View {
                 Listeners::new(short.as_nanos().try_into().unwrap_or(u64::MAX)),
                 json,
                 palette,
+            )),
+            View::Stuck { threshold, json } => Box::new(StuckView::new(
+                clock,
+                Stuck::new(threshold.as_nanos().try_into().unwrap_or(u64::MAX)),
+                json,
             )),
             View::Live(view) => view,
         }

@@ -2,10 +2,10 @@
 use super::*;
 use tracer_common::{
     COMM_LEN, IPPROTO_TCP, IPPROTO_UDP, KIND_BIND, KIND_LISTEN, KIND_STATE, OWNER_UNKNOWN,
-    TallyRecord,
+    SOCK_TCP_STATS, TallyRecord,
 };
 
-use crate::event::{family_name, record_bytes};
+use crate::event::{TcpStats, family_name, record_bytes};
 
 fn header(kind: u32) -> Header {
     Header {
@@ -42,9 +42,12 @@ fn decodes_a_v4_state_change() {
         protocol: IPPROTO_TCP,
         old_state: 2,
         new_state: 7,
-        flags: SOCK_RST_RECEIVED,
+        flags: SOCK_RST_RECEIVED | SOCK_TCP_STATS,
         bytes_acked: 5,
         bytes_received: 6,
+        total_retrans: 3,
+        srtt_us: 120,
+        rttvar_us: 60,
         ..StateRecord::default()
     };
     rec.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
@@ -77,6 +80,11 @@ fn decodes_a_v4_state_change() {
                 tw_table_full: false,
                 bytes_acked: 5,
                 bytes_received: 6,
+                tcp: Some(TcpStats {
+                    retransmits: 3,
+                    srtt_us: 120,
+                    rttvar_us: 60,
+                }),
                 tw_end: None,
             },
         }

@@ -1,0 +1,248 @@
+//! What a connection's close record says of its health: how long its
+//! handshake took, how many segments it sent again, its RTT; checked
+//! against delays the tests impose and the kernel's own counts.
+mod common;
+
+use std::{thread::sleep, time::Duration};
+
+use common::*;
+use serde_json::Value;
+
+fn ms(close: &Value, key: &str) -> f64 {
+    close[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} in {close}"))
+}
+
+/// The close record of the connection from local port `sport` to `dport`.
+fn close_by_ports(events: &[Value], sport: u64, dport: u64) -> &Value {
+    of_type(events, "close")
+        .find(|e| e["sport"] == sport && e["dport"] == dport)
+        .unwrap_or_else(|| panic!("no close record {sport} -> {dport}"))
+}
+
+/// A client whose first SYN the listener drops (its accept queue is full)
+/// gets in when the kernel sends the SYN again, after the initial RTO of
+/// 1 s: its connect time is the time connect() took, and says one SYN was
+/// sent again. The listener's side of it took its SYN-ACK's round trip.
+#[test]
+fn a_connect_whose_syn_was_dropped_takes_its_retransmit() {
+    require_root();
+    let ns = Netns::new();
+    let mut tracer = Tracer::start(&[]);
+    // The listener accepts the two waiting 300 ms after the third client's
+    // SYN was dropped: that one gets in with its second SYN, at 1 s.
+    let op = Op::spawn(ns.exec(&[sockops_bin(), "slow-accept", "127.0.0.1", "300"]));
+    let (pid, port) = (op.pid(), op.port());
+    let sport = op.report["sport"].as_u64().expect("sport");
+    let measured = ms(&op.report, "connect_ms");
+    op.wait();
+    let events = tracer.wait_for("the slow client's two ends", |ev| {
+        of_type(ev, "close")
+            .filter(|e| e["pid"] == pid && (e["sport"] == sport || e["dport"] == sport))
+            .count()
+            == 2
+    });
+    let client = close_by_ports(events, sport, port);
+    assert_eq!(client["opened"], "active", "{client}");
+    assert_eq!(client["syn_retransmits"], 1, "{client}");
+    assert_eq!(client["retransmits"], 1, "the SYN only: {client}");
+    let took = ms(client, "connect_ms");
+    assert!(
+        (1000.0..1500.0).contains(&took),
+        "{took} ms: the SYN was sent again after 1 s: {client}"
+    );
+    // connect() returns once the kernel has the connection established:
+    // a little later than the transition, never before.
+    assert!(
+        took <= measured && measured - took < 50.0,
+        "socktrace {took} ms, connect() {measured} ms"
+    );
+    assert!(ms(client, "srtt_ms") < 100.0, "{client}");
+    let server = close_by_ports(events, port, sport);
+    assert_eq!(server["opened"], "passive", "{server}");
+    assert_eq!(server["syn_retransmits"], 0, "{server}");
+    let synack = ms(server, "connect_ms");
+    assert!(
+        synack < 100.0,
+        "a SYN-ACK's round trip on loopback: {synack} ms {server}"
+    );
+    // The two that waited in the queue got in at once.
+    let quick: Vec<&Value> = of_type(events, "close")
+        .filter(|e| e["pid"] == pid && e["opened"] == "active" && e["sport"] != sport)
+        .collect();
+    assert_eq!(quick.len(), 2, "{quick:?}");
+    for close in quick {
+        assert_eq!(close["syn_retransmits"], 0, "{close}");
+        assert!(ms(close, "connect_ms") < 100.0, "{close}");
+    }
+}
+
+/// A sender whose peer's acknowledgements are lost for half a second (the
+/// peer's namespace routes them to a blackhole) retransmits: its close
+/// record counts exactly what the kernel counted for it (`ss -ti`'s
+/// `retrans:…/N`, and the namespace's TcpRetransSegs, which holds this
+/// connection alone).
+#[test]
+fn retransmits_after_an_outage_are_the_kernels_count() {
+    require_root();
+    let (client_ns, server_ns) = (Netns::new(), Netns::new());
+    client_ns.link(&server_ns, "10.77.0.1/24", "10.77.0.2/24");
+    let mut tracer = Tracer::start(&[]);
+    let before = retrans_segs(&client_ns);
+    let server =
+        Op::spawn(server_ns.exec(&[sockops_bin(), "tcp-server", "10.77.0.2", "0", "0", "wait"]));
+    let port = server.port().to_string();
+    let mut client =
+        Op::spawn(client_ns.exec(&[sockops_bin(), "trickle", "10.77.0.2", &port, "1500"]));
+    let (pid, sport) = (client.pid(), client.port());
+    sleep(Duration::from_millis(300));
+    server_ns.blackhole("10.77.0.1/32", true);
+    sleep(Duration::from_millis(500));
+    server_ns.blackhole("10.77.0.1/32", false);
+    let sent = client.next_report();
+    assert!(sent["sent"].as_u64().unwrap() > 0, "{sent}");
+    let counted = settled_retransmits(&client_ns, sport);
+    assert!(counted > 0, "the outage made the sender retransmit");
+    assert_eq!(
+        retrans_segs(&client_ns) - before,
+        counted,
+        "one connection in the namespace"
+    );
+    client.proceed();
+    client.wait();
+    server.wait();
+    let events = tracer.wait_for("the sender's close", |ev| {
+        of_type(ev, "close").any(|e| e["pid"] == pid && e["sport"] == sport)
+    });
+    let close = of_type(events, "close")
+        .find(|e| e["pid"] == pid && e["sport"] == sport)
+        .unwrap();
+    assert_eq!(close["retransmits"], counted, "{close}");
+    assert_eq!(close["syn_retransmits"], 0, "{close}");
+    let (srtt, rttvar) = (ms(close, "srtt_ms"), ms(close, "rttvar_ms"));
+    assert!(srtt > 0.0 && srtt < 1000.0 && rttvar >= 0.0, "{close}");
+}
+
+/// TcpRetransSegs of namespace `ns` (`/proc/net/snmp` shows the reader's).
+fn retrans_segs(ns: &Netns) -> u64 {
+    let out = ns.exec(&["cat", "/proc/net/snmp"]).output().expect("cat");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (
+        tcp.next().expect("Tcp: names"),
+        tcp.next().expect("Tcp: values"),
+    );
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "RetransSegs")
+        .expect("RetransSegs");
+    values.split_whitespace().nth(at).unwrap().parse().unwrap()
+}
+
+/// The connection's total retransmits (`ss -ti`'s `retrans:…/N`), once
+/// all it sent is acknowledged.
+fn settled_retransmits(ns: &Netns, sport: u64) -> u64 {
+    let deadline = std::time::Instant::now() + patience();
+    loop {
+        let filter = format!("sport = :{sport}");
+        let out = ns
+            .exec(&["ss", "-tinH", "state", "established", &filter])
+            .output()
+            .expect("running ss (iproute2)");
+        let info = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !info.contains("unacked:") && !info.trim().is_empty() {
+            return info
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("retrans:"))
+                .map_or(0, |r| r.rsplit('/').next().unwrap().parse().unwrap());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "data still unacknowledged: {info}"
+        );
+        sleep(Duration::from_millis(50));
+    }
+}
+
+/// A server that never closes what its client closed sits in CLOSE_WAIT:
+/// `socktrace stuck` reports it with the server's pid once it has been so
+/// for longer than `--stuck`, and no longer once it closes; at the end, a
+/// line per process that still holds some.
+#[test]
+fn a_close_wait_leak_is_stuck_until_it_closes() {
+    require_root();
+    let mut tracer = Tracer::command(&["stuck", "--json", "--stuck", "1", "--interval", "0.2"]);
+    let mut server = Op::start(&["tcp-server", "127.0.0.1", "10", "0", "hold"]);
+    let (pid, port) = (server.pid(), server.port());
+    Op::run(&[
+        "tcp-client",
+        "127.0.0.1",
+        &port.to_string(),
+        "10",
+        "0",
+        "close",
+    ]);
+    assert_eq!(server.next_report()["peer_closed"], true);
+    let stuck_row = |e: &Value| -> Option<Value> {
+        e["rows"]
+            .as_array()?
+            .iter()
+            .find(|r| r["pid"] == pid && r["sport"] == port)
+            .cloned()
+    };
+    let events = tracer.wait_for("the CLOSE_WAIT reported stuck", |ev| {
+        of_type(ev, "stuck").any(|e| stuck_row(e).is_some())
+    });
+    let first = of_type(events, "stuck").find_map(stuck_row).unwrap();
+    assert_eq!(first["state"], "CLOSE_WAIT", "{first}");
+    assert_eq!(first["predates_start"], false, "{first}");
+    assert!(
+        (1000.0..1500.0).contains(&ms(&first, "age_ms")),
+        "first reported within an interval of the threshold: {first}"
+    );
+    let reports_before = of_type(events, "stuck").count();
+    // Not stuck before the threshold: every earlier report left it out.
+    let earlier: Vec<&Value> = of_type(events, "stuck")
+        .filter(|e| stuck_row(e).is_none())
+        .collect();
+    assert!(!earlier.is_empty(), "reports came before it was stuck");
+    server.proceed();
+    server.wait();
+    tracer.wait_for("a report without it", |ev| {
+        of_type(ev, "stuck")
+            .skip(reports_before)
+            .any(|e| stuck_row(e).is_none())
+    });
+    // A second leak, still open when socktrace stops: the exit summary
+    // names its process.
+    let mut leak = Op::start(&["tcp-server", "127.0.0.1", "10", "0", "hold"]);
+    let (leak_pid, leak_port) = (leak.pid(), leak.port());
+    Op::run(&[
+        "tcp-client",
+        "127.0.0.1",
+        &leak_port.to_string(),
+        "10",
+        "0",
+        "close",
+    ]);
+    assert_eq!(leak.next_report()["peer_closed"], true);
+    tracer.wait_for("the second leak reported stuck", |ev| {
+        of_type(ev, "stuck").any(|e| {
+            e["rows"]
+                .as_array()
+                .is_some_and(|rows| rows.iter().any(|r| r["pid"] == leak_pid))
+        })
+    });
+    let done = tracer.stop();
+    leak.proceed();
+    leak.wait();
+    let line =
+        format!("socktrace: stuck: pid {leak_pid} (sockops): 1 in CLOSE_WAIT, the oldest for ");
+    assert!(done.stderr.contains(&line), "{}", done.stderr);
+    assert!(
+        !done.stderr.contains(&format!("pid {pid} ")),
+        "{}",
+        done.stderr
+    );
+}

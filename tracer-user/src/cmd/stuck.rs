@@ -1,0 +1,26 @@
+//! `socktrace stuck`: every `--interval`, the connections stuck in
+//! CLOSE_WAIT, FIN_WAIT2 or SYN_SENT for longer than `--stuck`, with their
+//! owners; those stuck at start count from the start.
+use crate::{
+    cli::StuckArgs,
+    cmd::live::{self, Plan, View},
+    host::diag::Dump,
+    probe::Mode,
+    summary::Summary,
+};
+
+pub async fn run(args: StuckArgs) -> anyhow::Result<Summary> {
+    let plan = Plan {
+        mode: Mode::Watch,
+        // Connections stuck since before we started are the ones to find.
+        snapshot: true,
+        existing: Dump::Connections,
+        interval: Some(args.interval),
+        view: View::Stuck {
+            threshold: args.stuck.stuck,
+            json: args.common.json,
+        },
+        ..Plan::live_defaults(args.common)
+    };
+    live::stream(plan).await
+}
