@@ -89,7 +89,7 @@ fn retransmits_after_an_outage_are_the_kernels_count() {
     let (client_ns, server_ns) = (Netns::new(), Netns::new());
     client_ns.link(&server_ns, "10.77.0.1/24", "10.77.0.2/24");
     let mut tracer = Tracer::start(&[]);
-    let before = retrans_segs(&client_ns);
+    let before = client_ns.counter("/proc/net/snmp", "Tcp:", "RetransSegs");
     let server =
         Op::spawn(server_ns.exec(&[sockops_bin(), "tcp-server", "10.77.0.2", "0", "0", "wait"]));
     let port = server.port().to_string();
@@ -105,7 +105,7 @@ fn retransmits_after_an_outage_are_the_kernels_count() {
     let counted = settled_retransmits(&client_ns, sport);
     assert!(counted > 0, "the outage made the sender retransmit");
     assert_eq!(
-        retrans_segs(&client_ns) - before,
+        client_ns.counter("/proc/net/snmp", "Tcp:", "RetransSegs") - before,
         counted,
         "one connection in the namespace"
     );
@@ -122,22 +122,6 @@ fn retransmits_after_an_outage_are_the_kernels_count() {
     assert_eq!(close["syn_retransmits"], 0, "{close}");
     let (srtt, rttvar) = (ms(close, "srtt_ms"), ms(close, "rttvar_ms"));
     assert!(srtt > 0.0 && srtt < 1000.0 && rttvar >= 0.0, "{close}");
-}
-
-/// TcpRetransSegs of namespace `ns` (`/proc/net/snmp` shows the reader's).
-fn retrans_segs(ns: &Netns) -> u64 {
-    let out = ns.exec(&["cat", "/proc/net/snmp"]).output().expect("cat");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
-    let (names, values) = (
-        tcp.next().expect("Tcp: names"),
-        tcp.next().expect("Tcp: values"),
-    );
-    let at = names
-        .split_whitespace()
-        .position(|n| n == "RetransSegs")
-        .expect("RetransSegs");
-    values.split_whitespace().nth(at).unwrap().parse().unwrap()
 }
 
 /// The connection's total retransmits (`ss -ti`'s `retrans:…/N`), once
@@ -244,5 +228,82 @@ fn a_close_wait_leak_is_stuck_until_it_closes() {
         !done.stderr.contains(&format!("pid {pid} ")),
         "{}",
         done.stderr
+    );
+}
+
+/// A listener with backlog 1 that never accepts, and 20 clients: the
+/// kernel drops the SYNs its full queue has no room for. The drops
+/// socktrace reports for that listener, with its pid, are the namespace's
+/// ListenOverflows (socktrace runs in the test's namespace: sock_diag shows
+/// its own).
+#[test]
+fn a_full_accept_queues_drops_are_its_listeners() {
+    require_root();
+    let ns = Netns::new();
+    // A client gives up after about 3 s.
+    ns.one_syn_retry();
+    let bin = socktrace_bin();
+    let tracer = Tracer::spawn(ns.enter(&[
+        bin.to_str().unwrap(),
+        "listeners",
+        "--json",
+        "--interval",
+        "0.5",
+    ]));
+    let overflows = || ns.counter("/proc/net/netstat", "TcpExt:", "ListenOverflows");
+    let before = overflows();
+    let mut listener = Op::spawn(ns.exec(&[sockops_bin(), "backlog", "127.0.0.1", "1"]));
+    let (pid, port) = (listener.pid(), listener.port().to_string());
+    // All at once: each reports only once its connect() is over.
+    let clients: Vec<std::process::Child> = (0..20)
+        .map(|_| {
+            ns.exec(&[sockops_bin(), "connect", "127.0.0.1", &port])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawning sockops")
+        })
+        .collect();
+    let got_in = clients
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().expect("sockops connect");
+            assert!(out.status.success(), "sockops connect: {}", out.status);
+            serde_json::from_slice::<Value>(&out.stdout).expect("its report")["errno"]
+                .as_i64()
+                .unwrap()
+        })
+        .filter(|&errno| errno == 0)
+        .count();
+    assert!(got_in < 20, "the queue filled: {got_in} got in");
+    let dropped = overflows() - before;
+    assert!(dropped > 0, "the kernel counted overflows");
+    let done = tracer.stop();
+    listener.proceed();
+    listener.wait();
+    let port: u64 = port.parse().unwrap();
+    let notes: Vec<&Value> = of_type(&done.events, "listener")
+        .filter(|e| e["event"] == "drops" && e["port"] == port)
+        .collect();
+    assert!(!notes.is_empty(), "a drops line");
+    assert!(
+        notes.iter().all(|e| e["pid"] == pid && e["backlog"] == 1),
+        "{notes:?}"
+    );
+    let reported: u64 = notes.iter().map(|e| e["dropped"].as_u64().unwrap()).sum();
+    assert_eq!(reported, dropped, "{notes:?}");
+    let table = of_type(&done.events, "listeners")
+        .last()
+        .expect("the final table");
+    let row = table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["port"] == port && r["kind"] == "listen")
+        .unwrap_or_else(|| panic!("the listener's row in {table}"));
+    assert_eq!(row["drops"], dropped, "{row}");
+    assert_eq!(
+        (&row["queue"], &row["backlog"]),
+        (&Value::from(2), &Value::from(1)),
+        "{row}"
     );
 }

@@ -465,16 +465,7 @@ fn unanswered_connect_says_timed_out() {
     require_root();
     let ns = Netns::new();
     // One SYN retry: ETIMEDOUT after about 3 s instead of 2 minutes.
-    // Written to /proc/sys, which shows the writer's namespace: no sysctl(8)
-    // needed (busybox's, in the kernel matrix's guests, differs).
-    let status = ns
-        .exec(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/tcp_syn_retries"])
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "setting tcp_syn_retries in the test namespace"
-    );
+    ns.one_syn_retry();
     let mut tracer = Tracer::start(&[]);
     // The listener's accept queue is full, so the kernel drops the SYNs.
     let op = Op::spawn(ns.exec(&[sockops_bin(), "syn-timeout"]));

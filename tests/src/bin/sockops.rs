@@ -32,6 +32,8 @@
 //!       stdin, close
 //!   sockops bind tcp|udp IP PORT     bind only, report the errno and port
 //!   sockops listen IP BACKLOG        listen without bind (kernel picks)
+//!   sockops backlog IP BACKLOG       bind IP:0, listen(BACKLOG), report,
+//!       never accept; close once a line comes on stdin
 //!   sockops hold IP PORT N           open N connections, wait for a line
 //!       on stdin, close them all
 //!   sockops listen-cycle IP PORT N MICROS   N times: bind IP:PORT, listen,
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         ["trickle", ip_, port, millis] => trickle(sa(ip_, port), n(millis)),
         ["bind", proto, ip_, port] => bind(proto, sa(ip_, port)),
         ["listen", ip_, backlog] => listen(ip(ip_), backlog.parse().expect("backlog")),
+        ["backlog", ip_, backlog] => never_accept(ip(ip_), backlog.parse().expect("backlog")),
         ["hold", ip_, port, count] => hold(sa(ip_, port), n(count)),
         ["bind-many", count, first] => bind_many(n(count), n(first)),
         ["listen-cycle", ip_, port, count, micros] => {
@@ -389,6 +392,12 @@ fn listen(ip: IpAddr, backlog: i32) -> io::Result<()> {
     s.listen(backlog)?;
     say(json!({"pid": std::process::id(), "port": local_port(&s)}));
     Ok(())
+}
+
+fn never_accept(ip: IpAddr, backlog: i32) -> io::Result<()> {
+    let l = listener(ip, backlog)?;
+    say(json!({"pid": std::process::id(), "port": local_port(&l)}));
+    wait_for_line()
 }
 
 fn hold(to: SocketAddr, count: usize) -> io::Result<()> {

@@ -637,6 +637,48 @@ impl Netns {
             .ino()
     }
 
+    /// `args` run in this namespace's network, nothing else changed
+    /// (`ip netns exec` mounts a sysfs of its own, hiding the cgroup
+    /// tree socktrace needs).
+    pub fn enter(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.0)).args(args);
+        cmd
+    }
+
+    /// Connects in this namespace send their SYN once more only, then
+    /// fail (ETIMEDOUT after about 3 s instead of 2 minutes). Written to
+    /// /proc/sys, which shows the writer's namespace: no sysctl(8) needed
+    /// (busybox's, in the kernel matrix's guests, differs).
+    pub fn one_syn_retry(&self) {
+        let status = self
+            .exec(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/tcp_syn_retries"])
+            .status()
+            .expect("sh runs");
+        assert!(
+            status.success(),
+            "setting tcp_syn_retries in the test namespace"
+        );
+    }
+
+    /// The kernel's counter `name` of this namespace, from `file`'s lines
+    /// starting `prefix` (`/proc/net/snmp`'s `Tcp:`, `/proc/net/netstat`'s
+    /// `TcpExt:`; /proc/net shows the reader's namespace).
+    pub fn counter(&self, file: &str, prefix: &str, name: &str) -> u64 {
+        let out = self.exec(&["cat", file]).output().expect("cat");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut lines = text.lines().filter(|l| l.starts_with(prefix));
+        let (names, values) = (
+            lines.next().expect("the names"),
+            lines.next().expect("the values"),
+        );
+        let at = names
+            .split_whitespace()
+            .position(|n| n == name)
+            .unwrap_or_else(|| panic!("{name} in {file}"));
+        values.split_whitespace().nth(at).unwrap().parse().unwrap()
+    }
+
     pub fn exec(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.0]).args(args);

@@ -59,6 +59,24 @@ pub enum What {
     },
     /// bind(2) failed.
     BindFailed { errno: Errno },
+    /// Its accept queue was full: it dropped `dropped` SYNs or connections
+    /// since the last sample; `depth` of `backlog` wait now.
+    Dropped {
+        dropped: u64,
+        depth: u32,
+        backlog: u32,
+    },
+}
+
+/// A listener's accept queue, as sock_diag shows it (`ss -ltm`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueSample {
+    pub sock: SockId,
+    /// Connections waiting to be accepted, and the most that may.
+    pub depth: u32,
+    pub backlog: u32,
+    /// SYNs and connections dropped since the socket was made.
+    pub drops: u32,
 }
 
 /// A table row: one port, protocol, kind and program.
@@ -84,6 +102,12 @@ pub struct Row {
     pub failed_binds: u64,
     /// The last failure.
     pub last_errno: Option<Errno>,
+    /// SYNs and connections its listeners dropped (full accept queues)
+    /// since we started.
+    pub drops: u64,
+    /// The fullest of its open listeners' queues at the last sample:
+    /// (waiting, backlog).
+    pub queue: Option<(u32, u32)>,
     pub pids: BTreeSet<u32>,
     /// Lifetimes of ended cycles we saw start (bounded sample).
     lifetimes: Vec<u64>,
@@ -132,6 +156,8 @@ struct Open {
     owner: Owner,
     netns: u32,
     announced: bool,
+    /// `QueueSample::drops` at the last sample; `None` before the first.
+    drops: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -174,7 +200,7 @@ impl Listeners {
     pub fn rows(&self) -> impl Iterator<Item = (&RowKey, &Row)> {
         self.rows
             .iter()
-            .filter(|(_, r)| r.cycles + r.open + r.failed_binds > 0)
+            .filter(|(_, r)| r.cycles + r.open + r.failed_binds + r.drops > 0)
     }
 
     /// Follows `record`; returns the line to show for it, if any.
@@ -189,6 +215,7 @@ impl Listeners {
                     owner: k.owner.clone(),
                     netns: k.netns,
                     announced: true,
+                    drops: None,
                 };
                 self.row(&open).open += 1;
                 self.open.insert(k.sock, open);
@@ -294,6 +321,8 @@ impl Listeners {
             owner: e.owner.clone(),
             netns: e.netns,
             announced,
+            // Made since we started: every drop it counts is news.
+            drops: Some(0),
         };
         // A bound TCP socket that now listens: one socket, now a listener.
         if let Some(before) = self.open.remove(&sock) {
@@ -324,6 +353,48 @@ impl Listeners {
             sock,
             netns: open.netns,
         })
+    }
+
+    /// Takes in a sample of every listener's accept queue at `now_ns`;
+    /// returns a note for each that dropped since the last one. Drops of a
+    /// listener older than us before its first sample are not news.
+    pub fn queues(&mut self, now_ns: u64, samples: &[QueueSample]) -> Vec<Note> {
+        let mut fullest: FxHashMap<RowKey, (u32, u32)> = FxHashMap::default();
+        let mut notes = Vec::new();
+        for sample in samples {
+            let Some(open) = self.open.get_mut(&sample.sock) else {
+                continue; // filtered out, or opened after our last events
+            };
+            let before = open.drops.replace(sample.drops).unwrap_or(sample.drops);
+            let dropped = u64::from(sample.drops.saturating_sub(before));
+            let open = open.clone();
+            let key = row_key(open.proto, open.addr.port(), open.kind, &open.owner);
+            let queue = fullest.entry(key).or_insert((0, sample.backlog));
+            if sample.depth >= queue.0 {
+                *queue = (sample.depth, sample.backlog);
+            }
+            if dropped > 0 {
+                self.row(&open).drops += dropped;
+                notes.push(Note {
+                    at_ns: now_ns,
+                    what: What::Dropped {
+                        dropped,
+                        depth: sample.depth,
+                        backlog: sample.backlog,
+                    },
+                    kind: open.kind,
+                    proto: open.proto,
+                    addr: open.addr,
+                    owner: open.owner,
+                    sock: sample.sock,
+                    netns: open.netns,
+                });
+            }
+        }
+        for (key, row) in &mut self.rows {
+            row.queue = fullest.get(key).copied();
+        }
+        notes
     }
 
     fn row(&mut self, open: &Open) -> &mut Row {

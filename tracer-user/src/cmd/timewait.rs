@@ -181,8 +181,9 @@ impl Live {
     /// count is a period old.
     fn refresh_in_use(&mut self, now: u64, filter: &Filter) -> anyhow::Result<()> {
         let period = self.pace.period().as_nanos() as u64;
-        // Half a period of slack: reports come every period, a little late.
-        if now + period / 2 >= self.in_use_ns + period {
+        // Half a report's interval of slack: reports come a little late.
+        let slack = self.pace.asked().as_nanos() as u64 / 2;
+        if now + slack >= self.in_use_ns + period {
             let (host, netns) = (&self.host, self.netns);
             let (counts, _) = self.pace.poll(|| in_use(host, netns, filter));
             self.in_use = counts.context("sock_diag dump")?;

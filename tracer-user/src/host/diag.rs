@@ -8,7 +8,10 @@ use netlink_packet_core::{
 };
 use netlink_packet_sock_diag::{
     AF_INET, AF_INET6, IPPROTO_TCP, SOCK_DIAG_BY_FAMILY, SockDiagMessage,
-    inet::{ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags},
+    inet::{
+        ExtensionFlags, InetRequest, InetResponse, InetResponseHeader, SocketId, StateFlags,
+        nlas::Nla,
+    },
 };
 use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_SOCK_DIAG};
 
@@ -70,6 +73,56 @@ pub fn for_each(which: Dump, mut f: impl FnMut(DiagSocket)) -> io::Result<()> {
         Dump::Connections => StateFlags::all() - StateFlags::TIME_WAIT - StateFlags::LISTEN,
         Dump::Listeners => StateFlags::LISTEN,
     };
+    dump(states, ExtensionFlags::empty(), |payload| {
+        f(diag_socket(payload)?);
+        Ok(())
+    })
+}
+
+/// A listener's accept queue, as `ss -ltm` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Queue {
+    pub sock: SockId,
+    pub local: SocketAddr,
+    /// Connections waiting to be accepted (`ss`'s Recv-Q).
+    pub depth: u32,
+    /// The most that may wait: the listen() backlog, as the kernel
+    /// capped it (`ss`'s Send-Q).
+    pub backlog: u32,
+    /// SYNs and connections the listener dropped since it was made
+    /// (`sk_drops`, `ss -m`'s `d`): its queue was full, nearly always.
+    pub drops: u32,
+}
+
+/// Hands every TCP listener of this network namespace's accept queue to
+/// `f`. Listeners are few and the kernel walks its listening table only:
+/// their answers are parsed in full.
+pub fn queues(mut f: impl FnMut(Queue)) -> io::Result<()> {
+    dump(StateFlags::LISTEN, ExtensionFlags::SKMEMINFO, |payload| {
+        let response = InetResponse::parse(payload).map_err(invalid)?;
+        let s = diag_socket(payload)?;
+        let drops = response.nlas.iter().find_map(|nla| match nla {
+            Nla::MemInfo(m) => Some(m.drops),
+            _ => None,
+        });
+        f(Queue {
+            sock: s.sock,
+            local: s.local,
+            depth: response.header.recv_queue,
+            backlog: response.header.send_queue,
+            drops: drops.unwrap_or(0),
+        });
+        Ok(())
+    })
+}
+
+/// Dumps the IPv4 and IPv6 TCP sockets in `states`, with `extensions`,
+/// handing each answer's payload to `f`.
+fn dump(
+    states: StateFlags,
+    extensions: ExtensionFlags,
+    mut f: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
     socket.bind_auto()?;
     socket.connect(&NlAddr::new(0, 0))?;
@@ -77,13 +130,19 @@ pub fn for_each(which: Dump, mut f: impl FnMut(DiagSocket)) -> io::Result<()> {
         (AF_INET, SocketId::new_v4()),
         (AF_INET6, SocketId::new_v6()),
     ] {
-        request(&socket, family, states.clone(), id)?;
+        request(&socket, family, states.clone(), extensions.clone(), id)?;
         receive(&socket, &mut f)?;
     }
     Ok(())
 }
 
-fn request(socket: &Socket, family: u8, states: StateFlags, id: SocketId) -> io::Result<()> {
+fn request(
+    socket: &Socket,
+    family: u8,
+    states: StateFlags,
+    extensions: ExtensionFlags,
+    id: SocketId,
+) -> io::Result<()> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     let mut packet = NetlinkMessage::new(
@@ -91,7 +150,7 @@ fn request(socket: &Socket, family: u8, states: StateFlags, id: SocketId) -> io:
         SockDiagMessage::InetRequest(InetRequest {
             family,
             protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::empty(),
+            extensions,
             states,
             socket_id: id,
         })
@@ -104,17 +163,15 @@ fn request(socket: &Socket, family: u8, states: StateFlags, id: SocketId) -> io:
     Ok(())
 }
 
-/// Reads the dump's answers until it is done. Only each answer's fixed
-/// header is parsed, not its attributes: a host with 500,000 sockets
-/// sends as many.
-fn receive(socket: &Socket, f: &mut impl FnMut(DiagSocket)) -> io::Result<()> {
+/// Reads the dump's answers until it is done, handing each one's payload
+/// to `f`.
+fn receive(socket: &Socket, f: &mut impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let size = socket.recv(&mut &mut buf[..], 0)?;
         let mut offset = 0;
         while offset < size {
-            let message = NetlinkBuffer::new_checked(&buf[offset..size])
-                .map_err(|e| io::Error::other(format!("sock_diag: {e}")))?;
+            let message = NetlinkBuffer::new_checked(&buf[offset..size]).map_err(invalid)?;
             let len = message.length() as usize;
             match message.message_type() {
                 NLMSG_DONE => return Ok(()),
@@ -126,20 +183,7 @@ fn receive(socket: &Socket, f: &mut impl FnMut(DiagSocket)) -> io::Result<()> {
                         Err(e) => format!("sock_diag: {e}"),
                     }));
                 }
-                SOCK_DIAG_BY_FAMILY => {
-                    let h = InetResponseHeader::parse(message.payload())
-                        .map_err(|e| io::Error::other(format!("sock_diag: {e}")))?;
-                    let id = &h.socket_id;
-                    f(DiagSocket {
-                        sock: SockId(cookie(&id.cookie)),
-                        state: TcpState::from_raw(h.state),
-                        local: SocketAddr::new(id.source_address, id.source_port),
-                        remote: SocketAddr::new(id.destination_address, id.destination_port),
-                        uid: h.uid,
-                        inode: h.inode,
-                        expires_ms: expires_ms(message.payload()),
-                    });
-                }
+                SOCK_DIAG_BY_FAMILY => f(message.payload())?,
                 _ => {}
             }
             if len == 0 {
@@ -148,6 +192,26 @@ fn receive(socket: &Socket, f: &mut impl FnMut(DiagSocket)) -> io::Result<()> {
             offset += len;
         }
     }
+}
+
+/// The socket an answer is about. Only its fixed header is parsed, not its
+/// attributes: a host with 500,000 sockets sends as many.
+fn diag_socket(payload: &[u8]) -> io::Result<DiagSocket> {
+    let h = InetResponseHeader::parse(payload).map_err(invalid)?;
+    let id = &h.socket_id;
+    Ok(DiagSocket {
+        sock: SockId(cookie(&id.cookie)),
+        state: TcpState::from_raw(h.state),
+        local: SocketAddr::new(id.source_address, id.source_port),
+        remote: SocketAddr::new(id.destination_address, id.destination_port),
+        uid: h.uid,
+        inode: h.inode,
+        expires_ms: expires_ms(payload),
+    })
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("sock_diag: {e}"))
 }
 
 /// `idiag_expires` of an `inet_diag_msg`: netlink-packet-sock-diag keeps

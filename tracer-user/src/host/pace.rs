@@ -55,6 +55,11 @@ impl Pace {
         self.period
     }
 
+    /// The period asked for, the shortest.
+    pub fn asked(&self) -> Duration {
+        self.asked
+    }
+
     /// Runs one poll `f`, measuring the CPU time it takes (the kernel's
     /// walk runs in our thread, in its `recvmsg`); true with it if the
     /// period changed.

@@ -51,6 +51,9 @@ pub struct Metrics {
     evictions: Counter,
     listeners_open: GaugeU64,
     short_lived_listeners: Counter,
+    listen_drops: Family<PortLabel, Counter>,
+    /// The listeners' local ports seen dropping.
+    listen_ports: FirstPorts,
 }
 
 /// One row of the TIME_WAIT analysis: a local port (or `client` for
@@ -164,6 +167,8 @@ impl Metrics {
             evictions: Counter::default(),
             listeners_open: GaugeU64::default(),
             short_lived_listeners: Counter::default(),
+            listen_drops: Family::default(),
+            listen_ports: FirstPorts::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -247,7 +252,24 @@ impl Metrics {
             "Listening sockets closed soon after they started listening",
             m.short_lived_listeners.clone(),
         );
+        r.register(
+            "listen_drops",
+            format!(
+                "SYNs and connections listeners dropped because their accept queue was \
+                 full (`listeners` mode, sampled each interval), by local port (the first \
+                 {TOP_PORTS} seen, then `other`)"
+            ),
+            m.listen_drops.clone(),
+        );
         m
+    }
+
+    /// Counts `n` SYNs or connections a listener on local `port` dropped.
+    pub fn listen_drops(&self, port: u16, n: u64) {
+        let local_port = self.listen_ports.label(port);
+        self.listen_drops
+            .get_or_create(&PortLabel { local_port })
+            .inc_by(n);
     }
 
     /// Counts one pipeline record. A connection that enters TIME_WAIT is

@@ -10,7 +10,7 @@ use super::{
     text::owner_columns,
 };
 use crate::{
-    analysis::listeners::{Listeners, Note, What},
+    analysis::listeners::{Listeners, Note, QueueSample, What},
     clock::{Clock, Style, TimeFormatter},
     escape::escaped,
     track::Record,
@@ -26,7 +26,7 @@ pub struct ListenersView {
 
 const NOTE_COLUMNS: &str =
     "TIME            PID     COMM            PROTO KIND   ADDRESS                  EVENT";
-const TABLE_COLUMNS: &str = "PROTO PORT  KIND   COMM            PIDS  CYCLES  SHORT  OPEN  FAILED  MIN        MEDIAN     MAX";
+const TABLE_COLUMNS: &str = "PROTO PORT  KIND   COMM            PIDS  CYCLES  SHORT  OPEN  FAILED  QUEUE      DROPS    MIN        MEDIAN     MAX";
 
 impl ListenersView {
     pub fn new(clock: Clock, analysis: Listeners, json: bool, palette: Palette) -> ListenersView {
@@ -77,6 +77,18 @@ impl ListenersView {
                 );
                 self.palette.end(out);
             }
+            What::Dropped {
+                dropped,
+                depth,
+                backlog,
+            } => {
+                self.palette.start(Hue::Failure, out);
+                let _ = write!(
+                    out,
+                    "dropped {dropped}: accept queue full ({depth} waiting, backlog {backlog})"
+                );
+                self.palette.end(out);
+            }
         }
         out.push('\n');
     }
@@ -90,6 +102,7 @@ impl ListenersView {
             What::Opened { .. } => "open",
             What::Closed { .. } => "close",
             What::BindFailed { .. } => "bind_failed",
+            What::Dropped { .. } => "drops",
         };
         o.name("event", event);
         common(&mut o, &n.owner, n.proto, &n.addr, n.netns, Some(n.sock));
@@ -109,6 +122,15 @@ impl ListenersView {
                 .bool("short", short);
             }
             What::BindFailed { errno: e } => errno(&mut o, e),
+            What::Dropped {
+                dropped,
+                depth,
+                backlog,
+            } => {
+                o.uint("dropped", dropped)
+                    .uint("queue", depth.into())
+                    .uint("backlog", backlog.into());
+            }
         }
         o.end();
     }
@@ -139,7 +161,14 @@ impl ListenersView {
                     .uint("cycles", row.cycles)
                     .uint("short", row.short)
                     .uint("open", row.open)
-                    .uint("failed_binds", row.failed_binds);
+                    .uint("failed_binds", row.failed_binds)
+                    .opt("queue", row.queue, |o, k, (depth, _)| {
+                        o.uint(k, depth.into());
+                    })
+                    .opt("backlog", row.queue, |o, k, (_, backlog)| {
+                        o.uint(k, backlog.into());
+                    })
+                    .uint("drops", row.drops);
                 let times = row.lifetimes();
                 for (i, key) in ["min_ms", "median_ms", "max_ms"].into_iter().enumerate() {
                     o.opt(key, times, |o, k, t| {
@@ -156,7 +185,7 @@ impl ListenersView {
         for (key, row) in self.analysis.rows() {
             let _ = write!(
                 out,
-                "{:<5} {:<5} {:<6} {:<15} {:<5} {:<7} {:<6} {:<5} {:<7} ",
+                "{:<5} {:<5} {:<6} {:<15} {:<5} {:<7} {:<6} {:<5} {:<7} {:<10} {:<8} ",
                 key.proto,
                 key.port,
                 key.kind.name(),
@@ -165,7 +194,10 @@ impl ListenersView {
                 row.cycles,
                 row.short,
                 row.open,
-                row.failed_binds
+                row.failed_binds,
+                row.queue
+                    .map_or("-".into(), |(depth, backlog)| format!("{depth}/{backlog}")),
+                row.drops
             );
             match row.lifetimes() {
                 Some((min, median, max)) => {
@@ -209,6 +241,22 @@ impl Render for ListenersView {
 
     fn finish(&mut self, now_ns: u64, out: &mut String) {
         self.table(now_ns, out);
+    }
+
+    fn samples_queues(&self) -> bool {
+        true
+    }
+
+    fn queues(&mut self, now_ns: u64, samples: &[QueueSample], out: &mut String) -> Vec<Note> {
+        let notes = self.analysis.queues(now_ns, samples);
+        for note in &notes {
+            if self.json {
+                self.json_note(note, out);
+            } else {
+                self.text_note(note, out);
+            }
+        }
+        notes
     }
 }
 

@@ -23,7 +23,10 @@ pub use timewait::TimewaitView;
 
 use std::task::{Context, Poll};
 
-use crate::track::Record;
+use crate::{
+    analysis::listeners::{Note, QueueSample},
+    track::Record,
+};
 
 /// The version of the JSON lines' contract, `docs/socktrace.schema.json`
 /// (its `$id` ends in it), which `record`'s header carries as `schema`.
@@ -40,6 +43,16 @@ pub trait Render {
     fn tick(&mut self, _now_ns: u64, _out: &mut String) {}
     /// At the end: appends the final report, if this view has one.
     fn finish(&mut self, _now_ns: u64, _out: &mut String) {}
+    /// Whether this view shows listeners' accept queues: then they are
+    /// sampled before each `tick` and `finish`, and handed to `queues`.
+    fn samples_queues(&self) -> bool {
+        false
+    }
+    /// Takes a sample of every listener's accept queue at `now_ns`;
+    /// appends what to say of those that dropped, and returns it.
+    fn queues(&mut self, _now_ns: u64, _samples: &[QueueSample], _out: &mut String) -> Vec<Note> {
+        Vec::new()
+    }
     /// A view with a user (`top`) reads their input here: the loop polls
     /// it while it waits. Ready when the user asked to stop, or the
     /// terminal failed.

@@ -23,7 +23,7 @@ const APPLETS: [&str; 17] = [
 /// Host tools the tests run (they need more than busybox's versions).
 /// dash is the shell: busybox's runs its own applets before PATH, so a
 /// test's `sh -c 'unshare --cgroup ...'` would get busybox's unshare.
-const TOOLS: [&str; 5] = ["ip", "ss", "unshare", "setpriv", "dash"];
+const TOOLS: [&str; 6] = ["ip", "ss", "unshare", "nsenter", "setpriv", "dash"];
 
 /// How many times a host's patience the tests give a guest (qemu's TCG:
 /// socktrace attaches in 3-9 s there, 0.2 s on the host).

@@ -1,5 +1,8 @@
 use super::*;
-use crate::event::{Comm, OwnerSource};
+use crate::{
+    event::{Comm, OwnerSource},
+    track::Known,
+};
 
 const MS: u64 = 1_000_000;
 
@@ -173,4 +176,54 @@ fn a_tcp_bind_then_listen_is_one_listener() {
             short: true
         }
     );
+}
+
+#[test]
+fn a_listeners_drops_are_news_from_its_first_sample_on() {
+    let mut l = Listeners::new(1000 * MS);
+    // Seen to start: all it drops is news. Found at start: only what it
+    // drops after its first sample.
+    l.observe(&state(0, 1, TcpState::Close, TcpState::Listen));
+    l.observe(&listen(1, 1));
+    let old = Known {
+        sock: SockId(2),
+        netns: 1,
+        state: TcpState::Listen,
+        local: "0.0.0.0:9090".parse().unwrap(),
+        remote: "0.0.0.0:0".parse().unwrap(),
+        owner: Owner::UNKNOWN,
+    };
+    l.observe(&Record::Existing(old, 0));
+    let sample = |sock, depth, drops| QueueSample {
+        sock: SockId(sock),
+        depth,
+        backlog: 1,
+        drops,
+    };
+    let notes = l.queues(
+        10 * MS,
+        &[sample(1, 2, 3), sample(2, 0, 40), sample(9, 0, 5)],
+    );
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(
+        (notes[0].sock, notes[0].owner.pid, notes[0].what),
+        (
+            SockId(1),
+            7,
+            What::Dropped {
+                dropped: 3,
+                depth: 2,
+                backlog: 1
+            }
+        )
+    );
+    assert!(
+        l.queues(20 * MS, &[sample(1, 2, 3), sample(2, 0, 40)])
+            .is_empty()
+    );
+    let notes = l.queues(30 * MS, &[sample(1, 1, 3), sample(2, 1, 45)]);
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].sock, SockId(2));
+    let rows: Vec<_> = l.rows().map(|(k, r)| (k.port, r.drops, r.queue)).collect();
+    assert_eq!(rows, [(8080, 3, Some((1, 1))), (9090, 5, Some((1, 1)))]);
 }

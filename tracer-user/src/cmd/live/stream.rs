@@ -11,7 +11,10 @@ use tokio::time::{Interval, MissedTickBehavior, interval};
 
 use super::{DRAIN_EVERY, Session, Stop};
 use crate::{
-    analysis::{listeners::Listeners, stuck::Stuck},
+    analysis::{
+        listeners::{Listeners, QueueSample, What},
+        stuck::Stuck,
+    },
     cli::Common,
     clock::{self, Clock},
     event::SockId,
@@ -325,6 +328,7 @@ impl Run {
                 }
                 _ = ticks.report.tick() => {
                     self.drain();
+                    self.sample_queues(clock.mono_now())?;
                     self.render.tick(clock.mono_now(), &mut self.out.buf);
                 }
                 _ = ticks.tw.tick() => {
@@ -343,6 +347,33 @@ impl Run {
             crate::stderr::flush();
             if self.out.closed {
                 break; // stdout closed (`| head`) or failed: stop.
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the view that shows them a sample of every listener's accept
+    /// queue (sock_diag), and the exporter what they dropped.
+    fn sample_queues(&mut self, now: u64) -> anyhow::Result<()> {
+        if !self.render.samples_queues() {
+            return Ok(());
+        }
+        let mut samples = Vec::new();
+        host::diag::queues(|q| {
+            samples.push(QueueSample {
+                sock: q.sock,
+                depth: q.depth,
+                backlog: q.backlog,
+                drops: q.drops,
+            });
+        })
+        .context("sock_diag dump of listeners")?;
+        let notes = self.render.queues(now, &samples, &mut self.out.buf);
+        if let Some(metrics) = &self.session.metrics {
+            for note in &notes {
+                if let What::Dropped { dropped, .. } = note.what {
+                    metrics.listen_drops(note.addr.port(), dropped);
+                }
             }
         }
         Ok(())
@@ -376,6 +407,7 @@ impl Run {
         last.recursion_misses = misses;
         self.report_losses(last);
         let clock = self.session.clock;
+        self.sample_queues(clock.mono_now())?;
         self.render.finish(clock.mono_now(), &mut self.out.buf);
         self.out.flush();
         self.session.stop_serving();
