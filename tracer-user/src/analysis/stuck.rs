@@ -12,8 +12,9 @@ use crate::{
     track::Record,
 };
 
-/// Whether a connection in `state` is one we watch.
-fn watched(state: TcpState) -> bool {
+/// Whether a connection in `state` may be stuck there: one it should pass
+/// through.
+pub fn may_stick(state: TcpState) -> bool {
     matches!(
         state,
         TcpState::CloseWait | TcpState::FinWait2 | TcpState::SynSent
@@ -72,7 +73,7 @@ impl Stuck {
 
     pub fn observe(&mut self, record: &Record) {
         match record {
-            Record::Existing(k, at) if watched(k.state) => {
+            Record::Existing(k, at) if may_stick(k.state) => {
                 self.waiting.insert(
                     k.sock,
                     Waiting {
@@ -96,7 +97,7 @@ impl Stuck {
                 else {
                     return;
                 };
-                if watched(*new) {
+                if may_stick(*new) {
                     let waiting = Waiting {
                         state: *new,
                         since_ns: e.mono_ns,
