@@ -201,10 +201,10 @@ fn try_inet_sock_set_state(sk: *mut c_void, old: u8, new: u8, depth: u32) -> Res
             tally_close(rec, &seen, old);
         }
     }
-    if wants.stream && (new == TCP_ESTABLISHED || (new == TCP_CLOSE && old != TCP_LISTEN)) {
-        tcp_stats(rec, base);
-    }
     if wants.stream {
+        if new == TCP_ESTABLISHED || (new == TCP_CLOSE && old != TCP_LISTEN) {
+            tcp_stats(rec, base);
+        }
         report(sk, rec, storage, old, new);
     }
     Ok(())

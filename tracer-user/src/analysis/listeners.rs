@@ -72,8 +72,10 @@ pub enum What {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueSample {
     pub sock: SockId,
-    /// Connections waiting to be accepted, and the most that may.
+    /// Connections waiting to be accepted.
     pub depth: u32,
+    /// The most that may wait: the listen() backlog, as the kernel capped
+    /// it.
     pub backlog: u32,
     /// SYNs and connections dropped since the socket was made.
     pub drops: u32,
@@ -367,14 +369,10 @@ impl Listeners {
             };
             let before = open.drops.replace(sample.drops).unwrap_or(sample.drops);
             let dropped = u64::from(sample.drops.saturating_sub(before));
-            let open = open.clone();
             let key = row_key(open.proto, open.addr.port(), open.kind, &open.owner);
-            let queue = fullest.entry(key).or_insert((0, sample.backlog));
-            if sample.depth >= queue.0 {
-                *queue = (sample.depth, sample.backlog);
-            }
             if dropped > 0 {
-                self.row(&open).drops += dropped;
+                // The listener's row exists: it was made with the listener.
+                self.rows.entry(key.clone()).or_default().drops += dropped;
                 notes.push(Note {
                     at_ns: now_ns,
                     what: What::Dropped {
@@ -385,10 +383,14 @@ impl Listeners {
                     kind: open.kind,
                     proto: open.proto,
                     addr: open.addr,
-                    owner: open.owner,
+                    owner: open.owner.clone(),
                     sock: sample.sock,
                     netns: open.netns,
                 });
+            }
+            let queue = fullest.entry(key).or_insert((0, sample.backlog));
+            if sample.depth >= queue.0 {
+                *queue = (sample.depth, sample.backlog);
             }
         }
         for (key, row) in &mut self.rows {

@@ -15,7 +15,10 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_SOCK_DIAG};
 
-use crate::event::{SockId, TcpState};
+use crate::{
+    analysis::listeners::QueueSample,
+    event::{SockId, TcpState},
+};
 
 /// One TCP socket as sock_diag reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,35 +82,19 @@ pub fn for_each(which: Dump, mut f: impl FnMut(DiagSocket)) -> io::Result<()> {
     })
 }
 
-/// A listener's accept queue, as `ss -ltm` shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Queue {
-    pub sock: SockId,
-    pub local: SocketAddr,
-    /// Connections waiting to be accepted (`ss`'s Recv-Q).
-    pub depth: u32,
-    /// The most that may wait: the listen() backlog, as the kernel
-    /// capped it (`ss`'s Send-Q).
-    pub backlog: u32,
-    /// SYNs and connections the listener dropped since it was made
-    /// (`sk_drops`, `ss -m`'s `d`): its queue was full, nearly always.
-    pub drops: u32,
-}
-
-/// Hands every TCP listener of this network namespace's accept queue to
-/// `f`. Listeners are few and the kernel walks its listening table only:
-/// their answers are parsed in full.
-pub fn queues(mut f: impl FnMut(Queue)) -> io::Result<()> {
+/// Hands a sample of every TCP listener's accept queue in this network
+/// namespace to `f`. Listeners are few and the kernel walks its listening
+/// table only: their answers are parsed in full.
+pub fn queues(mut f: impl FnMut(QueueSample)) -> io::Result<()> {
     dump(StateFlags::LISTEN, ExtensionFlags::SKMEMINFO, |payload| {
         let response = InetResponse::parse(payload).map_err(invalid)?;
-        let s = diag_socket(payload)?;
         let drops = response.nlas.iter().find_map(|nla| match nla {
             Nla::MemInfo(m) => Some(m.drops),
             _ => None,
         });
-        f(Queue {
-            sock: s.sock,
-            local: s.local,
+        f(QueueSample {
+            sock: SockId(cookie(&response.header.socket_id.cookie)),
+            // `ss`'s Recv-Q and Send-Q; `sk_drops` is `ss -m`'s `d`.
             depth: response.header.recv_queue,
             backlog: response.header.send_queue,
             drops: drops.unwrap_or(0),

@@ -325,15 +325,11 @@ impl Metrics {
     /// A finished connection's handshake time and retransmits, by its
     /// service.
     fn handshake_and_retransmits(&self, close: &Close) {
-        let side = match close.opener {
-            Opener::Active => "client",
-            Opener::Passive => "server",
+        let (side, port) = match close.opener {
+            Opener::Active => ("client", close.remote.port()),
+            Opener::Passive => ("server", close.local.port()),
             // Its side is unknown: it predates us (and so its handshake).
             Opener::Listener | Opener::Unknown => return,
-        };
-        let port = match close.opener {
-            Opener::Passive => close.local.port(),
-            _ => close.remote.port(),
         };
         let labels = ServiceLabel {
             side,

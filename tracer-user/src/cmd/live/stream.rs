@@ -12,7 +12,7 @@ use tokio::time::{Interval, MissedTickBehavior, interval};
 use super::{DRAIN_EVERY, Session, Stop};
 use crate::{
     analysis::{
-        listeners::{Listeners, QueueSample, What},
+        listeners::{Listeners, What},
         stuck::Stuck,
     },
     cli::Common,
@@ -359,15 +359,7 @@ impl Run {
             return Ok(());
         }
         let mut samples = Vec::new();
-        host::diag::queues(|q| {
-            samples.push(QueueSample {
-                sock: q.sock,
-                depth: q.depth,
-                backlog: q.backlog,
-                drops: q.drops,
-            });
-        })
-        .context("sock_diag dump of listeners")?;
+        host::diag::queues(|q| samples.push(q)).context("sock_diag dump of listeners")?;
         let notes = self.render.queues(now, &samples, &mut self.out.buf);
         if let Some(metrics) = &self.session.metrics {
             for note in &notes {
