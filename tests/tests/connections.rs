@@ -307,3 +307,95 @@ fn a_full_accept_queues_drops_are_its_listeners() {
         "{row}"
     );
 }
+
+/// Two aborts on loopback, made here: a server that closes with data
+/// unread (`tcp_abort_on_close`), and a client that closes with `SO_LINGER`
+/// 0 (`tcp_disconnect` resets a connection in a state that needs it:
+/// `tcp_state`). Each sends its RST just after its transition to CLOSE;
+/// its close record says it reset, and why in the kernel's words where the
+/// kernel says (Linux 6.10+). Each peer's record says it received one, with
+/// no reason (a RST carries none).
+#[test]
+fn a_reset_sent_says_the_kernels_reason() {
+    use std::{
+        io::{Read as _, Write as _},
+        net::{TcpListener, TcpStream},
+    };
+    require_root();
+    let mut tracer = Tracer::start(&[]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = u64::from(listener.local_addr().unwrap().port());
+    let connect = || {
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let sport = u64::from(client.local_addr().unwrap().port());
+        (client, server, sport)
+    };
+    // The server closes with the client's bytes unread.
+    let (mut unread_client, unread_server, unread_sport) = connect();
+    unread_client.write_all(b"never read").unwrap();
+    let mut peek = [0u8; 10];
+    assert_eq!(unread_server.peek(&mut peek).unwrap(), 10, "arrived");
+    drop(unread_server);
+    assert!(unread_client.read(&mut peek).is_err(), "reset");
+    // The client closes at once: linger on, for 0 s.
+    let (linger_client, mut linger_server, linger_sport) = connect();
+    socket2::SockRef::from(&linger_client)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(linger_client);
+    assert!(linger_server.read(&mut peek).is_err(), "reset");
+    let pid = u64::from(std::process::id());
+    let ours = [unread_sport, linger_sport].map(Value::from);
+    let events = tracer.wait_for("four ends", |ev| {
+        of_type(ev, "close")
+            .filter(|e| e["pid"] == pid)
+            .filter(|e| ours.contains(&e["sport"]) || ours.contains(&e["dport"]))
+            .count()
+            == 4
+    });
+    let reasons = !kernel_lacks("reset_reason");
+    let said = |why: &str| {
+        if reasons {
+            Value::from(why)
+        } else {
+            Value::Null
+        }
+    };
+    let cases = [
+        (
+            close_by_ports(events, port, unread_sport),
+            "local",
+            said("tcp_abort_on_close"),
+        ),
+        (
+            close_by_ports(events, unread_sport, port),
+            "remote",
+            Value::Null,
+        ),
+        (
+            close_by_ports(events, linger_sport, port),
+            "local",
+            said("tcp_state"),
+        ),
+        (
+            close_by_ports(events, port, linger_sport),
+            "remote",
+            Value::Null,
+        ),
+    ];
+    for (close, by, why) in cases {
+        assert_eq!(
+            (&close["reset_by"], &close["reset_reason"]),
+            (&Value::from(by), &why),
+            "{close}"
+        );
+    }
+    let done = tracer.stop();
+    assert_eq!(
+        degraded_beyond_the_kernel(&done.stderr),
+        Vec::<&str>::new(),
+        "{}",
+        done.stderr
+    );
+}

@@ -1,7 +1,7 @@
 //! Record kinds: `Header::kind` says which record follows the header.
 use core::mem::size_of;
 
-use crate::{BindRecord, ListenRecord, ReleaseRecord, StateRecord, TallyRecord};
+use crate::{BindRecord, ListenRecord, ReleaseRecord, ResetRecord, StateRecord, TallyRecord};
 
 /// Every kind of ring record. The kernel writes the `KIND_*` numbers;
 /// userspace turns them into this with [`RecordKind::from_raw`] (or
@@ -20,6 +20,8 @@ pub enum RecordKind {
     Release = 4,
     /// A [`TallyRecord`].
     Tally = 5,
+    /// A [`ResetRecord`].
+    Reset = 6,
 }
 
 /// `Header::kind` of a [`StateRecord`].
@@ -32,15 +34,18 @@ pub const KIND_LISTEN: u32 = RecordKind::Listen as u32;
 pub const KIND_RELEASE: u32 = RecordKind::Release as u32;
 /// `Header::kind` of a [`TallyRecord`].
 pub const KIND_TALLY: u32 = RecordKind::Tally as u32;
+/// `Header::kind` of a [`ResetRecord`].
+pub const KIND_RESET: u32 = RecordKind::Reset as u32;
 
 impl RecordKind {
     /// Every kind, in `KIND_*` order.
-    pub const ALL: [RecordKind; 5] = [
+    pub const ALL: [RecordKind; 6] = [
         RecordKind::State,
         RecordKind::Bind,
         RecordKind::Listen,
         RecordKind::Release,
         RecordKind::Tally,
+        RecordKind::Reset,
     ];
 
     /// The kind `Header::kind` names, `None` for a number no kind has.
@@ -51,6 +56,7 @@ impl RecordKind {
             KIND_LISTEN => Some(RecordKind::Listen),
             KIND_RELEASE => Some(RecordKind::Release),
             KIND_TALLY => Some(RecordKind::Tally),
+            KIND_RESET => Some(RecordKind::Reset),
             _ => None,
         }
     }
@@ -69,6 +75,7 @@ impl RecordKind {
             RecordKind::Listen => size_of::<ListenRecord>(),
             RecordKind::Release => size_of::<ReleaseRecord>(),
             RecordKind::Tally => size_of::<TallyRecord>(),
+            RecordKind::Reset => size_of::<ResetRecord>(),
         }
     }
 }

@@ -7,8 +7,8 @@
 use core::mem::{offset_of, size_of};
 
 use crate::{
-    BindRecord, Header, ListenRecord, Owner, ReleaseRecord, SocketFile, StateRecord, Tally,
-    TallyKey, TallyRecord,
+    BindRecord, Header, ListenRecord, Owner, ReleaseRecord, ResetRecord, SocketFile, StateRecord,
+    Tally, TallyKey, TallyRecord,
 };
 
 const _: () = {
@@ -46,6 +46,14 @@ const _: () = {
     assert!(offset_of!(StateRecord, total_retrans) == 136);
     assert!(offset_of!(StateRecord, srtt_us) == 140);
     assert!(offset_of!(StateRecord, rttvar_us) == 144);
+};
+
+const _: () = {
+    assert!(size_of::<ResetRecord>() == 32);
+    assert!(offset_of!(ResetRecord, header) == 0);
+    assert!(offset_of!(ResetRecord, cookie) == 16);
+    assert!(offset_of!(ResetRecord, reason) == 24);
+    assert!(offset_of!(ResetRecord, state) == 28);
 };
 
 const _: () = {

@@ -184,6 +184,23 @@ pub struct ReleaseRecord {
     pub _pad2: u16,
 }
 
+/// A RST a followed TCP socket sent, and the kernel's reason for it
+/// (`tcp:tcp_send_reset` where it has `enum sk_rst_reason`, Linux 6.10+).
+/// Most come just after the socket's transition to CLOSE (a close with
+/// unread data, or with `SO_LINGER` 0): userspace joins the two.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResetRecord {
+    pub header: Header,
+    pub cookie: u64,
+    /// The kernel's `enum sk_rst_reason` value; userspace names it from
+    /// the running kernel's BTF.
+    pub reason: u32,
+    /// The socket's state as it sent the RST.
+    pub state: u8,
+    pub _pad: [u8; 3],
+}
+
 /// `TallyKey::role`: which end of the connection this socket was.
 /// It connected (CLOSE -> SYN_SENT).
 pub const ROLE_CLIENT: u8 = 1;

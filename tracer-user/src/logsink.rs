@@ -145,7 +145,13 @@ fn close(c: &Close) -> Entry {
         (None, Some(side)) => {
             level = Level::Warning;
             fields.push(("reset_by", side.name().to_string()));
-            format!("reset by the {} side", side.name())
+            match c.reset_reason.as_deref() {
+                Some(why) => {
+                    fields.push(("reset_reason", why.to_string()));
+                    format!("reset by the {} side ({})", side.name(), escape(why))
+                }
+                None => format!("reset by the {} side", side.name()),
+            }
         }
         (None, None) if c.time_wait => "closed, TIME_WAIT here".into(),
         (None, None) => "closed".into(),

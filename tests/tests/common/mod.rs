@@ -48,7 +48,7 @@ pub fn patience() -> Duration {
 
 /// What socktrace says it loses on each kernel feature it may lack, by the
 /// names the kernel matrix gives them: the start of its `degraded:` line.
-const KERNEL_DEGRADED: [(&str, &str); 5] = [
+const KERNEL_DEGRADED: [(&str, &str); 6] = [
     (
         "cookie",
         "socket ids are read from the socket, not assigned",
@@ -60,6 +60,7 @@ const KERNEL_DEGRADED: [(&str, &str); 5] = [
         "recursion_misses",
         "runs of our programs the kernel skipped",
     ),
+    ("reset_reason", "resets sent carry no reason"),
 ];
 
 /// What the kernel under test lacks: `SOCKTRACE_TEST_KERNEL_LACKS`, names

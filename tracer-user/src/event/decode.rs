@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use thiserror::Error;
 use tracer_common::{
     AF_INET, AF_INET6, BindRecord, Header, ListenRecord, OWNER_INHERITED, OWNER_SYSCALL,
-    RecordKind, ReleaseRecord, SOCK_PEER_FIN, SOCK_RST_RECEIVED, SOCK_RST_SENT, SOCK_TCP_STATS,
-    SOCK_TW_FULL, StateRecord,
+    RecordKind, ReleaseRecord, ResetRecord, SOCK_PEER_FIN, SOCK_RST_RECEIVED, SOCK_RST_SENT,
+    SOCK_TCP_STATS, SOCK_TW_FULL, StateRecord,
 };
 
 use super::{
@@ -45,18 +45,38 @@ pub fn kind_of(bytes: &[u8]) -> Result<(Header, RecordKind), DecodeError> {
     Ok((header, kind))
 }
 
-/// Turns raw ring records into [`Event`]s.
-pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+/// What a ring record says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    Event(Event),
+    /// Why a followed socket sent a RST: the kernel's `enum sk_rst_reason`
+    /// value (named from its BTF by the tracker).
+    Reset {
+        sock: SockId,
+        code: u32,
+    },
+}
+
+/// Turns raw ring records into [`Event`]s and resets.
+pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     let (header, kind) = kind_of(bytes)?;
     let short = || DecodeError::Short(bytes.len());
     let ts = header.ts_ns;
-    match kind {
+    let event = match kind {
         RecordKind::State => state(ts, &read(bytes).ok_or_else(short)?),
         RecordKind::Bind => bind(ts, &read(bytes).ok_or_else(short)?),
         RecordKind::Listen => listen(ts, &read(bytes).ok_or_else(short)?),
         RecordKind::Release => release(ts, &read(bytes).ok_or_else(short)?),
         RecordKind::Tally => Err(DecodeError::NotAnEvent(header.kind)),
-    }
+        RecordKind::Reset => {
+            let r: ResetRecord = read(bytes).ok_or_else(short)?;
+            return Ok(Decoded::Reset {
+                sock: SockId(r.cookie),
+                code: r.reason,
+            });
+        }
+    };
+    event.map(Decoded::Event)
 }
 
 fn state(mono_ns: u64, r: &StateRecord) -> Result<Event, DecodeError> {

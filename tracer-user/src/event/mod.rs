@@ -14,7 +14,7 @@ use tracer_common::{
 };
 
 pub use self::{
-    decode::{DecodeError, decode, kind_of, read},
+    decode::{DecodeError, Decoded, decode, kind_of, read},
     kinds::{Errno, Proto, SockId, TcpState},
     owner::{Cgroup, Comm, Owner, OwnerSource},
 };

@@ -78,6 +78,7 @@ pub(super) struct Line<'a> {
     opened: Option<&'a str>,
     closed_first: Option<&'a str>,
     reset_by: Option<&'a str>,
+    reset_reason: Option<&'a str>,
     failure: Option<FailureLine<'a>>,
     time_wait: Option<bool>,
     duration_ms: Option<f64>,
@@ -209,6 +210,7 @@ impl Line<'_> {
             )?,
             closed_first: opt_named("closed_first", self.closed_first, SIDES, Side::name)?,
             reset_by: opt_named("reset_by", self.reset_by, SIDES, Side::name)?,
+            reset_reason: self.reset_reason.map(reset_reason).transpose()?,
             failure: self.failure.as_ref().map(failure).transpose()?,
             duration_ns: ns("duration_ms", need(self.duration_ms, "duration_ms")?)?,
             spent,
@@ -319,6 +321,15 @@ const TW_ENDS: &[TwEnd] = &[TwEnd::Observed, TwEnd::Timeout];
 
 fn need<T>(value: Option<T>, field: &'static str) -> Result<T, LineError> {
     value.ok_or(LineError::Missing(field))
+}
+
+/// A RST's reason: a kernel enumerator's name, lowercase (`[a-z0-9_]`).
+fn reset_reason(name: &str) -> Result<Arc<str>, LineError> {
+    let fits = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+    if name.is_empty() || name.len() > 64 || !name.chars().all(fits) {
+        return Err(invalid("reset_reason", name));
+    }
+    Ok(name.into())
 }
 
 /// The value is the recording's, shown escaped.

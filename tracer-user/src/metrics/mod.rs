@@ -40,6 +40,7 @@ pub struct Metrics {
     timewait_ports: FirstPorts,
     connect_durations: Family<ServiceLabel, Histogram, fn() -> Histogram>,
     retransmits: Family<ServiceLabel, Counter>,
+    resets: Family<ResetLabel, Counter>,
     /// The services' ports seen in connections' ends.
     service_ports: FirstPorts,
     timewait_sockets: Family<RowLabel, GaugeU64>,
@@ -69,6 +70,14 @@ pub struct TimewaitRow {
 struct Transition {
     old_state: &'static str,
     new_state: &'static str,
+}
+
+/// Who sent the RST that ended a connection, and why (the kernel's reason
+/// where it gives one: a bounded set, its `enum sk_rst_reason`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResetLabel {
+    by: &'static str,
+    reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -156,6 +165,7 @@ impl Metrics {
             timewait_ports: FirstPorts::default(),
             connect_durations: Family::new_with_constructor(connect_histogram),
             retransmits: Family::default(),
+            resets: Family::default(),
             service_ports: FirstPorts::default(),
             timewait_sockets: Family::default(),
             binds: Family::default(),
@@ -226,6 +236,12 @@ impl Metrics {
                  counted at their end, by side and service port (the first {TOP_PORTS} seen, then `other`)"
             ),
             m.retransmits.clone(),
+        );
+        r.register(
+            "resets",
+            "Connections a RST ended, by the side that sent it and the kernel's reason for \
+             one sent here (`unknown` for one received, or where the kernel gives none)",
+            m.resets.clone(),
         );
         r.register(
             "ring_drops",
@@ -305,6 +321,13 @@ impl Metrics {
                     self.durations.observe(close.duration_ns as f64 / 1e9);
                 }
                 self.handshake_and_retransmits(close);
+                if let Some(side) = close.reset_by {
+                    let label = ResetLabel {
+                        by: side.name(),
+                        reason: close.reset_reason.as_deref().unwrap_or("unknown").into(),
+                    };
+                    self.resets.get_or_create(&label).inc();
+                }
             }
             Record::Existing(..) | Record::Loss(..) => {}
         }

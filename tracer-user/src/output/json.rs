@@ -168,6 +168,9 @@ impl Json {
             .opt("reset_by", c.reset_by, |o, k, side| {
                 o.name(k, side.name());
             })
+            .opt("reset_reason", c.reset_reason.as_deref(), |o, k, why| {
+                o.string(k, why);
+            })
             .opt("failure", c.failure, |o, k, f| {
                 o.object(k, |o| {
                     o.name("reason", f.reason.name());

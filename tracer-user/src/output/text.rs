@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use super::{Hue, Palette, Render};
 use crate::{
     clock::{Clock, Style, TimeFormatter},
+    escape::escape,
     event::{Detail, Event, Owner, StateInfo, TcpState},
     track::{Close, Known, Opener, Record, Side},
 };
@@ -201,7 +202,10 @@ fn end_words(c: &Close) -> String {
         };
     }
     match (c.reset_by, c.time_wait, c.closed_first) {
-        (Some(Side::Local), ..) => "reset sent".into(),
+        (Some(Side::Local), ..) => match c.reset_reason.as_deref() {
+            Some(why) => format!("reset sent ({})", escape(why)),
+            None => "reset sent".into(),
+        },
         (Some(Side::Remote), ..) => "reset received".into(),
         (None, true, _) => "time-wait".into(),
         (None, false, Some(Side::Local)) => "closed".into(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use self::snapshot::Pending;
 use crate::{
-    event::{self, Event, SockId, TcpState},
+    event::{self, Decoded, Event, SockId, TcpState},
     filter::Filter,
     host::Cgroups,
     logsink::{self, Sink},
@@ -123,7 +123,11 @@ impl Pipeline {
     /// One raw ring record, through every stage.
     pub fn record(&mut self, bytes: &[u8], render: &mut dyn Render, out: &mut Output) {
         match event::decode(bytes) {
-            Ok(mut event) => {
+            Ok(Decoded::Reset { sock, code }) => {
+                self.tracker.reset(sock, code, &mut self.records);
+                self.emit(render, out);
+            }
+            Ok(Decoded::Event(mut event)) => {
                 if let Some(pending) = self.pending.as_mut()
                     && let Some(known) = pending.meet(&event)
                 {
@@ -197,8 +201,22 @@ impl Pipeline {
         self.tracker.forget_gone(present, now, self.netns);
     }
 
-    /// At exit: TIME_WAITs we saw begin end by expiry (computed).
+    /// The kernel's names of its reasons to reset, by value: closes that
+    /// end in a RST sent here wait for its reason (see [`crate::track::Resets`]).
+    pub fn name_resets(&mut self, names: Vec<String>) {
+        self.tracker.resets.name(names);
+    }
+
+    /// Closes whose RST's reason did not come by `now` go out without one.
+    pub fn release_resets(&mut self, now: u64, render: &mut dyn Render, out: &mut Output) {
+        self.tracker.resets.release(Some(now), &mut self.records);
+        self.emit(render, out);
+    }
+
+    /// At exit: closes still waiting for their RST's reason go out, and
+    /// TIME_WAITs we saw begin end by expiry (computed).
     pub fn finish(&mut self, render: &mut dyn Render, out: &mut Output) {
+        self.tracker.resets.release(None, &mut self.records);
         let mut ended = Vec::new();
         self.tracker.timewaits.expire_all(&mut ended);
         self.records.extend(ended.into_iter().map(Record::Event));

@@ -170,7 +170,7 @@ fn a_connection_from_connect_to_the_end_of_its_time_wait() {
     rig.pipeline.finish(&mut rig.render, &mut rig.out);
     let fields = sock("2a", 40000, 8080);
     let close = format!(
-        r#"{{"type":"close","time":"1970-01-01T00:00:00.007000000Z",{fields},"opened":"active","closed_first":"local","reset_by":null,"failure":null,"time_wait":true,"duration_ms":6.000,"state_ms":{{"SYN_SENT":1.000,"ESTABLISHED":3.000,"FIN_WAIT1":1.000,"FIN_WAIT2":1.000}},"bytes_sent":8,"bytes_received":20,"connect_ms":1.000,"syn_retransmits":null,"retransmits":null,"srtt_ms":null,"rttvar_ms":null,"predates_start":false}}"#
+        r#"{{"type":"close","time":"1970-01-01T00:00:00.007000000Z",{fields},"opened":"active","closed_first":"local","reset_by":null,"reset_reason":null,"failure":null,"time_wait":true,"duration_ms":6.000,"state_ms":{{"SYN_SENT":1.000,"ESTABLISHED":3.000,"FIN_WAIT1":1.000,"FIN_WAIT2":1.000}},"bytes_sent":8,"bytes_received":20,"connect_ms":1.000,"syn_retransmits":null,"retransmits":null,"srtt_ms":null,"rttvar_ms":null,"predates_start":false}}"#
     );
     assert_eq!(
         rig.lines(),

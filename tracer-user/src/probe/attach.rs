@@ -15,8 +15,8 @@ use tracer_common::{
 };
 
 use super::{
-    Counters, Doze, Mode, OBJECT, Options, Probe, ProbeError, STATE_CATCHER, Tallies, Tracefs,
-    TracefsError, btf, caps, cgroup, features, refusal, stats, unprivileged,
+    Counters, Doze, Mode, OBJECT, Options, Probe, ProbeError, RESET_REASON, STATE_CATCHER, Tallies,
+    Tracefs, TracefsError, btf, caps, cgroup, features, refusal, stats, unprivileged,
 };
 
 const NEEDS_SYSCALL_TPS: &str = "needs CONFIG_FTRACE_SYSCALLS";
@@ -35,7 +35,7 @@ const SYSCALL_PROGRAMS: [&str; 6] = [
 /// BTF tracepoint programs, each with its tracepoint and what is lost when
 /// it cannot attach (`None`: socktrace cannot work without it). The
 /// catcher comes after the state program: it must run second.
-const BTF_PROGRAMS: [(&str, &str, Option<&str>); 6] = [
+const BTF_PROGRAMS: [(&str, &str, Option<&str>); 7] = [
     ("inet_sock_set_state", "inet_sock_set_state", None),
     (
         STATE_CATCHER,
@@ -65,7 +65,26 @@ const BTF_PROGRAMS: [(&str, &str, Option<&str>); 6] = [
         "tcp_send_reset",
         Some("resets sent are not reported"),
     ),
+    (
+        RESET_REASON,
+        "tcp_send_reset",
+        Some("resets sent are not reported"),
+    ),
 ];
+
+/// Whether BTF program `name` is the one for this kernel, of those that
+/// share a tracepoint.
+fn fits(name: &str, reset_reasons: bool) -> bool {
+    match name {
+        "tcp_send_reset" => !reset_reasons,
+        RESET_REASON => reset_reasons,
+        _ => true,
+    }
+}
+
+/// What a kernel whose resets carry no reason costs (said in watch modes).
+const NO_RESET_REASONS: &str = "resets sent carry no reason: this kernel's tcp_send_reset \
+     tracepoint gives none (Linux 6.10+)";
 
 impl Probe {
     pub fn attach(options: &Options) -> Result<Probe, ProbeError> {
@@ -81,6 +100,7 @@ impl Probe {
             config,
             tally_ring,
             cgroup_root,
+            reset_reasons,
             mut degraded,
         } = Plan::new(options, &kernel_btf, &tracefs)?;
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
@@ -90,7 +110,13 @@ impl Probe {
         let tracepoints = BTF_PROGRAMS.map(|(_, tracepoint, _)| tracepoint);
         let stand_in = btf::stand_in(&kernel_btf, &tracepoints, &[SOCKET_FILES_TARGET]);
         let stand_in = Btf::parse(&stand_in, aya::Endianness::default())?;
-        attach_btf_programs(&mut programs, &stand_in, options, &mut degraded)?;
+        attach_btf_programs(
+            &mut programs,
+            &stand_in,
+            options,
+            reset_reasons.is_some(),
+            &mut degraded,
+        )?;
         // The state program attached first: it sees every transition since.
         let counting_since_ns = crate::clock::Clock::system().mono_now();
         attach_syscall_programs(&mut programs, options)?;
@@ -131,6 +157,7 @@ impl Probe {
             logger,
             mounted_tracefs,
             degraded,
+            reset_reasons,
             attach_time: started.elapsed(),
         })
     }
@@ -144,6 +171,8 @@ struct Plan {
     tally_ring: bool,
     /// Where the cgroup socket hooks go, in the modes that use them.
     cgroup_root: Option<PathBuf>,
+    /// See [`Probe::reset_reasons`].
+    reset_reasons: Option<Vec<String>>,
     degraded: Vec<String>,
 }
 
@@ -176,6 +205,14 @@ impl Plan {
                     .to_string(),
             );
         }
+        let reset_reasons = btf::reset_reasons(kernel_btf);
+        // Without the tracepoint, its program's failure says enough.
+        if reset_reasons.is_none()
+            && options.mode == Mode::Watch
+            && btf::trace_typedef_id(kernel_btf, "tcp_send_reset").is_some()
+        {
+            degraded.push(NO_RESET_REASONS.to_string());
+        }
         let cgroup_root = if options.mode.follows_releases() {
             cgroup::v2_root()
         } else {
@@ -200,6 +237,7 @@ impl Plan {
             config,
             tally_ring,
             cgroup_root,
+            reset_reasons,
             degraded,
         })
     }
@@ -239,9 +277,10 @@ fn attach_btf_programs(
     programs: &mut Ebpf,
     trace_btf: &Btf,
     options: &Options,
+    reset_reasons: bool,
     degraded: &mut Vec<String>,
 ) -> Result<(), ProbeError> {
-    let mut loaded = load_btf_programs(programs, trace_btf, options);
+    let mut loaded = load_btf_programs(programs, trace_btf, options, reset_reasons);
     for (name, _, lost) in BTF_PROGRAMS {
         let Some(load) = loaded.remove(name) else {
             continue; // not wanted in this mode
@@ -269,6 +308,7 @@ fn load_btf_programs(
     programs: &mut Ebpf,
     trace_btf: &Btf,
     options: &Options,
+    reset_reasons: bool,
 ) -> HashMap<&'static str, Result<(), ProgramError>> {
     std::thread::scope(|scope| {
         let loads: Vec<_> = programs
@@ -276,9 +316,7 @@ fn load_btf_programs(
             .filter_map(|(name, program)| {
                 let (name, tracepoint, _) =
                     BTF_PROGRAMS.into_iter().find(|(n, _, _)| *n == name)?;
-                options
-                    .mode
-                    .wants(name)
+                (options.mode.wants(name) && fits(name, reset_reasons))
                     .then_some((name, tracepoint, program))
             })
             .map(|(name, tracepoint, program)| {

@@ -254,6 +254,41 @@ pub fn trace_typedef_id(btf: &Btf, event: &str) -> Option<u32> {
         .find(|&id| matches!(btf.resolve_type_by_id(id), Ok(Type::Typedef(_))))
 }
 
+/// The kernel's names for why it sends a RST (`enum sk_rst_reason`), by
+/// value, where `tcp:tcp_send_reset` passes one (Linux 6.10+; a third
+/// argument after the tracepoint's own `void *`); `None` elsewhere.
+pub fn reset_reasons(btf: &Btf) -> Option<Vec<String>> {
+    let id = trace_typedef_id(btf, "tcp_send_reset")?;
+    let Type::Ptr(ptr) = strip(btf, btf.resolve_type_by_id(id).ok()?)? else {
+        return None;
+    };
+    let Type::FuncProto(proto) = btf.resolve_chained_type(&ptr).ok()? else {
+        return None;
+    };
+    if proto.parameters.len() < 4 {
+        return None;
+    }
+    let members: Vec<(u32, String)> =
+        named(btf, &["sk_rst_reason"])
+            .into_iter()
+            .find_map(|(_, ty)| match ty {
+                Type::Enum(e) => Some(
+                    e.members
+                        .iter()
+                        .filter_map(|m| Some((m.val(), btf.resolve_name(m).ok()?)))
+                        .collect(),
+                ),
+                _ => None,
+            })?;
+    let len = members.iter().map(|(v, _)| *v as usize + 1).max()?;
+    let mut names: Vec<String> = (0..len).map(|v| v.to_string()).collect();
+    for (value, name) in members {
+        let short = name.strip_prefix("SK_RST_REASON_").unwrap_or(&name);
+        names[value as usize] = short.to_ascii_lowercase();
+    }
+    Some(names)
+}
+
 /// Mapping the file and reading only the types we need takes a few ms;
 /// parsing all of it takes ~150 ms. Older kernels cannot mmap it.
 fn open() -> Result<Btf, btf_rs::Error> {

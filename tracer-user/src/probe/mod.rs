@@ -39,6 +39,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tr
 /// misses, and the catcher's own misses lose nothing the state program
 /// did not count (see `stats`).
 pub const STATE_CATCHER: &str = "inet_sock_set_state_catcher";
+/// `tcp_send_reset` where the tracepoint gives the reason: one of the two
+/// is loaded, by the tracepoint's arguments (see `btf::reset_reasons`).
+pub const RESET_REASON: &str = "tcp_send_reset_reason";
 
 #[derive(Debug, Error)]
 pub enum ProbeError {
@@ -123,6 +126,7 @@ impl Mode {
                     | "sock_recv_length"
                     | "tcp_receive_reset"
                     | "tcp_send_reset"
+                    | RESET_REASON
                     | "sys_exit_accept"
                     | "sys_exit_accept4"
             ),
@@ -134,6 +138,7 @@ impl Mode {
                     | STATE_CATCHER
                     | "tcp_receive_reset"
                     | "tcp_send_reset"
+                    | RESET_REASON
                     | "sys_exit_accept"
                     | "sys_exit_accept4"
             ),
@@ -171,6 +176,9 @@ pub struct Probe {
     pub mounted_tracefs: bool,
     /// Features this kernel or host does not give us, and what that costs.
     pub degraded: Vec<String>,
+    /// The kernel's names of its reasons to reset, by value, where its
+    /// resets carry one (`ResetRecord::reason`).
+    pub reset_reasons: Option<Vec<String>>,
     /// From the start of `attach` to the last program attached.
     pub attach_time: std::time::Duration,
 }

@@ -1,5 +1,5 @@
 //! The record of a finished connection (tcplife's line, and more).
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use crate::event::{Errno, Owner, Proto, SockId, StateInfo, TcpState, TcpStats};
 
@@ -117,6 +117,10 @@ pub struct Close {
     pub closed_first: Option<Side>,
     /// A RST ended it, sent by this side.
     pub reset_by: Option<Side>,
+    /// Why this side sent its RST, in the kernel's words (`enum
+    /// sk_rst_reason`, lowercase, without `SK_RST_REASON_`); `None` when
+    /// it sent none or the kernel gives no reason.
+    pub reset_reason: Option<Arc<str>>,
     /// Set when it was never established.
     pub failure: Option<Failure>,
     /// From its first transition we saw to its last.
@@ -157,6 +161,7 @@ impl Close {
             opener: Opener::Active,
             closed_first: None,
             reset_by: None,
+            reset_reason: None,
             failure: None,
             duration_ns: 0,
             spent: Vec::new(),

@@ -6,15 +6,18 @@
 //!   `FIN_WAIT2 -> CLOSE` when its timewait mini-socket takes over, which
 //!   the tracker turns into `FIN_WAIT2 -> TIME_WAIT` (and `timewait` later
 //!   supplies `TIME_WAIT -> CLOSE`);
-//! - emits one [`Close`] record when a connection ends.
+//! - emits one [`Close`] record when a connection ends, with the kernel's
+//!   reason for a RST it sent ([`Resets`]).
 mod close;
+mod resets;
 mod timewait;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use rustc_hash::FxHashMap;
 
 pub use close::{Close, Failure, Opener, Reason, Side};
+pub use resets::{RESET_WAIT_NS, Resets};
 pub use timewait::{TW_LEN_NS, TimeWaits};
 
 use crate::event::{Detail, Event, Owner, OwnerSource, SockId, StateInfo, TcpState, TcpStats};
@@ -64,6 +67,8 @@ struct Conn {
     netns: u32,
     /// How its handshake went, once ESTABLISHED is seen.
     handshake: Handshake,
+    /// Why it sent a RST while open, where the kernel says.
+    reset_reason: Option<Arc<str>>,
 }
 
 /// A connection's handshake, as its ESTABLISHED transition tells it.
@@ -127,6 +132,7 @@ pub struct Tracker {
     /// never saw them close (their last transition was missed).
     pub gone: u64,
     pub timewaits: TimeWaits,
+    pub resets: Resets,
 }
 
 impl Tracker {
@@ -138,6 +144,7 @@ impl Tracker {
             evicted: 0,
             gone: 0,
             timewaits: TimeWaits::default(),
+            resets: Resets::default(),
         }
     }
 
@@ -178,6 +185,7 @@ impl Tracker {
                     fin_acked: false,
                     netns: k.netns,
                     handshake: Handshake::default(),
+                    reset_reason: None,
                 },
             );
         }
@@ -312,7 +320,18 @@ impl Tracker {
         }
         let close = conn.close(sock, &event, old, info, enters_time_wait);
         out.push(Record::Event(event));
-        out.push(Record::Close(close));
+        self.resets.close(close, out);
+    }
+
+    /// `sock` sent a RST for reason `code`: its close, if it waits for
+    /// that, goes to `out`; an open connection keeps the reason until its
+    /// end.
+    pub fn reset(&mut self, sock: SockId, code: u32, out: &mut Vec<Record>) {
+        if let Some(reason) = self.resets.reset(sock, code, out)
+            && let Some(conn) = self.conns.get_mut(&sock)
+        {
+            conn.reset_reason = Some(reason);
+        }
     }
 
     fn listener(&mut self, local: SocketAddr, old: TcpState, new: TcpState, owner: &Owner) {
@@ -389,6 +408,7 @@ impl Conn {
             fin_acked: false,
             netns: event.netns,
             handshake: Handshake::default(),
+            reset_reason: None,
         }
     }
 
@@ -508,6 +528,7 @@ impl Conn {
             bytes_received,
             time_wait,
             predates_us: self.predates_us,
+            reset_reason: self.reset_reason,
         }
     }
 }

@@ -468,6 +468,103 @@ fn an_abort_is_a_reset_we_sent() {
     );
 }
 
+/// An aborted connection: its RST (and the kernel's reason) comes after
+/// its transition to CLOSE.
+fn aborted(sock: u64, at_ms: u64) -> Vec<Event> {
+    vec![
+        ev(
+            at_ms,
+            sock,
+            Some(CLIENT),
+            ("127.0.0.1:0", "127.0.0.1:8080"),
+            (Close, SynSent),
+            NONE,
+        ),
+        ev(
+            at_ms + 1,
+            sock,
+            Some(CLIENT),
+            C,
+            (SynSent, Established),
+            NONE,
+        ),
+        ev(at_ms + 2, sock, Some(CLIENT), C, (Established, Close), NONE),
+    ]
+}
+
+fn closes(records: &[Record]) -> Vec<(u64, Option<&str>)> {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Close(c) => Some((c.sock.0, c.reset_reason.as_deref())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_aborts_close_waits_for_its_resets_reason() {
+    let mut t = Tracker::new(16);
+    t.resets
+        .name(vec!["not_specified".into(), "tcp_abort_on_close".into()]);
+    let mut out = run(&mut t, aborted(7, 0));
+    assert_eq!(states(&out, 7).last(), Some(&(Established, Close)));
+    assert_eq!(closes(&out), [], "the close waits for its RST");
+    t.reset(SockId(7), 1, &mut out);
+    assert_eq!(closes(&out), [(7, Some("tcp_abort_on_close"))]);
+    // A value the kernel did not name goes by its number.
+    let mut out = run(&mut t, aborted(8, 10));
+    t.reset(SockId(8), 40, &mut out);
+    assert_eq!(closes(&out), [(8, Some("40"))]);
+}
+
+#[test]
+fn a_close_whose_reset_never_comes_goes_out_after_the_wait() {
+    let mut t = Tracker::new(16);
+    t.resets.name(vec!["not_specified".into()]);
+    let mut out = run(&mut t, aborted(7, 0));
+    out.extend(run(&mut t, aborted(8, 5)));
+    let closed_ns = 2_000_000;
+    t.resets
+        .release(Some(closed_ns + RESET_WAIT_NS - 1), &mut out);
+    assert_eq!(closes(&out), []);
+    t.resets.release(Some(closed_ns + RESET_WAIT_NS), &mut out);
+    assert_eq!(closes(&out), [(7, None)]);
+    t.resets.release(None, &mut out);
+    assert_eq!(closes(&out), [(7, None), (8, None)]);
+    // Its RST, late, changes nothing.
+    t.reset(SockId(7), 0, &mut out);
+    assert_eq!(closes(&out).len(), 2);
+}
+
+#[test]
+fn a_reset_sent_while_open_is_its_closes_reason() {
+    let mut t = Tracker::new(16);
+    t.resets
+        .name(vec!["not_specified".into(), "tcp_keepalive_timeout".into()]);
+    let mut events = aborted(7, 0);
+    let end = events.pop().unwrap();
+    let mut out = run(&mut t, events);
+    t.reset(SockId(7), 1, &mut out);
+    let sent = StateInfo {
+        rst_sent: true,
+        ..NONE
+    };
+    let mut end = end;
+    if let Detail::State { info, .. } = &mut end.detail {
+        *info = sent;
+    }
+    out.extend(run(&mut t, vec![end]));
+    assert_eq!(closes(&out), [(7, Some("tcp_keepalive_timeout"))]);
+}
+
+#[test]
+fn without_reasons_no_close_waits() {
+    let mut t = Tracker::new(16);
+    let out = run(&mut t, aborted(7, 0));
+    assert_eq!(closes(&out), [(7, None)]);
+}
+
 #[test]
 fn owners_from_the_snapshot_fill_unknown_ones() {
     let mut t = Tracker::new(16);

@@ -35,14 +35,22 @@ pub const KERNELS: [Kernel; 3] = [
         release: "Debian 11",
         // bpf_get_socket_cookie (5.12) and bpf_sk_storage_get (5.11) from
         // BTF tracepoints, the send/recv tracepoints (6.3), recursion
-        // miss counts (5.12).
-        lacks: &["cookie", "sk_storage", "send", "recv", "recursion_misses"],
+        // miss counts (5.12), tcp_send_reset's reason (6.10).
+        lacks: &[
+            "cookie",
+            "sk_storage",
+            "send",
+            "recv",
+            "recursion_misses",
+            "reset_reason",
+        ],
     },
     Kernel {
         name: "6.1",
         suite: "bookworm",
         release: "Debian 12",
-        lacks: &["send", "recv"],
+        // The send/recv tracepoints (6.3), tcp_send_reset's reason (6.10).
+        lacks: &["send", "recv", "reset_reason"],
     },
     Kernel {
         name: "6.12",

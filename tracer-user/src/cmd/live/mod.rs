@@ -59,6 +59,8 @@ pub struct Session {
     pub metrics: Option<Arc<Metrics>>,
     server: Option<JoinHandle<()>>,
     attach_time: Duration,
+    /// The kernel's names of its reasons to reset, where its RSTs carry one.
+    pub reset_reasons: Option<Vec<String>>,
     pub clock: Clock,
 }
 
@@ -78,6 +80,7 @@ impl Session {
             logger,
             mounted_tracefs,
             degraded,
+            reset_reasons,
             attach_time,
         } = Probe::attach(&Options {
             wakeup_bytes: WAKEUP_BYTES,
@@ -98,6 +101,7 @@ impl Session {
             metrics,
             server,
             attach_time,
+            reset_reasons,
             clock: Clock::system(),
         })
     }

@@ -157,6 +157,9 @@ pub async fn stream(plan: Plan) -> anyhow::Result<Summary> {
     let netns = crate::host::diag::own_netns();
     let cgroups = host::Cgroups::new(crate::probe::cgroup_v2_root());
     let mut pipeline = Pipeline::new(plan.track_limit, taps, plan.common.filter, cgroups, netns);
+    if let Some(names) = session.reset_reasons.take() {
+        pipeline.name_resets(names);
+    }
     if let Some(header) = plan.header {
         out.buf.push_str(&header);
         out.buf.push('\n');
@@ -325,6 +328,11 @@ impl Run {
                     self.session.flush_log();
                     let now = self.session.losses();
                     self.report_losses(now);
+                    self.pipeline.release_resets(
+                        clock.mono_now(),
+                        self.render.as_mut(),
+                        &mut self.out,
+                    );
                 }
                 _ = ticks.report.tick() => {
                     self.drain();

@@ -7,6 +7,14 @@ use tracer_common::{
 
 use crate::event::{TcpStats, family_name, record_bytes};
 
+/// The event `bytes` decode to.
+fn event(bytes: &[u8]) -> Event {
+    match decode(bytes) {
+        Ok(Decoded::Event(event)) => event,
+        other => panic!("not an event: {other:?}"),
+    }
+}
+
 fn header(kind: u32) -> Header {
     Header {
         kind,
@@ -52,7 +60,7 @@ fn decodes_a_v4_state_change() {
     };
     rec.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
     rec.daddr[..4].copy_from_slice(&[10, 1, 2, 3]);
-    let e = decode(&record_bytes(&rec)).unwrap();
+    let e = event(&record_bytes(&rec));
     assert_eq!(e.mono_ns, 42);
     assert_eq!((e.owner.pid, e.owner.tid, e.owner.uid), (100, 101, 1000));
     assert_eq!(
@@ -100,12 +108,12 @@ fn owner_sources() {
         family: AF_INET,
         ..StateRecord::default()
     };
-    let inherited = decode(&record_bytes(&rec(OWNER_INHERITED))).unwrap();
+    let inherited = event(&record_bytes(&rec(OWNER_INHERITED)));
     assert_eq!(
         (inherited.owner.source, inherited.owner.pid),
         (OwnerSource::Inherited, 100)
     );
-    let unknown = decode(&record_bytes(&rec(OWNER_UNKNOWN))).unwrap();
+    let unknown = event(&record_bytes(&rec(OWNER_UNKNOWN)));
     assert_eq!(unknown.owner, Owner::UNKNOWN);
     assert!(!unknown.owner.is_known());
     assert_eq!(unknown.sock, None, "cookie 0 is no id");
@@ -125,7 +133,7 @@ fn decodes_v6_and_v4_mapped_addresses() {
     };
     rec.saddr = Ipv6Addr::LOCALHOST.octets();
     rec.daddr = Ipv4Addr::new(192, 0, 2, 7).to_ipv6_mapped().octets();
-    let e = decode(&record_bytes(&rec)).unwrap();
+    let e = event(&record_bytes(&rec));
     let Detail::State { local, remote, .. } = e.detail else {
         panic!("not a state event: {e:?}");
     };
@@ -146,7 +154,7 @@ fn bind_reports_the_assigned_port_or_the_requested_one_on_failure() {
         ret: 0,
         ..BindRecord::default()
     };
-    let e = decode(&record_bytes(&ok)).unwrap();
+    let e = event(&record_bytes(&ok));
     assert_eq!(
         (e.proto, e.owner.source),
         (Proto::Udp, OwnerSource::Syscall)
@@ -171,7 +179,7 @@ fn bind_reports_the_assigned_port_or_the_requested_one_on_failure() {
         protocol: IPPROTO_TCP,
         ..ok
     };
-    let e = decode(&record_bytes(&failed)).unwrap();
+    let e = event(&record_bytes(&failed));
     let Detail::Bind { addr, errno, .. } = e.detail else {
         panic!("not a bind: {e:?}");
     };
@@ -192,7 +200,7 @@ fn decodes_a_listen() {
         ..ListenRecord::default()
     };
     rec.addr = Ipv6Addr::UNSPECIFIED.octets();
-    let e = decode(&record_bytes(&rec)).unwrap();
+    let e = event(&record_bytes(&rec));
     assert_eq!(
         e.detail,
         Detail::Listen {
@@ -303,4 +311,22 @@ fn counts_are_no_event_and_every_kind_has_its_size() {
         kind_of(&bytes[..bytes.len() - 1]),
         Err(DecodeError::Size { .. })
     ));
+}
+
+#[test]
+fn a_reset_is_its_socket_and_the_kernels_reason() {
+    let rec = tracer_common::ResetRecord {
+        header: header(tracer_common::KIND_RESET),
+        cookie: 0x1234,
+        reason: 11,
+        state: 7,
+        _pad: [0; 3],
+    };
+    assert_eq!(
+        decode(&record_bytes(&rec)),
+        Ok(Decoded::Reset {
+            sock: SockId(0x1234),
+            code: 11
+        })
+    );
 }
