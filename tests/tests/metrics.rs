@@ -83,6 +83,78 @@ fn prometheus_scrapes_socktrace() {
     );
 }
 
+/// A server that never closes after its client's FIN (CLOSE_WAIT), and
+/// one that closes with a request unread (a RST): `socktrace stuck` with
+/// a 1 s threshold shows the first in `socktrace_stuck_sockets` by program
+/// and state until it closes, and the second in `socktrace_resets_total`
+/// with the kernel's reason where it gives one. Only the two servers'
+/// ports are watched.
+#[test]
+fn stuck_sockets_and_resets_by_reason() {
+    require_root();
+    let mut leak = Op::start(&["tcp-server", "127.0.0.1", "10", "0", "hold"]);
+    let abort = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let abort_port = abort.local_addr().expect("addr").port();
+    let metrics_port = free_port("127.0.0.1");
+    let expression = format!("sport = :{} or sport = :{abort_port}", leak.port());
+    let tracer = Tracer::command(&[
+        "stuck",
+        "--json",
+        "--stuck",
+        "1",
+        "--metrics",
+        &format!("127.0.0.1:{metrics_port}"),
+        &expression,
+    ]);
+    let scrape = || http_get(metrics_port, "/metrics").expect("a scrape");
+    let stuck = r#"socktrace_stuck_sockets{comm="sockops",state="CLOSE_WAIT"}"#;
+    Op::run(&[
+        "tcp-client",
+        "127.0.0.1",
+        &leak.port().to_string(),
+        "10",
+        "0",
+        "close",
+    ]);
+    assert_eq!(leak.next_report()["peer_closed"], true);
+    let mut client = TcpStream::connect(("127.0.0.1", abort_port)).expect("connect");
+    let (server, _) = abort.accept().expect("accept");
+    client.write_all(b"unread").expect("a request");
+    let mut peek = [0u8; 6];
+    assert_eq!(server.peek(&mut peek).expect("it arrived"), 6);
+    drop(server);
+    let reason = if kernel_lacks("reset_reason") {
+        "unknown"
+    } else {
+        "tcp_abort_on_close"
+    };
+    let reset = format!(r#"socktrace_resets_total{{by="local",reason="{reason}"}}"#);
+    let text = wait_for_series(&scrape, &format!("{stuck} 1"));
+    assert!(text.lines().any(|l| l == format!("{reset} 1")), "{text}");
+    leak.proceed();
+    leak.wait();
+    let deadline = Instant::now() + patience();
+    while scrape().contains(stuck) {
+        assert!(Instant::now() < deadline, "still stuck once closed");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let finished = tracer.stop();
+    assert!(finished.status.success(), "{}", finished.stderr);
+}
+
+/// The scrape once it holds line `line`.
+fn wait_for_series(scrape: &dyn Fn() -> String, line: &str) -> String {
+    let deadline = Instant::now() + patience();
+    loop {
+        let text = scrape();
+        if text.lines().any(|l| l == line) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "no {line} in {text}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A Prometheus server on a free loopback port scraping 127.0.0.1:`target`
 /// every second, its data in a temporary directory; killed when dropped.
 struct Prometheus {

@@ -193,8 +193,20 @@ pub struct StuckArgs {
 pub struct StuckThreshold {
     /// A connection is stuck after SECS in CLOSE_WAIT, FIN_WAIT2 or
     /// SYN_SENT.
-    #[arg(long = "stuck", value_name = "SECS", default_value = "10", value_parser = parse_duration, allow_negative_numbers = true)]
+    #[arg(long = "stuck", value_name = "SECS", default_value = STUCK_DEFAULT, value_parser = parse_duration, allow_negative_numbers = true)]
     pub stuck: Duration,
+}
+
+/// `--stuck`'s default, in seconds: also the threshold of the
+/// `socktrace_stuck_sockets` gauge in the modes without `--stuck`.
+const STUCK_DEFAULT: &str = "10";
+
+impl Default for StuckThreshold {
+    fn default() -> StuckThreshold {
+        StuckThreshold {
+            stuck: parse_duration(STUCK_DEFAULT).expect("the default parses"),
+        }
+    }
 }
 
 /// The threshold of "short-lived".

@@ -17,9 +17,9 @@ pub async fn run(args: StuckArgs) -> anyhow::Result<Summary> {
         existing: Dump::Connections,
         interval: Some(args.interval),
         view: View::Stuck {
-            threshold: args.stuck.stuck,
             json: args.common.json,
         },
+        stuck: args.stuck.stuck,
         ..Plan::live_defaults(args.common)
     };
     live::stream(plan).await

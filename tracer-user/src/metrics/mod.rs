@@ -18,6 +18,7 @@ use prometheus_client::{
 pub use http::serve;
 
 use crate::{
+    analysis::stuck::ByProcess,
     event::{Detail, Errno},
     source::KernelCounters,
     track::{Close, Opener, Record},
@@ -55,6 +56,9 @@ pub struct Metrics {
     listen_drops: Family<PortLabel, Counter>,
     /// The listeners' local ports seen dropping.
     listen_ports: FirstPorts,
+    stuck_sockets: Family<StuckLabel, GaugeU64>,
+    /// The labels `stuck_sockets` has now.
+    stuck_shown: Mutex<Vec<StuckLabel>>,
 }
 
 /// One row of the TIME_WAIT analysis: a local port (or `client` for
@@ -78,6 +82,13 @@ struct Transition {
 struct ResetLabel {
     by: &'static str,
     reason: String,
+}
+
+/// A program and the state its connections are stuck in.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StuckLabel {
+    comm: String,
+    state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -179,6 +190,8 @@ impl Metrics {
             short_lived_listeners: Counter::default(),
             listen_drops: Family::default(),
             listen_ports: FirstPorts::default(),
+            stuck_sockets: Family::default(),
+            stuck_shown: Default::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -242,6 +255,13 @@ impl Metrics {
             "Connections a RST ended, by the side that sent it and the kernel's reason for \
              one sent here (`unknown` for one received, or where the kernel gives none)",
             m.resets.clone(),
+        );
+        r.register(
+            "stuck_sockets",
+            "Connections stuck in CLOSE_WAIT (never closed here), FIN_WAIT2 or SYN_SENT \
+             for longer than --stuck (10 s unless the mode has the flag), by program and \
+             state; updated every second",
+            m.stuck_sockets.clone(),
         );
         r.register(
             "ring_drops",
@@ -368,6 +388,32 @@ impl Metrics {
                 .get_or_create(&labels)
                 .inc_by(tcp.retransmits.into());
         }
+    }
+
+    /// Replaces the stuck connections by program and state with `rows`:
+    /// the rows gone are removed after the others are set, so that no
+    /// scrape sees a moment without them.
+    pub fn set_stuck(&self, rows: &[ByProcess]) {
+        let mut now: rustc_hash::FxHashMap<StuckLabel, u64> = Default::default();
+        for row in rows {
+            let label = StuckLabel {
+                comm: if row.owner.is_known() {
+                    row.owner.comm.as_str().into_owned()
+                } else {
+                    "unknown".into()
+                },
+                state: row.state.name(),
+            };
+            *now.entry(label).or_default() += row.count;
+        }
+        let mut shown = self.stuck_shown.lock().unwrap_or_else(|e| e.into_inner());
+        for (label, count) in &now {
+            self.stuck_sockets.get_or_create(label).set(*count);
+        }
+        for gone in shown.iter().filter(|l| !now.contains_key(*l)) {
+            self.stuck_sockets.remove(gone);
+        }
+        *shown = now.into_keys().collect();
     }
 
     /// Loss totals so far, from the kernel and the tracker.

@@ -283,3 +283,40 @@ fn time_wait_population_keeps_the_top_ports() {
         [r#"socktrace_timewait_sockets{local_port="8080"} 2"#]
     );
 }
+
+#[test]
+fn stuck_sockets_by_program_and_state_follow_each_update() {
+    let m = Metrics::new();
+    let owner = |pid, comm| {
+        let detail = crate::event::Detail::Release {
+            addr: "127.0.0.1:1".parse().unwrap(),
+        };
+        Event::sample(0, pid, comm, Proto::Tcp, detail).owner
+    };
+    let row = |pid, comm, state, count| crate::analysis::stuck::ByProcess {
+        owner: owner(pid, comm),
+        state,
+        count,
+        oldest_ns: 0,
+    };
+    // Two processes of one program add up; a second state is its own series.
+    m.set_stuck(&[
+        row(1, "leaky", TcpState::CloseWait, 3),
+        row(2, "leaky", TcpState::CloseWait, 2),
+        row(3, "curl", TcpState::SynSent, 1),
+    ]);
+    let text = m.encode();
+    assert!(
+        text.contains("# TYPE socktrace_stuck_sockets gauge\n"),
+        "{text}"
+    );
+    let leaky = r#"socktrace_stuck_sockets{comm="leaky",state="CLOSE_WAIT"}"#;
+    let curl = r#"socktrace_stuck_sockets{comm="curl",state="SYN_SENT"}"#;
+    assert_eq!(value(&text, leaky), Some(5.0));
+    assert_eq!(value(&text, curl), Some(1.0));
+    // curl's connection got through: its series goes.
+    m.set_stuck(&[row(1, "leaky", TcpState::CloseWait, 4)]);
+    let text = m.encode();
+    assert_eq!(value(&text, leaky), Some(4.0));
+    assert_eq!(value(&text, curl), None, "{text}");
+}

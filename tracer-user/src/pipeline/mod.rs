@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use self::snapshot::Pending;
 use crate::{
+    analysis::stuck::{Stuck, may_stick},
     event::{self, Decoded, Event, SockId, TcpState},
     filter::Filter,
     host::Cgroups,
@@ -110,11 +111,18 @@ impl Pipeline {
         if known.state == TcpState::TimeWait && !self.filter.matches_owner(&known.owner) {
             return;
         }
-        if print {
+        // One stuck since before we started counts in the gauge, shown or not.
+        let stuck = self.taps.stuck.as_mut().filter(|_| may_stick(known.state));
+        if print || stuck.is_some() {
             let record = Record::Existing(known.clone(), now);
             if self.filter.matches(&record) {
-                render.record(&record, &mut out.buf);
-                out.flush_if_full();
+                if let Some(stuck) = stuck {
+                    stuck.observe(&record);
+                }
+                if print {
+                    render.record(&record, &mut out.buf);
+                    out.flush_if_full();
+                }
             }
         }
         self.tracker.preload([known], now);
@@ -211,6 +219,14 @@ impl Pipeline {
     pub fn release_resets(&mut self, now: u64, render: &mut dyn Render, out: &mut Output) {
         self.tracker.resets.release(Some(now), &mut self.records);
         self.emit(render, out);
+    }
+
+    /// Sets the gauge of stuck connections, by program and state, to what
+    /// they are at `now` (with metrics only).
+    pub fn count_stuck(&self, now: u64) {
+        if let (Some(stuck), Some(metrics)) = (&self.taps.stuck, &self.taps.metrics) {
+            metrics.set_stuck(&stuck.by_process(now));
+        }
     }
 
     /// At exit: closes still waiting for their RST's reason go out, and
@@ -337,11 +353,16 @@ impl Extend<Event> for Emitter<'_> {
 /// syslog.
 pub struct Taps {
     pub metrics: Option<Arc<Metrics>>,
+    /// The connections that may be stuck, for the metrics' gauge.
+    pub stuck: Option<Stuck>,
     pub sinks: Vec<Box<dyn Sink>>,
 }
 
 impl Taps {
     fn record(&mut self, record: &Record, summary: &mut Summary, short_before: u64) {
+        if let Some(stuck) = &mut self.stuck {
+            stuck.observe(record);
+        }
         if let Some(metrics) = &self.metrics {
             metrics.observe(record);
             if summary.short_listeners_total > short_before {

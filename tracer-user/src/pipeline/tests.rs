@@ -117,6 +117,7 @@ impl Rig {
     fn new(args: &[&str]) -> Rig {
         let taps = Taps {
             metrics: None,
+            stuck: None,
             sinks: Vec::new(),
         };
         let written = Written::default();

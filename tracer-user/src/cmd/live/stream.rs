@@ -15,7 +15,7 @@ use crate::{
         listeners::{Listeners, What},
         stuck::Stuck,
     },
-    cli::Common,
+    cli::{Common, StuckThreshold},
     clock::{self, Clock},
     event::SockId,
     host::{self, diag::Dump, pace::Pace},
@@ -61,6 +61,9 @@ pub struct Plan {
     pub header: Option<String>,
     /// Also log each record to the journal and/or syslog.
     pub log_to: LogTo,
+    /// A connection is stuck after this long in CLOSE_WAIT, FIN_WAIT2 or
+    /// SYN_SENT (`--stuck`): for the `stuck` view and the metrics' gauge.
+    pub stuck: Duration,
 }
 
 impl Plan {
@@ -79,6 +82,7 @@ impl Plan {
             output: None,
             header: None,
             log_to: LogTo::default(),
+            stuck: StuckThreshold::default().stuck,
         }
     }
 }
@@ -100,9 +104,8 @@ pub enum View {
         short: Duration,
         json: bool,
     },
-    /// `stuck`: a table of stuck connections.
+    /// `stuck`: a table of connections stuck longer than `Plan::stuck`.
     Stuck {
-        threshold: Duration,
         json: bool,
     },
     /// A view that draws itself and reads keys (`top`).
@@ -117,21 +120,18 @@ impl View {
         )
     }
 
-    fn render(self, clock: Clock, palette: Palette) -> Box<dyn Render> {
+    /// The view, with `stuck`: the plan's threshold.
+    fn render(self, clock: Clock, palette: Palette, stuck: Duration) -> Box<dyn Render> {
         match self {
             View::Json => Box::new(Json::new(clock)),
             View::Text(mode) => Box::new(Text::new(clock, mode, palette)),
             View::Listeners { short, json } => Box::new(ListenersView::new(
                 clock,
-                Listeners::new(short.as_nanos().try_into().unwrap_or(u64::MAX)),
+                Listeners::new(nanos(short)),
                 json,
                 palette,
             )),
-            View::Stuck { threshold, json } => Box::new(StuckView::new(
-                clock,
-                Stuck::new(threshold.as_nanos().try_into().unwrap_or(u64::MAX)),
-                json,
-            )),
+            View::Stuck { json } => Box::new(StuckView::new(clock, Stuck::new(nanos(stuck)), json)),
             View::Live(view) => view,
         }
     }
@@ -143,14 +143,21 @@ pub async fn stream(plan: Plan) -> anyhow::Result<Summary> {
     let (user, duration) = (plan.common.user.clone(), plan.common.duration);
     let clock = session.clock;
     let json = plan.view.is_json();
-    let mut render = plan
-        .view
-        .render(clock, Palette::for_stdout(plan.common.color, json));
+    let mut render = plan.view.render(
+        clock,
+        Palette::for_stdout(plan.common.color, json),
+        plan.stuck,
+    );
     let mut out = match plan.output {
         Some(writer) => Output::new(writer),
         None => Output::stdout(),
     };
     let taps = Taps {
+        // The gauge of stuck connections needs them followed.
+        stuck: session
+            .metrics
+            .is_some()
+            .then(|| Stuck::new(nanos(plan.stuck))),
         metrics: session.metrics.clone(),
         sinks: sinks(&plan.log_to)?,
     };
@@ -281,6 +288,10 @@ impl Ticks {
     }
 }
 
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().try_into().unwrap_or(u64::MAX)
+}
+
 /// A timer every `period`, the first now, that never bunches up ticks it
 /// missed.
 fn delayed(period: Duration) -> Interval {
@@ -333,6 +344,7 @@ impl Run {
                         self.render.as_mut(),
                         &mut self.out,
                     );
+                    self.pipeline.count_stuck(clock.mono_now());
                 }
                 _ = ticks.report.tick() => {
                     self.drain();
