@@ -15,11 +15,17 @@ use rustc_hash::FxHashMap;
 use crate::event::{Cgroup, Owner};
 
 /// cgroup ids (the inode numbers of cgroup v2 directories) to cgroups,
-/// cached. An unknown id triggers a walk of the tree, at most once a second.
+/// cached. An unknown id triggers a walk of the tree: at once for an id
+/// newer than any the last walks saw (the kernel numbers cgroups in the
+/// order they are made, so that is a cgroup made since: a container that
+/// just started), else at most once a second (an id the walks cannot
+/// find: a cgroup gone, or outside our mount).
 pub struct Cgroups {
     root: Option<PathBuf>,
     known: FxHashMap<u64, Arc<Cgroup>>,
     last_walk: Option<Instant>,
+    /// The highest id a walk found, or was asked for.
+    newest: u64,
 }
 
 const REWALK_AFTER: Duration = Duration::from_secs(1);
@@ -30,6 +36,7 @@ impl Cgroups {
             root,
             known: FxHashMap::default(),
             last_walk: None,
+            newest: 0,
         }
     }
 
@@ -48,13 +55,16 @@ impl Cgroups {
             return Some(Arc::clone(cgroup));
         }
         let root = self.root.as_ref()?;
-        if self.last_walk.is_some_and(|at| at.elapsed() < REWALK_AFTER) {
+        if id <= self.newest && self.last_walk.is_some_and(|at| at.elapsed() < REWALK_AFTER) {
             return None;
         }
         self.last_walk = Some(Instant::now());
-        let known = &mut self.known;
+        // Not walked again at once for this id, found or not.
+        self.newest = self.newest.max(id);
+        let (known, newest) = (&mut self.known, &mut self.newest);
         each_cgroup(root, &mut |dir, rel| {
             if let Ok(meta) = fs::metadata(dir) {
+                *newest = (*newest).max(meta.ino());
                 known.entry(meta.ino()).or_insert_with(|| {
                     let path: Arc<str> = Path::new("/").join(rel).to_string_lossy().into();
                     Arc::new(Cgroup {
