@@ -3,7 +3,9 @@
 mod bench;
 mod dist;
 mod fuzz;
+mod image;
 mod matrix;
+mod rootfs;
 mod setup;
 mod soak;
 
@@ -32,6 +34,9 @@ enum Task {
     /// Build socktrace (release) and package it: target/dist/socktrace_VERSION_ARCH.deb
     /// with the binary, man pages, shell completions, the systemd unit and docs.
     Dist,
+    /// Build socktrace (release) and its container image, FROM scratch:
+    /// target/image/socktrace-VERSION.tar (OCI), as the DaemonSet names it.
+    Image,
     /// Build socktrace (release) and run it with ARGS, as root.
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -100,6 +105,11 @@ fn run(task: Task) -> Result<()> {
             build_release()?;
             dist::run(&root)
         }
+        Task::Image => {
+            setup::ensure_image_tools()?;
+            build_release()?;
+            image::run(&root).map(drop)
+        }
         Task::Run { args } => {
             build_release()?;
             let bin = root.join("target/release/socktrace");
@@ -165,12 +175,17 @@ fn test(root: &Path) -> Result<()> {
         ],
     )?;
     step("build", &["build", "--quiet", "-p", "tracer-user"])?;
+    // The image test runs the container image of the release binary.
+    setup::ensure_image_tools()?;
+    build_release()?;
+    let image = image::run(root)?;
     wait_for_time_wait_room();
     let bin = root.join("target/debug/socktrace");
     println!("xtask: tests (unit, then integration against the running kernel)");
     let status = Command::new("cargo")
         .args(["test", "--workspace", "--exclude", "tracer-ebpf"])
         .env("SOCKTRACE_BIN", &bin)
+        .env("SOCKTRACE_IMAGE", &image)
         .status()
         .context("running cargo test")?;
     if !status.success() {

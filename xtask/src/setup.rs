@@ -75,6 +75,26 @@ const MATRIX_TOOLS: [(&str, &str, &str); 3] = [
     ),
 ];
 
+/// What `cargo xtask image` needs (and the image test, run by `cargo xtask
+/// test`).
+const IMAGE_TOOLS: [(&str, &str, &str); 2] = [
+    (
+        "/usr/bin/podman",
+        "podman",
+        "builds socktrace's container image (FROM scratch), and the image test runs it",
+    ),
+    (
+        "/usr/sbin/runc",
+        "runc",
+        "the image test's container runtime (crun refuses hybrid cgroup hosts)",
+    ),
+];
+
+/// Installs what building the container image needs that is missing.
+pub fn ensure_image_tools() -> Result<()> {
+    ensure_packages(&IMAGE_TOOLS)
+}
+
 /// Installs the test tools that are missing.
 pub fn ensure_test_tools() -> Result<()> {
     ensure_packages(&TEST_TOOLS)

@@ -7,12 +7,13 @@ use std::{
     fs,
     os::unix::fs::symlink,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
 };
 
 use anyhow::{Context as _, Result, bail};
 
 use super::{Kernel, Runs, fetch::Tree, is_test};
+use crate::rootfs::{copy_binary, under};
 
 /// busybox applets the init script and the tests use.
 const APPLETS: [&str; 17] = [
@@ -158,41 +159,6 @@ fn write_etc_and_init(root: &Path) -> Result<()> {
     set_mode(&init, 0o755)
 }
 
-/// Copies `path` to the same path under `root` without debug info, with
-/// every library `ldd` names for it.
-fn copy_binary(path: &Path, root: &Path) -> Result<()> {
-    let dest = under(root, path);
-    if dest.exists() {
-        return Ok(());
-    }
-    fs::create_dir_all(dest.parent().unwrap_or(root))?;
-    let stripped = Command::new("objcopy")
-        .arg("--strip-debug")
-        .arg(path)
-        .arg(&dest)
-        .status()
-        .context("running objcopy (binutils)")?;
-    if !stripped.success() {
-        bail!("objcopy --strip-debug {}", path.display());
-    }
-    let ldd = Command::new("ldd")
-        .arg(path)
-        .stderr(Stdio::null())
-        .output()?;
-    for lib in String::from_utf8_lossy(&ldd.stdout)
-        .split_whitespace()
-        .filter(|w| w.starts_with('/'))
-    {
-        let lib = Path::new(lib);
-        let dest = under(root, lib);
-        if !dest.exists() {
-            fs::create_dir_all(dest.parent().unwrap_or(root))?;
-            fs::copy(lib, &dest).with_context(|| format!("copying {}", lib.display()))?;
-        }
-    }
-    Ok(())
-}
-
 /// Copies the files of directory `from` (and its subdirectories) to `to`.
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     fs::create_dir_all(to)?;
@@ -206,10 +172,6 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn under(root: &Path, path: &Path) -> PathBuf {
-    root.join(path.strip_prefix("/").unwrap_or(path))
 }
 
 fn which(tool: &str) -> Result<PathBuf> {
