@@ -1,7 +1,7 @@
 //! `Probe::attach`, step by step: what the kernel offers, the programs'
 //! `Config`, load, then the BTF, syscall and cgroup programs (in that
 //! order), then the maps handed to the reader.
-use std::{collections::HashMap, fs::File, path::PathBuf, time::Instant};
+use std::{collections::HashMap, fs::File, path::PathBuf};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -15,8 +15,8 @@ use tracer_common::{
 };
 
 use super::{
-    Counters, Doze, Mode, OBJECT, Options, Probe, ProbeError, RESET_REASON, STATE_CATCHER, Tallies,
-    Tracefs, TracefsError, btf, caps, cgroup, features, refusal, stats, unprivileged,
+    Counters, Doze, Mode, OBJECT, Options, Probe, ProbeError, RESET_REASON, STATE_CATCHER, Steps,
+    Tallies, Tracefs, TracefsError, btf, caps, cgroup, features, refusal, stats, unprivileged,
 };
 
 const NEEDS_SYSCALL_TPS: &str = "needs CONFIG_FTRACE_SYSCALLS";
@@ -88,13 +88,14 @@ const NO_RESET_REASONS: &str = "resets sent carry no reason: this kernel's tcp_s
 
 impl Probe {
     pub fn attach(options: &Options) -> Result<Probe, ProbeError> {
-        let started = Instant::now();
+        let mut steps = Steps::start();
         if OBJECT.is_empty() {
             return Err(ProbeError::NoObject);
         }
         caps::check()?;
         lift_memlock_limit();
         let (tracefs, mounted_tracefs) = Tracefs::find_or_mount()?;
+        steps.done("tracefs");
         let kernel_btf = btf::kernel()?;
         let Plan {
             config,
@@ -103,6 +104,7 @@ impl Probe {
             reset_reasons,
             mut degraded,
         } = Plan::new(options, &kernel_btf, &tracefs)?;
+        steps.done("BTF and probes");
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
         let mut programs = load(options.mode, &config, cpus)?;
         // Must live as long as the programs: it owns the log ring's fd.
@@ -110,6 +112,7 @@ impl Probe {
         let tracepoints = BTF_PROGRAMS.map(|(_, tracepoint, _)| tracepoint);
         let stand_in = btf::stand_in(&kernel_btf, &tracepoints, &[SOCKET_FILES_TARGET]);
         let stand_in = Btf::parse(&stand_in, aya::Endianness::default())?;
+        steps.done("maps");
         attach_btf_programs(
             &mut programs,
             &stand_in,
@@ -117,6 +120,7 @@ impl Probe {
             reset_reasons.is_some(),
             &mut degraded,
         )?;
+        steps.done("tracepoint programs");
         // The state program attached first: it sees every transition since.
         let counting_since_ns = crate::clock::Clock::system().mono_now();
         attach_syscall_programs(&mut programs, options)?;
@@ -129,6 +133,7 @@ impl Probe {
                 &mut degraded,
             );
         }
+        steps.done("syscall and cgroup programs");
         if !stats::counts_recursion_misses(&programs) {
             degraded.push(
                 "runs of our programs the kernel skipped (another BPF program was running on \
@@ -146,6 +151,7 @@ impl Probe {
         let socket_files = socket_files(&mut programs, &stand_in, options.verbose)
             .map_err(|why| degraded.push(format!("{OLD_OWNERS_LOST}: {why}")))
             .ok();
+        steps.done("iterator");
         Ok(Probe {
             programs,
             ring,
@@ -158,7 +164,7 @@ impl Probe {
             mounted_tracefs,
             degraded,
             reset_reasons,
-            attach_time: started.elapsed(),
+            steps,
         })
     }
 }

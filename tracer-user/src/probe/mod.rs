@@ -10,6 +10,7 @@ mod counters;
 mod features;
 mod refusal;
 mod stats;
+mod steps;
 mod sys;
 mod tracefs;
 mod unprivileged;
@@ -28,6 +29,7 @@ pub use self::{
     cgroup::v2_root as cgroup_v2_root,
     counters::{Counters, Doze},
     stats::recursion_misses_but_caught,
+    steps::Steps,
     tracefs::{Format, Tracefs, TracefsError},
 };
 
@@ -179,6 +181,6 @@ pub struct Probe {
     /// The kernel's names of its reasons to reset, by value, where its
     /// resets carry one (`ResetRecord::reason`).
     pub reset_reasons: Option<Vec<String>>,
-    /// From the start of `attach` to the last program attached.
-    pub attach_time: std::time::Duration,
+    /// How long each step of `attach` took, to the last program attached.
+    pub steps: Steps,
 }

@@ -81,7 +81,7 @@ impl Session {
             mounted_tracefs,
             degraded,
             reset_reasons,
-            attach_time,
+            steps,
         } = Probe::attach(&Options {
             wakeup_bytes: WAKEUP_BYTES,
             filter: common.filter.kernel(),
@@ -90,6 +90,9 @@ impl Session {
         })?;
         let source = Source::new(ring, counters, doze).with_context(|| reading.to_string())?;
         announce::announce(mounted_tracefs, &degraded, common.nice);
+        if common.verbose {
+            say!("socktrace: attaching took: {steps}");
+        }
         let (metrics, server) = announce::serve_metrics(common.metrics).await?;
         Ok(Session {
             programs: Some(programs),
@@ -100,7 +103,7 @@ impl Session {
             logger,
             metrics,
             server,
-            attach_time,
+            attach_time: steps.total(),
             reset_reasons,
             clock: Clock::system(),
         })
