@@ -2,6 +2,7 @@
 //! record, drawn every tick and on each key ([`Live`]), on a terminal set
 //! up and put back by [`term::Screen`].
 mod app;
+mod columns;
 mod conns;
 mod feed;
 mod population;

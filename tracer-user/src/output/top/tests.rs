@@ -15,7 +15,7 @@ use super::{
     ui,
 };
 use crate::{
-    event::{Detail, Event, Proto, SockId, TcpState},
+    event::{Detail, Event, Proto, SockId, TcpState, TcpStats},
     input::Reader,
     source::KernelCounters,
     track::Record,
@@ -275,6 +275,124 @@ fn a_connection_shows_its_owner_state_and_age() {
     let text = lines(&draw(&mut app, 80, 24));
     assert!(find(&text, &["4242", "curl"]).is_none());
     assert!(find(&text, &["Connections 0"]).is_some());
+}
+
+/// Connection 1 of curl (pid 4242) to 93.184.216.34:443: connect() at
+/// 10 s, ESTABLISHED 12.5 ms later after one SYN sent again.
+fn handshake(app: &mut App) {
+    app.record(&state(
+        10 * S,
+        1,
+        (4242, "curl"),
+        ("10.0.0.1:0", "93.184.216.34:443"),
+        (TcpState::Close, TcpState::SynSent),
+    ));
+    let Record::Event(mut e) = established(
+        10 * S + 12_500_000,
+        1,
+        4242,
+        "curl",
+        50000,
+        "93.184.216.34:443",
+    ) else {
+        unreachable!()
+    };
+    if let Detail::State { info, .. } = &mut e.detail {
+        info.tcp = Some(TcpStats {
+            retransmits: 1,
+            srtt_us: 11_000,
+            rttvar_us: 500,
+        });
+    }
+    app.record(&Record::Event(e));
+}
+
+#[test]
+fn a_connection_shows_its_handshake_once_established() {
+    let mut app = App::new(1000 * MS);
+    app.record(&state(
+        10 * S,
+        2,
+        (4243, "wget"),
+        ("10.0.0.1:0", "10.0.0.3:80"),
+        (TcpState::Close, TcpState::SynSent),
+    ));
+    handshake(&mut app);
+    app.tick(13 * S);
+    let text = lines(&draw(&mut app, 80, 24));
+    let header = line_of(
+        &text,
+        &[
+            "PID", "COMM", "STATE", "AGE", "LOCAL", "REMOTE", "CONN_MS", "RETR",
+        ],
+    );
+    let row = line_of(
+        &text,
+        &[
+            "4242",
+            "curl",
+            "ESTABLISHED",
+            "2s",
+            "10.0.0.1:50000",
+            "93.184.216.34:443",
+            "12.500",
+            "1",
+        ],
+    );
+    assert_eq!(row, header + 2, "{}", text.join("\n"));
+    // Still connecting (and the oldest in its state): not known yet.
+    let connecting = line_of(
+        &text,
+        &["4243", "wget", "SYN_SENT", "3s", "10.0.0.3:80", "-", "-"],
+    );
+    assert_eq!(connecting, header + 1);
+}
+
+#[test]
+fn narrow_panes_drop_the_handshake_before_the_addresses() {
+    let mut app = App::new(1000 * MS);
+    handshake(&mut app);
+    app.record(&established(
+        11 * S,
+        3,
+        4_194_303,
+        "systemd-resolve",
+        40000,
+        "[2001:db8::53]:53",
+    ));
+    app.tick(13 * S);
+    let text = lines(&draw(&mut app, 80, 24));
+    let all = text.join("\n");
+    assert!(find(&text, &["CONN_MS"]).is_none(), "{all}");
+    // The program's name cut at 12 columns, both addresses whole.
+    line_of(
+        &text,
+        &[
+            "4194303",
+            "systemd-reso",
+            "ESTABLISHED",
+            "2s",
+            "10.0.0.1:40000",
+            "[2001:db8::53]:53",
+        ],
+    );
+    line_of(
+        &text,
+        &[
+            "4242",
+            "curl",
+            "ESTABLISHED",
+            "10.0.0.1:50000",
+            "93.184.216.34:443",
+        ],
+    );
+    // Wider, it is back.
+    let text = lines(&draw(&mut app, 120, 30));
+    line_of(&text, &["4242", "curl", "93.184.216.34:443", "12.500", "1"]);
+    line_of(
+        &text,
+        &["4194303", "systemd-resolve", "[2001:db8::53]:53", "-", "-"],
+    );
 }
 
 #[test]

@@ -14,13 +14,20 @@ use ratatui::{
 
 use super::{
     app::{App, Pane, ViewState},
+    columns::{Col, Fit, cut_left},
     feed::{Feed, Rows},
     population::Place,
 };
-use crate::{escape::escape, output::human_ns};
+use crate::{
+    escape::escape,
+    output::{human_ns, millis},
+};
 
 /// Wide enough to put listeners and TIME_WAIT side by side.
 const WIDE: u16 = 140;
+/// What a local and a remote address need together before less wanted
+/// columns get room: two IPv4 addresses of 17 (`93.184.216.34:443`).
+const ADDRESSES: u16 = 34;
 const KEYS: &str = " q quit  p pause  s sort  / filter  Esc clear  Tab pane  ↑↓ PgUp PgDn ";
 /// Bars of a sparkline, lowest first.
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -128,33 +135,40 @@ fn connections(frame: &mut Frame, area: Rect, rows: &Rows, view: &mut ViewState)
     if rows.untracked > 0 {
         title.push_str(&format!("(+{} untracked) ", rows.untracked));
     }
-    // PID, COMM, STATE, AGE; the addresses share the rest.
-    let comm = if area.width < 100 { 12 } else { 15 };
-    let fixed = [7, comm, 11, 6];
-    let addresses = area
-        .width
-        .saturating_sub(2 + fixed.iter().sum::<u16>() + fixed.len() as u16 + 1);
-    let (local, remote) = (addresses / 2, addresses - addresses / 2);
-    let body = shown[range].iter().map(|c| {
-        let (pid, comm) = match c.pid {
-            Some(pid) => (pid.to_string(), c.comm.to_string()),
-            None => ("-".into(), "-".into()),
-        };
-        Row::new([
-            pid,
-            comm,
-            c.state.to_string(),
-            age(c.age_ns, c.before_start),
-            cut_left(c.local.to_string(), local),
-            cut_left(c.remote.to_string(), remote),
-        ])
-    });
-    let widths = fixed
-        .into_iter()
-        .chain([local, remote])
-        .map(Constraint::Length);
-    let table = Table::new(body, widths)
-        .header(Row::new(["PID", "COMM", "STATE", "AGE", "LOCAL", "REMOTE"]).style(HEADER))
+    let cols = [
+        Col::fixed("PID", 7),
+        Col::fixed("COMM", if area.width < 100 { 12 } else { 15 }),
+        Col::fixed("STATE", 11),
+        Col::fixed("AGE", 7),
+        Col::fill("LOCAL").keep_end(),
+        Col::fill("REMOTE").keep_end(),
+        Col::optional("CONN_MS", 10, 1),
+        Col::optional("RETR", 4, 0),
+    ];
+    let cells: Vec<Vec<String>> = shown[range]
+        .iter()
+        .map(|c| {
+            let (pid, comm) = match c.pid {
+                Some(pid) => (pid.to_string(), c.comm.to_string()),
+                None => ("-".into(), "-".into()),
+            };
+            let h = c.handshake;
+            vec![
+                pid,
+                comm,
+                c.state.to_string(),
+                age(c.age_ns, c.before_start),
+                c.local.to_string(),
+                c.remote.to_string(),
+                millis(h.connect_ns),
+                h.syn_retransmits.map_or("-".into(), |n| n.to_string()),
+            ]
+        })
+        .collect();
+    let fit = Fit::new(&cols, &cells, inner(area), ADDRESSES);
+    let body = cells.into_iter().map(|c| fit.row(c));
+    let table = Table::new(body, fit.constraints())
+        .header(fit.header(&cols).style(HEADER))
         .block(block(title, view.focus == Pane::Connections));
     frame.render_widget(table, area);
 }
@@ -243,6 +257,11 @@ fn waiting(frame: &mut Frame, area: Rect, rows: &Rows, view: &mut ViewState) {
     frame.render_widget(table, area);
 }
 
+/// The width inside a pane's borders.
+fn inner(area: Rect) -> u16 {
+    area.width.saturating_sub(2)
+}
+
 fn block(title: String, focused: bool) -> Block<'static> {
     let block = Block::bordered().title(title);
     if focused {
@@ -270,18 +289,6 @@ fn count(shown: &Range<usize>, len: usize) -> String {
     } else {
         format!("{}-{} of {len}", shown.start + 1, shown.end)
     }
-}
-
-/// `text` in `width` columns: when too long, its end (an address's port
-/// matters most) after an ellipsis.
-fn cut_left(text: String, width: u16) -> String {
-    let width = usize::from(width);
-    let len = text.chars().count();
-    if len <= width || width == 0 {
-        return text;
-    }
-    let tail: String = text.chars().skip(len - (width - 1)).collect();
-    format!("…{tail}")
 }
 
 /// `850ms`, `12s`, `3m04s`, `2h05m`, `3d04h`; `>` before a time that
@@ -335,15 +342,6 @@ mod tests {
         assert_eq!(age(184_000_000_000, true), ">3m04s");
         assert_eq!(age(7_500 * 1_000_000_000, false), "2h05m");
         assert_eq!(age(3 * 86_400 * 1_000_000_000, false), "3d00h");
-    }
-
-    #[test]
-    fn long_addresses_keep_their_port() {
-        assert_eq!(
-            cut_left("192.168.100.200:54321".into(), 17),
-            "…68.100.200:54321"
-        );
-        assert_eq!(cut_left("10.0.0.1:80".into(), 17), "10.0.0.1:80");
     }
 
     #[test]
