@@ -9,7 +9,10 @@ use super::{
     conns::Conn,
     feed::{Feed, Rows},
 };
-use crate::track::Record;
+use crate::{
+    analysis::listeners::{Note, QueueSample},
+    track::Record,
+};
 
 /// What the driver does after a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +130,11 @@ impl App {
     /// The time is `now_ns` (the records' clock).
     pub fn tick(&mut self, now_ns: u64) {
         self.feed.tick(now_ns);
+    }
+
+    /// Listeners' accept queues sampled at `now_ns`: what they dropped.
+    pub fn queues(&mut self, now_ns: u64, samples: &[QueueSample]) -> Vec<Note> {
+        self.feed.queues(now_ns, samples)
     }
 
     pub fn key(&mut self, key: KeyEvent) -> Flow {

@@ -7,7 +7,7 @@ use super::{
     population::{Population, Waiting},
 };
 use crate::{
-    analysis::listeners::{Listeners, RowKey},
+    analysis::listeners::{Listeners, Note, QueueSample, RowKey},
     track::Record,
 };
 
@@ -39,6 +39,11 @@ pub struct Listener {
     pub failed_binds: u64,
     /// The median lifetime of the ended cycles.
     pub median_ns: Option<u64>,
+    /// The fullest accept queue of its open listeners at the last sample:
+    /// (waiting, backlog).
+    pub queue: Option<(u32, u32)>,
+    /// SYNs and connections its listeners dropped since we started.
+    pub drops: u64,
 }
 
 pub struct Feed {
@@ -93,6 +98,12 @@ impl Feed {
         self.population.tick(now_ns);
     }
 
+    /// A sample of every listener's accept queue at `now_ns`: what each
+    /// dropped since the last one.
+    pub fn queues(&mut self, now_ns: u64, samples: &[QueueSample]) -> Vec<Note> {
+        self.listeners.queues(now_ns, samples)
+    }
+
     /// Events in the last whole second.
     pub fn rate(&self) -> u64 {
         self.rate.last
@@ -134,6 +145,8 @@ impl Feed {
                 short: row.short,
                 failed_binds: row.failed_binds,
                 median_ns: row.lifetimes().map(|(_, median, _)| median),
+                queue: row.queue,
+                drops: row.drops,
             })
             .collect()
     }

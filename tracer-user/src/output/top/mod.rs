@@ -23,7 +23,11 @@ use futures_core::Stream;
 use ratatui::{Terminal, backend::CrosstermBackend};
 
 use self::app::{App, Flow};
-use crate::{output::Render, track::Record};
+use crate::{
+    analysis::listeners::{Note, QueueSample},
+    output::Render,
+    track::Record,
+};
 
 /// The App on a real terminal, reading keys as they come.
 pub struct Live {
@@ -69,6 +73,16 @@ impl Render for Live {
     fn tick(&mut self, now_ns: u64, _out: &mut String) {
         self.app.tick(now_ns);
         self.draw();
+    }
+
+    fn samples_queues(&self) -> bool {
+        true
+    }
+
+    /// The drops are shown in the listeners pane; returned so the
+    /// exporter counts them.
+    fn queues(&mut self, now_ns: u64, samples: &[QueueSample], _out: &mut String) -> Vec<Note> {
+        self.app.queues(now_ns, samples)
     }
 
     fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<anyhow::Result<()>> {

@@ -15,6 +15,7 @@ use super::{
     ui,
 };
 use crate::{
+    analysis::listeners::{QueueSample, What},
     event::{Detail, Event, Proto, SockId, TcpState, TcpStats},
     input::Reader,
     source::KernelCounters,
@@ -393,6 +394,85 @@ fn narrow_panes_drop_the_handshake_before_the_addresses() {
         &text,
         &["4194303", "systemd-resolve", "[2001:db8::53]:53", "-", "-"],
     );
+}
+
+#[test]
+fn listeners_show_their_accept_queue_and_a_dropping_one_stands_out() {
+    let mut app = App::new(1000 * MS);
+    for (sock, port, comm) in [(1, 8080, "nginx"), (2, 9090, "api")] {
+        app.record(&state(
+            S,
+            sock,
+            (7, comm),
+            (&format!("0.0.0.0:{port}"), "0.0.0.0:0"),
+            (TcpState::Close, TcpState::Listen),
+        ));
+    }
+    let sample = |sock, depth, drops| QueueSample {
+        sock: SockId(sock),
+        depth,
+        backlog: 4096,
+        drops,
+    };
+    // The first sample of a listener we saw open: all it dropped is news.
+    let notes = app.queues(2 * S, &[sample(1, 0, 0), sample(2, 0, 0)]);
+    assert!(notes.is_empty(), "{notes:?}");
+    let notes = app.queues(3 * S, &[sample(1, 2, 0), sample(2, 4096, 12)]);
+    assert_eq!(notes.len(), 1, "returned for the metrics: {notes:?}");
+    assert_eq!(
+        (notes[0].sock, notes[0].what),
+        (
+            SockId(2),
+            What::Dropped {
+                dropped: 12,
+                depth: 4096,
+                backlog: 4096
+            }
+        )
+    );
+    app.tick(3 * S);
+    let frame = draw(&mut app, 80, 24);
+    let text = lines(&frame);
+    let all = text.join("\n");
+    line_of(
+        &text,
+        &[
+            "PROTO", "PORT", "KIND", "COMM", "OPEN", "QUEUE", "DROPS", "CYCLES", "SHORT", "FAILED",
+            "MEDIAN",
+        ],
+    );
+    let quiet = line_of(
+        &text,
+        &[
+            "tcp", "8080", "listen", "nginx", "1", "2/4096", "0", "0", "0", "0", "-",
+        ],
+    );
+    let dropping = line_of(
+        &text,
+        &[
+            "tcp",
+            "9090",
+            "listen",
+            "api",
+            "1",
+            "4096/4096",
+            "12",
+            "0",
+            "0",
+            "0",
+            "-",
+        ],
+    );
+    let style = |y: usize| {
+        let cell = &frame[(3, y as u16)];
+        (cell.fg, cell.modifier)
+    };
+    assert_eq!(style(dropping), (Color::Red, Modifier::BOLD), "{all}");
+    assert_eq!(style(quiet), (Color::Reset, Modifier::empty()), "{all}");
+    // Drops stay counted; the queue is what the last sample said.
+    app.queues(4 * S, &[sample(1, 0, 0), sample(2, 0, 12)]);
+    let text = lines(&draw(&mut app, 80, 24));
+    line_of(&text, &["9090", "listen", "api", "1", "0/4096", "12"]);
 }
 
 #[test]

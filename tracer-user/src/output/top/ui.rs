@@ -32,6 +32,11 @@ const KEYS: &str = " q quit  p pause  s sort  / filter  Esc clear  Tab pane  ↑
 /// Bars of a sparkline, lowest first.
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 
+/// A program's name before less wanted columns get room.
+const COMM: u16 = 15;
+
+/// Listeners that dropped connections (a full accept queue).
+const DROPPING: Style = Style::new().fg(Color::Red).add_modifier(Modifier::BOLD);
 /// Short-lived listeners.
 const SHORT_LIVED: Style = Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD);
 const HEADER: Style = Style::new().add_modifier(Modifier::BOLD);
@@ -178,43 +183,55 @@ fn listeners(frame: &mut Frame, area: Rect, rows: &Rows, view: &mut ViewState) {
     let range = window(view, Pane::Listeners, area, all.len());
     let open: u64 = all.iter().map(|l| l.open).sum();
     let title = format!(" Listeners {} ({open} open) ", count(&range, all.len()));
-    let body = all[range].iter().map(|l| {
-        let row = Row::new([
-            l.key.proto.to_string(),
-            l.key.port.to_string(),
-            l.key.kind.name().to_string(),
-            escape(&l.key.comm).into_owned(),
-            l.open.to_string(),
-            l.open_for
-                .map_or_else(|| "-".into(), |(ns, before)| age(ns, before)),
-            l.cycles.to_string(),
-            l.short.to_string(),
-            l.failed_binds.to_string(),
-            l.median_ns.map_or_else(|| "-".into(), human_ns),
-        ]);
-        if l.short > 0 {
+    let cols = [
+        Col::fixed("PROTO", 5),
+        Col::fixed("PORT", 5),
+        Col::fixed("KIND", 6),
+        Col::fill("COMM"),
+        Col::fixed("OPEN", 6),
+        Col::optional("AGE", 7, 0),
+        Col::fixed("QUEUE", 11),
+        Col::fixed("DROPS", 8),
+        Col::fixed("CYCLES", 8),
+        Col::fixed("SHORT", 8),
+        Col::fixed("FAILED", 8),
+        Col::fixed("MEDIAN", 10),
+    ];
+    let shown = &all[range];
+    let cells: Vec<Vec<String>> = shown
+        .iter()
+        .map(|l| {
+            vec![
+                l.key.proto.to_string(),
+                l.key.port.to_string(),
+                l.key.kind.name().to_string(),
+                escape(&l.key.comm).into_owned(),
+                l.open.to_string(),
+                l.open_for
+                    .map_or_else(|| "-".into(), |(ns, before)| age(ns, before)),
+                l.queue
+                    .map_or("-".into(), |(depth, backlog)| format!("{depth}/{backlog}")),
+                l.drops.to_string(),
+                l.cycles.to_string(),
+                l.short.to_string(),
+                l.failed_binds.to_string(),
+                l.median_ns.map_or_else(|| "-".into(), human_ns),
+            ]
+        })
+        .collect();
+    let fit = Fit::new(&cols, &cells, inner(area), COMM);
+    let body = cells.into_iter().zip(shown).map(|(c, l)| {
+        let row = fit.row(c);
+        if l.drops > 0 {
+            row.style(DROPPING)
+        } else if l.short > 0 {
             row.style(SHORT_LIVED)
         } else {
             row
         }
     });
-    let widths = [
-        Constraint::Length(5),
-        Constraint::Length(5),
-        Constraint::Length(6),
-        Constraint::Fill(1),
-        Constraint::Length(4),
-        Constraint::Length(7),
-        Constraint::Length(6),
-        Constraint::Length(5),
-        Constraint::Length(6),
-        Constraint::Length(9),
-    ];
-    let header = Row::new([
-        "PROTO", "PORT", "KIND", "COMM", "OPEN", "AGE", "CYCLES", "SHORT", "FAILED", "MEDIAN",
-    ]);
-    let table = Table::new(body, widths)
-        .header(header.style(HEADER))
+    let table = Table::new(body, fit.constraints())
+        .header(fit.header(&cols).style(HEADER))
         .block(block(title, view.focus == Pane::Listeners));
     frame.render_widget(table, area);
 }
