@@ -4,7 +4,7 @@
 //! have panes of their own.
 use std::net::SocketAddr;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::{
     event::{Comm, Detail, Owner, SockId, StateInfo, TcpState},
@@ -30,6 +30,8 @@ pub struct Conn {
     pub remote: SocketAddr,
     /// Known once we saw it become ESTABLISHED.
     pub handshake: Handshake,
+    /// Too long in CLOSE_WAIT, FIN_WAIT2 or SYN_SENT.
+    pub stuck: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -90,8 +92,9 @@ impl Conns {
         }
     }
 
-    /// Every connection open now, in no particular order.
-    pub fn rows(&self, now_ns: u64) -> Vec<Conn> {
+    /// Every connection open now, in no particular order; those of
+    /// `stuck` marked so.
+    pub fn rows(&self, now_ns: u64, stuck: &FxHashSet<SockId>) -> Vec<Conn> {
         self.open
             .iter()
             .map(|(sock, o)| Conn {
@@ -104,6 +107,7 @@ impl Conns {
                 local: o.local,
                 remote: o.remote,
                 handshake: o.handshake,
+                stuck: stuck.contains(sock),
             })
             .collect()
     }
@@ -205,7 +209,7 @@ mod tests {
             TcpState::SynSent,
             TcpState::Established,
         ));
-        let rows = c.rows(100);
+        let rows = c.rows(100, &FxHashSet::default());
         assert_eq!(rows.len(), 1);
         let row = rows[0];
         assert_eq!((row.pid, row.comm.to_string()), (Some(42), "curl".into()));
@@ -222,7 +226,7 @@ mod tests {
             TcpState::FinWait2,
             TcpState::TimeWait,
         ));
-        assert!(c.rows(300).is_empty());
+        assert!(c.rows(300, &FxHashSet::default()).is_empty());
     }
 
     #[test]
@@ -245,7 +249,7 @@ mod tests {
             },
             5,
         ));
-        let rows = c.rows(15);
+        let rows = c.rows(15, &FxHashSet::default());
         assert_eq!(rows.len(), 1, "listeners are not connections");
         assert_eq!((rows[0].pid, rows[0].age_ns), (None, 10));
         assert!(rows[0].before_start);
@@ -256,7 +260,7 @@ mod tests {
             TcpState::Established,
             TcpState::CloseWait,
         ));
-        let row = c.rows(25)[0];
+        let row = c.rows(25, &FxHashSet::default())[0];
         assert_eq!(
             (row.pid, row.state, row.age_ns),
             (Some(42), TcpState::CloseWait, 5)

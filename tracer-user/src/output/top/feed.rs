@@ -1,13 +1,18 @@
-//! What the records say (pure: records and the clock in, rows out): the
-//! numbers behind every pane of `top` and its status line.
-use rustc_hash::FxHashMap;
+//! What the records say (pure: records, the clock and listeners' queue
+//! samples in, rows out): the numbers behind every pane of `top` and its
+//! status line.
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{
     conns::{Conn, Conns},
     population::{Population, Waiting},
 };
 use crate::{
-    analysis::listeners::{Listeners, Note, QueueSample, RowKey},
+    analysis::{
+        listeners::{Listeners, Note, QueueSample, RowKey},
+        stuck::{Stuck, Waiting as Stalled},
+    },
+    event::SockId,
     track::Record,
 };
 
@@ -22,6 +27,16 @@ pub struct Rows {
     /// TIME_WAIT sockets by place, most first.
     pub waiting: Vec<Waiting>,
     pub waiting_total: u64,
+    /// Connections stuck now, the oldest first.
+    pub stuck: Vec<StuckConn>,
+}
+
+/// A row of the stuck pane: a connection too long in CLOSE_WAIT,
+/// FIN_WAIT2 or SYN_SENT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StuckConn {
+    pub conn: Stalled,
+    pub age_ns: u64,
 }
 
 /// A row of the listeners pane: one port, protocol, kind and program.
@@ -50,6 +65,7 @@ pub struct Feed {
     conns: Conns,
     listeners: Listeners,
     population: Population,
+    stuck: Stuck,
     rate: Rate,
     /// Events lost so far: the ring buffer was full, or another BPF
     /// program was running.
@@ -59,12 +75,14 @@ pub struct Feed {
 }
 
 impl Feed {
-    /// Listeners that close within `short_ns` are short-lived.
-    pub fn new(short_ns: u64) -> Feed {
+    /// Listeners that close within `short_ns` are short-lived; connections
+    /// `stuck_ns` in CLOSE_WAIT, FIN_WAIT2 or SYN_SENT are stuck.
+    pub fn new(short_ns: u64, stuck_ns: u64) -> Feed {
         Feed {
             conns: Conns::default(),
             listeners: Listeners::new(short_ns),
             population: Population::default(),
+            stuck: Stuck::new(stuck_ns),
             rate: Rate::default(),
             dropped: 0,
             now_ns: 0,
@@ -89,6 +107,7 @@ impl Feed {
         self.conns.observe(record);
         self.listeners.observe(record);
         self.population.observe(record);
+        self.stuck.observe(record);
     }
 
     /// The time is `now_ns` (the records' clock).
@@ -113,14 +132,28 @@ impl Feed {
         self.dropped
     }
 
+    /// How long in a state a connection should pass through is stuck.
+    pub fn stuck_ns(&self) -> u64 {
+        self.stuck.threshold_ns()
+    }
+
     /// Every pane's rows now.
     pub fn rows(&self) -> Rows {
+        let stuck = self.stuck.stuck(self.now_ns);
+        let marked: FxHashSet<SockId> = stuck.iter().map(|s| s.sock).collect();
         Rows {
-            conns: self.conns.rows(self.now_ns),
+            conns: self.conns.rows(self.now_ns, &marked),
             untracked: self.conns.untracked,
             listeners: self.listeners(),
             waiting: self.population.rows(),
             waiting_total: self.population.total(),
+            stuck: stuck
+                .into_iter()
+                .map(|s| StuckConn {
+                    conn: s.waiting.clone(),
+                    age_ns: s.age_ns,
+                })
+                .collect(),
         }
     }
 

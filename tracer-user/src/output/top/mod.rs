@@ -43,10 +43,11 @@ pub struct Live {
 
 impl Live {
     /// The view on standard output; `short_ns`: what counts as a short
-    /// connection.
-    pub fn new(short_ns: u64) -> io::Result<Live> {
+    /// connection; `stuck_ns`: how long in CLOSE_WAIT, FIN_WAIT2 or
+    /// SYN_SENT is stuck.
+    pub fn new(short_ns: u64, stuck_ns: u64) -> io::Result<Live> {
         Ok(Live {
-            app: App::new(short_ns),
+            app: App::new(short_ns, stuck_ns),
             terminal: Terminal::new(CrosstermBackend::new(io::stdout()))?,
             keys: None,
             failed: None,

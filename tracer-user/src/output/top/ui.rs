@@ -1,7 +1,7 @@
 //! Drawing `top` (pure: the app in, a frame out): a status line, then the
-//! connections, listeners and TIME_WAIT panes. Stacked on narrow
-//! terminals (80x24 shows every pane); listeners and TIME_WAIT side by
-//! side on wide ones.
+//! connections (stuck ones in red), listeners, TIME_WAIT and stuck panes.
+//! Stacked on narrow terminals (80x24 shows every pane); listeners and
+//! TIME_WAIT side by side on wide ones.
 use std::ops::Range;
 
 use ratatui::{
@@ -35,6 +35,8 @@ const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█']
 /// A program's name before less wanted columns get room.
 const COMM: u16 = 15;
 
+/// Connections stuck in a state they should pass through.
+const STUCK: Style = Style::new().fg(Color::Red).add_modifier(Modifier::BOLD);
 /// Listeners that dropped connections (a full accept queue).
 const DROPPING: Style = Style::new().fg(Color::Red).add_modifier(Modifier::BOLD);
 /// Short-lived listeners.
@@ -56,6 +58,15 @@ pub fn render(app: &mut App, frame: &mut Frame) {
     };
     let [status_area, body] =
         Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(frame.area());
+    // At the bottom, stuck connections: their borders alone when there
+    // are none, else the rows they need up to a third of the height.
+    let stuck_height = if rows.stuck.is_empty() {
+        2
+    } else {
+        rows_height(rows.stuck.len()).min((body.height / 3).max(4))
+    };
+    let [body, stuck_area] =
+        Layout::vertical([Constraint::Fill(1), Constraint::Length(stuck_height)]).areas(body);
     // Listeners and TIME_WAIT take the rows they need, up to a share of
     // the height; connections the rest.
     let wide = body.width >= WIDE;
@@ -64,12 +75,7 @@ pub fn render(app: &mut App, frame: &mut Frame) {
     } else {
         body.height * 2 / 5
     };
-    let need = |len: usize| {
-        u16::try_from(len)
-            .unwrap_or(u16::MAX)
-            .saturating_add(3)
-            .clamp(4, cap.max(4))
-    };
+    let need = |len: usize| rows_height(len).min(cap.max(4));
     let [conns_area, listeners_area, waiting_area] = if wide {
         let bottom = need(rows.listeners.len().max(rows.waiting.len()));
         let [top, bottom] =
@@ -89,6 +95,16 @@ pub fn render(app: &mut App, frame: &mut Frame) {
     connections(frame, conns_area, rows, view);
     listeners(frame, listeners_area, rows, view);
     waiting(frame, waiting_area, rows, view);
+    stuck(frame, stuck_area, rows, view, feed.stuck_ns());
+}
+
+/// The height of a pane of `len` rows: borders and header, and at least
+/// one row.
+fn rows_height(len: usize) -> u16 {
+    u16::try_from(len)
+        .unwrap_or(u16::MAX)
+        .saturating_add(3)
+        .max(4)
 }
 
 fn status(frame: &mut Frame, area: Rect, feed: &Feed, paused: bool, view: &ViewState) {
@@ -150,7 +166,8 @@ fn connections(frame: &mut Frame, area: Rect, rows: &Rows, view: &mut ViewState)
         Col::optional("CONN_MS", 10, 1),
         Col::optional("RETR", 4, 0),
     ];
-    let cells: Vec<Vec<String>> = shown[range]
+    let shown = &shown[range];
+    let cells: Vec<Vec<String>> = shown
         .iter()
         .map(|c| {
             let (pid, comm) = match c.pid {
@@ -171,10 +188,56 @@ fn connections(frame: &mut Frame, area: Rect, rows: &Rows, view: &mut ViewState)
         })
         .collect();
     let fit = Fit::new(&cols, &cells, inner(area), ADDRESSES);
-    let body = cells.into_iter().map(|c| fit.row(c));
+    let body = cells.into_iter().zip(shown).map(|(cells, c)| {
+        let row = fit.row(cells);
+        if c.stuck { row.style(STUCK) } else { row }
+    });
     let table = Table::new(body, fit.constraints())
         .header(fit.header(&cols).style(HEADER))
         .block(block(title, view.focus == Pane::Connections));
+    frame.render_widget(table, area);
+}
+
+/// Connections stuck over `threshold_ns`, the oldest first.
+fn stuck(frame: &mut Frame, area: Rect, rows: &Rows, view: &mut ViewState, threshold_ns: u64) {
+    let all = &rows.stuck;
+    let range = window(view, Pane::Stuck, area, all.len());
+    let title = format!(
+        " Stuck {} over {} ",
+        count(&range, all.len()),
+        human_ns(threshold_ns)
+    );
+    let cols = [
+        Col::fixed("PID", 7),
+        Col::fixed("COMM", 15),
+        Col::fixed("STATE", 11),
+        Col::fixed("AGE", 7),
+        Col::fill("LOCAL").keep_end(),
+        Col::fill("REMOTE").keep_end(),
+    ];
+    let cells: Vec<Vec<String>> = all[range]
+        .iter()
+        .map(|s| {
+            let c = &s.conn;
+            let (pid, comm) = if c.owner.is_known() {
+                (c.owner.pid.to_string(), c.owner.comm.to_string())
+            } else {
+                ("-".into(), "-".into())
+            };
+            vec![
+                pid,
+                comm,
+                c.state.to_string(),
+                age(s.age_ns, c.predates),
+                c.local.to_string(),
+                c.remote.to_string(),
+            ]
+        })
+        .collect();
+    let fit = Fit::new(&cols, &cells, inner(area), ADDRESSES);
+    let table = Table::new(cells.into_iter().map(|c| fit.row(c)), fit.constraints())
+        .header(fit.header(&cols).style(HEADER))
+        .block(block(title, view.focus == Pane::Stuck).title_bottom(KEYS));
     frame.render_widget(table, area);
 }
 
@@ -270,7 +333,7 @@ fn waiting(frame: &mut Frame, area: Rect, rows: &Rows, view: &mut ViewState) {
         .chain([Constraint::Fill(1)]);
     let table = Table::new(body, widths)
         .header(Row::new(["PORT / DESTINATION", "NOW", "PEAK", "LAST 5 MIN"]).style(HEADER))
-        .block(block(title, view.focus == Pane::TimeWait).title_bottom(KEYS));
+        .block(block(title, view.focus == Pane::TimeWait));
     frame.render_widget(table, area);
 }
 
