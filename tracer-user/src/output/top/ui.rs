@@ -58,44 +58,70 @@ pub fn render(app: &mut App, frame: &mut Frame) {
     };
     let [status_area, body] =
         Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(frame.area());
-    // At the bottom, stuck connections: their borders alone when there
-    // are none, else the rows they need up to a third of the height.
-    let stuck_height = if rows.stuck.is_empty() {
-        2
-    } else {
-        rows_height(rows.stuck.len()).min((body.height / 3).max(4))
-    };
-    let [body, stuck_area] =
-        Layout::vertical([Constraint::Fill(1), Constraint::Length(stuck_height)]).areas(body);
-    // Listeners and TIME_WAIT take the rows they need, up to a share of
-    // the height; connections the rest.
+    // Below the connections: listeners and TIME_WAIT (side by side when
+    // wide), then stuck connections (their borders alone when there are
+    // none). Each takes the rows it needs while together they leave the
+    // connections a third of the height; else the tallest gives way.
     let wide = body.width >= WIDE;
-    let cap = if wide {
-        body.height / 2
-    } else {
-        body.height * 2 / 5
+    let stuck_need = match rows.stuck.len() {
+        0 => 2,
+        n => rows_height(n),
     };
-    let need = |len: usize| rows_height(len).min(cap.max(4));
-    let [conns_area, listeners_area, waiting_area] = if wide {
-        let bottom = need(rows.listeners.len().max(rows.waiting.len()));
-        let [top, bottom] =
-            Layout::vertical([Constraint::Fill(1), Constraint::Length(bottom)]).areas(body);
+    let (listeners_need, waiting_need) = (
+        rows_height(rows.listeners.len()),
+        rows_height(rows.waiting.len()),
+    );
+    let budget = body.height - body.height / 3;
+    let [conns_area, listeners_area, waiting_area, stuck_area] = if wide {
+        let [bottom, stuck] = share(
+            [listeners_need.max(waiting_need), stuck_need],
+            [4, stuck_need.min(4)],
+            budget,
+        );
+        let [top, bottom, stuck] = Layout::vertical([
+            Constraint::Fill(1),
+            Constraint::Length(bottom),
+            Constraint::Length(stuck),
+        ])
+        .areas(body);
         let [left, right] =
             Layout::horizontal([Constraint::Fill(1), Constraint::Fill(1)]).areas(bottom);
-        [top, left, right]
+        [top, left, right, stuck]
     } else {
-        Layout::vertical([
-            Constraint::Fill(1),
-            Constraint::Length(need(rows.listeners.len())),
-            Constraint::Length(need(rows.waiting.len())),
-        ])
-        .areas(body)
+        let heights = share(
+            [listeners_need, waiting_need, stuck_need],
+            [4, 4, stuck_need.min(4)],
+            budget,
+        );
+        let [top, listeners, waiting, stuck] = Layout::vertical(
+            [Constraint::Fill(1)]
+                .into_iter()
+                .chain(heights.map(Constraint::Length)),
+        )
+        .areas(body);
+        [top, listeners, waiting, stuck]
     };
     status(frame, status_area, feed, paused, view);
     connections(frame, conns_area, rows, view);
     listeners(frame, listeners_area, rows, view);
     waiting(frame, waiting_area, rows, view);
     stuck(frame, stuck_area, rows, view, feed.stuck_ns());
+}
+
+/// Heights for panes that `need` so many lines, together at most
+/// `budget`: the tallest gives a line at a time, down to its `floor`.
+fn share<const N: usize>(need: [u16; N], floor: [u16; N], budget: u16) -> [u16; N] {
+    let mut heights = need.map(|n| n.min(budget));
+    while heights.iter().sum::<u16>() > budget {
+        let tallest = (0..N)
+            .filter(|&i| heights[i] > floor[i])
+            .max_by_key(|&i| (heights[i], std::cmp::Reverse(i)));
+        match tallest {
+            Some(i) => heights[i] -= 1,
+            None => break,
+        }
+    }
+    heights
 }
 
 /// The height of a pane of `len` rows: borders and header, and at least
@@ -422,6 +448,13 @@ mod tests {
         assert_eq!(age(184_000_000_000, true), ">3m04s");
         assert_eq!(age(7_500 * 1_000_000_000, false), "2h05m");
         assert_eq!(age(3 * 86_400 * 1_000_000_000, false), "3d00h");
+    }
+
+    #[test]
+    fn the_tallest_pane_gives_way_first() {
+        assert_eq!(share([8, 6, 2], [4, 4, 2], 17), [8, 6, 2], "all fit");
+        assert_eq!(share([7, 5, 9], [4, 4, 4], 17), [6, 5, 6]);
+        assert_eq!(share([30, 4, 4], [4, 4, 4], 10), [4, 4, 4], "floors hold");
     }
 
     #[test]
