@@ -69,13 +69,14 @@ impl Col {
 pub struct Fit {
     /// Per column: its width, `None` when left out.
     widths: Vec<Option<u16>>,
-    cut_end: Vec<bool>,
+    /// Per column: whether a long cell keeps its end.
+    keep_end: Vec<bool>,
 }
 
 impl Fit {
-    /// Fits `cols` with these `rows` (a cell per column) in `width`,
-    /// keeping at least `fill_need` columns for the fill columns together
-    /// while optional ones can give way.
+    /// Fits `cols` with these `rows` (a cell per column) in `width`
+    /// terminal columns, leaving the fill columns at least `fill_need` of
+    /// them together while optional columns can give way.
     pub fn new(cols: &[Col], rows: &[Vec<String>], width: u16, fill_need: u16) -> Fit {
         let natural: Vec<u16> = cols
             .iter()
@@ -117,20 +118,18 @@ impl Fit {
                 shown[i] = false;
             }
         }
-        let fills = cols
+        let mut fills_left = cols
             .iter()
             .zip(&shown)
             .filter(|(c, s)| **s && c.kind == Kind::Fill)
             .count() as u16;
         let mut left = width.saturating_sub(used(&shown));
         let mut widths = Vec::with_capacity(cols.len());
-        let mut fills_left = fills;
         for (i, col) in cols.iter().enumerate() {
             widths.push(shown[i].then(|| {
                 if col.kind == Kind::Fill {
                     // Equal shares; the last takes what division leaves.
-                    let share = left / fills_left.max(1);
-                    let share = if fills_left == 1 { left } else { share };
+                    let share = left / fills_left;
                     left -= share;
                     fills_left -= 1;
                     share
@@ -141,7 +140,7 @@ impl Fit {
         }
         Fit {
             widths,
-            cut_end: cols.iter().map(|c| !c.keep_end).collect(),
+            keep_end: cols.iter().map(|c| c.keep_end).collect(),
         }
     }
 
@@ -170,13 +169,14 @@ impl Fit {
         Row::new(
             cells
                 .into_iter()
-                .zip(self.widths.iter().zip(&self.cut_end))
-                .filter_map(|(cell, (width, cut_end))| {
+                .zip(self.widths.iter().zip(&self.keep_end))
+                .filter_map(|(cell, (width, keep_end))| {
+                    // The table cuts the others' ends.
                     let width = (*width)?;
-                    Some(if *cut_end {
-                        cell
-                    } else {
+                    Some(if *keep_end {
                         cut_left(cell, width)
+                    } else {
+                        cell
                     })
                 }),
         )
