@@ -5,6 +5,7 @@ mod app;
 mod columns;
 mod conns;
 mod feed;
+mod panes;
 mod population;
 pub mod term;
 #[cfg(test)]
