@@ -77,7 +77,7 @@ pub enum Command {
     /// pressure. Counted in the kernel: cheap on a busy host.
     Timewait(TimewaitArgs),
     /// A live terminal view: connections with their owners, listeners,
-    /// TIME_WAIT by port and destination.
+    /// TIME_WAIT by port and destination, stuck connections.
     #[command(mut_arg("json", |a| a.hide(true)))]
     Top(TopArgs),
     /// Write the JSON event stream to FILE (with a header line) for `analyze`.
@@ -248,6 +248,8 @@ pub struct TopArgs {
     pub common: Common,
     #[command(flatten)]
     pub short: Short,
+    #[command(flatten)]
+    pub stuck: StuckThreshold,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -449,6 +451,12 @@ mod tests {
         assert_eq!(t.common.select.ports, [80]);
         assert_eq!(t.common.duration, Some(Duration::from_secs(2)));
         assert_eq!(t.short.short, Duration::from_secs(1));
+        assert_eq!(t.stuck.stuck, Duration::from_secs(10), "as stuck's");
+        let cli = Cli::try_parse_from(["socktrace", "top", "--stuck", "2.5"]);
+        let Command::Top(t) = cli.unwrap().into_command().unwrap() else {
+            panic!("top expected");
+        };
+        assert_eq!(t.stuck.stuck, Duration::from_millis(2500));
         let cli = Cli::try_parse_from(["socktrace", "top", "--json"]).unwrap();
         assert_eq!(
             cli.into_command().unwrap_err(),

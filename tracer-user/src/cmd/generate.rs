@@ -161,6 +161,10 @@ mod tests {
         for flag in ["--interval", "--top", "--threshold", "--short", "--metrics"] {
             assert!(timewait.contains(flag), "timewait {flag}");
         }
+        let top = text(&pages[5].1);
+        for flag in ["--short", "--stuck", "--port"] {
+            assert!(top.contains(flag), "top {flag}");
+        }
         let analyze = text(&pages[7].1);
         assert!(analyze.contains("--report") && analyze.contains("lifecycles"));
     }

@@ -1,5 +1,5 @@
-//! `socktrace top`: a live terminal view of connections, listeners and
-//! TIME_WAIT. It runs the streaming session with [`Live`], drawn every
+//! `socktrace top`: a live terminal view of connections, listeners,
+//! TIME_WAIT and stuck connections. It runs the streaming session with [`Live`], drawn every
 //! 250 ms and on each key, and ends the run when the user quits.
 use std::{io, time::Duration};
 
@@ -21,8 +21,9 @@ const DRAW_EVERY: Duration = Duration::from_millis(250);
 /// the terminal is restored before this returns, whatever happened.
 pub async fn run(args: TopArgs) -> anyhow::Result<Summary> {
     let screen = Screen::enter().context("setting up the terminal")?;
-    let short_ns = args.short.short.as_nanos().try_into().unwrap_or(u64::MAX);
-    let view = Live::new(short_ns).context("setting up the terminal")?;
+    let nanos = |d: Duration| d.as_nanos().try_into().unwrap_or(u64::MAX);
+    let view = Live::new(nanos(args.short.short), nanos(args.stuck.stuck))
+        .context("setting up the terminal")?;
     let plan = Plan {
         mode: Mode::Watch,
         // Existing sockets feed the panes, with their owners.

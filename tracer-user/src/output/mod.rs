@@ -70,3 +70,9 @@ pub fn human_ns(ns: u64) -> String {
         _ => format!("{:.2} s", ns as f64 / 1e9),
     }
 }
+
+/// Milliseconds to the microsecond, as tcplife prints them (`12.345`); `-`
+/// when unknown.
+pub fn millis(ns: Option<u64>) -> String {
+    ns.map_or("-".into(), |ns| format!("{:.3}", ns as f64 / 1e6))
+}

@@ -2,7 +2,7 @@
 //! `--lifecycle`) one per finished connection, as tcplife prints them.
 use std::fmt::Write as _;
 
-use super::{Hue, Palette, Render};
+use super::{Hue, Palette, Render, millis};
 use crate::{
     clock::{Clock, Style, TimeFormatter},
     escape::escape,
@@ -134,7 +134,6 @@ impl Text {
         self.time.write(c.mono_ns, out);
         owner_columns(&c.owner, out);
         let kb = |bytes: u64| bytes / 1024; // as tcplife rounds
-        let ms = |ns: Option<u64>| ns.map_or("-".into(), |ns| format!("{:.3}", ns as f64 / 1e6));
         let _ = write!(
             out,
             "{:<24} {:<24} {:<8} {:<8} {:<10.3} {:<10} {:<7} {:<8} {:<7} ",
@@ -143,9 +142,9 @@ impl Text {
             kb(c.bytes_sent),
             kb(c.bytes_received),
             c.duration_ns as f64 / 1e6,
-            ms(c.connect_ns),
+            millis(c.connect_ns),
             c.tcp.map_or("-".into(), |t| t.retransmits.to_string()),
-            ms(c.tcp.map(|t| u64::from(t.srtt_us) * 1000)),
+            millis(c.tcp.map(|t| u64::from(t.srtt_us) * 1000)),
             match c.opener {
                 Opener::Listener | Opener::Unknown => "-",
                 known => known.name(),

@@ -33,6 +33,16 @@ impl Side {
 }
 
 impl Opener {
+    /// The opener of a connection whose first transition we see leaves
+    /// `old`.
+    pub fn first(old: TcpState) -> Opener {
+        match old {
+            TcpState::Close => Opener::Active,
+            TcpState::Listen => Opener::Passive,
+            _ => Opener::Unknown,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Opener::Active => "active",

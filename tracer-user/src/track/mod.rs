@@ -72,12 +72,12 @@ struct Conn {
 }
 
 /// A connection's handshake, as its ESTABLISHED transition tells it.
-#[derive(Clone, Copy, Debug, Default)]
-struct Handshake {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Handshake {
     /// See [`Close::connect_ns`].
-    connect_ns: Option<u64>,
+    pub connect_ns: Option<u64>,
     /// See [`Close::syn_retransmits`].
-    syn_retransmits: Option<u32>,
+    pub syn_retransmits: Option<u32>,
 }
 
 impl Handshake {
@@ -88,7 +88,7 @@ impl Handshake {
     /// handshake is over: its time is the SYN-ACK's round trip, as the
     /// kernel measured it; unknown if the SYN-ACK was sent again (the
     /// time of its first send is gone by then).
-    fn at_established(
+    pub fn at_established(
         opener: Opener,
         old: TcpState,
         waited_ns: u64,
@@ -389,11 +389,7 @@ fn cached(owner: &Owner) -> Owner {
 
 impl Conn {
     fn first(event: &Event, local: SocketAddr, remote: SocketAddr, old: TcpState) -> Conn {
-        let opener = match old {
-            TcpState::Close => Opener::Active,
-            TcpState::Listen => Opener::Passive,
-            _ => Opener::Unknown,
-        };
+        let opener = Opener::first(old);
         Conn {
             first_ns: event.mono_ns,
             state: old,

@@ -1,4 +1,5 @@
-//! The state of `top` (pure): records and the clock go to its [`Feed`];
+//! The state of `top` (pure): records, the clock and listeners' queue
+//! samples go to its [`Feed`];
 //! keys pause (freezing what is shown, never what is counted), sort and
 //! filter the connections, switch and scroll panes, and quit.
 use std::cmp::Ordering;
@@ -9,7 +10,10 @@ use super::{
     conns::Conn,
     feed::{Feed, Rows},
 };
-use crate::track::Record;
+use crate::{
+    analysis::listeners::{Note, QueueSample},
+    track::Record,
+};
 
 /// What the driver does after a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,10 +71,16 @@ pub enum Pane {
     Connections,
     Listeners,
     TimeWait,
+    Stuck,
 }
 
 impl Pane {
-    pub const ALL: [Pane; 3] = [Pane::Connections, Pane::Listeners, Pane::TimeWait];
+    pub const ALL: [Pane; 4] = [
+        Pane::Connections,
+        Pane::Listeners,
+        Pane::TimeWait,
+        Pane::Stuck,
+    ];
 
     pub fn index(self) -> usize {
         self as usize
@@ -91,9 +101,9 @@ pub struct ViewState {
     pub editing: bool,
     pub focus: Pane,
     /// The first row shown, per pane (the renderer keeps it in range).
-    pub scroll: [usize; 3],
+    pub scroll: [usize; Pane::ALL.len()],
     /// Rows that fit, per pane, as last drawn: what PgUp/PgDn move.
-    pub page: [usize; 3],
+    pub page: [usize; Pane::ALL.len()],
 }
 
 pub struct App {
@@ -104,18 +114,19 @@ pub struct App {
 }
 
 impl App {
-    /// Listeners that close within `short_ns` are short-lived.
-    pub fn new(short_ns: u64) -> App {
+    /// Listeners that close within `short_ns` are short-lived; connections
+    /// `stuck_ns` in CLOSE_WAIT, FIN_WAIT2 or SYN_SENT are stuck.
+    pub fn new(short_ns: u64, stuck_ns: u64) -> App {
         App {
-            feed: Feed::new(short_ns),
+            feed: Feed::new(short_ns, stuck_ns),
             frozen: None,
             view: ViewState {
                 sort: Sort::Age,
                 filter: String::new(),
                 editing: false,
                 focus: Pane::Connections,
-                scroll: [0; 3],
-                page: [1; 3],
+                scroll: [0; Pane::ALL.len()],
+                page: [1; Pane::ALL.len()],
             },
         }
     }
@@ -127,6 +138,11 @@ impl App {
     /// The time is `now_ns` (the records' clock).
     pub fn tick(&mut self, now_ns: u64) {
         self.feed.tick(now_ns);
+    }
+
+    /// Listeners' accept queues sampled at `now_ns`: what they dropped.
+    pub fn queues(&mut self, now_ns: u64, samples: &[QueueSample]) -> Vec<Note> {
+        self.feed.queues(now_ns, samples)
     }
 
     pub fn key(&mut self, key: KeyEvent) -> Flow {

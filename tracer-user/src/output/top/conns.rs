@@ -1,13 +1,14 @@
 //! The connections pane's numbers (pure: records in, rows out): every TCP
-//! connection open now, its owner, its state and since when. Listeners
-//! and TIME_WAIT sockets have panes of their own.
+//! connection open now, its owner, its state and since when, and how its
+//! handshake went once it is established. Listeners and TIME_WAIT sockets
+//! have panes of their own.
 use std::net::SocketAddr;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::{
-    event::{Comm, Detail, Owner, SockId, TcpState},
-    track::Record,
+    event::{Comm, Detail, Owner, SockId, StateInfo, TcpState},
+    track::{Handshake, Opener, Record},
 };
 
 /// The most connections shown; beyond it new ones are counted, not shown.
@@ -27,6 +28,10 @@ pub struct Conn {
     pub before_start: bool,
     pub local: SocketAddr,
     pub remote: SocketAddr,
+    /// Known once we saw it become ESTABLISHED.
+    pub handshake: Handshake,
+    /// Too long in CLOSE_WAIT, FIN_WAIT2 or SYN_SENT.
+    pub stuck: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -38,6 +43,8 @@ struct Open {
     before_start: bool,
     local: SocketAddr,
     remote: SocketAddr,
+    opener: Opener,
+    handshake: Handshake,
 }
 
 #[derive(Default)]
@@ -51,7 +58,8 @@ impl Conns {
     pub fn observe(&mut self, record: &Record) {
         match record {
             Record::Existing(k, at) if is_connection(k.state) => {
-                self.set(k.sock, &k.owner, k.state, *at, k.local, k.remote);
+                let opener = Opener::Unknown;
+                self.set(k.sock, &k.owner, (opener, k.state), *at, k.local, k.remote);
                 if let Some(open) = self.open.get_mut(&k.sock) {
                     open.before_start = true;
                 }
@@ -60,14 +68,22 @@ impl Conns {
                 let (
                     Some(sock),
                     Detail::State {
-                        local, remote, new, ..
+                        local,
+                        remote,
+                        old,
+                        new,
+                        info,
                     },
                 ) = (e.sock, e.detail)
                 else {
                     return;
                 };
                 if is_connection(new) {
-                    self.set(sock, &e.owner, new, e.mono_ns, local, remote);
+                    if new == TcpState::Established {
+                        self.established(sock, old, e.mono_ns, &info);
+                    }
+                    let opener = Opener::first(old);
+                    self.set(sock, &e.owner, (opener, new), e.mono_ns, local, remote);
                 } else {
                     self.open.remove(&sock);
                 }
@@ -76,8 +92,9 @@ impl Conns {
         }
     }
 
-    /// Every connection open now, in no particular order.
-    pub fn rows(&self, now_ns: u64) -> Vec<Conn> {
+    /// Every connection open now, in no particular order; those of
+    /// `stuck` marked so.
+    pub fn rows(&self, now_ns: u64, stuck: &FxHashSet<SockId>) -> Vec<Conn> {
         self.open
             .iter()
             .map(|(sock, o)| Conn {
@@ -89,15 +106,28 @@ impl Conns {
                 before_start: o.before_start,
                 local: o.local,
                 remote: o.remote,
+                handshake: o.handshake,
+                stuck: stuck.contains(sock),
             })
             .collect()
     }
 
+    /// `sock` became ESTABLISHED from `old` at `at_ns`, as `info` says:
+    /// its handshake (before [`Conns::set`] forgets when it entered `old`).
+    fn established(&mut self, sock: SockId, old: TcpState, at_ns: u64, info: &StateInfo) {
+        if let Some(open) = self.open.get_mut(&sock) {
+            let waited_ns = at_ns.saturating_sub(open.since_ns);
+            open.handshake = Handshake::at_established(open.opener, old, waited_ns, info.tcp);
+        }
+    }
+
+    /// `sock` of `owner` is in `state` since `at_ns`; `opener`: who opened
+    /// it, if this is the first we see of it.
     fn set(
         &mut self,
         sock: SockId,
         owner: &Owner,
-        state: TcpState,
+        (opener, state): (Opener, TcpState),
         at_ns: u64,
         local: SocketAddr,
         remote: SocketAddr,
@@ -127,6 +157,8 @@ impl Conns {
                 before_start: false,
                 local,
                 remote,
+                opener,
+                handshake: Handshake::default(),
             },
         );
     }
@@ -177,7 +209,7 @@ mod tests {
             TcpState::SynSent,
             TcpState::Established,
         ));
-        let rows = c.rows(100);
+        let rows = c.rows(100, &FxHashSet::default());
         assert_eq!(rows.len(), 1);
         let row = rows[0];
         assert_eq!((row.pid, row.comm.to_string()), (Some(42), "curl".into()));
@@ -194,7 +226,7 @@ mod tests {
             TcpState::FinWait2,
             TcpState::TimeWait,
         ));
-        assert!(c.rows(300).is_empty());
+        assert!(c.rows(300, &FxHashSet::default()).is_empty());
     }
 
     #[test]
@@ -217,7 +249,7 @@ mod tests {
             },
             5,
         ));
-        let rows = c.rows(15);
+        let rows = c.rows(15, &FxHashSet::default());
         assert_eq!(rows.len(), 1, "listeners are not connections");
         assert_eq!((rows[0].pid, rows[0].age_ns), (None, 10));
         assert!(rows[0].before_start);
@@ -228,7 +260,7 @@ mod tests {
             TcpState::Established,
             TcpState::CloseWait,
         ));
-        let row = c.rows(25)[0];
+        let row = c.rows(25, &FxHashSet::default())[0];
         assert_eq!(
             (row.pid, row.state, row.age_ns),
             (Some(42), TcpState::CloseWait, 5)

@@ -1,13 +1,18 @@
-//! What the records say (pure: records and the clock in, rows out): the
-//! numbers behind every pane of `top` and its status line.
-use rustc_hash::FxHashMap;
+//! What the records say (pure: records, the clock and listeners' queue
+//! samples in, rows out): the numbers behind every pane of `top` and its
+//! status line.
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{
     conns::{Conn, Conns},
     population::{Population, Waiting},
 };
 use crate::{
-    analysis::listeners::{Listeners, RowKey},
+    analysis::{
+        listeners::{Listeners, Note, QueueSample, RowKey},
+        stuck::{Stuck, Waiting as Stalled},
+    },
+    event::SockId,
     track::Record,
 };
 
@@ -22,6 +27,16 @@ pub struct Rows {
     /// TIME_WAIT sockets by place, most first.
     pub waiting: Vec<Waiting>,
     pub waiting_total: u64,
+    /// Connections stuck now, the oldest first.
+    pub stuck: Vec<StuckConn>,
+}
+
+/// A row of the stuck pane: a connection too long in CLOSE_WAIT,
+/// FIN_WAIT2 or SYN_SENT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StuckConn {
+    pub conn: Stalled,
+    pub age_ns: u64,
 }
 
 /// A row of the listeners pane: one port, protocol, kind and program.
@@ -39,12 +54,18 @@ pub struct Listener {
     pub failed_binds: u64,
     /// The median lifetime of the ended cycles.
     pub median_ns: Option<u64>,
+    /// The fullest accept queue of its open listeners at the last sample:
+    /// (waiting, backlog).
+    pub queue: Option<(u32, u32)>,
+    /// SYNs and connections its listeners dropped since we started.
+    pub drops: u64,
 }
 
 pub struct Feed {
     conns: Conns,
     listeners: Listeners,
     population: Population,
+    stuck: Stuck,
     rate: Rate,
     /// Events lost so far: the ring buffer was full, or another BPF
     /// program was running.
@@ -54,12 +75,14 @@ pub struct Feed {
 }
 
 impl Feed {
-    /// Listeners that close within `short_ns` are short-lived.
-    pub fn new(short_ns: u64) -> Feed {
+    /// Listeners that close within `short_ns` are short-lived; connections
+    /// `stuck_ns` in CLOSE_WAIT, FIN_WAIT2 or SYN_SENT are stuck.
+    pub fn new(short_ns: u64, stuck_ns: u64) -> Feed {
         Feed {
             conns: Conns::default(),
             listeners: Listeners::new(short_ns),
             population: Population::default(),
+            stuck: Stuck::new(stuck_ns),
             rate: Rate::default(),
             dropped: 0,
             now_ns: 0,
@@ -84,6 +107,7 @@ impl Feed {
         self.conns.observe(record);
         self.listeners.observe(record);
         self.population.observe(record);
+        self.stuck.observe(record);
     }
 
     /// The time is `now_ns` (the records' clock).
@@ -91,6 +115,12 @@ impl Feed {
         self.clock(now_ns);
         self.rate.roll(now_ns);
         self.population.tick(now_ns);
+    }
+
+    /// A sample of every listener's accept queue at `now_ns`: what each
+    /// dropped since the last one.
+    pub fn queues(&mut self, now_ns: u64, samples: &[QueueSample]) -> Vec<Note> {
+        self.listeners.queues(now_ns, samples)
     }
 
     /// Events in the last whole second.
@@ -102,14 +132,28 @@ impl Feed {
         self.dropped
     }
 
+    /// How long in a state a connection should pass through is stuck.
+    pub fn stuck_ns(&self) -> u64 {
+        self.stuck.threshold_ns()
+    }
+
     /// Every pane's rows now.
     pub fn rows(&self) -> Rows {
+        let stuck = self.stuck.stuck(self.now_ns);
+        let marked: FxHashSet<SockId> = stuck.iter().map(|s| s.sock).collect();
         Rows {
-            conns: self.conns.rows(self.now_ns),
+            conns: self.conns.rows(self.now_ns, &marked),
             untracked: self.conns.untracked,
             listeners: self.listeners(),
             waiting: self.population.rows(),
             waiting_total: self.population.total(),
+            stuck: stuck
+                .into_iter()
+                .map(|s| StuckConn {
+                    conn: s.waiting.clone(),
+                    age_ns: s.age_ns,
+                })
+                .collect(),
         }
     }
 
@@ -134,6 +178,8 @@ impl Feed {
                 short: row.short,
                 failed_binds: row.failed_binds,
                 median_ns: row.lifetimes().map(|(_, median, _)| median),
+                queue: row.queue,
+                drops: row.drops,
             })
             .collect()
     }

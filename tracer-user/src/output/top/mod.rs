@@ -2,8 +2,10 @@
 //! record, drawn every tick and on each key ([`Live`]), on a terminal set
 //! up and put back by [`term::Screen`].
 mod app;
+mod columns;
 mod conns;
 mod feed;
+mod panes;
 mod population;
 pub mod term;
 #[cfg(test)]
@@ -22,7 +24,11 @@ use futures_core::Stream;
 use ratatui::{Terminal, backend::CrosstermBackend};
 
 use self::app::{App, Flow};
-use crate::{output::Render, track::Record};
+use crate::{
+    analysis::listeners::{Note, QueueSample},
+    output::Render,
+    track::Record,
+};
 
 /// The App on a real terminal, reading keys as they come.
 pub struct Live {
@@ -38,10 +44,11 @@ pub struct Live {
 
 impl Live {
     /// The view on standard output; `short_ns`: what counts as a short
-    /// connection.
-    pub fn new(short_ns: u64) -> io::Result<Live> {
+    /// connection; `stuck_ns`: how long in CLOSE_WAIT, FIN_WAIT2 or
+    /// SYN_SENT is stuck.
+    pub fn new(short_ns: u64, stuck_ns: u64) -> io::Result<Live> {
         Ok(Live {
-            app: App::new(short_ns),
+            app: App::new(short_ns, stuck_ns),
             terminal: Terminal::new(CrosstermBackend::new(io::stdout()))?,
             keys: None,
             failed: None,
@@ -68,6 +75,16 @@ impl Render for Live {
     fn tick(&mut self, now_ns: u64, _out: &mut String) {
         self.app.tick(now_ns);
         self.draw();
+    }
+
+    fn samples_queues(&self) -> bool {
+        true
+    }
+
+    /// The drops are shown in the listeners pane; returned so the
+    /// exporter counts them.
+    fn queues(&mut self, now_ns: u64, samples: &[QueueSample], _out: &mut String) -> Vec<Note> {
+        self.app.queues(now_ns, samples)
     }
 
     fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<anyhow::Result<()>> {

@@ -15,10 +15,11 @@ use super::{
     ui,
 };
 use crate::{
-    event::{Detail, Event, Proto, SockId, TcpState},
+    analysis::listeners::{QueueSample, What},
+    event::{Detail, Event, Owner, Proto, SockId, TcpState, TcpStats},
     input::Reader,
     source::KernelCounters,
-    track::Record,
+    track::{Known, Record},
 };
 
 const S: u64 = 1_000_000_000;
@@ -118,7 +119,7 @@ fn recording(until_ns: u64) -> (Vec<Record>, Vec<Record>) {
 
 #[test]
 fn the_recording_at_80x24() {
-    let mut app = App::new(1000 * MS);
+    let mut app = App::new(1000 * MS, 10 * S);
     let (churn, ends) = recording(AFTER_CHURN);
     assert_eq!(ends.len(), 16, "the TIME_WAIT ends, a minute later");
     for r in &churn {
@@ -220,7 +221,7 @@ fn the_recording_at_80x24() {
 
 #[test]
 fn a_connection_shows_its_owner_state_and_age() {
-    let mut app = App::new(1000 * MS);
+    let mut app = App::new(1000 * MS, 10 * S);
     app.record(&state(
         10 * S,
         1,
@@ -277,9 +278,358 @@ fn a_connection_shows_its_owner_state_and_age() {
     assert!(find(&text, &["Connections 0"]).is_some());
 }
 
+/// Connection 1 of curl (pid 4242) to 93.184.216.34:443: connect() at
+/// 10 s, ESTABLISHED 12.5 ms later after one SYN sent again.
+fn handshake(app: &mut App) {
+    app.record(&state(
+        10 * S,
+        1,
+        (4242, "curl"),
+        ("10.0.0.1:0", "93.184.216.34:443"),
+        (TcpState::Close, TcpState::SynSent),
+    ));
+    let Record::Event(mut e) = established(
+        10 * S + 12_500_000,
+        1,
+        4242,
+        "curl",
+        50000,
+        "93.184.216.34:443",
+    ) else {
+        unreachable!()
+    };
+    if let Detail::State { info, .. } = &mut e.detail {
+        info.tcp = Some(TcpStats {
+            retransmits: 1,
+            srtt_us: 11_000,
+            rttvar_us: 500,
+        });
+    }
+    app.record(&Record::Event(e));
+}
+
+#[test]
+fn a_connection_shows_its_handshake_once_established() {
+    let mut app = App::new(1000 * MS, 10 * S);
+    app.record(&state(
+        10 * S,
+        2,
+        (4243, "wget"),
+        ("10.0.0.1:0", "10.0.0.3:80"),
+        (TcpState::Close, TcpState::SynSent),
+    ));
+    handshake(&mut app);
+    app.tick(13 * S);
+    let text = lines(&draw(&mut app, 80, 24));
+    let header = line_of(
+        &text,
+        &[
+            "PID", "COMM", "STATE", "AGE", "LOCAL", "REMOTE", "CONN_MS", "RETR",
+        ],
+    );
+    let row = line_of(
+        &text,
+        &[
+            "4242",
+            "curl",
+            "ESTABLISHED",
+            "2s",
+            "10.0.0.1:50000",
+            "93.184.216.34:443",
+            "12.500",
+            "1",
+        ],
+    );
+    assert_eq!(row, header + 2, "{}", text.join("\n"));
+    // Still connecting (and the oldest in its state): not known yet.
+    let connecting = line_of(
+        &text,
+        &["4243", "wget", "SYN_SENT", "3s", "10.0.0.3:80", "-", "-"],
+    );
+    assert_eq!(connecting, header + 1);
+}
+
+#[test]
+fn narrow_panes_drop_the_handshake_before_the_addresses() {
+    let mut app = App::new(1000 * MS, 10 * S);
+    handshake(&mut app);
+    app.record(&established(
+        11 * S,
+        3,
+        4_194_303,
+        "systemd-resolve",
+        40000,
+        "[2001:db8::53]:53",
+    ));
+    app.tick(13 * S);
+    let text = lines(&draw(&mut app, 80, 24));
+    let all = text.join("\n");
+    assert!(find(&text, &["CONN_MS"]).is_none(), "{all}");
+    // The program's name cut at 12 columns, both addresses whole.
+    line_of(
+        &text,
+        &[
+            "4194303",
+            "systemd-reso",
+            "ESTABLISHED",
+            "2s",
+            "10.0.0.1:40000",
+            "[2001:db8::53]:53",
+        ],
+    );
+    line_of(
+        &text,
+        &[
+            "4242",
+            "curl",
+            "ESTABLISHED",
+            "10.0.0.1:50000",
+            "93.184.216.34:443",
+        ],
+    );
+    // Wider, it is back.
+    let text = lines(&draw(&mut app, 120, 30));
+    line_of(&text, &["4242", "curl", "93.184.216.34:443", "12.500", "1"]);
+    line_of(
+        &text,
+        &["4194303", "systemd-resolve", "[2001:db8::53]:53", "-", "-"],
+    );
+}
+
+#[test]
+fn listeners_show_their_accept_queue_and_a_dropping_one_stands_out() {
+    let mut app = App::new(1000 * MS, 10 * S);
+    for (sock, port, comm) in [(1, 8080, "nginx"), (2, 9090, "api")] {
+        app.record(&state(
+            S,
+            sock,
+            (7, comm),
+            (&format!("0.0.0.0:{port}"), "0.0.0.0:0"),
+            (TcpState::Close, TcpState::Listen),
+        ));
+    }
+    let sample = |sock, depth, drops| QueueSample {
+        sock: SockId(sock),
+        depth,
+        backlog: 4096,
+        drops,
+    };
+    // The first sample of a listener we saw open: all it dropped is news.
+    let notes = app.queues(2 * S, &[sample(1, 0, 0), sample(2, 0, 0)]);
+    assert!(notes.is_empty(), "{notes:?}");
+    let notes = app.queues(3 * S, &[sample(1, 2, 0), sample(2, 4096, 12)]);
+    assert_eq!(notes.len(), 1, "returned for the metrics: {notes:?}");
+    assert_eq!(
+        (notes[0].sock, notes[0].what),
+        (
+            SockId(2),
+            What::Dropped {
+                dropped: 12,
+                depth: 4096,
+                backlog: 4096
+            }
+        )
+    );
+    app.tick(3 * S);
+    let frame = draw(&mut app, 80, 24);
+    let text = lines(&frame);
+    let all = text.join("\n");
+    line_of(
+        &text,
+        &[
+            "PROTO", "PORT", "KIND", "COMM", "OPEN", "QUEUE", "DROPS", "CYCLES", "SHORT", "FAILED",
+            "MEDIAN",
+        ],
+    );
+    let quiet = line_of(
+        &text,
+        &[
+            "tcp", "8080", "listen", "nginx", "1", "2/4096", "0", "0", "0", "0", "-",
+        ],
+    );
+    let dropping = line_of(
+        &text,
+        &[
+            "tcp",
+            "9090",
+            "listen",
+            "api",
+            "1",
+            "4096/4096",
+            "12",
+            "0",
+            "0",
+            "0",
+            "-",
+        ],
+    );
+    let style = |y: usize| {
+        let cell = &frame[(3, y as u16)];
+        (cell.fg, cell.modifier)
+    };
+    assert_eq!(style(dropping), (Color::Red, Modifier::BOLD), "{all}");
+    assert_eq!(style(quiet), (Color::Reset, Modifier::empty()), "{all}");
+    // Drops stay counted; the queue is what the last sample said.
+    app.queues(4 * S, &[sample(1, 0, 0), sample(2, 0, 12)]);
+    let text = lines(&draw(&mut app, 80, 24));
+    line_of(&text, &["9090", "listen", "api", "1", "0/4096", "12"]);
+}
+
+#[test]
+fn stuck_connections_have_a_pane_and_are_marked_among_the_connections() {
+    use crate::escape::{FORGING, FORGING_SHOWN};
+    let mut app = App::new(1000 * MS, 10 * S);
+    let to = |sock, at, (pid, comm), local: &str, new| {
+        let old = match new {
+            TcpState::SynSent => TcpState::Close,
+            TcpState::FinWait2 => TcpState::FinWait1,
+            _ => TcpState::Established,
+        };
+        state(at, sock, (pid, comm), (local, "10.0.0.2:443"), (old, new))
+    };
+    // Already in CLOSE_WAIT at start (5 s): at least 20 s at 25 s.
+    app.record(&Record::Existing(
+        Known {
+            sock: SockId(1),
+            netns: 1,
+            state: TcpState::CloseWait,
+            local: "10.0.0.1:8080".parse().unwrap(),
+            remote: "10.0.0.9:41000".parse().unwrap(),
+            owner: Owner::UNKNOWN,
+        },
+        5 * S,
+    ));
+    for r in [
+        to(
+            2,
+            8 * S,
+            (300, "leaky"),
+            "10.0.0.1:40002",
+            TcpState::CloseWait,
+        ),
+        to(
+            3,
+            12 * S,
+            (301, FORGING),
+            "10.0.0.1:40003",
+            TcpState::FinWait2,
+        ),
+        to(4, 14 * S, (302, "curl"), "10.0.0.1:0", TcpState::SynSent),
+        // Not long enough, or not a state to stick in.
+        to(
+            5,
+            20 * S,
+            (303, "leaky"),
+            "10.0.0.1:40005",
+            TcpState::CloseWait,
+        ),
+        established(6 * S, 6, 304, "ssh", 40006, "10.0.0.2:22"),
+    ] {
+        app.record(&r);
+    }
+    app.tick(25 * S);
+    let frame = draw(&mut app, 80, 24);
+    let text = lines(&frame);
+    let all = text.join("\n");
+    let title = line_of(&text, &["┌ Stuck 4 over 10.00 s"]);
+    let header = line_of(&text, &["PID", "COMM", "STATE", "AGE", "LOCAL", "REMOTE"]);
+    assert!(header < title, "the connections pane first: {all}");
+    // The oldest first; the name escaped, cut to fit.
+    let rows: Vec<usize> = [
+        vec![
+            "-",
+            "-",
+            "CLOSE_WAIT",
+            ">20s",
+            "10.0.0.1:8080",
+            "10.0.0.9:41000",
+        ],
+        vec![
+            "300",
+            "leaky",
+            "CLOSE_WAIT",
+            "17s",
+            "10.0.0.1:40002",
+            "10.0.0.2:443",
+        ],
+        vec![
+            "301",
+            &FORGING_SHOWN[..15],
+            "FIN_WAIT2",
+            "13s",
+            "10.0.0.1:40003",
+        ],
+        vec![
+            "302",
+            "curl",
+            "SYN_SENT",
+            "11s",
+            "10.0.0.1:0",
+            "10.0.0.2:443",
+        ],
+    ]
+    .iter()
+    .map(|words| {
+        let below: Vec<String> = text[title..].to_vec();
+        title + line_of(&below, words)
+    })
+    .collect();
+    assert_eq!(rows, [title + 2, title + 3, title + 4, title + 5], "{all}");
+    assert!(text[23].contains("q quit  p pause"), "the keys: {all}");
+    assert!(!all.contains("mXFAKE"), "{all}");
+
+    // Among the connections (all of them on a taller terminal), the
+    // stuck ones in red.
+    let frame = draw(&mut app, 80, 30);
+    let text = lines(&frame);
+    let all = text.join("\n");
+    let title = line_of(&text, &["┌ Stuck 4"]);
+    let style = |words: &[&str]| {
+        let y = line_of(&text[..title], words);
+        let cell = &frame[(1, y as u16)];
+        (cell.fg, cell.modifier)
+    };
+    let red = (Color::Red, Modifier::BOLD);
+    assert_eq!(style(&["300", "leaky", "CLOSE_WAIT", "17s"]), red, "{all}");
+    assert_eq!(style(&["302", "curl", "SYN_SENT"]), red, "{all}");
+    let plain = (Color::Reset, Modifier::empty());
+    assert_eq!(style(&["303", "leaky", "CLOSE_WAIT", "5s"]), plain, "{all}");
+    assert_eq!(style(&["304", "ssh", "ESTABLISHED"]), plain, "{all}");
+
+    // Tab reaches it last.
+    press_tab(&mut app, 3);
+    let frame = draw(&mut app, 80, 30);
+    assert_eq!(frame[(0, title as u16)].fg, Color::Cyan);
+    // Once it closes, it is no longer stuck.
+    app.record(&to(
+        2,
+        26 * S,
+        (300, "leaky"),
+        "10.0.0.1:40002",
+        TcpState::LastAck,
+    ));
+    let text = lines(&draw(&mut app, 80, 24));
+    line_of(&text, &["┌ Stuck 3 over 10.00 s"]);
+}
+
+#[test]
+fn with_none_stuck_the_pane_is_its_borders() {
+    let mut app = three();
+    let text = lines(&draw(&mut app, 80, 24));
+    let all = text.join("\n");
+    assert!(text[22].starts_with("┌ Stuck 0 over 10.00 s ─"), "{all}");
+    assert!(text[23].starts_with("└ q quit"), "{all}");
+}
+
+fn press_tab(app: &mut App, times: usize) {
+    for _ in 0..times {
+        app.key(key(KeyCode::Tab));
+    }
+}
+
 #[test]
 fn losses_show_in_the_status_line() {
-    let mut app = App::new(1000 * MS);
+    let mut app = App::new(1000 * MS, 10 * S);
     let counters = KernelCounters {
         ring_drops: 3,
         recursion_misses: 2,
@@ -294,7 +644,7 @@ fn losses_show_in_the_status_line() {
 
 /// Three connections: nginx (pid 300) the oldest, curl (100), ssh (200).
 fn three() -> App {
-    let mut app = App::new(1000 * MS);
+    let mut app = App::new(1000 * MS, 10 * S);
     for r in [
         established(S, 3, 300, "nginx", 8080, "10.0.0.9:41000"),
         established(2 * S, 1, 100, "curl", 50001, "10.0.0.7:443"),
@@ -389,7 +739,7 @@ fn pause_freezes_the_view_and_keeps_counting() {
 
 #[test]
 fn quit_keys() {
-    let mut app = App::new(1000 * MS);
+    let mut app = App::new(1000 * MS, 10 * S);
     assert_eq!(app.key(key(KeyCode::Char('q'))), Flow::Quit);
     let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
     press(&mut app, "/");
@@ -399,7 +749,7 @@ fn quit_keys() {
 
 #[test]
 fn tab_and_scrolling() {
-    let mut app = App::new(1000 * MS);
+    let mut app = App::new(1000 * MS, 10 * S);
     for i in 0..30u16 {
         let remote = format!("10.0.1.{i}:80");
         app.record(&established(
@@ -489,7 +839,7 @@ fn any_size_draws_without_panicking() {
 #[test]
 fn process_names_are_escaped_in_the_panes() {
     use crate::escape::{FORGING, FORGING_SHOWN};
-    let mut app = App::new(1000 * MS);
+    let mut app = App::new(1000 * MS, 10 * S);
     // A connection, and a listener that opened and closed, of a process
     // whose name clears the screen and forges a line.
     app.record(&established(S, 1, 42, FORGING, 40000, "10.0.0.2:443"));

@@ -1,34 +1,22 @@
 //! Drawing `top` (pure: the app in, a frame out): a status line, then the
-//! connections, listeners and TIME_WAIT panes. Stacked on narrow
-//! terminals (80x24 shows every pane); listeners and TIME_WAIT side by
-//! side on wide ones.
-use std::ops::Range;
-
+//! panes ([`super::panes`]) laid out: connections, listeners, TIME_WAIT and stuck
+//! connections, stacked on narrow terminals (80x24 shows every pane);
+//! listeners and TIME_WAIT side by side on wide ones.
 use ratatui::{
     Frame,
     layout::{Constraint, Layout, Rect},
     style::{Color, Modifier, Style},
     text::{Line, Span},
-    widgets::{Block, Row, Table},
 };
 
 use super::{
-    app::{App, Pane, ViewState},
-    feed::{Feed, Rows},
-    population::Place,
+    app::{App, ViewState},
+    feed::Feed,
+    panes::{connections, listeners, stuck, waiting},
 };
-use crate::{escape::escape, output::human_ns};
 
 /// Wide enough to put listeners and TIME_WAIT side by side.
 const WIDE: u16 = 140;
-const KEYS: &str = " q quit  p pause  s sort  / filter  Esc clear  Tab pane  ↑↓ PgUp PgDn ";
-/// Bars of a sparkline, lowest first.
-const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
-
-/// Short-lived listeners.
-const SHORT_LIVED: Style = Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD);
-const HEADER: Style = Style::new().add_modifier(Modifier::BOLD);
-const FOCUSED: Style = Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD);
 
 /// Draws every pane, keeping each pane's scroll position in range.
 pub fn render(app: &mut App, frame: &mut Frame) {
@@ -44,39 +32,79 @@ pub fn render(app: &mut App, frame: &mut Frame) {
     };
     let [status_area, body] =
         Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(frame.area());
-    // Listeners and TIME_WAIT take the rows they need, up to a share of
-    // the height; connections the rest.
+    // Below the connections: listeners and TIME_WAIT (side by side when
+    // wide), then stuck connections (their borders alone when there are
+    // none). Each takes the rows it needs while together they leave the
+    // connections a third of the height; else the tallest gives way.
     let wide = body.width >= WIDE;
-    let cap = if wide {
-        body.height / 2
-    } else {
-        body.height * 2 / 5
+    let stuck_need = match rows.stuck.len() {
+        0 => 2,
+        n => rows_height(n),
     };
-    let need = |len: usize| {
-        u16::try_from(len)
-            .unwrap_or(u16::MAX)
-            .saturating_add(3)
-            .clamp(4, cap.max(4))
-    };
-    let [conns_area, listeners_area, waiting_area] = if wide {
-        let bottom = need(rows.listeners.len().max(rows.waiting.len()));
-        let [top, bottom] =
-            Layout::vertical([Constraint::Fill(1), Constraint::Length(bottom)]).areas(body);
+    let (listeners_need, waiting_need) = (
+        rows_height(rows.listeners.len()),
+        rows_height(rows.waiting.len()),
+    );
+    let budget = body.height - body.height / 3;
+    let [conns_area, listeners_area, waiting_area, stuck_area] = if wide {
+        let [bottom, stuck] = share(
+            [listeners_need.max(waiting_need), stuck_need],
+            [4, stuck_need.min(4)],
+            budget,
+        );
+        let [top, bottom, stuck] = Layout::vertical([
+            Constraint::Fill(1),
+            Constraint::Length(bottom),
+            Constraint::Length(stuck),
+        ])
+        .areas(body);
         let [left, right] =
             Layout::horizontal([Constraint::Fill(1), Constraint::Fill(1)]).areas(bottom);
-        [top, left, right]
+        [top, left, right, stuck]
     } else {
-        Layout::vertical([
-            Constraint::Fill(1),
-            Constraint::Length(need(rows.listeners.len())),
-            Constraint::Length(need(rows.waiting.len())),
-        ])
-        .areas(body)
+        let heights = share(
+            [listeners_need, waiting_need, stuck_need],
+            [4, 4, stuck_need.min(4)],
+            budget,
+        );
+        let [top, listeners, waiting, stuck] = Layout::vertical(
+            [Constraint::Fill(1)]
+                .into_iter()
+                .chain(heights.map(Constraint::Length)),
+        )
+        .areas(body);
+        [top, listeners, waiting, stuck]
     };
     status(frame, status_area, feed, paused, view);
     connections(frame, conns_area, rows, view);
     listeners(frame, listeners_area, rows, view);
     waiting(frame, waiting_area, rows, view);
+    stuck(frame, stuck_area, rows, view, feed.stuck_ns());
+}
+
+/// Heights for panes that `need` so many lines, together at most
+/// `budget`: the tallest gives a line at a time, down to its `floor`.
+fn share<const N: usize>(need: [u16; N], floor: [u16; N], budget: u16) -> [u16; N] {
+    let mut heights = need.map(|n| n.min(budget));
+    while heights.iter().sum::<u16>() > budget {
+        let tallest = (0..N)
+            .filter(|&i| heights[i] > floor[i])
+            .max_by_key(|&i| (heights[i], std::cmp::Reverse(i)));
+        match tallest {
+            Some(i) => heights[i] -= 1,
+            None => break,
+        }
+    }
+    heights
+}
+
+/// The height of a pane of `len` rows: borders and header, and at least
+/// one row.
+fn rows_height(len: usize) -> u16 {
+    u16::try_from(len)
+        .unwrap_or(u16::MAX)
+        .saturating_add(3)
+        .max(4)
 }
 
 fn status(frame: &mut Frame, area: Rect, feed: &Feed, paused: bool, view: &ViewState) {
@@ -121,238 +149,14 @@ fn status(frame: &mut Frame, area: Rect, feed: &Feed, paused: bool, view: &ViewS
     frame.render_widget(Line::from(spans), area);
 }
 
-fn connections(frame: &mut Frame, area: Rect, rows: &Rows, view: &mut ViewState) {
-    let shown = view.connections(rows);
-    let range = window(view, Pane::Connections, area, shown.len());
-    let mut title = format!(" Connections {} ", count(&range, shown.len()));
-    if rows.untracked > 0 {
-        title.push_str(&format!("(+{} untracked) ", rows.untracked));
-    }
-    // PID, COMM, STATE, AGE; the addresses share the rest.
-    let comm = if area.width < 100 { 12 } else { 15 };
-    let fixed = [7, comm, 11, 6];
-    let addresses = area
-        .width
-        .saturating_sub(2 + fixed.iter().sum::<u16>() + fixed.len() as u16 + 1);
-    let (local, remote) = (addresses / 2, addresses - addresses / 2);
-    let body = shown[range].iter().map(|c| {
-        let (pid, comm) = match c.pid {
-            Some(pid) => (pid.to_string(), c.comm.to_string()),
-            None => ("-".into(), "-".into()),
-        };
-        Row::new([
-            pid,
-            comm,
-            c.state.to_string(),
-            age(c.age_ns, c.before_start),
-            cut_left(c.local.to_string(), local),
-            cut_left(c.remote.to_string(), remote),
-        ])
-    });
-    let widths = fixed
-        .into_iter()
-        .chain([local, remote])
-        .map(Constraint::Length);
-    let table = Table::new(body, widths)
-        .header(Row::new(["PID", "COMM", "STATE", "AGE", "LOCAL", "REMOTE"]).style(HEADER))
-        .block(block(title, view.focus == Pane::Connections));
-    frame.render_widget(table, area);
-}
-
-fn listeners(frame: &mut Frame, area: Rect, rows: &Rows, view: &mut ViewState) {
-    let all = &rows.listeners;
-    let range = window(view, Pane::Listeners, area, all.len());
-    let open: u64 = all.iter().map(|l| l.open).sum();
-    let title = format!(" Listeners {} ({open} open) ", count(&range, all.len()));
-    let body = all[range].iter().map(|l| {
-        let row = Row::new([
-            l.key.proto.to_string(),
-            l.key.port.to_string(),
-            l.key.kind.name().to_string(),
-            escape(&l.key.comm).into_owned(),
-            l.open.to_string(),
-            l.open_for
-                .map_or_else(|| "-".into(), |(ns, before)| age(ns, before)),
-            l.cycles.to_string(),
-            l.short.to_string(),
-            l.failed_binds.to_string(),
-            l.median_ns.map_or_else(|| "-".into(), human_ns),
-        ]);
-        if l.short > 0 {
-            row.style(SHORT_LIVED)
-        } else {
-            row
-        }
-    });
-    let widths = [
-        Constraint::Length(5),
-        Constraint::Length(5),
-        Constraint::Length(6),
-        Constraint::Fill(1),
-        Constraint::Length(4),
-        Constraint::Length(7),
-        Constraint::Length(6),
-        Constraint::Length(5),
-        Constraint::Length(6),
-        Constraint::Length(9),
-    ];
-    let header = Row::new([
-        "PROTO", "PORT", "KIND", "COMM", "OPEN", "AGE", "CYCLES", "SHORT", "FAILED", "MEDIAN",
-    ]);
-    let table = Table::new(body, widths)
-        .header(header.style(HEADER))
-        .block(block(title, view.focus == Pane::Listeners));
-    frame.render_widget(table, area);
-}
-
-fn waiting(frame: &mut Frame, area: Rect, rows: &Rows, view: &mut ViewState) {
-    let all = &rows.waiting;
-    let range = window(view, Pane::TimeWait, area, all.len());
-    let title = format!(
-        " TIME_WAIT {} ({} now) ",
-        count(&range, all.len()),
-        rows.waiting_total
-    );
-    const FIXED: [u16; 3] = [24, 6, 6];
-    // What is left of the inner width after the fixed columns and the
-    // spaces between all four.
-    let spark_width = area
-        .width
-        .saturating_sub(2 + FIXED.iter().sum::<u16>() + FIXED.len() as u16);
-    let body = all[range].iter().map(|w| {
-        let place = match w.place {
-            Place::Port(port) => format!("local port {port}"),
-            Place::To(addr) => format!("→ {}", cut_left(addr.to_string(), FIXED[0] - 2)),
-            Place::Other => "(others)".into(),
-        };
-        let peak = w.peak();
-        Row::new([
-            place,
-            w.now.to_string(),
-            peak.to_string(),
-            spark(&w.history, usize::from(spark_width), peak),
-        ])
-    });
-    let widths = FIXED
-        .map(Constraint::Length)
-        .into_iter()
-        .chain([Constraint::Fill(1)]);
-    let table = Table::new(body, widths)
-        .header(Row::new(["PORT / DESTINATION", "NOW", "PEAK", "LAST 5 MIN"]).style(HEADER))
-        .block(block(title, view.focus == Pane::TimeWait).title_bottom(KEYS));
-    frame.render_widget(table, area);
-}
-
-fn block(title: String, focused: bool) -> Block<'static> {
-    let block = Block::bordered().title(title);
-    if focused {
-        block.border_style(FOCUSED)
-    } else {
-        block
-    }
-}
-
-/// The rows of `pane` that fit in `area` (inside the borders, under the
-/// header) from its scroll position, which is kept in range; how many fit
-/// is what PgUp and PgDn move.
-fn window(view: &mut ViewState, pane: Pane, area: Rect, len: usize) -> Range<usize> {
-    let fit = usize::from(area.height.saturating_sub(3));
-    let i = pane.index();
-    view.page[i] = fit.max(1);
-    view.scroll[i] = view.scroll[i].min(len.saturating_sub(fit));
-    view.scroll[i]..(view.scroll[i] + fit).min(len)
-}
-
-/// `12`, or `4-9 of 12` when not all rows fit.
-fn count(shown: &Range<usize>, len: usize) -> String {
-    if shown.len() == len {
-        len.to_string()
-    } else {
-        format!("{}-{} of {len}", shown.start + 1, shown.end)
-    }
-}
-
-/// `text` in `width` columns: when too long, its end (an address's port
-/// matters most) after an ellipsis.
-fn cut_left(text: String, width: u16) -> String {
-    let width = usize::from(width);
-    let len = text.chars().count();
-    if len <= width || width == 0 {
-        return text;
-    }
-    let tail: String = text.chars().skip(len - (width - 1)).collect();
-    format!("…{tail}")
-}
-
-/// `850ms`, `12s`, `3m04s`, `2h05m`, `3d04h`; `>` before a time that
-/// began before socktrace did (it is at least that).
-fn age(ns: u64, at_least: bool) -> String {
-    let s = ns / 1_000_000_000;
-    let text = match s {
-        0 => format!("{}ms", ns / 1_000_000),
-        1..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
-    };
-    if at_least { format!(">{text}") } else { text }
-}
-
-/// `values` (oldest first) as at most `width` bars, the newest at the
-/// right, each the most of the seconds it covers, scaled to `peak`; a
-/// blank for none.
-fn spark(values: &[u32], width: usize, peak: u32) -> String {
-    if width == 0 || peak == 0 {
-        return String::new();
-    }
-    let per_bar = values.len().div_ceil(width).max(1);
-    let bars: Vec<u32> = values
-        .rchunks(per_bar)
-        .rev()
-        .map(|seconds| seconds.iter().copied().max().unwrap_or(0))
-        .collect();
-    let mut out = " ".repeat(width.saturating_sub(bars.len()));
-    for n in bars {
-        out.push(match n {
-            0 => ' ',
-            n => {
-                let level = (u64::from(n) * 8).div_ceil(u64::from(peak)).clamp(1, 8);
-                BARS[level as usize - 1]
-            }
-        });
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn ages() {
-        assert_eq!(age(850_000_000, false), "850ms");
-        assert_eq!(age(12_500_000_000, false), "12s");
-        assert_eq!(age(184_000_000_000, true), ">3m04s");
-        assert_eq!(age(7_500 * 1_000_000_000, false), "2h05m");
-        assert_eq!(age(3 * 86_400 * 1_000_000_000, false), "3d00h");
-    }
-
-    #[test]
-    fn long_addresses_keep_their_port() {
-        assert_eq!(
-            cut_left("192.168.100.200:54321".into(), 17),
-            "…68.100.200:54321"
-        );
-        assert_eq!(cut_left("10.0.0.1:80".into(), 17), "10.0.0.1:80");
-    }
-
-    #[test]
-    fn sparklines() {
-        assert_eq!(spark(&[0, 1, 2, 4, 8], 5, 8), " ▁▂▄█");
-        // Fewer seconds than bars: right-aligned.
-        assert_eq!(spark(&[8], 4, 8), "   █");
-        // More: each bar the most of its seconds, the newest complete.
-        assert_eq!(spark(&[8, 0, 0, 0, 4, 0], 3, 8), "█ ▄");
-        assert_eq!(spark(&[0, 0], 3, 0), "");
+    fn the_tallest_pane_gives_way_first() {
+        assert_eq!(share([8, 6, 2], [4, 4, 2], 17), [8, 6, 2], "all fit");
+        assert_eq!(share([7, 5, 9], [4, 4, 4], 17), [6, 5, 6]);
+        assert_eq!(share([30, 4, 4], [4, 4, 4], 10), [4, 4, 4], "floors hold");
     }
 }
