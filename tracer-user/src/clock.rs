@@ -45,6 +45,12 @@ impl Clock {
     }
 }
 
+/// `d` in nanoseconds, as events count time (saturating at `u64::MAX`,
+/// 584 years).
+pub fn nanos(d: std::time::Duration) -> u64 {
+    d.as_nanos().try_into().unwrap_or(u64::MAX)
+}
+
 /// CLOCK_MONOTONIC now, in nanoseconds: the kernel's event clock.
 pub fn mono_now() -> u64 {
     let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");

@@ -20,7 +20,7 @@ use crate::{
         timewait::{Dest, Feed, Report as TwReport, Settings, Timewait},
     },
     cli::{AnalyzeArgs, Report},
-    clock::Clock,
+    clock::{Clock, nanos},
     cmd::record,
     host,
     input::{LineError, Reader},
@@ -187,7 +187,7 @@ impl Charts {
             report,
             start_ns: None,
             durations: Vec::new(),
-            listeners: Listeners::new(short.as_nanos().try_into().unwrap_or(u64::MAX)),
+            listeners: Listeners::new(nanos(short)),
             bars: Vec::new(),
         }
     }
@@ -304,7 +304,7 @@ impl Analysis {
         // Offline times are already wall-clock: no offset.
         let clock = Clock::with_offset(0);
         let palette = Palette::for_stdout(args.color, args.json);
-        let short_ns = args.timewait.short.short.as_nanos() as u64;
+        let short_ns = nanos(args.timewait.short.short);
         match args.report {
             Report::Listeners => Analysis::Listeners(ListenersView::new(
                 clock,
@@ -314,14 +314,14 @@ impl Analysis {
             )),
             Report::Stuck => Analysis::Stuck(StuckView::new(
                 clock,
-                Stuck::new(args.stuck.stuck.as_nanos().try_into().unwrap_or(u64::MAX)),
+                Stuck::new(nanos(args.stuck.stuck)),
                 args.json,
             )),
             Report::Timewait => Analysis::Timewait(Box::new(TimewaitRun {
                 feed: Feed::new(short_ns),
                 analysis: None,
                 view: TimewaitView::new(clock, args.json, palette),
-                interval_ns: args.timewait.interval.as_nanos() as u64,
+                interval_ns: nanos(args.timewait.interval),
                 settings: Settings {
                     top: args.timewait.top as usize,
                     threshold_pct: args.timewait.threshold,

@@ -180,9 +180,9 @@ impl Live {
     /// Counts the connections in use per destination again if the last
     /// count is a period old.
     fn refresh_in_use(&mut self, now: u64, filter: &Filter) -> anyhow::Result<()> {
-        let period = self.pace.period().as_nanos() as u64;
+        let period = crate::clock::nanos(self.pace.period());
         // Half a report's interval of slack: reports come a little late.
-        let slack = self.pace.asked().as_nanos() as u64 / 2;
+        let slack = crate::clock::nanos(self.pace.asked()) / 2;
         if now + slack >= self.in_use_ns + period {
             let (host, netns) = (&self.host, self.netns);
             let (counts, _) = self.pace.poll(|| in_use(host, netns, filter));

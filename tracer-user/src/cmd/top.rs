@@ -7,6 +7,7 @@ use anyhow::Context as _;
 
 use crate::{
     cli::TopArgs,
+    clock::nanos,
     cmd::live::{Plan, View},
     host::diag::Dump,
     output::top::{Live, term::Screen},
@@ -21,7 +22,6 @@ const DRAW_EVERY: Duration = Duration::from_millis(250);
 /// the terminal is restored before this returns, whatever happened.
 pub async fn run(args: TopArgs) -> anyhow::Result<Summary> {
     let screen = Screen::enter().context("setting up the terminal")?;
-    let nanos = |d: Duration| d.as_nanos().try_into().unwrap_or(u64::MAX);
     let view = Live::new(nanos(args.short.short), nanos(args.stuck.stuck))
         .context("setting up the terminal")?;
     let plan = Plan {
@@ -32,6 +32,7 @@ pub async fn run(args: TopArgs) -> anyhow::Result<Summary> {
         interval: Some(DRAW_EVERY),
         view: View::Live(Box::new(view)),
         output: Some(Box::new(io::sink())),
+        stuck: args.stuck.stuck,
         ..Plan::live_defaults(args.common)
     };
     let summary = crate::cmd::live::stream(plan).await;

@@ -232,7 +232,7 @@ impl Plan {
                 | if tally_ring { MODE_TALLY_RING } else { 0 },
             features,
             short_ns: match options.mode {
-                Mode::Timewait { short } => short.as_nanos().try_into().unwrap_or(u64::MAX),
+                Mode::Timewait { short } => crate::clock::nanos(short),
                 _ => 0,
             },
             filter: options.filter,

@@ -16,7 +16,7 @@ use crate::{
         stuck::Stuck,
     },
     cli::{Common, StuckThreshold},
-    clock::{self, Clock},
+    clock::{self, Clock, nanos},
     event::SockId,
     host::{self, diag::Dump, pace::Pace},
     logsink::{Journal, Sink, Syslog},
@@ -286,10 +286,6 @@ impl Ticks {
             report,
         }
     }
-}
-
-fn nanos(d: Duration) -> u64 {
-    d.as_nanos().try_into().unwrap_or(u64::MAX)
 }
 
 /// A timer every `period`, the first now, that never bunches up ticks it
