@@ -3,7 +3,13 @@
 //! against delays the tests impose and the kernel's own counts.
 mod common;
 
-use std::{thread::sleep, time::Duration};
+use std::{
+    io::{Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    process::Command,
+    thread::sleep,
+    time::Duration,
+};
 
 use common::*;
 use serde_json::Value;
@@ -308,6 +314,24 @@ fn a_full_accept_queues_drops_are_its_listeners() {
     );
 }
 
+fn connect(listener: &TcpListener) -> (TcpStream, TcpStream) {
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}
+
+/// A connection to `listener` whose server closes with the client's bytes
+/// unread (a RST, `tcp_abort_on_close`); returns the client's port.
+fn close_unread(listener: &TcpListener) -> u64 {
+    let (mut client, server) = connect(listener);
+    client.write_all(b"never read").unwrap();
+    let mut peek = [0u8; 10];
+    assert_eq!(server.peek(&mut peek).unwrap(), 10, "arrived");
+    drop(server);
+    assert!(client.read(&mut peek).is_err(), "reset");
+    u64::from(client.local_addr().unwrap().port())
+}
+
 /// Two aborts on loopback, made here: a server that closes with data
 /// unread (`tcp_abort_on_close`), and a client that closes with `SO_LINGER`
 /// 0 (`tcp_disconnect` resets a connection in a state that needs it:
@@ -317,34 +341,19 @@ fn a_full_accept_queues_drops_are_its_listeners() {
 /// no reason (a RST carries none).
 #[test]
 fn a_reset_sent_says_the_kernels_reason() {
-    use std::{
-        io::{Read as _, Write as _},
-        net::{TcpListener, TcpStream},
-    };
     require_root();
     let mut tracer = Tracer::start(&[]);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = u64::from(listener.local_addr().unwrap().port());
-    let connect = || {
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        let sport = u64::from(client.local_addr().unwrap().port());
-        (client, server, sport)
-    };
-    // The server closes with the client's bytes unread.
-    let (mut unread_client, unread_server, unread_sport) = connect();
-    unread_client.write_all(b"never read").unwrap();
-    let mut peek = [0u8; 10];
-    assert_eq!(unread_server.peek(&mut peek).unwrap(), 10, "arrived");
-    drop(unread_server);
-    assert!(unread_client.read(&mut peek).is_err(), "reset");
+    let unread_sport = close_unread(&listener);
     // The client closes at once: linger on, for 0 s.
-    let (linger_client, mut linger_server, linger_sport) = connect();
+    let (linger_client, mut linger_server) = connect(&listener);
+    let linger_sport = u64::from(linger_client.local_addr().unwrap().port());
     socket2::SockRef::from(&linger_client)
         .set_linger(Some(Duration::ZERO))
         .unwrap();
     drop(linger_client);
-    assert!(linger_server.read(&mut peek).is_err(), "reset");
+    assert!(linger_server.read(&mut [0u8; 1]).is_err(), "reset");
     let pid = u64::from(std::process::id());
     let ours = [unread_sport, linger_sport].map(Value::from);
     let events = tracer.wait_for("four ends", |ev| {
@@ -398,4 +407,57 @@ fn a_reset_sent_says_the_kernels_reason() {
         "{}",
         done.stderr
     );
+}
+
+/// Offline: a recording of a server that closes with a request unread;
+/// `analyze --report lifecycles` counts its RST by the kernel's reason.
+#[test]
+fn recorded_resets_are_counted_by_reason() {
+    require_root();
+    let dir = scratch_dir("resets");
+    let file = dir.join("run.jsonl");
+    let f = file.to_str().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tracer = Tracer::command(&["record", f, "--sport", &port.to_string()]);
+    close_unread(&listener);
+    // record writes to the file, not stdout: wait for the close there.
+    let deadline = std::time::Instant::now() + patience();
+    while !std::fs::read_to_string(&file)
+        .unwrap_or_default()
+        .contains(r#""type":"close""#)
+    {
+        assert!(std::time::Instant::now() < deadline, "no close recorded");
+        sleep(Duration::from_millis(50));
+    }
+    let done = tracer.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    let out = Command::new(socktrace_bin())
+        .args(["analyze", f, "--report", "lifecycles", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = records(&String::from_utf8_lossy(&out.stdout))
+        .pop()
+        .expect("the table");
+    let row = &table["rows"][0];
+    assert_eq!(
+        (&row["side"], &row["port"]),
+        (&"server".into(), &port.into())
+    );
+    let reasons = if kernel_lacks("reset_reason") {
+        serde_json::json!({})
+    } else {
+        serde_json::json!({"tcp_abort_on_close": 1})
+    };
+    assert_eq!(
+        (&row["reset"], &row["reset_reasons"]),
+        (&1.into(), &reasons),
+        "{table}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -2,7 +2,7 @@
 //! connections, how they ended, how long they lived, what they carried.
 //! A client's connections group by destination, a server's by the local
 //! address it serves on.
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use super::timewait::Place;
 use crate::track::{Close, Opener, Record};
@@ -28,6 +28,8 @@ pub struct Row {
     pub bytes_received: u64,
     /// Segments retransmitted, over the connections whose kernel counts.
     pub retransmits: u64,
+    /// RSTs sent here, by the kernel's reason (where it gave one).
+    pub reset_reasons: BTreeMap<Arc<str>, u64>,
     durations: Sample,
     connects: Sample,
 }
@@ -82,6 +84,9 @@ impl Row {
         self.bytes_sent += c.bytes_sent;
         self.bytes_received += c.bytes_received;
         self.retransmits += c.tcp.map_or(0, |t| u64::from(t.retransmits));
+        if let Some(why) = &c.reset_reason {
+            *self.reset_reasons.entry(Arc::clone(why)).or_default() += 1;
+        }
         self.durations.add(c.duration_ns);
         if let Some(ns) = c.connect_ns {
             self.connects.add(ns);

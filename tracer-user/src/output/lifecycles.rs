@@ -54,7 +54,12 @@ fn lifecycles_json(l: &Lifecycles, time: &str, out: &mut String) {
                     o.millis(k, [c.0, c.1][i]);
                 });
             }
-            o.uint("retransmits", row.retransmits);
+            o.uint("retransmits", row.retransmits)
+                .object("reset_reasons", |o| {
+                    for (why, n) in &row.reset_reasons {
+                        o.uint(why, *n);
+                    }
+                });
         })
         .end();
 }
@@ -87,6 +92,31 @@ fn lifecycles_text(l: &Lifecycles, out: &mut String) {
             row.retransmits,
             row.bytes_sent / 1024,
             row.bytes_received / 1024
+        );
+    }
+    resets_text(l, out);
+}
+
+/// Below the table, where any were sent: the RSTs sent by reason.
+fn resets_text(l: &Lifecycles, out: &mut String) {
+    let rows: Vec<_> = l
+        .rows()
+        .into_iter()
+        .flat_map(|(key, row)| row.reset_reasons.iter().map(move |(why, n)| (key, why, n)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    out.push_str(
+        "RESETS SENT BY  WHERE                          REASON                         COUNT\n",
+    );
+    for (key, why, n) in rows {
+        let _ = writeln!(
+            out,
+            "{:<15} {:<30} {:<30} {n}",
+            escaped(&key.comm),
+            key.place.to_string(),
+            escaped(why.as_ref()),
         );
     }
 }
@@ -125,6 +155,54 @@ mod tests {
         assert!(
             !out.bytes().any(|b| b.is_ascii_control() && b != b'\n'),
             "{out:?}"
+        );
+    }
+
+    #[test]
+    fn resets_sent_are_counted_by_reason() {
+        let owner = Event::sample(
+            0,
+            42,
+            "nginx",
+            Proto::Tcp,
+            Detail::Release {
+                addr: "0.0.0.0:0".parse().unwrap(),
+            },
+        )
+        .owner;
+        let mut l = Lifecycles::default();
+        for why in ["tcp_abort_on_close", "tcp_abort_on_close", "tcp_state"] {
+            let mut c = Close::sample(1, owner.clone(), "127.0.0.1:40000", "127.0.0.1:80");
+            c.reset_by = Some(crate::track::Side::Local);
+            c.reset_reason = Some(why.into());
+            l.observe(&Record::Close(c));
+        }
+        l.observe(&Record::Close(Close::sample(
+            2,
+            owner,
+            "127.0.0.1:40001",
+            "127.0.0.1:80",
+        )));
+        let mut out = String::new();
+        lifecycles(&l, true, "t", &mut out);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            v["rows"][0]["reset_reasons"],
+            serde_json::json!({"tcp_abort_on_close": 2, "tcp_state": 1}),
+            "{out}"
+        );
+        let mut out = String::new();
+        lifecycles(&l, false, "", &mut out);
+        let lines: Vec<&str> = out.lines().skip(2).collect();
+        assert!(lines[0].starts_with("RESETS SENT BY"), "{out}");
+        let words = |l: &str| l.split_whitespace().map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            words(lines[1]),
+            ["nginx", "to", "127.0.0.1:80", "tcp_abort_on_close", "2"]
+        );
+        assert_eq!(
+            words(lines[2]),
+            ["nginx", "to", "127.0.0.1:80", "tcp_state", "1"]
         );
     }
 }
