@@ -730,6 +730,24 @@ impl Netns {
         values.split_whitespace().nth(at).unwrap().parse().unwrap()
     }
 
+    /// Runs `f` on a thread of this process that joined this namespace's
+    /// network (network namespaces are per thread; the others stay).
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        use std::os::fd::AsRawFd as _;
+        let file = std::fs::File::open(format!("/run/netns/{}", self.0)).expect("netns file");
+        thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // SAFETY: setns(2) on a descriptor we hold, for this thread.
+                    let joined = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(joined, 0, "setns: {}", std::io::Error::last_os_error());
+                    f()
+                })
+                .join()
+                .expect("the thread in the namespace")
+        })
+    }
+
     pub fn exec(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.0]).args(args);
