@@ -7,7 +7,7 @@ use std::{
     fs,
     io::{Read, Write},
     net::{Shutdown, TcpListener, TcpStream},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -24,11 +24,7 @@ const CONNECTIONS: u64 = 3;
 
 #[test]
 fn prometheus_scrapes_socktrace() {
-    assert!(
-        Path::new(PROMETHEUS).is_file(),
-        "{PROMETHEUS} not found: this test needs Debian's Prometheus server; \
-         `cargo xtask test` installs it, or run `apt-get install -y --no-install-recommends prometheus`"
-    );
+    require_tool(PROMETHEUS, "prometheus");
     require_time_wait_room();
     let metrics_port = free_port("127.0.0.1");
     let tracer = Tracer::start(&["--metrics", &format!("127.0.0.1:{metrics_port}")]);
@@ -142,19 +138,6 @@ fn stuck_sockets_and_resets_by_reason() {
     assert!(finished.status.success(), "{}", finished.stderr);
 }
 
-/// The scrape once it holds line `line`.
-fn wait_for_series(scrape: &dyn Fn() -> String, line: &str) -> String {
-    let deadline = Instant::now() + patience();
-    loop {
-        let text = scrape();
-        if text.lines().any(|l| l == line) {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "no {line} in {text}");
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// A Prometheus server on a free loopback port scraping 127.0.0.1:`target`
 /// every second, its data in a temporary directory; killed when dropped.
 struct Prometheus {
@@ -242,32 +225,6 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The body of a 200 answer to `GET path` on 127.0.0.1:`port` (HTTP/1.0:
-/// the server closes after it, without chunking).
-fn http_get(port: u16, path: &str) -> Result<String, String> {
-    let mut stream =
-        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
-    )
-    .map_err(|e| format!("request: {e}"))?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| format!("response: {e}"))?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no HTTP head in {response:?}"))?;
-    match head.split(' ').nth(1) {
-        Some("200") => Ok(body.to_string()),
-        _ => Err(response),
     }
 }
 

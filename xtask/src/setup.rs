@@ -8,8 +8,9 @@
 //! 3. bpf-linker built against that LLVM;
 //!
 //! and, for `test` only, the daemons and tools the integration tests
-//! use: Prometheus, rsyslog, systemd-journald, tmux, and qemu, busybox and
-//! cpio for the kernel matrix (Debian packages).
+//! use: Prometheus, rsyslog, systemd-journald, systemd-journal-remote (and
+//! -upload), tmux, and qemu, busybox and cpio for the kernel matrix
+//! (Debian packages).
 //!
 //! Each install step says what it does. When one cannot run (not root, no
 //! network) it stops with the command to run by hand.
@@ -33,7 +34,7 @@ pub fn ensure() -> Result<()> {
 
 /// What `cargo xtask test` needs beyond building: (a file the package
 /// installs, the Debian package, what for).
-const TEST_TOOLS: [(&str, &str, &str); 4] = [
+const TEST_TOOLS: [(&str, &str, &str); 5] = [
     (
         "/usr/bin/prometheus",
         "prometheus",
@@ -48,6 +49,11 @@ const TEST_TOOLS: [(&str, &str, &str); 4] = [
         "/lib/systemd/systemd-journald",
         "systemd",
         "the journal test reads socktrace's entries back through it",
+    ),
+    (
+        "/lib/systemd/systemd-journal-remote",
+        "systemd-journal-remote",
+        "the fleet journal test ships socktrace's entries to a central host with it",
     ),
     (
         "/usr/bin/tmux",

@@ -2,8 +2,9 @@
 #![allow(dead_code)] // each test file uses its own share of the helpers
 
 use std::{
-    io::{BufRead, BufReader},
-    path::PathBuf,
+    io::{BufRead, BufReader, Read as _, Write as _},
+    net::TcpStream,
+    path::{Path, PathBuf},
     process::{Child, ChildStdout, Command, ExitStatus, Stdio},
     sync::{
         Arc, Mutex, OnceLock,
@@ -517,7 +518,7 @@ pub fn transitions(events: &[Value], sock: &str) -> Vec<String> {
         .collect()
 }
 
-fn str_of(v: &Value) -> &str {
+pub fn str_of(v: &Value) -> &str {
     v.as_str().unwrap_or("?")
 }
 
@@ -547,6 +548,55 @@ pub fn conn(events: &[Value], sport: u64, dport: u64) -> Option<String> {
 pub fn free_port(ip: &str) -> u16 {
     let l = std::net::TcpListener::bind((ip, 0)).expect("bind");
     l.local_addr().expect("addr").port()
+}
+
+/// Fails, with how to install it, when `path` (of Debian's `package`) is
+/// missing.
+pub fn require_tool(path: &str, package: &str) {
+    assert!(
+        Path::new(path).is_file(),
+        "{path} is missing: install Debian's {package} package \
+         (`apt-get install -y --no-install-recommends {package}`; `cargo xtask test` does)"
+    );
+}
+
+/// The body of a 200 answer to `GET path` on 127.0.0.1:`port` (HTTP/1.0:
+/// the server closes after it, without chunking).
+pub fn http_get(port: u16, path: &str) -> Result<String, String> {
+    let mut stream =
+        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .map_err(|e| format!("request: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("response: {e}"))?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP head in {response:?}"))?;
+    match head.split(' ').nth(1) {
+        Some("200") => Ok(body.to_string()),
+        _ => Err(response),
+    }
+}
+
+/// The scrape once it holds line `line`.
+pub fn wait_for_series(scrape: &dyn Fn() -> String, line: &str) -> String {
+    let deadline = Instant::now() + patience();
+    loop {
+        let text = scrape();
+        if text.lines().any(|l| l == line) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "no {line} in {text}");
+        thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Fails clearly when this network namespace cannot take another TIME_WAIT
@@ -685,6 +735,24 @@ impl Netns {
             .position(|n| n == name)
             .unwrap_or_else(|| panic!("{name} in {file}"));
         values.split_whitespace().nth(at).unwrap().parse().unwrap()
+    }
+
+    /// Runs `f` on a thread of this process that joined this namespace's
+    /// network (network namespaces are per thread; the others stay).
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        use std::os::fd::AsRawFd as _;
+        let file = std::fs::File::open(format!("/run/netns/{}", self.0)).expect("netns file");
+        thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // SAFETY: setns(2) on a descriptor we hold, for this thread.
+                    let joined = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(joined, 0, "setns: {}", std::io::Error::last_os_error());
+                    f()
+                })
+                .join()
+                .expect("the thread in the namespace")
+        })
     }
 
     pub fn exec(&self, args: &[&str]) -> Command {

@@ -207,12 +207,12 @@ impl Live {
         own_by_listener(&mut counted, &self.servers);
         // The kernel checked ports and family and the owners it knew.
         counted.retain(|c| filter.matches_row(c.key.pid, &c.comm, c.key.local, c.key.remote));
-        let mut r = self
-            .analysis
-            .tick(now, &counted, &self.in_use, host::time_wait_count());
+        let time_waits = host::time_wait_count();
+        let mut r = self.analysis.tick(now, &counted, &self.in_use, time_waits);
         r.missed = session.skipped_runs();
         if let Some(metrics) = &session.metrics {
             export(metrics, &r, &session.source)?;
+            metrics.set_netns_timewait(time_waits, self.host.max_tw_buckets);
         }
         self.view.report(&r, out);
         Ok(())

@@ -45,6 +45,10 @@ pub struct Metrics {
     /// The services' ports seen in connections' ends.
     service_ports: FirstPorts,
     timewait_sockets: Family<RowLabel, GaugeU64>,
+    /// TIME_WAIT sockets in our network namespace and its
+    /// `net.ipv4.tcp_max_tw_buckets`, once `timewait` read them.
+    netns_timewait: Family<NoLabels, GaugeU64>,
+    max_tw_buckets: Family<NoLabels, GaugeU64>,
     binds: Family<Outcome, Counter>,
     listens: Family<Outcome, Counter>,
     durations: Histogram,
@@ -138,6 +142,10 @@ fn connect_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1e-5, 2.0, 23))
 }
 
+/// A series without labels that appears only once it is set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NoLabels {}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RowLabel {
     local_port: String,
@@ -179,6 +187,8 @@ impl Metrics {
             resets: Family::default(),
             service_ports: FirstPorts::default(),
             timewait_sockets: Family::default(),
+            netns_timewait: Family::default(),
+            max_tw_buckets: Family::default(),
             binds: Family::default(),
             listens: Family::default(),
             // 100 µs to 105 s, doubling.
@@ -214,6 +224,18 @@ impl Metrics {
                 "TIME_WAIT sockets now, by local port (top {TOP_PORTS} by entries, then `other`)"
             ),
             m.timewait_sockets.clone(),
+        );
+        r.register(
+            "netns_timewait_sockets",
+            "TIME_WAIT sockets in socktrace's network namespace, all of them \
+             (/proc/net/sockstat's tw; `timewait` mode)",
+            m.netns_timewait.clone(),
+        );
+        r.register(
+            "tcp_max_tw_buckets",
+            "net.ipv4.tcp_max_tw_buckets: TIME_WAIT sockets the kernel keeps at most \
+             (`timewait` mode); beyond it connections close without TIME_WAIT",
+            m.max_tw_buckets.clone(),
         );
         r.register(
             "binds",
@@ -455,6 +477,19 @@ impl Metrics {
             };
             let population = folded.iter().chain(&others).map(|r| r.population).sum();
             self.timewait_sockets.get_or_create(&labels).set(population);
+        }
+    }
+
+    /// Our network namespace's TIME_WAIT sockets now and its
+    /// `tcp_max_tw_buckets`, each where known.
+    pub fn set_netns_timewait(&self, sockets: Option<u64>, max_buckets: Option<u64>) {
+        for (family, value) in [
+            (&self.netns_timewait, sockets),
+            (&self.max_tw_buckets, max_buckets),
+        ] {
+            if let Some(n) = value {
+                family.get_or_create(&NoLabels {}).set(n);
+            }
         }
     }
 

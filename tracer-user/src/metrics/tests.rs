@@ -320,3 +320,28 @@ fn stuck_sockets_by_program_and_state_follow_each_update() {
     assert_eq!(value(&text, leaky), Some(4.0));
     assert_eq!(value(&text, curl), None, "{text}");
 }
+
+#[test]
+fn the_namespaces_time_wait_and_its_limit_show_once_known() {
+    let m = Metrics::new();
+    let (sockets, limit) = (
+        "socktrace_netns_timewait_sockets",
+        "socktrace_tcp_max_tw_buckets",
+    );
+    assert_eq!(
+        value(&m.encode(), sockets),
+        None,
+        "nothing before it is read"
+    );
+    assert_eq!(value(&m.encode(), limit), None, "nothing before it is read");
+    m.set_netns_timewait(Some(17), None);
+    assert_eq!(value(&m.encode(), sockets), Some(17.0));
+    assert_eq!(
+        value(&m.encode(), limit),
+        None,
+        "an unreadable limit shows none"
+    );
+    m.set_netns_timewait(Some(3), Some(262_144));
+    assert_eq!(value(&m.encode(), sockets), Some(3.0));
+    assert_eq!(value(&m.encode(), limit), Some(262_144.0));
+}

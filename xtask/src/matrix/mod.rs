@@ -61,10 +61,11 @@ pub const KERNELS: [Kernel; 3] = [
 ];
 
 /// The integration test binaries the guests run. The others run on the
-/// host only: `metrics` needs a Prometheus server, `logsinks` journald
-/// and rsyslog, `top` tmux and a terminal, `image` podman and the host's
-/// container image, `contrib` (the packaged unit and manifests) loads no
-/// kernel program at all, and `terminal` times how
+/// host only: `metrics` needs a Prometheus server, `alerts` promtool,
+/// `logsinks` journald, journal-remote and rsyslog, `top` tmux and a
+/// terminal, `image` podman and the host's container image, `contrib` (the
+/// packaged unit and manifests) loads no kernel program at all, and
+/// `terminal` times how
 /// fast a closed pipe stops a run (under 10 s of a 30 s one), which says
 /// nothing where the guest is thirty times slower; it loads what `events`
 /// loads.
