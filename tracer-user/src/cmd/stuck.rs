@@ -12,9 +12,12 @@ use crate::{
 pub async fn run(args: StuckArgs) -> anyhow::Result<Summary> {
     let plan = Plan {
         mode: Mode::Watch,
-        // Connections stuck since before we started are the ones to find.
+        // Connections stuck since before we started are the ones to find;
+        // and listeners, whose owners the connections they spawn take: the
+        // kernel knows no owner of a listener older than us until its
+        // process accepts, which may come after the peer's FIN.
         snapshot: true,
-        existing: Dump::Connections,
+        existing: Dump::Open,
         interval: Some(args.interval),
         view: View::Stuck {
             json: args.common.json,

@@ -56,6 +56,8 @@ pub enum Dump {
     TimeWait,
     /// Every state but TIME_WAIT and LISTEN: connections in use.
     Connections,
+    /// Every state but TIME_WAIT: connections in use and listeners.
+    Open,
     Listeners,
 }
 
@@ -74,6 +76,7 @@ pub fn for_each(which: Dump, mut f: impl FnMut(DiagSocket)) -> io::Result<()> {
         Dump::All => StateFlags::all(),
         Dump::TimeWait => StateFlags::TIME_WAIT | StateFlags::FIN_WAIT2,
         Dump::Connections => StateFlags::all() - StateFlags::TIME_WAIT - StateFlags::LISTEN,
+        Dump::Open => StateFlags::all() - StateFlags::TIME_WAIT,
         Dump::Listeners => StateFlags::LISTEN,
     };
     dump(states, ExtensionFlags::empty(), |payload| {
