@@ -17,7 +17,9 @@ use tracer_common::{
 };
 
 use crate::{
-    analysis::timewait::{Counted, Dest, Host, Key, Report, Role, Settings, Timewait, Totals},
+    analysis::timewait::{
+        Before, Counted, Dest, Host, Key, Report, Role, Settings, Timewait, Totals,
+    },
     cli::TimewaitArgs,
     clock::Clock,
     cmd::live::{DRAIN_EVERY, Session, say_learnt},
@@ -391,17 +393,12 @@ fn own_by_listener(counted: &mut [Counted], servers: &FxHashMap<u16, (u32, Strin
 }
 
 /// The TIME_WAIT sockets that exist now and began before `since_ns`, by
-/// key (a local port in the ephemeral range marks a client's); and how
-/// many TIME_WAITs there are in all. Those that began since, the kernel
-/// counted (a TIME_WAIT's timer says when it began: it fires 60 s on).
-/// Their owner is unknown: none passes a filter on owners.
-fn existing(
-    host: &Host,
-    netns: u32,
-    filter: &Filter,
-    since_ns: u64,
-) -> io::Result<(Vec<(Key, u64)>, u64)> {
-    let mut counts: FxHashMap<Key, u64> = FxHashMap::default();
+/// key (a local port in the ephemeral range marks a client's), with when
+/// each ends; and how many TIME_WAITs there are in all. Those that began
+/// since, the kernel counted (a TIME_WAIT's timer says when it began: it
+/// fires 60 s on). Their owner is unknown: none passes a filter on owners.
+fn existing(host: &Host, netns: u32, filter: &Filter, since_ns: u64) -> io::Result<(Before, u64)> {
+    let mut counts: FxHashMap<Key, Vec<u64>> = FxHashMap::default();
     let mut found = 0;
     diag::for_each(Dump::TimeWait, |s| {
         // The dump lists FIN_WAIT2 timewait sockets too (see `Dump`).
@@ -409,7 +406,8 @@ fn existing(
             return;
         }
         found += 1;
-        if s.began_since(crate::clock::mono_now(), since_ns) {
+        let read_ns = crate::clock::mono_now();
+        if s.began_since(read_ns, since_ns) {
             return;
         }
         let unowned = filter.matches_row(0, "", s.local.ip(), s.remote.ip());
@@ -429,7 +427,7 @@ fn existing(
             remote: s.remote.ip(),
             port: service_port(role.raw(), s.local.port(), s.remote.port()),
         };
-        *counts.entry(key).or_default() += 1;
+        counts.entry(key).or_default().push(s.ends_ns(read_ns));
     })?;
     Ok((counts.into_iter().collect(), found))
 }

@@ -41,8 +41,13 @@ impl DiagSocket {
     /// `since_ns`: its timer fires 60 s after it began (to the timer's
     /// jiffy and the answer's delay, a few ms).
     pub fn began_since(&self, read_ns: u64, since_ns: u64) -> bool {
-        let ends_ns = read_ns + u64::from(self.expires_ms) * 1_000_000;
-        ends_ns >= since_ns + tracer_common::TW_LEN_NS
+        self.ends_ns(read_ns) >= since_ns + tracer_common::TW_LEN_NS
+    }
+
+    /// When this socket's timer fires (a TIME_WAIT's end), read at
+    /// `read_ns`.
+    pub fn ends_ns(&self, read_ns: u64) -> u64 {
+        read_ns + u64::from(self.expires_ms) * 1_000_000
     }
 }
 

@@ -148,7 +148,8 @@ fn every_line() -> Vec<String> {
         remote: "10.0.0.2".parse().unwrap(),
         port: 443,
     };
-    let mut tw = Timewait::new(settings, host((1000, 1009)), last, vec![(orphans, 8)]);
+    let ends = vec![last + crate::track::TW_LEN_NS / 2; 8];
+    let mut tw = Timewait::new(settings, host((1000, 1009)), last, vec![(orphans, ends)]);
     let report = tw.tick(
         last + 1000 * MS,
         &feed.counted(),

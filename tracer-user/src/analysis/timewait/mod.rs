@@ -21,6 +21,10 @@ pub use report::{DestRow, Headroom, PerRequest, Pressure, Report, Row};
 use report::{per_sec, sum_by};
 use rustc_hash::FxHashMap;
 
+/// TIME_WAIT sockets found when counting began, by key: when each ends
+/// (`CLOCK_MONOTONIC` ns; its timer says, from sock_diag).
+pub type Before = Vec<(Key, Vec<u64>)>;
+
 pub struct Timewait {
     settings: Settings,
     host: Host,
@@ -29,9 +33,9 @@ pub struct Timewait {
     /// Entries of the last 60 s: (when counted, key, how many).
     window: VecDeque<(u64, Key, u64)>,
     population: FxHashMap<Key, u64>,
-    /// TIME_WAIT sockets that existed when counting began, by key, and then.
-    before: Vec<(Key, u64)>,
-    started_ns: u64,
+    /// TIME_WAIT sockets that existed when counting began, by key: when
+    /// each ends, sorted.
+    before: Before,
     last_ns: u64,
     total_entries: u64,
     /// Each destination's (TIME_WAIT, in use) at the last tick, for the
@@ -41,12 +45,13 @@ pub struct Timewait {
 
 impl Timewait {
     /// Starts counting at `now_ns`, with the TIME_WAIT sockets that exist
-    /// then (`before`, counted by key).
-    pub fn new(settings: Settings, host: Host, now_ns: u64, before: Vec<(Key, u64)>) -> Timewait {
+    /// then (`before`: by key, when each ends).
+    pub fn new(settings: Settings, host: Host, now_ns: u64, mut before: Before) -> Timewait {
         let mut last_held: FxHashMap<Dest, (u64, Option<u64>)> = FxHashMap::default();
-        for (key, n) in &before {
+        for (key, ends) in &mut before {
+            ends.sort_unstable();
             if key.role == Role::Client {
-                last_held.entry(key.destination()).or_default().0 += n;
+                last_held.entry(key.destination()).or_default().0 += ends.len() as u64;
             }
         }
         Timewait {
@@ -58,7 +63,6 @@ impl Timewait {
             window: VecDeque::new(),
             population: FxHashMap::default(),
             before,
-            started_ns: now_ns,
             last_ns: now_ns,
             total_entries: 0,
         }

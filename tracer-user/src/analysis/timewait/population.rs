@@ -1,5 +1,5 @@
-//! How many TIME_WAIT sockets exist: entries of the last 60 s, and an
-//! estimate of those that predate counting.
+//! How many TIME_WAIT sockets exist: entries of the last 60 s, and those
+//! that predate counting, until their timers fire.
 use rustc_hash::FxHashMap;
 
 use super::{Key, Report, Role, Timewait, Totals};
@@ -23,18 +23,15 @@ impl Timewait {
         }
     }
 
-    /// Those that predate counting and are still there, estimated: ages
-    /// spread evenly over 60 s, so a share leaves every second.
+    /// Those that predate counting and are still there at `now_ns`: each
+    /// ends when its timer fires.
     pub(super) fn before_now(&self, now_ns: u64) -> Vec<(Key, u64)> {
-        let elapsed = now_ns.saturating_sub(self.started_ns);
-        if elapsed >= TW_LEN_NS {
-            return Vec::new();
-        }
-        let left =
-            |n: u64| (n as u128 * u128::from(TW_LEN_NS - elapsed) / TW_LEN_NS as u128) as u64;
         self.before
             .iter()
-            .map(|(k, n)| (k.clone(), left(*n)))
+            .map(|(k, ends)| {
+                let ended = ends.partition_point(|&end| end <= now_ns);
+                (k.clone(), (ends.len() - ended) as u64)
+            })
             .collect()
     }
 

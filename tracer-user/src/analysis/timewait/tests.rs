@@ -29,8 +29,22 @@ fn analysis(range: (u16, u16), tw_reuse: u8) -> Timewait {
     counting_from(range, Some(tw_reuse), Vec::new())
 }
 
+/// TIME_WAITs there when counting began at 0 (by key, how many), their
+/// ends spread evenly over the next 60 s.
+fn spread(before: Vec<(Key, u64)>) -> Before {
+    before
+        .into_iter()
+        .map(|(key, n)| {
+            (
+                key,
+                (1..=n).map(|i| i * crate::track::TW_LEN_NS / n).collect(),
+            )
+        })
+        .collect()
+}
+
 /// Counting from 0, with the TIME_WAITs of `before` there then.
-fn counting_from(range: (u16, u16), tw_reuse: Option<u8>, before: Vec<(Key, u64)>) -> Timewait {
+fn counting_from(range: (u16, u16), tw_reuse: Option<u8>, before: Before) -> Timewait {
     let settings = Settings {
         top: 10,
         threshold_pct: 50,
@@ -119,7 +133,7 @@ fn every_destination_says_its_port_headroom() {
     // 1000 ports. Counting starts at 0 with 100 TIME_WAITs towards A.
     let a = client(10, "10.0.0.2", 80);
     let b = client(11, "127.0.0.3", 80);
-    let before = vec![(client(0, "10.0.0.2", 80), 100)];
+    let before = spread(vec![(client(0, "10.0.0.2", 80), 100)]);
     let mut tw = counting_from((1000, 1999), Some(2), before);
     let ports = |r: &Report, key: &Key| {
         let row = r
@@ -133,16 +147,16 @@ fn every_destination_says_its_port_headroom() {
     // connections in use, there when first seen; B only 20 in use.
     let in_use = FxHashMap::from_iter([(a.destination(), 50), (b.destination(), 20)]);
     let half = S / 2;
-    // (Those from before fade: 100 at 0 s, 99 at 0.5 s.)
+    // (Those from before end one every 0.6 s: all 100 there at 0.5 s.)
     let r = tw.tick(half, &[counted(&a, 300, 300, 300)], &in_use, None);
-    assert_eq!(ports(&r, &a), (449, 1000, 44.9, Some(551.0 / 598.0), false));
+    assert_eq!(ports(&r, &a), (450, 1000, 45.0, Some(550.0 / 600.0), false));
     assert_eq!(ports(&r, &b), (20, 1000, 2.0, None, true));
     assert!(r.pressure.is_empty());
     // At 1.5 s: A +100 TIME_WAITs and +50 in use in 1 s (150/s; the
-    // old ones down to 97), past the threshold; B down to 10 in use.
+    // old ones down to 98), past the threshold; B down to 10 in use.
     let in_use = FxHashMap::from_iter([(a.destination(), 100), (b.destination(), 10)]);
     let r = tw.tick(3 * half, &[counted(&a, 400, 400, 400)], &in_use, None);
-    assert_eq!(ports(&r, &a), (597, 1000, 59.7, Some(403.0 / 148.0), false));
+    assert_eq!(ports(&r, &a), (598, 1000, 59.8, Some(402.0 / 148.0), false));
     assert_eq!(ports(&r, &b), (10, 1000, 1.0, None, true));
     assert_eq!(r.pressure.len(), 1);
     assert_eq!(
@@ -152,10 +166,10 @@ fn every_destination_says_its_port_headroom() {
     // Nothing new: A's ports do not fill, whatever it holds.
     let r = tw.tick(5 * half, &[counted(&a, 400, 400, 400)], &in_use, None);
     assert_eq!(ports(&r, &a).3, None);
-    // Full (400 + 94 from before + 700): it ran out.
+    // Full (400 + 95 from before + 700): it ran out.
     let in_use = FxHashMap::from_iter([(a.destination(), 700)]);
     let r = tw.tick(7 * half, &[counted(&a, 400, 400, 400)], &in_use, None);
-    assert_eq!(ports(&r, &a), (1194, 1000, 119.4, Some(0.0), false));
+    assert_eq!(ports(&r, &a), (1195, 1000, 119.5, Some(0.0), false));
 }
 
 #[test]
@@ -199,8 +213,21 @@ fn servers_are_counted_by_local_port() {
 }
 
 #[test]
-fn sockets_from_before_start_fade_over_a_minute() {
-    let before = vec![(client(0, "10.0.0.2", 80), 600)];
+fn sockets_from_before_start_end_when_their_timers_fire() {
+    // Ten made just before counting began: all there until their timers
+    // fire together, 59.5 s on; not an even share every second.
+    let ends = vec![59 * S + S / 2; 10];
+    let before = vec![(client(0, "10.0.0.2", 80), ends)];
+    let mut tw = counting_from((1000, 1999), None, before);
+    let none = FxHashMap::default();
+    assert_eq!(tw.tick(30 * S, &[], &none, None).population, 10);
+    assert_eq!(tw.tick(59 * S, &[], &none, None).population, 10);
+    assert_eq!(tw.tick(60 * S, &[], &none, None).population, 0);
+}
+
+#[test]
+fn sockets_from_before_start_spread_end_a_share_at_a_time() {
+    let before = spread(vec![(client(0, "10.0.0.2", 80), 600)]);
     let mut tw = counting_from((1000, 1999), None, before);
     let none = FxHashMap::default();
     assert_eq!(tw.tick(30 * S, &[], &none, None).population, 300);
