@@ -90,6 +90,37 @@ const IMAGE_TOOLS: [(&str, &str, &str); 2] = [
     ),
 ];
 
+/// Where the OTLP test's Prometheus is fetched (under the workspace root),
+/// and the variable `test` names it in.
+pub const OTLP_PROMETHEUS_DIR: &str = "target/prometheus-trixie";
+pub const OTLP_PROMETHEUS_VAR: &str = "SOCKTRACE_PROMETHEUS_OTLP";
+/// The binary in that directory, once unpacked.
+const OTLP_PROMETHEUS_BIN: &str = "unpacked/usr/bin/prometheus";
+
+/// Prometheus from Debian trixie (2.53: it takes OTLP pushes, bookworm's
+/// 2.42 does not), unpacked under the workspace's target/ with apt's
+/// private state (the host's packages are not touched); cached. Returns
+/// the binary's path.
+pub fn ensure_otlp_prometheus(root: &Path) -> Result<PathBuf> {
+    let dir = root.join(OTLP_PROMETHEUS_DIR);
+    let bin = dir.join(OTLP_PROMETHEUS_BIN);
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    println!(
+        "xtask: setup: fetching Prometheus from Debian trixie (the OTLP test's receiver; \
+         once, cached in {}): apt-get download prometheus, dpkg-deb -x",
+        dir.display()
+    );
+    let suite = crate::apt::Suite::new("trixie", &dir)?;
+    suite.update()?;
+    suite.unpack("prometheus", &dir.join("unpacked"))?;
+    if !bin.is_file() {
+        bail!("trixie's prometheus package holds no {OTLP_PROMETHEUS_BIN}");
+    }
+    Ok(bin)
+}
+
 /// Installs what building the container image needs that is missing.
 pub fn ensure_image_tools() -> Result<()> {
     ensure_packages(&IMAGE_TOOLS)
