@@ -30,8 +30,8 @@ struct Cli {
 enum Task {
     /// Install what building the kernel programs needs (idempotent).
     Setup {
-        /// Also what `test` needs: its Debian packages, and Prometheus
-        /// 2.53 from trixie in target/ (the OTLP test's receiver).
+        /// Also what `test` needs: its Debian packages, and
+        /// VictoriaMetrics from trixie in target/ (the OTLP test's receiver).
         #[arg(long)]
         test: bool,
     },
@@ -108,7 +108,7 @@ fn run(task: Task) -> Result<()> {
         Task::Setup { test: false } => Ok(()),
         Task::Setup { test: true } => {
             setup::ensure_test_tools()?;
-            setup::ensure_otlp_prometheus(&root).map(drop)
+            setup::ensure_otlp_receiver(&root).map(drop)
         }
         Task::Build => build_release(),
         Task::Dist => {
@@ -160,7 +160,7 @@ fn build_release() -> Result<()> {
 
 fn test(root: &Path) -> Result<()> {
     setup::ensure_test_tools()?;
-    let otlp_prometheus = setup::ensure_otlp_prometheus(root)?;
+    let otlp_receiver = setup::ensure_otlp_receiver(root)?;
     setup::ensure_matrix_tools()?;
     step("formatting", &["fmt", "--all", "--check"])?;
     // The kernel object is not needed to lint the loader: skip building it.
@@ -197,7 +197,7 @@ fn test(root: &Path) -> Result<()> {
         .args(["test", "--workspace", "--exclude", "tracer-ebpf"])
         .env("SOCKTRACE_BIN", &bin)
         .env("SOCKTRACE_IMAGE", &image)
-        .env(setup::OTLP_PROMETHEUS_VAR, &otlp_prometheus)
+        .env(setup::OTLP_RECEIVER_VAR, &otlp_receiver)
         .status()
         .context("running cargo test")?;
     if !status.success() {
