@@ -17,7 +17,8 @@ use std::{
 
 use anyhow::Context as _;
 use opentelemetry::{KeyValue, metrics::MeterProvider as _};
-use opentelemetry_otlp::{MetricExporter, WithExportConfig as _};
+use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
+use opentelemetry_otlp::{MetricExporter, WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::{
     Resource,
     error::OTelSdkResult,
@@ -70,8 +71,13 @@ impl Otlp {
     /// Pushes every `period` from now on (the first push after one
     /// period), until [`Pusher::finish`].
     pub fn start(self, period: Duration) -> anyhow::Result<Pusher> {
+        let client = reqwest::Client::builder()
+            .timeout(PUSH_TIMEOUT)
+            .build()
+            .context("making the OTLP HTTP client")?;
         let exporter = MetricExporter::builder()
             .with_http()
+            .with_http_client(Client(client))
             .with_endpoint(self.url.as_str())
             .with_timeout(PUSH_TIMEOUT)
             .with_temporality(Temporality::Cumulative)
@@ -166,6 +172,52 @@ impl Push {
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+/// reqwest, its errors said as a chain of causes: the exporter puts an
+/// error's `Debug` into the message it returns, and reqwest's is a dump
+/// of its structure.
+#[derive(Debug)]
+struct Client(reqwest::Client);
+
+#[async_trait::async_trait]
+impl HttpClient for Client {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        self.0
+            .send_bytes(request)
+            .await
+            .map_err(|err| Box::new(Causes::from(err.as_ref())) as HttpError)
+    }
+}
+
+/// An error and its sources, `a: b: c`, in `Display` and `Debug` alike.
+struct Causes(String);
+
+impl From<&(dyn std::error::Error + Send + Sync + 'static)> for Causes {
+    fn from(err: &(dyn std::error::Error + Send + Sync + 'static)) -> Causes {
+        let mut text = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        Causes(text)
+    }
+}
+
+impl std::fmt::Display for Causes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Causes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Causes {}
 
 /// The reader the provider holds, which [`Push`] collects through too.
 #[derive(Clone, Debug)]
