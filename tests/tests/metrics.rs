@@ -5,21 +5,17 @@ mod common;
 
 use std::{
     fs,
-    io::{Read, Write},
-    net::{Shutdown, TcpListener, TcpStream},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    io::Write,
+    net::{TcpListener, TcpStream},
+    path::Path,
     thread,
     time::{Duration, Instant},
 };
 
-use common::*;
-use serde_json::Value;
+use common::{query::*, *};
 
 /// Where Debian's `prometheus` package puts the server.
 const PROMETHEUS: &str = "/usr/bin/prometheus";
-/// How long Prometheus gets to start, scrape and answer a query.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECTIONS: u64 = 3;
 
 #[test]
@@ -29,25 +25,14 @@ fn prometheus_scrapes_socktrace() {
     let metrics_port = free_port("127.0.0.1");
     let tracer = Tracer::start(&["--metrics", &format!("127.0.0.1:{metrics_port}")]);
 
-    // Loopback connections, each closed by the client first: it ends in
-    // TIME_WAIT (its socket kept open until the server's FIN, or the kernel
-    // skips to a timewait socket in FIN_WAIT2, see the README's limits).
-    // Then a bind to a port in use.
-    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    // Loopback connections that end in TIME_WAIT, then a bind to a port
+    // in use.
+    let listener = time_wait_connections(CONNECTIONS);
     let port = listener.local_addr().expect("addr").port();
-    for _ in 0..CONNECTIONS {
-        let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        let (mut server, _) = listener.accept().expect("accept");
-        client.shutdown(Shutdown::Write).expect("client FIN");
-        let mut rest = Vec::new();
-        server.read_to_end(&mut rest).expect("the client's FIN");
-        drop(server);
-        client.read_to_end(&mut rest).expect("the server's FIN");
-    }
     let report = Op::run(&["bind", "tcp", "127.0.0.1", &port.to_string()]);
     assert_eq!(report["errno"], libc::EADDRINUSE);
 
-    let prometheus = Prometheus::start(metrics_port);
+    let prometheus = prometheus(metrics_port);
     prometheus.wait_for(r#"up{job="socktrace"}"#, 1);
     // Both ends of each connection.
     prometheus.wait_for(
@@ -140,15 +125,8 @@ fn stuck_sockets_and_resets_by_reason() {
 
 /// A Prometheus server on a free loopback port scraping 127.0.0.1:`target`
 /// every second, its data in a temporary directory; killed when dropped.
-struct Prometheus {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Prometheus {
-    fn start(target: u16) -> Prometheus {
-        let dir = scratch_dir("prometheus");
+fn prometheus(target: u16) -> QueryServer {
+    QueryServer::spawn("prometheus", Path::new(PROMETHEUS), |port, dir| {
         let config = dir.join("prometheus.yml");
         fs::write(
             &config,
@@ -159,83 +137,10 @@ impl Prometheus {
             ),
         )
         .expect("writing the configuration");
-        let log = fs::File::create(dir.join("prometheus.log")).expect("log file");
-        let port = free_port("127.0.0.1");
-        let child = Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("starting prometheus");
-        Prometheus { child, port, dir }
-    }
-
-    /// Waits until the instant query `promql` gives a value of at least
-    /// `want` (no series counts as 0).
-    fn wait_for(&self, promql: &str, want: u64) {
-        let deadline = Instant::now() + QUERY_TIMEOUT;
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            match self.query(promql) {
-                Ok(value) if value.unwrap_or(0.0) >= want as f64 => return,
-                Ok(value) => last = format!("value {value:?}"),
-                Err(err) => last = err,
-            }
-            thread::sleep(Duration::from_millis(500));
-        }
-        let targets = http_get(self.port, "/api/v1/targets").unwrap_or_else(|e| e);
-        let log = fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
-        let log_tail: Vec<&str> = log.lines().rev().take(20).collect();
-        panic!(
-            "Prometheus did not answer `{promql}` with at least {want} within {QUERY_TIMEOUT:?}; \
-             last: {last}\ntargets: {targets}\nprometheus log (last lines first):\n{}",
-            log_tail.join("\n")
-        );
-    }
-
-    /// The value of the first series `promql` returns now, if any.
-    fn query(&self, promql: &str) -> Result<Option<f64>, String> {
-        let body = http_get(
-            self.port,
-            &format!("/api/v1/query?query={}", encode(promql)),
-        )?;
-        let answer: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
-        if answer["status"] != "success" {
-            return Err(body);
-        }
-        let Some(first) = answer["data"]["result"].get(0) else {
-            return Ok(None);
-        };
-        first["value"][1]
-            .as_str()
-            .and_then(|v| v.parse().ok())
-            .map(Some)
-            .ok_or(body)
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+        vec![
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ]
+    })
 }

@@ -73,9 +73,10 @@ fn every_capability_is_given_up_once_attached() {
 }
 
 /// Every live mode, each thread of it (`top`'s, under tmux, is in
-/// top.rs), with the metrics server running: the threads checked once
-/// attached and again after a second of work, when every thread the mode
-/// starts has started.
+/// top.rs), with the metrics server running and metrics pushed (to a
+/// name, so the HTTP client's resolver thread starts; nothing listens):
+/// the threads checked once attached and again after a second of work,
+/// when every thread the mode starts has started.
 #[test]
 fn every_mode_gives_up_every_capability_on_every_thread() {
     let recording = std::env::temp_dir().join(unique_name("caps-record"));
@@ -89,8 +90,10 @@ fn every_mode_gives_up_every_capability_on_every_thread() {
     for mode in modes {
         let port = free_port("127.0.0.1").to_string();
         let metrics = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+        let otlp = format!("http://localhost:{}/v1/metrics", free_port("127.0.0.1"));
         let mut args = mode.to_vec();
         args.extend(["--port", &port, "--metrics", &metrics]);
+        args.extend(["--otlp-metrics", &otlp, "--otlp-interval", "0.2"]);
         let tracer = Tracer::command(&args);
         let what = format!("{mode:?}");
         assert_unprivileged(tracer.pid(), &what);

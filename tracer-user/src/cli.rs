@@ -109,6 +109,17 @@ pub struct Common {
     /// 127.0.0.1:9400 (name another address to serve beyond this host).
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9400")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Push every metric --metrics serves to URL as OTLP/HTTP (protobuf),
+    /// every --otlp-interval: an OpenTelemetry collector's
+    /// http://HOST:4318/v1/metrics, or Prometheus's
+    /// http://HOST:9090/api/v1/otlp/v1/metrics. With or without --metrics.
+    #[arg(long, value_name = "URL", value_parser = parse_otlp_url)]
+    pub otlp_metrics: Option<url::Url>,
+    /// How often --otlp-metrics pushes, in every mode (a mode's
+    /// --interval paces its tables, not the pushes).
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_duration,
+          allow_negative_numbers = true, requires = "otlp_metrics")]
+    pub otlp_interval: Duration,
     /// Once attached, run as this user (socktrace drops every capability
     /// either way before it reads its first event).
     #[arg(long, value_name = "NAME")]
@@ -354,6 +365,21 @@ fn parse_millis(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(ms / 1e3))
 }
 
+/// An http:// URL with a host. There is no TLS in socktrace: push over
+/// https through a collector on the host.
+fn parse_otlp_url(s: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(s).map_err(|err| format!("`{s}` is not a URL: {err}"))?;
+    if url.scheme() != "http" {
+        return Err(format!(
+            "`{s}`: socktrace pushes over http:// only (for https, through a collector on this host)"
+        ));
+    }
+    if url.host().is_none() {
+        return Err(format!("`{s}` names no host"));
+    }
+    Ok(url)
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
@@ -487,6 +513,28 @@ mod tests {
         );
         let err = Cli::try_parse_from(["socktrace", "--metrics", "9400"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn otlp_url_and_interval() {
+        let w = watch(&["--otlp-metrics", "http://127.0.0.1:4318/v1/metrics"]).unwrap();
+        let url = w.common.otlp_metrics.expect("a URL");
+        assert_eq!(url.as_str(), "http://127.0.0.1:4318/v1/metrics");
+        assert_eq!(w.common.otlp_interval, Duration::from_secs(10));
+        let w = watch(&["--otlp-metrics", "http://h/", "--otlp-interval", "0.5"]).unwrap();
+        assert_eq!(w.common.otlp_interval, Duration::from_millis(500));
+        for bad in [
+            "collector:4318",
+            "https://h/v1/metrics",
+            "ftp://h/",
+            "http://",
+            "x",
+        ] {
+            let err = Cli::try_parse_from(["socktrace", "--otlp-metrics", bad]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+        }
+        let err = Cli::try_parse_from(["socktrace", "--otlp-interval", "5"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
     }
 
     #[test]

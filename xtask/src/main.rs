@@ -1,5 +1,6 @@
 //! Developer tasks: `cargo xtask setup|build|dist|run|test|bench`. Every task first
 //! makes sure this machine can build eBPF (see `setup`).
+mod apt;
 mod bench;
 mod dist;
 mod fuzz;
@@ -28,7 +29,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Install what building the kernel programs needs (idempotent).
-    Setup,
+    Setup {
+        /// Also what `test` needs: its Debian packages, and
+        /// VictoriaMetrics from trixie in target/ (the OTLP test's receiver).
+        #[arg(long)]
+        test: bool,
+    },
     /// Build socktrace (release).
     Build,
     /// Build socktrace (release) and package it: target/dist/socktrace_VERSION_ARCH.deb
@@ -99,7 +105,11 @@ fn run(task: Task) -> Result<()> {
     std::env::set_current_dir(&root)?;
     setup::ensure()?;
     match task {
-        Task::Setup => Ok(()),
+        Task::Setup { test: false } => Ok(()),
+        Task::Setup { test: true } => {
+            setup::ensure_test_tools()?;
+            setup::ensure_otlp_receiver(&root).map(drop)
+        }
         Task::Build => build_release(),
         Task::Dist => {
             build_release()?;
@@ -150,6 +160,7 @@ fn build_release() -> Result<()> {
 
 fn test(root: &Path) -> Result<()> {
     setup::ensure_test_tools()?;
+    let otlp_receiver = setup::ensure_otlp_receiver(root)?;
     setup::ensure_matrix_tools()?;
     step("formatting", &["fmt", "--all", "--check"])?;
     // The kernel object is not needed to lint the loader: skip building it.
@@ -186,6 +197,7 @@ fn test(root: &Path) -> Result<()> {
         .args(["test", "--workspace", "--exclude", "tracer-ebpf"])
         .env("SOCKTRACE_BIN", &bin)
         .env("SOCKTRACE_IMAGE", &image)
+        .env(setup::OTLP_RECEIVER_VAR, &otlp_receiver)
         .status()
         .context("running cargo test")?;
     if !status.success() {

@@ -96,6 +96,40 @@ const IMAGE_TOOLS: [(&str, &str, &str); 2] = [
     ),
 ];
 
+/// Where the OTLP test's receiver is fetched (under the workspace root),
+/// and the variable `test` names its binary in.
+pub const OTLP_RECEIVER_DIR: &str = "target/victoria-metrics-trixie";
+pub const OTLP_RECEIVER_VAR: &str = "SOCKTRACE_OTLP_RECEIVER";
+/// The binary in that directory, once unpacked.
+const OTLP_RECEIVER_BIN: &str = "unpacked/usr/bin/victoria-metrics";
+
+/// The OTLP test's receiver: VictoriaMetrics from Debian trixie (1.112),
+/// which takes OTLP/HTTP pushes, names them as Prometheus does and answers
+/// PromQL. Debian's Prometheus cannot: its packages (trixie's 2.53,
+/// forky's 3.5) are built with the OTLP endpoint disabled (Debian
+/// #1080354). Unpacked under the workspace's target/ with apt's private
+/// state (the host's packages are not touched); cached. Returns the
+/// binary's path.
+pub fn ensure_otlp_receiver(root: &Path) -> Result<PathBuf> {
+    let dir = root.join(OTLP_RECEIVER_DIR);
+    let bin = dir.join(OTLP_RECEIVER_BIN);
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    println!(
+        "xtask: setup: fetching VictoriaMetrics from Debian trixie (the OTLP test's receiver; \
+         once, cached in {}): apt-get download victoria-metrics, dpkg-deb -x",
+        dir.display()
+    );
+    let suite = crate::apt::Suite::new("trixie", &dir)?;
+    suite.update()?;
+    suite.unpack("victoria-metrics", &dir.join("unpacked"))?;
+    if !bin.is_file() {
+        bail!("trixie's victoria-metrics package holds no {OTLP_RECEIVER_BIN}");
+    }
+    Ok(bin)
+}
+
 /// Installs what building the container image needs that is missing.
 pub fn ensure_image_tools() -> Result<()> {
     ensure_packages(&IMAGE_TOOLS)

@@ -16,6 +16,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod query;
+
 /// A name no other test, in this process or another, is using now:
 /// `socktrace-KIND-PID-N`, N counting this process's calls. Every test
 /// resource (namespace, directory, file, cgroup, tmux socket) is named by
@@ -597,6 +599,33 @@ pub fn wait_for_series(scrape: &dyn Fn() -> String, line: &str) -> String {
         assert!(Instant::now() < deadline, "no {line} in {text}");
         thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `n` loopback connections to a listener on a free port, each closed by
+/// the client first: it ends in TIME_WAIT (its socket kept open until the
+/// server's FIN, or the kernel skips to a timewait socket in FIN_WAIT2, see
+/// the README's limits). Returns the listener, still open.
+pub fn time_wait_connections(n: u64) -> std::net::TcpListener {
+    time_wait_connections_on(0, n)
+}
+
+/// [`time_wait_connections`] to a listener on 127.0.0.1:`port`.
+pub fn time_wait_connections_on(port: u16, n: u64) -> std::net::TcpListener {
+    use std::io::Read as _;
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    for _ in 0..n {
+        let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let (mut server, _) = listener.accept().expect("accept");
+        client
+            .shutdown(std::net::Shutdown::Write)
+            .expect("client FIN");
+        let mut rest = Vec::new();
+        server.read_to_end(&mut rest).expect("the client's FIN");
+        drop(server);
+        client.read_to_end(&mut rest).expect("the server's FIN");
+    }
+    listener
 }
 
 /// Fails clearly when this network namespace cannot take another TIME_WAIT

@@ -84,7 +84,7 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
         }
         crate::stderr::flush();
     }
-    let summary = finish(session, &tallies, &live);
+    let summary = finish(session, &tallies, &live).await;
     if common.json {
         let time = crate::clock::rfc3339(live.clock, live.clock.mono_now());
         summary_line(&summary, &time, &mut out);
@@ -97,12 +97,12 @@ pub async fn run(args: TimewaitArgs) -> anyhow::Result<Summary> {
 }
 
 /// Detaches and stops serving; the run's summary.
-fn finish(mut session: Session, tallies: &Counts, live: &Live) -> Summary {
+async fn finish(mut session: Session, tallies: &Counts, live: &Live) -> Summary {
     let missed = session.detach();
     if let Some(polls) = live.pace.summary() {
         say!("{polls}");
     }
-    session.stop_serving();
+    session.stop_serving().await;
     let mut summary = Summary::default();
     summary.kernel = session.source.counters();
     if let Counts::Ring(ring) = tallies {

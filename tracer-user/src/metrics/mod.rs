@@ -1,21 +1,23 @@
 //! The Prometheus exporter (`--metrics ADDR`): counters and gauges fed by
 //! the pipeline, encoded as OpenMetrics text and served by [`http`].
 mod http;
+pub mod otlp;
+mod twin;
 
 use std::{borrow::Cow, sync::Mutex};
 
+use opentelemetry::{KeyValue, metrics::Meter};
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder, text},
-    metrics::{
-        counter::Counter,
-        family::Family,
-        gauge::Gauge,
-        histogram::{Histogram, exponential_buckets},
-    },
-    registry::{Registry, Unit},
+    metrics::histogram::exponential_buckets,
+    registry::Registry,
 };
 
 pub use http::serve;
+use twin::{
+    Attributes, CounterFamily, Families, GaugeFamily, HistogramFamily, PlainCounter, PlainGauge,
+    PlainHistogram,
+};
 
 use crate::{
     analysis::stuck::ByProcess,
@@ -28,41 +30,40 @@ use crate::{
 /// `other`.
 pub const TOP_PORTS: usize = 20;
 
-type GaugeU64 = Gauge<u64, std::sync::atomic::AtomicU64>;
-
-/// The registry and every metric family socktrace exports. All methods take
-/// `&self` (the metrics are atomic), so the pipeline and the HTTP server
-/// share one `Arc<Metrics>`.
+/// The registry and every metric family socktrace exports, each with its
+/// OpenTelemetry twin when pushing (see [`twin`]). All methods take `&self`
+/// (the metrics are atomic), so the pipeline, the HTTP server and the
+/// OTLP pusher share one `Arc<Metrics>`.
 pub struct Metrics {
     registry: Registry,
-    transitions: Family<Transition, Counter>,
-    timewait_entries: Family<PortLabel, Counter>,
+    transitions: CounterFamily<Transition>,
+    timewait_entries: CounterFamily<PortLabel>,
     /// The local ports seen entering TIME_WAIT.
     timewait_ports: FirstPorts,
-    connect_durations: Family<ServiceLabel, Histogram, fn() -> Histogram>,
-    retransmits: Family<ServiceLabel, Counter>,
-    resets: Family<ResetLabel, Counter>,
+    connect_durations: HistogramFamily<ServiceLabel>,
+    retransmits: CounterFamily<ServiceLabel>,
+    resets: CounterFamily<ResetLabel>,
     /// The services' ports seen in connections' ends.
     service_ports: FirstPorts,
-    timewait_sockets: Family<RowLabel, GaugeU64>,
+    timewait_sockets: GaugeFamily<RowLabel>,
     /// TIME_WAIT sockets in our network namespace and its
     /// `net.ipv4.tcp_max_tw_buckets`, once `timewait` read them.
-    netns_timewait: Family<NoLabels, GaugeU64>,
-    max_tw_buckets: Family<NoLabels, GaugeU64>,
-    binds: Family<Outcome, Counter>,
-    listens: Family<Outcome, Counter>,
-    durations: Histogram,
-    ring_drops: Counter,
-    recursion_misses: Counter,
-    evictions: Counter,
-    listeners_open: GaugeU64,
-    short_lived_listeners: Counter,
-    listen_drops: Family<PortLabel, Counter>,
+    netns_timewait: GaugeFamily<NoLabels>,
+    max_tw_buckets: GaugeFamily<NoLabels>,
+    binds: CounterFamily<Outcome>,
+    listens: CounterFamily<Outcome>,
+    durations: PlainHistogram,
+    ring_drops: PlainCounter,
+    recursion_misses: PlainCounter,
+    evictions: PlainCounter,
+    listeners_open: PlainGauge,
+    short_lived_listeners: PlainCounter,
+    listen_drops: CounterFamily<PortLabel>,
     /// The listeners' local ports seen dropping.
     listen_ports: FirstPorts,
-    stuck_sockets: Family<StuckLabel, GaugeU64>,
-    /// The labels `stuck_sockets` has now.
-    stuck_shown: Mutex<Vec<StuckLabel>>,
+    stuck_sockets: GaugeFamily<StuckLabel>,
+    /// With `--otlp-metrics` only.
+    otlp_failures: Option<PlainCounter>,
 }
 
 /// One row of the TIME_WAIT analysis: a local port (or `client` for
@@ -138,13 +139,24 @@ impl FirstPorts {
 
 /// Buckets of handshake times: 10 µs to 42 s, doubling (a SYN sent again
 /// waits 1 s, then 2, 4, ...).
-fn connect_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(1e-5, 2.0, 23))
+fn connect_buckets() -> Vec<f64> {
+    exponential_buckets(1e-5, 2.0, 23).collect()
+}
+
+/// Buckets of connection durations: 100 µs to 105 s, doubling.
+fn duration_buckets() -> Vec<f64> {
+    exponential_buckets(1e-4, 2.0, 21).collect()
 }
 
 /// A series without labels that appears only once it is set.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NoLabels {}
+
+impl Attributes for NoLabels {
+    fn attributes(&self) -> Vec<KeyValue> {
+        Vec::new()
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RowLabel {
@@ -169,6 +181,71 @@ impl EncodeLabelValue for Port {
     }
 }
 
+impl Port {
+    /// The label value, as [`EncodeLabelValue`] writes it.
+    fn value(self) -> opentelemetry::Value {
+        match self {
+            Port::Number(n) => n.to_string().into(),
+            Port::Client => "client".into(),
+            Port::Other => "other".into(),
+        }
+    }
+}
+
+impl Attributes for Transition {
+    fn attributes(&self) -> Vec<KeyValue> {
+        vec![
+            KeyValue::new("old_state", self.old_state),
+            KeyValue::new("new_state", self.new_state),
+        ]
+    }
+}
+
+impl Attributes for ResetLabel {
+    fn attributes(&self) -> Vec<KeyValue> {
+        vec![
+            KeyValue::new("by", self.by),
+            KeyValue::new("reason", self.reason.clone()),
+        ]
+    }
+}
+
+impl Attributes for StuckLabel {
+    fn attributes(&self) -> Vec<KeyValue> {
+        vec![
+            KeyValue::new("comm", self.comm.clone()),
+            KeyValue::new("state", self.state),
+        ]
+    }
+}
+
+impl Attributes for Outcome {
+    fn attributes(&self) -> Vec<KeyValue> {
+        vec![KeyValue::new("result", self.result.to_string())]
+    }
+}
+
+impl Attributes for PortLabel {
+    fn attributes(&self) -> Vec<KeyValue> {
+        vec![KeyValue::new("local_port", self.local_port.value())]
+    }
+}
+
+impl Attributes for ServiceLabel {
+    fn attributes(&self) -> Vec<KeyValue> {
+        vec![
+            KeyValue::new("side", self.side),
+            KeyValue::new("port", self.port.value()),
+        ]
+    }
+}
+
+impl Attributes for RowLabel {
+    fn attributes(&self) -> Vec<KeyValue> {
+        vec![KeyValue::new("local_port", self.local_port.clone())]
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -176,158 +253,153 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The families for `/metrics` only.
     pub fn new() -> Metrics {
-        let mut m = Metrics {
-            registry: Registry::with_prefix("socktrace"),
-            transitions: Family::default(),
-            timewait_entries: Family::default(),
-            timewait_ports: FirstPorts::default(),
-            connect_durations: Family::new_with_constructor(connect_histogram),
-            retransmits: Family::default(),
-            resets: Family::default(),
-            service_ports: FirstPorts::default(),
-            timewait_sockets: Family::default(),
-            netns_timewait: Family::default(),
-            max_tw_buckets: Family::default(),
-            binds: Family::default(),
-            listens: Family::default(),
-            // 100 µs to 105 s, doubling.
-            durations: Histogram::new(exponential_buckets(1e-4, 2.0, 21)),
-            ring_drops: Counter::default(),
-            recursion_misses: Counter::default(),
-            evictions: Counter::default(),
-            listeners_open: GaugeU64::default(),
-            short_lived_listeners: Counter::default(),
-            listen_drops: Family::default(),
-            listen_ports: FirstPorts::default(),
-            stuck_sockets: Family::default(),
-            stuck_shown: Default::default(),
+        Metrics::build(None)
+    }
+
+    /// The families, each with its twin on `meter` (`--otlp-metrics`).
+    pub fn with_meter(meter: &Meter) -> Metrics {
+        Metrics::build(Some(meter))
+    }
+
+    fn build(meter: Option<&Meter>) -> Metrics {
+        let mut registry = Registry::with_prefix(twin::PREFIX);
+        let mut f = Families {
+            registry: &mut registry,
+            meter,
         };
-        let r = &mut m.registry;
-        r.register(
+        let transitions = f.counter_family(
             "tcp_transitions",
             "TCP state transitions (TIME_WAIT as socktrace reports it)",
-            m.transitions.clone(),
         );
-        r.register(
+        let timewait_entries = f.counter_family(
             "timewait_entries",
             format!(
                 "Connections that entered TIME_WAIT, by local port: `client` for \
                  connections this host opened, the first {TOP_PORTS} other ports seen, \
                  then `other`"
             ),
-            m.timewait_entries.clone(),
         );
-        r.register(
+        let timewait_sockets = f.gauge_family(
             "timewait_sockets",
             format!(
                 "TIME_WAIT sockets now, by local port (top {TOP_PORTS} by entries, then `other`)"
             ),
-            m.timewait_sockets.clone(),
         );
-        r.register(
+        let netns_timewait = f.gauge_family(
             "netns_timewait_sockets",
             "TIME_WAIT sockets in socktrace's network namespace, all of them \
              (/proc/net/sockstat's tw; `timewait` mode)",
-            m.netns_timewait.clone(),
         );
-        r.register(
+        let max_tw_buckets = f.gauge_family(
             "tcp_max_tw_buckets",
             "net.ipv4.tcp_max_tw_buckets: TIME_WAIT sockets the kernel keeps at most \
              (`timewait` mode); beyond it connections close without TIME_WAIT",
-            m.max_tw_buckets.clone(),
         );
-        r.register(
+        let binds = f.counter_family(
             "binds",
             "bind(2) calls on IPv4/IPv6 sockets, by result (`ok` or the errno name)",
-            m.binds.clone(),
         );
-        r.register(
+        let listens = f.counter_family(
             "listens",
             "listen(2) calls on IPv4/IPv6 sockets, by result (`ok` or the errno name)",
-            m.listens.clone(),
         );
-        r.register_with_unit(
+        let durations = f.histogram(
             "connection_duration",
             "Duration of finished connections opened after socktrace started, \
              first to last transition",
-            Unit::Seconds,
-            m.durations.clone(),
+            duration_buckets(),
         );
-        r.register_with_unit(
+        let connect_durations = f.histogram_family(
             "connect_duration",
             format!(
                 "Handshake time of connections opened after socktrace started (active: \
                  connect() to ESTABLISHED; passive: the SYN-ACK's round trip), by side \
                  and service port (the first {TOP_PORTS} seen, then `other`)"
             ),
-            Unit::Seconds,
-            m.connect_durations.clone(),
+            connect_buckets(),
         );
-        r.register(
+        let retransmits = f.counter_family(
             "retransmits",
             format!(
                 "Segments retransmitted by connections opened after socktrace started, \
                  counted at their end, by side and service port (the first {TOP_PORTS} seen, then `other`)"
             ),
-            m.retransmits.clone(),
         );
-        r.register(
+        let resets = f.counter_family(
             "resets",
             "Connections a RST ended, by the side that sent it and the kernel's reason for \
              one sent here (`unknown` for one received, or where the kernel gives none)",
-            m.resets.clone(),
         );
-        r.register(
+        let stuck_sockets = f.gauge_family(
             "stuck_sockets",
             "Connections stuck in CLOSE_WAIT (never closed here), FIN_WAIT2 or SYN_SENT \
              for longer than --stuck (10 s unless the mode has the flag), by program and \
              state; updated every second",
-            m.stuck_sockets.clone(),
         );
-        r.register(
+        let ring_drops = f.counter(
             "ring_drops",
             "Events lost: the kernel found the ring buffer full",
-            m.ring_drops.clone(),
         );
-        r.register(
+        let recursion_misses = f.counter(
             "recursion_misses",
             "Events lost: another BPF program was running on that CPU",
-            m.recursion_misses.clone(),
         );
-        r.register(
+        let evictions = f.counter(
             "owner_map_evictions",
             "Connections dropped from tracking (--track-limit); their close records are lost",
-            m.evictions.clone(),
         );
-        r.register(
-            "listeners_open",
-            "Listening sockets open now",
-            m.listeners_open.clone(),
-        );
-        r.register(
+        let listeners_open = f.gauge("listeners_open", "Listening sockets open now");
+        let short_lived_listeners = f.counter(
             "short_lived_listeners",
             "Listening sockets closed soon after they started listening",
-            m.short_lived_listeners.clone(),
         );
-        r.register(
+        let listen_drops = f.counter_family(
             "listen_drops",
             format!(
                 "SYNs and connections listeners dropped because their accept queue was \
                  full (`listeners` mode, sampled each interval), by local port (the first \
                  {TOP_PORTS} seen, then `other`)"
             ),
-            m.listen_drops.clone(),
         );
-        m
+        let otlp_failures = meter.is_some().then(|| {
+            f.counter(
+                "otlp_push_failures",
+                "Pushes to --otlp-metrics that failed (receiver down, refused or too slow)",
+            )
+        });
+        Metrics {
+            registry,
+            transitions,
+            timewait_entries,
+            timewait_ports: FirstPorts::default(),
+            connect_durations,
+            retransmits,
+            resets,
+            service_ports: FirstPorts::default(),
+            timewait_sockets,
+            netns_timewait,
+            max_tw_buckets,
+            binds,
+            listens,
+            durations,
+            ring_drops,
+            recursion_misses,
+            evictions,
+            listeners_open,
+            short_lived_listeners,
+            listen_drops,
+            listen_ports: FirstPorts::default(),
+            stuck_sockets,
+            otlp_failures,
+        }
     }
 
     /// Counts `n` SYNs or connections a listener on local `port` dropped.
     pub fn listen_drops(&self, port: u16, n: u64) {
         let local_port = self.listen_ports.label(port);
-        self.listen_drops
-            .get_or_create(&PortLabel { local_port })
-            .inc_by(n);
+        self.listen_drops.inc_by(&PortLabel { local_port }, n);
     }
 
     /// Counts one pipeline record. A connection that enters TIME_WAIT is
@@ -342,13 +414,13 @@ impl Metrics {
                         old_state: old.name(),
                         new_state: new.name(),
                     };
-                    self.transitions.get_or_create(&labels).inc();
+                    self.transitions.inc_by(&labels, 1);
                 }
                 Detail::Bind { errno, .. } => {
-                    self.binds.get_or_create(&outcome(*errno)).inc();
+                    self.binds.inc_by(&outcome(*errno), 1);
                 }
                 Detail::Listen { errno, .. } => {
-                    self.listens.get_or_create(&outcome(*errno)).inc();
+                    self.listens.inc_by(&outcome(*errno), 1);
                 }
                 // Listener ends feed `listeners_open` and the short-lived count.
                 Detail::Release { .. } => {}
@@ -368,7 +440,7 @@ impl Metrics {
                         by: side.name(),
                         reason: close.reset_reason.as_deref().unwrap_or("unknown").into(),
                     };
-                    self.resets.get_or_create(&label).inc();
+                    self.resets.inc_by(&label, 1);
                 }
             }
             Record::Existing(..) | Record::Loss(..) => {}
@@ -382,9 +454,7 @@ impl Metrics {
             None => Port::Client,
             Some(port) => self.timewait_ports.label(port),
         };
-        self.timewait_entries
-            .get_or_create(&PortLabel { local_port })
-            .inc_by(n);
+        self.timewait_entries.inc_by(&PortLabel { local_port }, n);
     }
 
     /// A finished connection's handshake time and retransmits, by its
@@ -401,23 +471,16 @@ impl Metrics {
             port: self.service_ports.label(port),
         };
         if let Some(ns) = close.connect_ns {
-            self.connect_durations
-                .get_or_create(&labels)
-                .observe(ns as f64 / 1e9);
+            self.connect_durations.observe(&labels, ns as f64 / 1e9);
         }
         if let Some(tcp) = close.tcp {
-            self.retransmits
-                .get_or_create(&labels)
-                .inc_by(tcp.retransmits.into());
+            self.retransmits.inc_by(&labels, tcp.retransmits.into());
         }
     }
 
-    /// Replaces the stuck connections by program and state with `rows`:
-    /// the rows gone are removed after the others are set, so that no
-    /// scrape sees a moment without them.
+    /// Replaces the stuck connections by program and state with `rows`.
     pub fn set_stuck(&self, rows: &[ByProcess]) {
-        let mut now: rustc_hash::FxHashMap<StuckLabel, u64> = Default::default();
-        for row in rows {
+        self.stuck_sockets.replace(rows.iter().map(|row| {
             let label = StuckLabel {
                 comm: if row.owner.is_known() {
                     row.owner.comm.as_str().into_owned()
@@ -426,23 +489,15 @@ impl Metrics {
                 },
                 state: row.state.name(),
             };
-            *now.entry(label).or_default() += row.count;
-        }
-        let mut shown = self.stuck_shown.lock().unwrap_or_else(|e| e.into_inner());
-        for (label, count) in &now {
-            self.stuck_sockets.get_or_create(label).set(*count);
-        }
-        for gone in shown.iter().filter(|l| !now.contains_key(*l)) {
-            self.stuck_sockets.remove(gone);
-        }
-        *shown = now.into_keys().collect();
+            (label, row.count)
+        }));
     }
 
     /// Loss totals so far, from the kernel and the tracker.
     pub fn set_losses(&self, kernel: &KernelCounters, evictions: u64) {
-        advance(&self.ring_drops, kernel.ring_drops);
-        advance(&self.recursion_misses, kernel.recursion_misses);
-        advance(&self.evictions, evictions);
+        self.ring_drops.advance(kernel.ring_drops);
+        self.recursion_misses.advance(kernel.recursion_misses);
+        self.evictions.advance(evictions);
     }
 
     pub fn set_listeners_open(&self, n: u64) {
@@ -450,7 +505,7 @@ impl Metrics {
     }
 
     pub fn short_lived_listener(&self) {
-        self.short_lived_listeners.inc();
+        self.short_lived_listeners.inc_by(1);
     }
 
     /// Replaces the TIME_WAIT population by local port: the [`TOP_PORTS`]
@@ -462,22 +517,22 @@ impl Metrics {
             rows.iter().partition(|r| r.local_port != "other");
         ranked.sort_by(|a, b| (b.entries, &a.local_port).cmp(&(a.entries, &b.local_port)));
         let folded = ranked.split_off(ranked.len().min(TOP_PORTS));
-        self.timewait_sockets.clear();
-        for row in &ranked {
-            let labels = RowLabel {
-                local_port: row.local_port.clone(),
-            };
-            self.timewait_sockets
-                .get_or_create(&labels)
-                .inc_by(row.population);
-        }
-        if !folded.is_empty() || !others.is_empty() {
-            let labels = RowLabel {
+        let other = (!folded.is_empty() || !others.is_empty()).then(|| {
+            let label = RowLabel {
                 local_port: "other".into(),
             };
-            let population = folded.iter().chain(&others).map(|r| r.population).sum();
-            self.timewait_sockets.get_or_create(&labels).set(population);
-        }
+            (
+                label,
+                folded.iter().chain(&others).map(|r| r.population).sum(),
+            )
+        });
+        let ranked = ranked.iter().map(|row| {
+            let label = RowLabel {
+                local_port: row.local_port.clone(),
+            };
+            (label, row.population)
+        });
+        self.timewait_sockets.replace(ranked.chain(other));
     }
 
     /// Our network namespace's TIME_WAIT sockets now and its
@@ -488,8 +543,15 @@ impl Metrics {
             (&self.max_tw_buckets, max_buckets),
         ] {
             if let Some(n) = value {
-                family.get_or_create(&NoLabels {}).set(n);
+                family.replace([(NoLabels {}, n)]);
             }
+        }
+    }
+
+    /// Counts one failed push to `--otlp-metrics`.
+    pub fn otlp_failure(&self) {
+        if let Some(failures) = &self.otlp_failures {
+            failures.inc_by(1);
         }
     }
 
@@ -507,14 +569,6 @@ impl Metrics {
 fn outcome(errno: Errno) -> Outcome {
     Outcome {
         result: errno.name().map_or(Cow::Borrowed("ok"), Cow::Owned),
-    }
-}
-
-/// Raises `counter` to `total` (a total that only grows).
-fn advance(counter: &Counter, total: u64) {
-    let now = counter.get();
-    if total > now {
-        counter.inc_by(total - now);
     }
 }
 

@@ -321,6 +321,207 @@ fn stuck_sockets_by_program_and_state_follow_each_update() {
     assert_eq!(value(&text, curl), None, "{text}");
 }
 
+/// Every family, every series and every value `/metrics` shows, a push
+/// carries too, as Prometheus names them after its OTLP translation:
+/// counters as cumulative monotonic sums (`_total`), gauges as gauges
+/// (series gone are gone from both), histograms with the same buckets
+/// (`_seconds` from the unit). A family added to one side only fails here.
+#[test]
+fn a_push_carries_what_metrics_shows() {
+    let otlp = otlp::Otlp::new("http://127.0.0.1:9/v1/metrics".parse().unwrap());
+    let m = &otlp.metrics;
+    m.observe(&state(TcpState::SynSent, TcpState::Established));
+    m.observe(&bind(libc::EADDRINUSE));
+    m.observe(&listen(0));
+    m.observe(&time_wait(Opener::Passive, 8080));
+    let mut close = Close::sample(1, Owner::UNKNOWN, "127.0.0.1:40000", "127.0.0.1:443");
+    close.duration_ns = 1_500_000;
+    close.connect_ns = Some(60_000);
+    close.tcp = Some(TcpStats {
+        retransmits: 2,
+        srtt_us: 50,
+        rttvar_us: 20,
+    });
+    close.reset_by = Some(crate::track::Side::Local);
+    close.reset_reason = Some("tcp_abort_on_close".into());
+    m.observe(&Record::Close(close));
+    m.set_losses(
+        &KernelCounters {
+            ring_drops: 5,
+            ..KernelCounters::default()
+        },
+        1,
+    );
+    m.set_listeners_open(3);
+    m.short_lived_listener();
+    m.listen_drops(8080, 4);
+    let row = |port: &str, population| TimewaitRow {
+        local_port: port.into(),
+        entries: 1,
+        population,
+    };
+    m.set_timewait(&[row("8080", 2), row("9090", 1)]);
+    m.set_timewait(&[row("8080", 3)]);
+    m.set_netns_timewait(Some(12), Some(262_144));
+    let owner = Event::sample(
+        0,
+        7,
+        "leaky",
+        Proto::Tcp,
+        Detail::Release {
+            addr: "127.0.0.1:1".parse().unwrap(),
+        },
+    )
+    .owner;
+    let stuck = |state, count| crate::analysis::stuck::ByProcess {
+        owner: owner.clone(),
+        state,
+        count,
+        oldest_ns: 0,
+    };
+    m.set_stuck(&[stuck(TcpState::CloseWait, 2), stuck(TcpState::SynSent, 1)]);
+    m.set_stuck(&[stuck(TcpState::CloseWait, 3)]);
+    m.otlp_failure();
+
+    let text = m.encode();
+    let (shown, shown_types) = parse_exposition(&text);
+    let (pushed, pushed_types) = translate(&otlp.collect());
+    assert_eq!(pushed_types, shown_types);
+    assert_eq!(pushed, shown, "{text}");
+    // Not vacuous: every kind is there, the gone series are not.
+    for series in [
+        r#"socktrace_resets_total{by="local",reason="tcp_abort_on_close"}"#,
+        r#"socktrace_stuck_sockets{comm="leaky",state="CLOSE_WAIT"}"#,
+        r#"socktrace_connect_duration_seconds_bucket{le="0.00008",port="443",side="client"}"#,
+        "socktrace_otlp_push_failures_total",
+    ] {
+        assert!(shown.contains_key(series), "{series} in {shown:?}");
+    }
+    for gone in [
+        r#"socktrace_stuck_sockets{comm="leaky",state="SYN_SENT"}"#,
+        r#"socktrace_timewait_sockets{local_port="9090"}"#,
+    ] {
+        assert!(!pushed.contains_key(gone), "{gone} in {pushed:?}");
+    }
+}
+
+/// A series as `name{k="v",...}`, labels sorted, `le` as a number.
+type Series = std::collections::BTreeMap<String, f64>;
+type Types = std::collections::BTreeSet<(String, &'static str)>;
+
+fn series(name: &str, mut labels: Vec<(String, String)>) -> String {
+    labels.sort();
+    if labels.is_empty() {
+        return name.into();
+    }
+    let labels: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| match (k.as_str(), v.parse::<f64>()) {
+            ("le", Ok(le)) => format!("le=\"{le}\""),
+            _ => format!("{k}=\"{v}\""),
+        })
+        .collect();
+    format!("{name}{{{}}}", labels.join(","))
+}
+
+/// The series and family types of an OpenMetrics exposition.
+fn parse_exposition(text: &str) -> (Series, Types) {
+    let mut all = Series::new();
+    let mut types = Types::new();
+    for line in text.lines() {
+        if let Some(family) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = family.split_once(' ').expect("a type");
+            let kind = ["counter", "gauge", "histogram"]
+                .into_iter()
+                .find(|k| *k == kind)
+                .expect("a known type");
+            types.insert((name.into(), kind));
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (head, value) = line.rsplit_once(' ').expect("a sample");
+        let (name, labels) = match head.split_once('{') {
+            Some((name, rest)) => {
+                let inner = rest.strip_suffix('}').expect("closed labels");
+                let labels = inner
+                    .split("\",")
+                    .map(|kv| {
+                        let (k, v) = kv.split_once("=\"").expect("k=\"v\"");
+                        (k.to_string(), v.trim_end_matches('"').to_string())
+                    })
+                    .collect();
+                (name, labels)
+            }
+            None => (head, Vec::new()),
+        };
+        all.insert(series(name, labels), value.parse().expect("a number"));
+    }
+    (all, types)
+}
+
+/// A push as Prometheus stores it (its OTLP translation, suffixes added).
+fn translate(batch: &opentelemetry_sdk::metrics::data::ResourceMetrics) -> (Series, Types) {
+    use opentelemetry_sdk::metrics::{
+        Temporality,
+        data::{AggregatedMetrics, MetricData},
+    };
+    let attrs = |a: &mut dyn Iterator<Item = &KeyValue>| -> Vec<(String, String)> {
+        a.map(|kv| (kv.key.to_string(), kv.value.to_string()))
+            .collect()
+    };
+    let mut all = Series::new();
+    let mut types = Types::new();
+    for metric in batch.scope_metrics().flat_map(|s| s.metrics()) {
+        let name = metric.name();
+        match metric.data() {
+            AggregatedMetrics::U64(MetricData::Sum(sum)) => {
+                assert!(sum.is_monotonic() && sum.temporality() == Temporality::Cumulative);
+                types.insert((name.into(), "counter"));
+                for p in sum.data_points() {
+                    let s = series(&format!("{name}_total"), attrs(&mut p.attributes()));
+                    all.insert(s, p.value() as f64);
+                }
+            }
+            AggregatedMetrics::U64(MetricData::Gauge(gauge)) => {
+                types.insert((name.into(), "gauge"));
+                for p in gauge.data_points() {
+                    all.insert(series(name, attrs(&mut p.attributes())), p.value() as f64);
+                }
+            }
+            AggregatedMetrics::F64(MetricData::Histogram(h)) => {
+                assert_eq!(metric.unit(), "s");
+                assert_eq!(h.temporality(), Temporality::Cumulative);
+                let name = format!("{name}_seconds");
+                for p in h.data_points() {
+                    let labels = attrs(&mut p.attributes());
+                    let with = |extra: Option<(&str, String)>| {
+                        let mut l = labels.clone();
+                        l.extend(extra.map(|(k, v)| (k.to_string(), v)));
+                        l
+                    };
+                    let mut cumulative = 0;
+                    let bounds = p.bounds().map(|b| b.to_string()).chain(["+Inf".into()]);
+                    for (le, n) in bounds.zip(p.bucket_counts()) {
+                        cumulative += n;
+                        let s = series(&format!("{name}_bucket"), with(Some(("le", le))));
+                        all.insert(s, cumulative as f64);
+                    }
+                    all.insert(series(&format!("{name}_sum"), with(None)), p.sum());
+                    all.insert(
+                        series(&format!("{name}_count"), with(None)),
+                        p.count() as f64,
+                    );
+                }
+                types.insert((name, "histogram"));
+            }
+            other => panic!("{name}: an unexpected kind {other:?}"),
+        }
+    }
+    (all, types)
+}
+
 #[test]
 fn the_namespaces_time_wait_and_its_limit_show_once_known() {
     let m = Metrics::new();

@@ -1,16 +1,14 @@
-//! Debian's cloud kernel of a suite, with apt alone: a private sources
-//! list, package lists and cache per suite (the host's apt state is not
-//! touched), `apt-get download`, `dpkg-deb -x`. Cached: a suite already
-//! unpacked costs no download.
+//! Debian's cloud kernel of a suite, with apt alone (see [`crate::apt`]).
+//! Cached: a suite already unpacked costs no download.
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::Command,
 };
 
 use anyhow::{Context as _, Result, bail};
 
 use super::Kernel;
+use crate::apt::Suite;
 
 /// An unpacked kernel package.
 pub struct Tree {
@@ -33,60 +31,18 @@ pub fn kernel(kernel: &Kernel, dir: &Path) -> Result<Tree> {
         kernel.suite,
         dir.display()
     );
-    let sources = sources(kernel, dir)?;
-    let package = kernel_package(kernel, dir, &sources)?;
-    download(dir, &sources, &package, &unpacked)?;
+    let suite = Suite::new(kernel.suite, dir)?;
+    let package = kernel_package(kernel, &suite)?;
+    suite.unpack(&package, &unpacked)?;
     find(&unpacked)
 }
 
-/// apt's directories under `dir`, and a sources.list naming only the
-/// kernel's suite; returns its path.
-fn sources(kernel: &Kernel, dir: &Path) -> Result<PathBuf> {
-    for sub in ["lists/partial", "cache/archives/partial"] {
-        fs::create_dir_all(dir.join(sub))?;
-    }
-    let sources = dir.join("sources.list");
-    let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
-    fs::write(
-        &sources,
-        format!(
-            "deb [signed-by={keyring}] http://deb.debian.org/debian {s} main\n\
-             deb [signed-by={keyring}] http://deb.debian.org/debian-security {s}-security main\n",
-            s = kernel.suite
-        ),
-    )?;
-    Ok(sources)
-}
-
-/// `tool` (apt-get, apt-cache) working in `dir` with `sources` alone,
-/// leaving the host's apt state alone.
-fn apt(tool: &str, dir: &Path, sources: &Path) -> Command {
-    let mut command = Command::new(tool);
-    command.current_dir(dir).args([
-        "-o".to_string(),
-        format!("Dir::Etc::SourceList={}", sources.display()),
-        "-o".to_string(),
-        "Dir::Etc::SourceParts=/dev/null".to_string(),
-        "-o".to_string(),
-        format!("Dir::State::Lists={}", dir.join("lists").display()),
-        "-o".to_string(),
-        format!("Dir::Cache={}", dir.join("cache").display()),
-        "-o".to_string(),
-        "Dir::State::status=/dev/null".to_string(),
-        "-o".to_string(),
-        "APT::Sandbox::User=root".to_string(),
-    ]);
-    command
-}
-
 /// Updates the lists and names the suite's current kernel package.
-fn kernel_package(kernel: &Kernel, dir: &Path, sources: &Path) -> Result<String> {
-    run(
-        apt("apt-get", dir, sources).args(["-q", "update"]),
-        "apt-get update",
-    )?;
+fn kernel_package(kernel: &Kernel, suite: &Suite) -> Result<String> {
+    suite.update()?;
     // The metapackage names the suite's current kernel package.
-    let depends = apt("apt-cache", dir, sources)
+    let depends = suite
+        .command("apt-cache")
         .args(["depends", "linux-image-cloud-amd64"])
         .output()
         .context("running apt-cache")?;
@@ -102,36 +58,6 @@ fn kernel_package(kernel: &Kernel, dir: &Path, sources: &Path) -> Result<String>
         );
     };
     Ok(package.to_string())
-}
-
-/// Downloads `package` and unpacks it into `unpacked` (the .deb is not
-/// kept).
-fn download(dir: &Path, sources: &Path, package: &str, unpacked: &Path) -> Result<()> {
-    run(
-        apt("apt-get", dir, sources).args(["-q", "download", package]),
-        "apt-get download",
-    )?;
-    let deb = fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .context("apt-get download left no .deb")?;
-    let _ = fs::remove_dir_all(unpacked);
-    run(
-        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(unpacked),
-        "dpkg-deb -x",
-    )?;
-    fs::remove_file(&deb)?;
-    Ok(())
-}
-
-fn run(command: &mut Command, what: &str) -> Result<()> {
-    let status = command
-        .status()
-        .with_context(|| format!("running {what}"))?;
-    if !status.success() {
-        bail!("{what} failed ({status})");
-    }
-    Ok(())
 }
 
 /// The kernel image and modules of an unpacked package.

@@ -11,7 +11,7 @@ use tokio::{
     time::Sleep,
 };
 
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, Metrics, otlp::Otlp};
 
 /// Reports what `attach` did that the user did not ask for, and what is
 /// degraded; then sets the niceness (a failure is said, not fatal).
@@ -29,20 +29,43 @@ pub fn announce(mounted_tracefs: bool, degraded: &[String], nice: i32) {
     }
 }
 
-/// Starts the Prometheus exporter if `--metrics` asked for it: the
-/// metrics to feed and the server task to abort at the end.
+/// What exports the metrics, and the metrics to feed (if anything does).
+#[derive(Default)]
+pub struct Exporters {
+    pub metrics: Option<Arc<Metrics>>,
+    /// `--metrics`' server, to abort at the end.
+    pub server: Option<JoinHandle<()>>,
+    /// `--otlp-metrics`, to start once privileges are dropped.
+    pub otlp: Option<Otlp>,
+}
+
+/// Makes the metrics if `--metrics` or `--otlp-metrics` asks for them,
+/// and starts `--metrics`' server.
 pub async fn serve_metrics(
     addr: Option<SocketAddr>,
-) -> anyhow::Result<(Option<Arc<Metrics>>, Option<JoinHandle<()>>)> {
-    let Some(addr) = addr else {
-        return Ok((None, None));
+    otlp: Option<&url::Url>,
+) -> anyhow::Result<Exporters> {
+    let otlp = otlp.map(|url| Otlp::new(url.clone()));
+    let metrics = match (&otlp, addr) {
+        (Some(otlp), _) => Arc::clone(&otlp.metrics),
+        (None, Some(_)) => Arc::new(Metrics::new()),
+        (None, None) => return Ok(Exporters::default()),
     };
-    let metrics = Arc::new(Metrics::new());
-    let server = metrics::serve(addr, Arc::clone(&metrics))
-        .await
-        .with_context(|| format!("serving metrics on {addr}"))?;
-    say!("socktrace: metrics at http://{addr}/metrics");
-    Ok((Some(metrics), Some(server)))
+    let server = match addr {
+        Some(addr) => {
+            let server = metrics::serve(addr, Arc::clone(&metrics))
+                .await
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            say!("socktrace: metrics at http://{addr}/metrics");
+            Some(server)
+        }
+        None => None,
+    };
+    Ok(Exporters {
+        metrics: Some(metrics),
+        server,
+        otlp,
+    })
 }
 
 /// Fires once: on SIGINT, SIGTERM or when the duration is over.

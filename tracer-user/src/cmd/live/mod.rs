@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use aya_log::EbpfLogger;
 use tokio::task::JoinHandle;
 
+use self::announce::Exporters;
 pub use self::{
     announce::Stop,
     stream::{LogTo, Plan, TRACK_LIMIT, TW_POLL, View, stream},
@@ -20,7 +21,10 @@ pub use self::{
 use crate::{
     cli::Common,
     clock::Clock,
-    metrics::Metrics,
+    metrics::{
+        Metrics,
+        otlp::{Otlp, Pusher},
+    },
     privileges,
     probe::{Mode, Options, Probe, Tallies},
     source::{KernelCounters, Source},
@@ -58,6 +62,11 @@ pub struct Session {
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
     pub metrics: Option<Arc<Metrics>>,
     server: Option<JoinHandle<()>>,
+    /// `--otlp-metrics` until [`Session::ready`] starts it...
+    otlp: Option<Otlp>,
+    /// ...and then.
+    pusher: Option<Pusher>,
+    otlp_interval: Duration,
     attach_time: Duration,
     /// The kernel's names of its reasons to reset, where its RSTs carry one.
     pub reset_reasons: Option<Vec<String>>,
@@ -93,7 +102,11 @@ impl Session {
         if common.verbose {
             say!("socktrace: attaching took: {steps}");
         }
-        let (metrics, server) = announce::serve_metrics(common.metrics).await?;
+        let Exporters {
+            metrics,
+            server,
+            otlp,
+        } = announce::serve_metrics(common.metrics, common.otlp_metrics.as_ref()).await?;
         Ok(Session {
             programs: Some(programs),
             source,
@@ -103,17 +116,33 @@ impl Session {
             logger,
             metrics,
             server,
+            otlp,
+            pusher: None,
+            otlp_interval: common.otlp_interval,
             attach_time: steps.total(),
             reset_reasons,
             clock: Clock::system(),
         })
     }
 
-    /// Drops privileges (to `--user`), says we are ready (tests and people
-    /// may act on sockets from now on) and returns what says when to stop
-    /// (`--duration`, Ctrl-C, SIGTERM).
-    pub fn ready(&self, user: Option<&str>, duration: Option<Duration>) -> anyhow::Result<Stop> {
+    /// Drops privileges (to `--user`), starts pushing metrics
+    /// (`--otlp-metrics`: its threads, if any, start without privileges),
+    /// says we are ready (tests and people may act on sockets from now on)
+    /// and returns what says when to stop (`--duration`, Ctrl-C, SIGTERM).
+    pub fn ready(
+        &mut self,
+        user: Option<&str>,
+        duration: Option<Duration>,
+    ) -> anyhow::Result<Stop> {
         privileges::drop_all(user)?;
+        if let Some(otlp) = self.otlp.take() {
+            let url = otlp.url().clone();
+            self.pusher = Some(otlp.start(self.otlp_interval)?);
+            say!(
+                "socktrace: pushing metrics to {url} every {} s",
+                self.otlp_interval.as_secs_f64()
+            );
+        }
         say!(
             "socktrace: attached in {} ms; Ctrl-C to stop",
             self.attach_time.as_millis()
@@ -151,10 +180,13 @@ impl Session {
         missed
     }
 
-    /// Stops serving metrics.
-    pub fn stop_serving(&mut self) {
+    /// Stops serving metrics; pushes them a last time.
+    pub async fn stop_serving(&mut self) {
         if let Some(server) = self.server.take() {
             server.abort();
+        }
+        if let Some(pusher) = self.pusher.take() {
+            pusher.finish().await;
         }
     }
 }

@@ -214,7 +214,7 @@ pub async fn stream(plan: Plan) -> anyhow::Result<Summary> {
     run.pipeline.settle(run.render.as_mut(), &mut run.out);
     super::say_learnt(found, started);
     run.run(stop, ticks).await?;
-    run.finish(json)
+    run.finish(json).await
 }
 
 /// The start-up snapshot: the sockets `which` names, their owners from the
@@ -403,7 +403,7 @@ impl Run {
 
     /// Detach first so nothing new arrives, then take what is left, say
     /// what was lost, report and summarise.
-    fn finish(mut self, json: bool) -> anyhow::Result<Summary> {
+    async fn finish(mut self, json: bool) -> anyhow::Result<Summary> {
         let misses = self.session.detach();
         self.drain();
         if let Some(polls) = self.pace.summary() {
@@ -418,7 +418,7 @@ impl Run {
         self.sample_queues(clock.mono_now())?;
         self.render.finish(clock.mono_now(), &mut self.out.buf);
         self.out.flush();
-        self.session.stop_serving();
+        self.session.stop_serving().await;
         let Run {
             mut pipeline,
             mut out,
