@@ -7,8 +7,8 @@ mod common;
 
 use std::{
     fmt::Write as _,
-    io::{Read as _, Write as _},
-    net::{Shutdown, TcpListener, TcpStream},
+    io::Write as _,
+    net::{TcpListener, TcpStream},
     path::PathBuf,
     process::Command,
 };
@@ -56,7 +56,7 @@ fn the_rules_pass_promtool_check() {
         &["check", "rules", rules.to_str().unwrap()],
         rules.parent().unwrap(),
     );
-    assert!(out.contains("SUCCESS: 6 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 7 rules found"), "{out}");
 }
 
 /// The counts of a scrape: `name{labels}` and whole-number value (what
@@ -316,6 +316,48 @@ fn test_rules(cases: &[(String, String)]) {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `socktrace timewait --metrics` in a fresh network namespace whose
+/// sysctl `name` (under /proc/sys/net/ipv4) is `value`; the tracer, the
+/// namespace and how to scrape the metrics there.
+fn timewait_in(name: &str, value: &str) -> (Tracer, Netns, u16) {
+    let ns = Netns::new();
+    let status = ns
+        .exec(&[
+            "sh",
+            "-c",
+            &format!("echo {value} > /proc/sys/net/ipv4/{name}"),
+        ])
+        .status()
+        .expect("sh runs");
+    assert!(status.success(), "setting {name} in the test namespace");
+    let port = free_port("127.0.0.1");
+    let bin = socktrace_bin();
+    let addr = format!("127.0.0.1:{port}");
+    let tracer = Tracer::spawn(ns.enter(&[
+        bin.to_str().unwrap(),
+        "timewait",
+        "--json",
+        "--interval",
+        "1",
+        "--metrics",
+        &addr,
+    ]));
+    (tracer, ns, port)
+}
+
+/// Scrapes `port` in `ns` until `done` holds for a sample of the scrape.
+fn scrape_until(ns: &Netns, port: u16, done: impl Fn(&str, u64) -> bool) -> String {
+    let deadline = std::time::Instant::now() + patience();
+    loop {
+        let text = ns.run(|| http_get(port, "/metrics").expect("a scrape"));
+        if samples(&text).iter().any(|(series, n)| done(series, *n)) {
+            return text;
+        }
+        assert!(std::time::Instant::now() < deadline, "not yet: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// In a network namespace whose `tcp_max_tw_buckets` is 1000, 900
 /// connections closed by their client first (900 TIME_WAIT sockets, over
 /// 80 % of the limit): `socktrace timewait --metrics` there, scraped before and after,
@@ -331,61 +373,14 @@ fn time_wait_near_the_bucket_limit_alerts() {
     // below 80 % of the limit.
     const LIMIT: u64 = 1000;
     const CONNECTIONS: u64 = 900;
-    let ns = Netns::new();
-    let status = ns
-        .exec(&[
-            "sh",
-            "-c",
-            &format!("echo {LIMIT} > /proc/sys/net/ipv4/tcp_max_tw_buckets"),
-        ])
-        .status()
-        .expect("sh runs");
-    assert!(
-        status.success(),
-        "setting tcp_max_tw_buckets in the test namespace"
-    );
-    let port = free_port("127.0.0.1");
-    let bin = socktrace_bin();
-    let addr = format!("127.0.0.1:{port}");
-    let tracer = Tracer::spawn(ns.enter(&[
-        bin.to_str().unwrap(),
-        "timewait",
-        "--json",
-        "--interval",
-        "1",
-        "--metrics",
-        &addr,
-    ]));
-    let scrape = || ns.run(|| http_get(port, "/metrics").expect("a scrape"));
-    let quiet = wait_for_series(&scrape, &format!("socktrace_tcp_max_tw_buckets {LIMIT}"));
-    ns.run(|| {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
-        let port = listener.local_addr().expect("addr").port();
-        for _ in 0..CONNECTIONS {
-            let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-            let (mut server, _) = listener.accept().expect("accept");
-            client.shutdown(Shutdown::Write).expect("client FIN");
-            let mut rest = Vec::new();
-            server.read_to_end(&mut rest).expect("the client's FIN");
-            drop(server);
-            client.read_to_end(&mut rest).expect("the server's FIN");
-        }
+    let (tracer, ns, port) = timewait_in("tcp_max_tw_buckets", &LIMIT.to_string());
+    let quiet = scrape_until(&ns, port, |series, n| {
+        series == "socktrace_tcp_max_tw_buckets" && n == LIMIT
     });
-    let deadline = std::time::Instant::now() + patience();
-    let busy = loop {
-        let text = scrape();
-        let now = samples(&text)
-            .into_iter()
-            .find(|(series, _)| series == "socktrace_netns_timewait_sockets");
-        if now.is_some_and(|(_, n)| n >= CONNECTIONS) {
-            break text;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{CONNECTIONS} TIME_WAIT: {text}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    ns.run(|| time_wait_connections(CONNECTIONS));
+    let busy = scrape_until(&ns, port, |series, n| {
+        series == "socktrace_netns_timewait_sockets" && n >= CONNECTIONS
+    });
     let done = tracer.stop();
     assert!(done.status.success(), "{}", done.stderr);
     let name = "SocktraceTimeWaitNearLimit";
@@ -393,6 +388,51 @@ fn time_wait_near_the_bucket_limit_alerts() {
         (
             input_series(TIMEWAIT, &quiet, &busy),
             expect(name, 6, &[]) + &expect(name, 11, &[(TIMEWAIT, &[])]),
+        ),
+        (
+            input_series(TIMEWAIT, &quiet, &quiet),
+            expect(name, 11, &[]),
+        ),
+    ]);
+}
+
+/// In a network namespace whose ephemeral range is 20 ports, 17
+/// connections to one listener closed by their client first: that
+/// destination holds 17 of the 20 (85 %) in TIME_WAIT. `socktrace timewait
+/// --metrics` there exports both, and the alert fires after its 5 minutes
+/// for that destination only; the quiet series fire nothing.
+#[test]
+fn a_destination_near_the_end_of_its_ports_alerts() {
+    require_root();
+    require_tool(PROMTOOL, "prometheus");
+    const RANGE: u64 = 20;
+    const CONNECTIONS: u64 = 17;
+    let (tracer, ns, port) = timewait_in("ip_local_port_range", "40000 40019");
+    let quiet = scrape_until(&ns, port, |series, n| {
+        series == "socktrace_tcp_max_tw_buckets" && n > 0
+    });
+    let listener = ns.run(|| time_wait_connections(CONNECTIONS));
+    let dport = listener.local_addr().expect("addr").port().to_string();
+    let held = format!(
+        r#"socktrace_ephemeral_ports_held{{saddr="127.0.0.1",daddr="127.0.0.1",dport="{dport}"}}"#
+    );
+    let busy = scrape_until(&ns, port, |series, n| series == held && n >= CONNECTIONS);
+    assert!(
+        samples(&busy).contains(&("socktrace_ephemeral_port_range".into(), RANGE)),
+        "{busy}"
+    );
+    let done = tracer.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    let name = "SocktraceEphemeralPortsNearExhaustion";
+    let labels = [
+        ("saddr", "127.0.0.1"),
+        ("daddr", "127.0.0.1"),
+        ("dport", &dport[..]),
+    ];
+    test_rules(&[
+        (
+            input_series(TIMEWAIT, &quiet, &busy),
+            expect(name, 6, &[]) + &expect(name, 11, &[(TIMEWAIT, &labels)]),
         ),
         (
             input_series(TIMEWAIT, &quiet, &quiet),

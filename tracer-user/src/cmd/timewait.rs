@@ -244,6 +244,7 @@ fn export(metrics: &Metrics, r: &Report, source: &Source) -> anyhow::Result<()> 
         population: r.server_population.saturating_sub(listed),
     });
     metrics.set_timewait(&rows);
+    metrics.set_port_headroom(&r.by_destination);
     let mut kernel = source.counters();
     kernel.recursion_misses = r.missed;
     metrics.set_losses(&kernel, 0);

@@ -20,7 +20,7 @@ use twin::{
 };
 
 use crate::{
-    analysis::stuck::ByProcess,
+    analysis::{stuck::ByProcess, timewait::DestRow},
     event::{Detail, Errno},
     source::KernelCounters,
     track::{Close, Opener, Record},
@@ -62,6 +62,10 @@ pub struct Metrics {
     /// The listeners' local ports seen dropping.
     listen_ports: FirstPorts,
     stuck_sockets: GaugeFamily<StuckLabel>,
+    /// Ephemeral ports each destination holds (TIME_WAIT and in use), and
+    /// how many there are (`ip_local_port_range`), in `timewait` mode.
+    ports_held: GaugeFamily<DestLabel>,
+    port_range: GaugeFamily<NoLabels>,
     /// With `--otlp-metrics` only.
     otlp_failures: Option<PlainCounter>,
 }
@@ -87,6 +91,25 @@ struct Transition {
 struct ResetLabel {
     by: &'static str,
     reason: String,
+}
+
+/// A destination of this host's connections: its local address, the
+/// remote one and port.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DestLabel {
+    saddr: String,
+    daddr: String,
+    dport: u16,
+}
+
+impl Attributes for DestLabel {
+    fn attributes(&self) -> Vec<KeyValue> {
+        vec![
+            KeyValue::new("saddr", self.saddr.clone()),
+            KeyValue::new("daddr", self.daddr.clone()),
+            KeyValue::new("dport", i64::from(self.dport)),
+        ]
+    }
 }
 
 /// A program and the state its connections are stuck in.
@@ -338,6 +361,17 @@ impl Metrics {
              for longer than --stuck (10 s unless the mode has the flag), by program and \
              state; updated every second",
         );
+        let ports_held = f.gauge_family(
+            "ephemeral_ports_held",
+            "Local ports this host's connections to a destination hold (in TIME_WAIT or \
+             in use), for the destinations `timewait` lists (--top); against \
+             socktrace_ephemeral_port_range, how close each is to running out",
+        );
+        let port_range = f.gauge_family(
+            "ephemeral_port_range",
+            "Local ports connect() picks from (net.ipv4.ip_local_port_range), in \
+             `timewait` mode",
+        );
         let ring_drops = f.counter(
             "ring_drops",
             "Events lost: the kernel found the ring buffer full",
@@ -392,6 +426,8 @@ impl Metrics {
             listen_drops,
             listen_ports: FirstPorts::default(),
             stuck_sockets,
+            ports_held,
+            port_range,
             otlp_failures,
         }
     }
@@ -533,6 +569,22 @@ impl Metrics {
             (label, row.population)
         });
         self.timewait_sockets.replace(ranked.chain(other));
+    }
+
+    /// The ephemeral ports each of `rows` holds, and the range's size;
+    /// destinations no longer listed go.
+    pub fn set_port_headroom(&self, rows: &[DestRow]) {
+        self.ports_held.replace(rows.iter().map(|row| {
+            let label = DestLabel {
+                saddr: row.dest.local.to_string(),
+                daddr: row.dest.remote.ip().to_string(),
+                dport: row.dest.remote.port(),
+            };
+            (label, row.ports.held)
+        }));
+        if let Some(row) = rows.first() {
+            self.port_range.replace([(NoLabels {}, row.ports.range)]);
+        }
     }
 
     /// Our network namespace's TIME_WAIT sockets now and its

@@ -381,6 +381,8 @@ fn a_push_carries_what_metrics_shows() {
     };
     m.set_stuck(&[stuck(TcpState::CloseWait, 2), stuck(TcpState::SynSent, 1)]);
     m.set_stuck(&[stuck(TcpState::CloseWait, 3)]);
+    m.set_port_headroom(&[dest_row("10.0.0.2:443", 900), dest_row("10.0.0.3:80", 5)]);
+    m.set_port_headroom(&[dest_row("10.0.0.2:443", 1000)]);
     m.otlp_failure();
 
     let text = m.encode();
@@ -394,6 +396,7 @@ fn a_push_carries_what_metrics_shows() {
         r#"socktrace_stuck_sockets{comm="leaky",state="CLOSE_WAIT"}"#,
         r#"socktrace_connect_duration_seconds_bucket{le="0.00008",port="443",side="client"}"#,
         "socktrace_otlp_push_failures_total",
+        "socktrace_ephemeral_port_range",
     ] {
         assert!(shown.contains_key(series), "{series} in {shown:?}");
     }
@@ -545,4 +548,44 @@ fn the_namespaces_time_wait_and_its_limit_show_once_known() {
     m.set_netns_timewait(Some(3), Some(262_144));
     assert_eq!(value(&m.encode(), sockets), Some(3.0));
     assert_eq!(value(&m.encode(), limit), Some(262_144.0));
+}
+
+/// A destination of 10.0.0.1's connections holding `held` of 28232 ports.
+fn dest_row(remote: &str, held: u64) -> crate::analysis::timewait::DestRow {
+    crate::analysis::timewait::DestRow {
+        dest: crate::analysis::timewait::Dest {
+            netns: 1,
+            local: "10.0.0.1".parse().unwrap(),
+            remote: remote.parse().unwrap(),
+        },
+        per_sec: 0.0,
+        time_wait: held,
+        in_use: 0,
+        ports: crate::analysis::timewait::Headroom {
+            held,
+            range: 28232,
+            percent: 0.0,
+            runs_out_in_s: None,
+            tw_reuse: false,
+        },
+    }
+}
+
+#[test]
+fn port_headroom_by_destination_and_the_range() {
+    let m = Metrics::new();
+    m.set_port_headroom(&[dest_row("10.0.0.2:443", 900), dest_row("10.0.0.3:80", 5)]);
+    m.set_port_headroom(&[dest_row("10.0.0.2:443", 1000)]);
+    let text = m.encode();
+    let held = |daddr: &str, dport: u16| {
+        format!(
+            r#"socktrace_ephemeral_ports_held{{saddr="10.0.0.1",daddr="{daddr}",dport="{dport}"}}"#
+        )
+    };
+    assert_eq!(value(&text, &held("10.0.0.2", 443)), Some(1000.0), "{text}");
+    assert_eq!(value(&text, &held("10.0.0.3", 80)), None, "gone: {text}");
+    assert_eq!(
+        value(&text, "socktrace_ephemeral_port_range"),
+        Some(28232.0)
+    );
 }
