@@ -5,13 +5,7 @@
 //! one once the traffic shows.
 mod common;
 
-use std::{
-    fmt::Write as _,
-    io::Write as _,
-    net::{TcpListener, TcpStream},
-    path::PathBuf,
-    process::Command,
-};
+use std::{fmt::Write as _, net::TcpListener, path::PathBuf, process::Command};
 
 use common::*;
 use serde_json::Value;
@@ -190,26 +184,12 @@ fn alerts_fire_on_what_socktrace_exported() {
         .collect();
 
     let abort = TcpListener::bind("127.0.0.1:0").expect("listen");
-    let abort_port = abort.local_addr().expect("addr").port();
     for _ in 0..RESETS {
-        let mut client = TcpStream::connect(("127.0.0.1", abort_port)).expect("connect");
-        let (server, _) = abort.accept().expect("accept");
-        client.write_all(b"unread").expect("a request");
-        let mut peek = [0u8; 6];
-        assert_eq!(server.peek(&mut peek).expect("it arrived"), 6);
-        drop(server);
+        close_unread(&abort);
     }
 
-    let mut leak = Op::start(&["tcp-server", "127.0.0.1", "10", "0", "hold"]);
-    Op::run(&[
-        "tcp-client",
-        "127.0.0.1",
-        &leak.port().to_string(),
-        "10",
-        "0",
-        "close",
-    ]);
-    assert_eq!(leak.next_report()["peer_closed"], true);
+    let mut leak = holding_server();
+    close_its_client(&mut leak);
 
     let reason = if kernel_lacks("reset_reason") {
         "unknown"

@@ -3,13 +3,7 @@
 //! against delays the tests impose and the kernel's own counts.
 mod common;
 
-use std::{
-    io::{Read as _, Write as _},
-    net::{TcpListener, TcpStream},
-    process::Command,
-    thread::sleep,
-    time::Duration,
-};
+use std::{io::Read as _, net::TcpListener, process::Command, thread::sleep, time::Duration};
 
 use common::*;
 use serde_json::Value;
@@ -163,17 +157,9 @@ fn settled_retransmits(ns: &Netns, sport: u64) -> u64 {
 fn a_close_wait_leak_is_stuck_until_it_closes() {
     require_root();
     let mut tracer = Tracer::command(&["stuck", "--json", "--stuck", "1", "--interval", "0.2"]);
-    let mut server = Op::start(&["tcp-server", "127.0.0.1", "10", "0", "hold"]);
+    let mut server = holding_server();
     let (pid, port) = (server.pid(), server.port());
-    Op::run(&[
-        "tcp-client",
-        "127.0.0.1",
-        &port.to_string(),
-        "10",
-        "0",
-        "close",
-    ]);
-    assert_eq!(server.next_report()["peer_closed"], true);
+    close_its_client(&mut server);
     let stuck_row = |e: &Value| -> Option<Value> {
         e["rows"]
             .as_array()?
@@ -206,17 +192,9 @@ fn a_close_wait_leak_is_stuck_until_it_closes() {
     });
     // A second leak, still open when socktrace stops: the exit summary
     // names its process.
-    let mut leak = Op::start(&["tcp-server", "127.0.0.1", "10", "0", "hold"]);
-    let (leak_pid, leak_port) = (leak.pid(), leak.port());
-    Op::run(&[
-        "tcp-client",
-        "127.0.0.1",
-        &leak_port.to_string(),
-        "10",
-        "0",
-        "close",
-    ]);
-    assert_eq!(leak.next_report()["peer_closed"], true);
+    let mut leak = holding_server();
+    let leak_pid = leak.pid();
+    close_its_client(&mut leak);
     tracer.wait_for("the second leak reported stuck", |ev| {
         of_type(ev, "stuck").any(|e| {
             e["rows"]
@@ -312,24 +290,6 @@ fn a_full_accept_queues_drops_are_its_listeners() {
         (&Value::from(2), &Value::from(1)),
         "{row}"
     );
-}
-
-fn connect(listener: &TcpListener) -> (TcpStream, TcpStream) {
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    (client, server)
-}
-
-/// A connection to `listener` whose server closes with the client's bytes
-/// unread (a RST, `tcp_abort_on_close`); returns the client's port.
-fn close_unread(listener: &TcpListener) -> u64 {
-    let (mut client, server) = connect(listener);
-    client.write_all(b"never read").unwrap();
-    let mut peek = [0u8; 10];
-    assert_eq!(server.peek(&mut peek).unwrap(), 10, "arrived");
-    drop(server);
-    assert!(client.read(&mut peek).is_err(), "reset");
-    u64::from(client.local_addr().unwrap().port())
 }
 
 /// Two aborts on loopback, made here: a server that closes with data

@@ -5,8 +5,7 @@ mod common;
 
 use std::{
     fs,
-    io::Write,
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     path::Path,
     thread,
     time::{Duration, Instant},
@@ -73,7 +72,7 @@ fn prometheus_scrapes_socktrace() {
 #[test]
 fn stuck_sockets_and_resets_by_reason() {
     require_root();
-    let mut leak = Op::start(&["tcp-server", "127.0.0.1", "10", "0", "hold"]);
+    let mut leak = holding_server();
     let abort = TcpListener::bind("127.0.0.1:0").expect("listen");
     let abort_port = abort.local_addr().expect("addr").port();
     let metrics_port = free_port("127.0.0.1");
@@ -89,21 +88,8 @@ fn stuck_sockets_and_resets_by_reason() {
     ]);
     let scrape = || http_get(metrics_port, "/metrics").expect("a scrape");
     let stuck = r#"socktrace_stuck_sockets{comm="sockops",state="CLOSE_WAIT"}"#;
-    Op::run(&[
-        "tcp-client",
-        "127.0.0.1",
-        &leak.port().to_string(),
-        "10",
-        "0",
-        "close",
-    ]);
-    assert_eq!(leak.next_report()["peer_closed"], true);
-    let mut client = TcpStream::connect(("127.0.0.1", abort_port)).expect("connect");
-    let (server, _) = abort.accept().expect("accept");
-    client.write_all(b"unread").expect("a request");
-    let mut peek = [0u8; 6];
-    assert_eq!(server.peek(&mut peek).expect("it arrived"), 6);
-    drop(server);
+    close_its_client(&mut leak);
+    close_unread(&abort);
     let reason = if kernel_lacks("reset_reason") {
         "unknown"
     } else {

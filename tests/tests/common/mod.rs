@@ -805,3 +805,43 @@ fn ip(args: &[&str]) {
         .expect("ip (iproute2) runs");
     assert!(status.success(), "ip {args:?}");
 }
+
+/// A connection to `listener`: (client, server).
+pub fn connect(listener: &std::net::TcpListener) -> (std::net::TcpStream, std::net::TcpStream) {
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}
+
+/// A connection to `listener` whose server closes with the client's bytes
+/// unread (a RST, `tcp_abort_on_close`); returns the client's port.
+pub fn close_unread(listener: &std::net::TcpListener) -> u64 {
+    use std::io::{Read as _, Write as _};
+    let (mut client, server) = connect(listener);
+    client.write_all(b"never read").unwrap();
+    let mut peek = [0u8; 10];
+    assert_eq!(server.peek(&mut peek).unwrap(), 10, "arrived");
+    drop(server);
+    assert!(client.read(&mut peek).is_err(), "reset");
+    u64::from(client.local_addr().unwrap().port())
+}
+
+/// A server (sockops) that holds the connections its clients close: each
+/// stays in CLOSE_WAIT until it proceeds ([`close_its_client`]).
+pub fn holding_server() -> Op {
+    Op::start(&["tcp-server", "127.0.0.1", "10", "0", "hold"])
+}
+
+/// A client of `server` that connects and closes: the server's end is in
+/// CLOSE_WAIT, and says its peer closed.
+pub fn close_its_client(server: &mut Op) {
+    Op::run(&[
+        "tcp-client",
+        "127.0.0.1",
+        &server.port().to_string(),
+        "10",
+        "0",
+        "close",
+    ]);
+    assert_eq!(server.next_report()["peer_closed"], true);
+}
