@@ -234,6 +234,11 @@ fn a_full_accept_queues_drops_are_its_listeners() {
         "--interval",
         "0.5",
     ]));
+    // And a recording of the same, for `analyze` offline.
+    let dir = scratch_dir("queues");
+    let file = dir.join("run.jsonl");
+    let f = file.to_str().unwrap();
+    let recorder = Tracer::spawn(ns.enter(&[bin.to_str().unwrap(), "record", f]));
     let overflows = || ns.counter("/proc/net/netstat", "TcpExt:", "ListenOverflows");
     let before = overflows();
     let mut listener = Op::spawn(ns.exec(&[sockops_bin(), "backlog", "127.0.0.1", "1"]));
@@ -262,6 +267,8 @@ fn a_full_accept_queues_drops_are_its_listeners() {
     let dropped = overflows() - before;
     assert!(dropped > 0, "the kernel counted overflows");
     let done = tracer.stop();
+    let recorded = recorder.stop();
+    assert!(recorded.status.success(), "{}", recorded.stderr);
     listener.proceed();
     listener.wait();
     let port: u64 = port.parse().unwrap();
@@ -290,6 +297,31 @@ fn a_full_accept_queues_drops_are_its_listeners() {
         (&Value::from(2), &Value::from(1)),
         "{row}"
     );
+    // Offline, from the recording: the same drops for the same listener.
+    let out = Command::new(socktrace_bin())
+        .args(["analyze", f, "--report", "listeners", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = records(&String::from_utf8_lossy(&out.stdout))
+        .pop()
+        .expect("the table");
+    let row = table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["port"] == port && r["kind"] == "listen")
+        .unwrap_or_else(|| panic!("the listener's row in {table}"));
+    assert_eq!(
+        (&row["drops"], &row["pids"]),
+        (&dropped.into(), &serde_json::json!([pid])),
+        "{row}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Two aborts on loopback, made here: a server that closes with data

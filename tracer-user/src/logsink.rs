@@ -48,7 +48,7 @@ pub fn entry(record: &Record) -> Option<Entry> {
                 ("recursion_misses", k.recursion_misses.to_string()),
             ],
         }),
-        Record::Existing(..) => None,
+        Record::Existing(..) | Record::Queues(..) => None,
     }
 }
 

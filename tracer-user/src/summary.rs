@@ -101,6 +101,7 @@ impl Summary {
         match record {
             Record::Existing(..) => {}
             Record::Loss(..) => self.loss += 1,
+            Record::Queues(..) => {}
             Record::Close(c) => {
                 self.close += 1;
                 if c.time_wait {

@@ -10,7 +10,7 @@ use std::{
 use rustc_hash::FxHashMap;
 
 use crate::{
-    event::{Detail, Errno, Event, Owner, Proto, SockId, TcpState},
+    event::{Detail, Errno, Event, Owner, Proto, QueueSample, SockId, TcpState},
     track::Record,
 };
 
@@ -66,19 +66,6 @@ pub enum What {
         depth: u32,
         backlog: u32,
     },
-}
-
-/// A listener's accept queue, as sock_diag shows it (`ss -ltm`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct QueueSample {
-    pub sock: SockId,
-    /// Connections waiting to be accepted.
-    pub depth: u32,
-    /// The most that may wait: the listen() backlog, as the kernel capped
-    /// it.
-    pub backlog: u32,
-    /// SYNs and connections dropped since the socket was made.
-    pub drops: u32,
 }
 
 /// A table row: one port, protocol, kind and program.

@@ -115,7 +115,7 @@ impl Stuck {
             Record::Close(c) => {
                 self.waiting.remove(&c.sock);
             }
-            Record::Existing(..) | Record::Loss(..) => {}
+            Record::Existing(..) | Record::Loss(..) | Record::Queues(..) => {}
         }
     }
 

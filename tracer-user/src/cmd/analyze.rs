@@ -122,7 +122,7 @@ impl Read {
         match next {
             Ok(record) => {
                 self.records += 1;
-                self.last_ns = at(&record).max(self.last_ns);
+                self.last_ns = record.at().max(self.last_ns);
                 return Some(record);
             }
             Err((line, LineError::Io(err))) => {
@@ -157,15 +157,6 @@ fn plot(charts: &Charts, analysis: &Analysis, path: &Path) -> anyhow::Result<()>
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// When a record happened (wall-clock ns offline).
-fn at(record: &Record) -> u64 {
-    match record {
-        Record::Existing(_, at) | Record::Loss(_, at) => *at,
-        Record::Event(e) => e.mono_ns,
-        Record::Close(c) => c.mono_ns,
-    }
-}
-
 /// What `--plot` draws, gathered as the records go by.
 struct Charts {
     report: Report,
@@ -197,7 +188,7 @@ impl Charts {
     }
 
     fn observe(&mut self, record: &Record) {
-        self.start_ns.get_or_insert(at(record));
+        self.start_ns.get_or_insert(record.at());
         match self.report {
             Report::Lifecycles => {
                 if let Record::Close(c) = record
@@ -351,7 +342,7 @@ impl Analysis {
                     reports,
                     keep,
                 } = &mut **run;
-                let now = at(record);
+                let now = record.at();
                 // The recording's clock drives the intervals.
                 let tw = analysis.get_or_insert_with(|| {
                     *next_ns = now + *interval_ns;

@@ -21,6 +21,9 @@ use crate::{
     summary::Summary,
 };
 
+/// How often the listeners' accept queues are recorded.
+const QUEUES_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub async fn run(args: RecordArgs) -> anyhow::Result<Summary> {
     let file = create(&args.file, args.force)
         .with_context(|| format!("cannot create {}", args.file.display()))?;
@@ -34,7 +37,9 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<Summary> {
         filters: args.watch.common.filter.describe(),
     };
     let mut plan = watch::plan(args.watch);
-    plan.view = View::Json;
+    plan.view = View::Recording;
+    // The listeners' queues, sampled as `socktrace listeners` does.
+    plan.interval = Some(QUEUES_EVERY);
     plan.output = Some(Box::new(BufWriter::with_capacity(1 << 20, file)));
     plan.header = Some(header.line());
     live::stream(plan).await

@@ -19,6 +19,19 @@ pub use self::{
     owner::{Cgroup, Comm, Owner, OwnerSource},
 };
 
+/// A listener's accept queue, as sock_diag shows it (`ss -ltm`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueSample {
+    pub sock: SockId,
+    /// Connections waiting to be accepted.
+    pub depth: u32,
+    /// The most that may wait: the listen() backlog, as the kernel capped
+    /// it.
+    pub backlog: u32,
+    /// SYNs and connections dropped since the socket was made.
+    pub drops: u32,
+}
+
 /// One thing that happened to a socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {

@@ -223,10 +223,11 @@ struct Subject<'a> {
 }
 
 impl<'a> Subject<'a> {
-    /// `None` for a loss record.
+    /// `None` for a loss record, and for queue samples: each belongs to a
+    /// listener, which the analyses take only if it passed.
     fn of(record: &'a Record) -> Option<Subject<'a>> {
         let (owner, proto, local, remote, states) = match record {
-            Record::Loss(..) => return None,
+            Record::Loss(..) | Record::Queues(..) => return None,
             Record::Existing(k, _) => (
                 &k.owner,
                 Proto::Tcp,

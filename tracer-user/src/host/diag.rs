@@ -15,10 +15,7 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_SOCK_DIAG};
 
-use crate::{
-    analysis::listeners::QueueSample,
-    event::{SockId, TcpState},
-};
+use crate::event::{QueueSample, SockId, TcpState};
 
 /// One TCP socket as sock_diag reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,8 +14,8 @@ use super::LineError;
 use crate::{
     event::Cgroup,
     event::{
-        Comm, Detail, Errno, Event, Owner, OwnerSource, Proto, SockId, StateInfo, TcpState,
-        TcpStats, TwEnd, family_name,
+        Comm, Detail, Errno, Event, Owner, OwnerSource, Proto, QueueSample, SockId, StateInfo,
+        TcpState, TcpStats, TwEnd, family_name,
     },
     source::KernelCounters,
     track::{Close, Failure, Known, Opener, Reason, Record, Side},
@@ -40,6 +40,7 @@ pub(super) enum Kind {
     Close,
     Socket,
     Loss,
+    Queues,
     #[serde(other)]
     Other,
 }
@@ -93,6 +94,17 @@ pub(super) struct Line<'a> {
     predates_start: Option<bool>,
     ring_drops: Option<u64>,
     recursion_misses: Option<u64>,
+    #[serde(borrow)]
+    listeners: Option<Vec<QueueLine<'a>>>,
+}
+
+/// One listener of a `queues` line.
+#[derive(Deserialize)]
+struct QueueLine<'a> {
+    sock: &'a str,
+    queue: u32,
+    backlog: u32,
+    drops: u32,
 }
 
 #[derive(Deserialize)]
@@ -165,6 +177,20 @@ impl Line<'_> {
                     ..KernelCounters::default()
                 };
                 return Ok(Some(Record::Loss(counters, at)));
+            }
+            Kind::Queues => {
+                let samples = need(self.listeners.as_ref(), "listeners")?
+                    .iter()
+                    .map(|q| {
+                        Ok(QueueSample {
+                            sock: sock_id(q.sock)?,
+                            depth: q.queue,
+                            backlog: q.backlog,
+                            drops: q.drops,
+                        })
+                    })
+                    .collect::<Result<_, LineError>>()?;
+                return Ok(Some(Record::Queues(samples, at)));
             }
             Kind::Header | Kind::Other => return Ok(None),
         };

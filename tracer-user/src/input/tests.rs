@@ -155,6 +155,23 @@ pub(crate) fn every_kind() -> Vec<Record> {
         Record::Close(passive),
         Record::Existing(known, T + 5),
         Record::Loss(counters, T + 6),
+        Record::Queues(
+            vec![
+                crate::event::QueueSample {
+                    sock: SockId(0x2a),
+                    depth: 2,
+                    backlog: 1,
+                    drops: 16,
+                },
+                crate::event::QueueSample {
+                    sock: SockId(0x2b),
+                    depth: 0,
+                    backlog: 4096,
+                    drops: 0,
+                },
+            ],
+            T + 7,
+        ),
     ]
 }
 

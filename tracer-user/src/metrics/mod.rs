@@ -479,7 +479,8 @@ impl Metrics {
                     self.resets.inc_by(&label, 1);
                 }
             }
-            Record::Existing(..) | Record::Loss(..) => {}
+            // Queue samples are recorded ones (`listeners` counts live drops).
+            Record::Existing(..) | Record::Loss(..) | Record::Queues(..) => {}
         }
     }
 

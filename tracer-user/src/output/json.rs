@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 
 use super::{Render, jsonw::Obj};
 use crate::{
+    analysis::listeners::Note,
     analysis::timewait::Place,
     clock::{Clock, Style, TimeFormatter},
-    event::{Detail, Errno, Event, Owner, Proto, SockId, family_name},
+    event::{Detail, Errno, Event, Owner, Proto, QueueSample, SockId, family_name},
     source::KernelCounters,
     summary::{Summary, top},
     track::{Close, Known, Record},
@@ -16,6 +17,9 @@ use crate::{
 pub struct Json {
     time: TimeFormatter,
     scratch: String,
+    /// Also a `queues` line of every listener's accept queue each
+    /// interval (`record`: what `analyze --report listeners` reads).
+    queues: bool,
 }
 
 impl Json {
@@ -23,7 +27,28 @@ impl Json {
         Json {
             time: TimeFormatter::new(clock, Style::Rfc3339Utc),
             scratch: String::new(),
+            queues: false,
         }
+    }
+
+    /// The stream `record` writes: [`Json::new`]'s, with queue samples.
+    pub fn recording(clock: Clock) -> Json {
+        Json {
+            queues: true,
+            ..Json::new(clock)
+        }
+    }
+
+    fn queues_line(&mut self, samples: &[QueueSample], out: &mut String) {
+        Obj::new(out, "queues")
+            .name("time", &self.scratch)
+            .array("listeners", samples, |o, s| {
+                o.hex("sock", s.sock.0)
+                    .uint("queue", s.depth.into())
+                    .uint("backlog", s.backlog.into())
+                    .uint("drops", s.drops.into());
+            })
+            .end();
     }
 }
 
@@ -266,18 +291,25 @@ pub fn summary_line(s: &Summary, time: &str, out: &mut String) {
 impl Render for Json {
     fn record(&mut self, record: &Record, out: &mut String) {
         self.scratch.clear();
-        let mono_ns = match record {
-            Record::Existing(_, at) | Record::Loss(_, at) => *at,
-            Record::Event(e) => e.mono_ns,
-            Record::Close(c) => c.mono_ns,
-        };
-        self.time.write(mono_ns, &mut self.scratch);
+        self.time.write(record.at(), &mut self.scratch);
         match record {
             Record::Existing(known, _) => self.existing(known, out),
             Record::Loss(counters, _) => self.loss(counters, out),
             Record::Event(e) => self.event(e, out),
             Record::Close(c) => self.close(c, out),
+            Record::Queues(samples, _) => self.queues_line(samples, out),
         }
+    }
+
+    fn samples_queues(&self) -> bool {
+        self.queues
+    }
+
+    fn queues(&mut self, now_ns: u64, samples: &[QueueSample], out: &mut String) -> Vec<Note> {
+        self.scratch.clear();
+        self.time.write(now_ns, &mut self.scratch);
+        self.queues_line(samples, out);
+        Vec::new()
     }
 }
 

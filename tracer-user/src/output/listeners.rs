@@ -10,9 +10,10 @@ use super::{
     text::owner_columns,
 };
 use crate::{
-    analysis::listeners::{Listeners, Note, QueueSample, What},
+    analysis::listeners::{Listeners, Note, What},
     clock::{Clock, Style, TimeFormatter},
     escape::escaped,
+    event::QueueSample,
     track::Record,
 };
 
@@ -225,6 +226,11 @@ impl Render for ListenersView {
     }
 
     fn record(&mut self, record: &Record, out: &mut String) {
+        // A recording's queue samples (live ones come through `queues`).
+        if let Record::Queues(samples, at) = record {
+            self.queues(*at, samples, out);
+            return;
+        }
         let Some(note) = self.analysis.observe(record) else {
             return;
         };

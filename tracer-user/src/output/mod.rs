@@ -23,10 +23,7 @@ pub use timewait::TimewaitView;
 
 use std::task::{Context, Poll};
 
-use crate::{
-    analysis::listeners::{Note, QueueSample},
-    track::Record,
-};
+use crate::{analysis::listeners::Note, event::QueueSample, track::Record};
 
 /// The version of the JSON lines' contract, `docs/socktrace.schema.json`
 /// (its `$id` ends in it), which `record`'s header carries as `schema`.

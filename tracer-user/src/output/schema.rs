@@ -94,7 +94,7 @@ fn every_line() -> Vec<String> {
         summary.count(r);
         feed.observe(r);
     }
-    let last = records.iter().map(at).max().unwrap_or_default();
+    let last = records.iter().map(Record::at).max().unwrap_or_default();
     listeners.finish(last, &mut out);
     // Stuck since before start, of no known owner, and stuck since then.
     let waiting = Known {
@@ -177,14 +177,6 @@ fn every_line() -> Vec<String> {
         out.push('\n');
     }
     out.lines().map(String::from).collect()
-}
-
-fn at(r: &Record) -> u64 {
-    match r {
-        Record::Existing(_, at) | Record::Loss(_, at) => *at,
-        Record::Event(e) => e.mono_ns,
-        Record::Close(c) => c.mono_ns,
-    }
 }
 
 /// What is wrong with `line`, if anything.

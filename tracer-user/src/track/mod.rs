@@ -20,7 +20,9 @@ pub use close::{Close, Failure, Opener, Reason, Side};
 pub use resets::{RESET_WAIT_NS, Resets};
 pub use timewait::{TW_LEN_NS, TimeWaits};
 
-use crate::event::{Detail, Event, Owner, OwnerSource, SockId, StateInfo, TcpState, TcpStats};
+use crate::event::{
+    Detail, Event, Owner, OwnerSource, QueueSample, SockId, StateInfo, TcpState, TcpStats,
+};
 
 /// What the pipeline renders: events as the kernel saw them (corrected as
 /// above) and the records the tracker derives.
@@ -30,8 +32,23 @@ pub enum Record {
     Existing(Known, u64),
     /// The kernel's loss counters changed (totals so far), at this time.
     Loss(crate::source::KernelCounters, u64),
+    /// Every listener's accept queue, sampled at this time: what `record`
+    /// writes for `analyze` (live views get theirs from the loop, see
+    /// `Render::queues`).
+    Queues(Vec<QueueSample>, u64),
     Event(Event),
     Close(Close),
+}
+
+impl Record {
+    /// When it happened (`CLOCK_MONOTONIC` ns live, wall-clock offline).
+    pub fn at(&self) -> u64 {
+        match self {
+            Record::Existing(_, at) | Record::Loss(_, at) | Record::Queues(_, at) => *at,
+            Record::Event(e) => e.mono_ns,
+            Record::Close(c) => c.mono_ns,
+        }
+    }
 }
 
 /// A socket known before its events arrive (from the start-up snapshot).

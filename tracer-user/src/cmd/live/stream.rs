@@ -99,6 +99,9 @@ pub struct LogTo {
 pub enum View {
     Text(TextMode),
     Json,
+    /// `record`: the JSON stream, and every listener's accept queue each
+    /// interval.
+    Recording,
     /// `listeners`: lines when listeners open and close, then a table.
     Listeners {
         short: Duration,
@@ -116,7 +119,10 @@ impl View {
     fn is_json(&self) -> bool {
         matches!(
             self,
-            View::Json | View::Listeners { json: true, .. } | View::Stuck { json: true, .. }
+            View::Json
+                | View::Recording
+                | View::Listeners { json: true, .. }
+                | View::Stuck { json: true, .. }
         )
     }
 
@@ -124,6 +130,7 @@ impl View {
     fn render(self, clock: Clock, palette: Palette, stuck: Duration) -> Box<dyn Render> {
         match self {
             View::Json => Box::new(Json::new(clock)),
+            View::Recording => Box::new(Json::recording(clock)),
             View::Text(mode) => Box::new(Text::new(clock, mode, palette)),
             View::Listeners { short, json } => Box::new(ListenersView::new(
                 clock,

@@ -10,10 +10,7 @@ use super::{
     conns::Conn,
     feed::{Feed, Rows},
 };
-use crate::{
-    analysis::listeners::{Note, QueueSample},
-    track::Record,
-};
+use crate::{analysis::listeners::Note, event::QueueSample, track::Record};
 
 /// What the driver does after a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

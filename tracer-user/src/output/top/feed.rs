@@ -9,10 +9,10 @@ use super::{
 };
 use crate::{
     analysis::{
-        listeners::{Listeners, Note, QueueSample, RowKey},
+        listeners::{Listeners, Note, RowKey},
         stuck::{Stuck, Waiting as Stalled},
     },
-    event::SockId,
+    event::{QueueSample, SockId},
     track::Record,
 };
 
@@ -91,11 +91,7 @@ impl Feed {
     }
 
     pub fn record(&mut self, record: &Record) {
-        let at = match record {
-            Record::Existing(_, at) | Record::Loss(_, at) => *at,
-            Record::Event(e) => e.mono_ns,
-            Record::Close(c) => c.mono_ns,
-        };
+        let at = record.at();
         self.clock(at);
         match record {
             Record::Loss(counters, _) => {

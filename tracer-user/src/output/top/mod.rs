@@ -24,11 +24,7 @@ use futures_core::Stream;
 use ratatui::{Terminal, backend::CrosstermBackend};
 
 use self::app::{App, Flow};
-use crate::{
-    analysis::listeners::{Note, QueueSample},
-    output::Render,
-    track::Record,
-};
+use crate::{analysis::listeners::Note, event::QueueSample, output::Render, track::Record};
 
 /// The App on a real terminal, reading keys as they come.
 pub struct Live {

@@ -15,7 +15,8 @@ use super::{
     ui,
 };
 use crate::{
-    analysis::listeners::{QueueSample, What},
+    analysis::listeners::What,
+    event::QueueSample,
     event::{Detail, Event, Owner, Proto, SockId, TcpState, TcpStats},
     input::Reader,
     source::KernelCounters,
@@ -109,12 +110,7 @@ fn recording(until_ns: u64) -> (Vec<Record>, Vec<Record>) {
     let records: Vec<Record> = Reader::new(BufReader::new(RECORDING.as_bytes()))
         .map(|r| r.expect("a valid line"))
         .collect();
-    let at = |r: &Record| match r {
-        Record::Event(e) => e.mono_ns,
-        Record::Close(c) => c.mono_ns,
-        Record::Existing(_, at) | Record::Loss(_, at) => *at,
-    };
-    records.into_iter().partition(|r| at(r) < until_ns)
+    records.into_iter().partition(|r| r.at() < until_ns)
 }
 
 #[test]
