@@ -48,8 +48,10 @@ fn a_connect_whose_syn_was_dropped_takes_its_retransmit() {
     assert_eq!(client["syn_retransmits"], 1, "{client}");
     assert_eq!(client["retransmits"], 1, "the SYN only: {client}");
     let took = ms(client, "connect_ms");
+    // The retransmit timer counts jiffies: it may fire up to one early
+    // (10 ms at HZ=100; 5.10's guest showed 999.8 ms).
     assert!(
-        (1000.0..1500.0).contains(&took),
+        (990.0..1500.0).contains(&took),
         "{took} ms: the SYN was sent again after 1 s: {client}"
     );
     // connect() returns once the kernel has the connection established:
