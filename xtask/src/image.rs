@@ -7,7 +7,7 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -79,8 +79,10 @@ pub fn run(root: &Path) -> Result<PathBuf> {
 }
 
 fn podman(args: &[&str]) -> Result<()> {
+    // Quiet: `podman build --quiet` still prints the image's id.
     let status = Command::new("podman")
         .args(args)
+        .stdout(Stdio::null())
         .status()
         .context("running podman (Debian's podman package)")?;
     if !status.success() {
