@@ -21,6 +21,32 @@ fn close_by_ports(events: &[Value], sport: u64, dport: u64) -> &Value {
         .unwrap_or_else(|| panic!("no close record {sport} -> {dport}"))
 }
 
+/// The last table `socktrace analyze FILE --report REPORT --json` prints.
+fn analyzed(file: &str, report: &str) -> Value {
+    let out = Command::new(socktrace_bin())
+        .args(["analyze", file, "--report", report, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    records(&String::from_utf8_lossy(&out.stdout))
+        .pop()
+        .expect("the table")
+}
+
+/// The row of a listeners table for the TCP listener on `port`.
+fn listen_row(table: &Value, port: u64) -> &Value {
+    table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["port"] == port && r["kind"] == "listen")
+        .unwrap_or_else(|| panic!("the listener's row in {table}"))
+}
+
 /// A client whose first SYN the listener drops (its accept queue is full)
 /// gets in when the kernel sends the SYN again, after the initial RTO of
 /// 1 s: its connect time is the time connect() took, and says one SYN was
@@ -287,12 +313,7 @@ fn a_full_accept_queues_drops_are_its_listeners() {
     let table = of_type(&done.events, "listeners")
         .last()
         .expect("the final table");
-    let row = table["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["port"] == port && r["kind"] == "listen")
-        .unwrap_or_else(|| panic!("the listener's row in {table}"));
+    let row = listen_row(table, port);
     assert_eq!(row["drops"], dropped, "{row}");
     assert_eq!(
         (&row["queue"], &row["backlog"]),
@@ -300,24 +321,8 @@ fn a_full_accept_queues_drops_are_its_listeners() {
         "{row}"
     );
     // Offline, from the recording: the same drops for the same listener.
-    let out = Command::new(socktrace_bin())
-        .args(["analyze", f, "--report", "listeners", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let table = records(&String::from_utf8_lossy(&out.stdout))
-        .pop()
-        .expect("the table");
-    let row = table["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["port"] == port && r["kind"] == "listen")
-        .unwrap_or_else(|| panic!("the listener's row in {table}"));
+    let table = analyzed(f, "listeners");
+    let row = listen_row(&table, port);
     assert_eq!(
         (&row["drops"], &row["pids"]),
         (&dropped.into(), &serde_json::json!([pid])),
@@ -426,18 +431,7 @@ fn recorded_resets_are_counted_by_reason() {
     }
     let done = tracer.stop();
     assert!(done.status.success(), "{}", done.stderr);
-    let out = Command::new(socktrace_bin())
-        .args(["analyze", f, "--report", "lifecycles", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let table = records(&String::from_utf8_lossy(&out.stdout))
-        .pop()
-        .expect("the table");
+    let table = analyzed(f, "lifecycles");
     let row = &table["rows"][0];
     assert_eq!(
         (&row["side"], &row["port"]),
