@@ -157,14 +157,22 @@ const PEER_FIN_LOST: &str = "bytes received count the peer's FIN (one byte too m
 
 /// `SOCK_DONE` of the kernel's `enum sock_flags`.
 fn sock_done(btf: &Btf) -> Option<u32> {
-    named(btf, &["sock_flags"])
+    enum_members(btf, "sock_flags")?
+        .into_iter()
+        .find_map(|(value, name)| (name == "SOCK_DONE").then_some(value))
+}
+
+/// The (value, name) of each member of the kernel's `enum name`.
+fn enum_members(btf: &Btf, name: &str) -> Option<Vec<(u32, String)>> {
+    named(btf, &[name])
         .into_iter()
         .find_map(|(_, ty)| match ty {
-            Type::Enum(e) => e
-                .members
-                .iter()
-                .find(|m| btf.resolve_name(*m).is_ok_and(|name| name == "SOCK_DONE"))
-                .map(|m| m.val()),
+            Type::Enum(e) => Some(
+                e.members
+                    .iter()
+                    .filter_map(|m| Some((m.val(), btf.resolve_name(m).ok()?)))
+                    .collect(),
+            ),
             _ => None,
         })
 }
@@ -268,18 +276,8 @@ pub fn reset_reasons(btf: &Btf) -> Option<Vec<String>> {
     if proto.parameters.len() < 4 {
         return None;
     }
-    let members: Vec<(u32, String)> =
-        named(btf, &["sk_rst_reason"])
-            .into_iter()
-            .find_map(|(_, ty)| match ty {
-                Type::Enum(e) => Some(
-                    e.members
-                        .iter()
-                        .filter_map(|m| Some((m.val(), btf.resolve_name(m).ok()?)))
-                        .collect(),
-                ),
-                _ => None,
-            })?;
+    let members = enum_members(btf, "sk_rst_reason")?;
+
     let len = members.iter().map(|(v, _)| *v as usize + 1).max()?;
     let mut names: Vec<String> = (0..len).map(|v| v.to_string()).collect();
     for (value, name) in members {
