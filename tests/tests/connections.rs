@@ -157,12 +157,7 @@ fn retransmits_after_an_outage_are_the_kernels_count() {
 fn settled_retransmits(ns: &Netns, sport: u64) -> u64 {
     let deadline = std::time::Instant::now() + patience();
     loop {
-        let filter = format!("sport = :{sport}");
-        let out = ns
-            .exec(&["ss", "-tinH", "state", "established", &filter])
-            .output()
-            .expect("running ss (iproute2)");
-        let info = String::from_utf8_lossy(&out.stdout).into_owned();
+        let info = ss(ns, &["-tinH", "state", "established"], sport);
         if !info.contains("unacked:") && !info.trim().is_empty() {
             return info
                 .split_whitespace()
@@ -255,12 +250,13 @@ fn a_full_accept_queues_drops_are_its_listeners() {
     // A client gives up after about 3 s.
     ns.one_syn_retry();
     let bin = socktrace_bin();
+    let interval = Duration::from_millis(500);
     let tracer = Tracer::spawn(ns.enter(&[
         bin.to_str().unwrap(),
         "listeners",
         "--json",
         "--interval",
-        "0.5",
+        &interval.as_secs_f64().to_string(),
     ]));
     // And a recording of the same, for `analyze` offline.
     let dir = scratch_dir("queues");
@@ -298,7 +294,7 @@ fn a_full_accept_queues_drops_are_its_listeners() {
     // with the clients racing over two CPUs it may admit one more than
     // backlog + 1. Then two samples' time, so the last one sees it.
     let queue = listen_queue(&ns, &port);
-    sleep(Duration::from_millis(1100));
+    sleep(2 * interval + Duration::from_millis(100));
     let done = tracer.stop();
     let recorded = recorder.stop();
     assert!(recorded.status.success(), "{}", recorded.stderr);
@@ -337,15 +333,20 @@ fn a_full_accept_queues_drops_are_its_listeners() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// What `ss ARGS sport = :SPORT` prints in `ns`.
+fn ss(ns: &Netns, args: &[&str], sport: impl std::fmt::Display) -> String {
+    let filter = format!("sport = :{sport}");
+    let out = ns
+        .exec(&[&["ss"], args, &[&filter]].concat())
+        .output()
+        .expect("running ss (iproute2)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A listener's accept queue depth and backlog as `ss -lt` shows them
 /// (Recv-Q and Send-Q).
 fn listen_queue(ns: &Netns, port: &str) -> (u64, u64) {
-    let filter = format!("sport = :{port}");
-    let out = ns
-        .exec(&["ss", "-ltnH", &filter])
-        .output()
-        .expect("running ss (iproute2)");
-    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = ss(ns, &["-ltnH"], port);
     let field = |i: usize| -> u64 {
         let word = line.split_whitespace().nth(i);
         word.and_then(|w| w.parse().ok())
