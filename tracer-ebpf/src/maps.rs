@@ -18,9 +18,10 @@ use tracer_common::{
 #[unsafe(no_mangle)]
 pub static CONFIG: Config = Config::ZERO;
 
-/// Every record goes through this one ring. The loader may resize it.
+/// Every record goes through this one ring. The loader sizes it for the
+/// mode (`Mode::ring_bytes` in tracer-user).
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
 /// Counters indexed by CPU x `N_COUNTERS` + `tracer_common::COUNTER_*`
 /// (the loader sizes it for every possible CPU). Mmap-able, so userspace

@@ -94,6 +94,7 @@ impl Probe {
         }
         caps::check()?;
         lift_memlock_limit();
+        let loader = std::thread::spawn(bare_loader);
         let (tracefs, mounted_tracefs) = Tracefs::find_or_mount()?;
         steps.done("tracefs");
         let kernel_btf = btf::kernel()?;
@@ -106,7 +107,9 @@ impl Probe {
         } = Plan::new(options, &kernel_btf, &tracefs)?;
         steps.done("BTF and probes");
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
-        let mut programs = load(options.mode, &config, cpus)?;
+        let ring_bytes = options.mode.ring_bytes(tally_ring);
+        let loader = loader.join().expect("the loader's thread does not panic");
+        let mut programs = load(loader, options.mode, &config, cpus, ring_bytes)?;
         // Must live as long as the programs: it owns the log ring's fd.
         let logger = init_logger(&mut programs);
         let tracepoints = BTF_PROGRAMS.map(|(_, tracepoint, _)| tracepoint);
@@ -249,10 +252,27 @@ impl Plan {
     }
 }
 
-/// Loads the kernel object with `config` and map sizes for `cpus` CPUs.
-fn load(mode: Mode, config: &Config, cpus: usize) -> Result<Ebpf, ProbeError> {
-    Ok(EbpfLoader::new()
-        .btf(None) // no CO-RE relocations to do
+/// A loader without the kernel's BTF: there are no CO-RE relocations to
+/// do. `EbpfLoader::new` parses all of vmlinux's BTF all the same (aya
+/// issue #1172; 15 ms here, and 3 ms to drop), so attach runs this on a
+/// thread of its own while it reads the BTF it needs its own way.
+fn bare_loader() -> EbpfLoader<'static> {
+    let mut loader = EbpfLoader::new();
+    loader.btf(None);
+    loader
+}
+
+/// Loads the kernel object with `config`, map sizes for `cpus` CPUs and
+/// a ring of `ring_bytes`.
+fn load<'a>(
+    mut loader: EbpfLoader<'a>,
+    mode: Mode,
+    config: &'a Config,
+    cpus: usize,
+    ring_bytes: u32,
+) -> Result<Ebpf, ProbeError> {
+    Ok(loader
+        .map_max_entries("EVENTS", ring_bytes)
         .map_max_entries("COUNTERS", cpus as u32 * COUNTERS)
         // Preallocated, per CPU: only `timewait` pays for its rows.
         .map_max_entries(

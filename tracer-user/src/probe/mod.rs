@@ -118,6 +118,20 @@ impl Mode {
         matches!(self, Mode::Watch | Mode::Listeners)
     }
 
+    /// The ring's size in bytes (a power of two, pages). Streaming, it
+    /// holds over 0.1 s of the bench's churn (about 35 MB/s of records)
+    /// beyond what the reader drains each `DRAIN_EVERY`; where the kernel
+    /// aggregates, only binds, listens and listener changes pass, or
+    /// nothing. Userspace maps it twice (the kernel's wrap-around trick),
+    /// so it counts twice in socktrace's RSS.
+    fn ring_bytes(self, tally_ring: bool) -> u32 {
+        match self {
+            Mode::Watch => 4 << 20,
+            Mode::Timewait { .. } if tally_ring => 4 << 20,
+            Mode::Listeners | Mode::Timewait { .. } => 1 << 20,
+        }
+    }
+
     /// Whether `program` has a job in this mode.
     fn wants(self, program: &str) -> bool {
         match self {
