@@ -15,8 +15,9 @@ use tracer_common::{
 };
 
 use super::{
-    Counters, Doze, Mode, OBJECT, Options, Probe, ProbeError, RESET_REASON, STATE_CATCHER, Steps,
-    Tallies, Tracefs, TracefsError, btf, caps, cgroup, features, refusal, stats, unprivileged,
+    Counters, Doze, Mode, OBJECT, Options, Probe, ProbeError, RESET_REASON, STATE_CATCHER,
+    STATE_PROGRAM, Steps, Tallies, Tracefs, TracefsError, btf, caps, cgroup, features, refusal,
+    stats, unprivileged,
 };
 
 const NEEDS_SYSCALL_TPS: &str = "needs CONFIG_FTRACE_SYSCALLS";
@@ -36,7 +37,7 @@ const SYSCALL_PROGRAMS: [&str; 6] = [
 /// it cannot attach (`None`: socktrace cannot work without it). The
 /// catcher comes after the state program: it must run second.
 const BTF_PROGRAMS: [(&str, &str, Option<&str>); 7] = [
-    ("inet_sock_set_state", "inet_sock_set_state", None),
+    (STATE_PROGRAM, "inet_sock_set_state", None),
     (
         STATE_CATCHER,
         "inet_sock_set_state",

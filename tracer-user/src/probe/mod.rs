@@ -36,6 +36,8 @@ pub use self::{
 /// The kernel object built from `tracer-ebpf` by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
+/// The state program (see tracer-ebpf's `state`).
+pub const STATE_PROGRAM: &str = "inet_sock_set_state";
 /// The state program's catcher (see tracer-ebpf's `state`): the kernel
 /// counts a transition it caught among the state program's recursion
 /// misses, and the catcher's own misses lose nothing the state program
@@ -136,6 +138,11 @@ impl Mode {
     fn wants(self, program: &str) -> bool {
         match self {
             Mode::Watch => true,
+            // Listeners want only the transitions listen(2) and close(2)
+            // make, in the task's system call: the catcher has none of
+            // them to catch where a tracepoint's programs run with
+            // preemption off (see `tracepoints_preemptible`).
+            Mode::Listeners if program == STATE_CATCHER => tracepoints_preemptible(),
             Mode::Listeners => !matches!(
                 program,
                 "sock_send_length"
@@ -150,7 +157,7 @@ impl Mode {
             // owns the connection, and so its TIME_WAIT.
             Mode::Timewait { .. } => matches!(
                 program,
-                "inet_sock_set_state"
+                STATE_PROGRAM
                     | STATE_CATCHER
                     | "tcp_receive_reset"
                     | "tcp_send_reset"
@@ -160,6 +167,16 @@ impl Mode {
             ),
         }
     }
+}
+
+/// Whether a task may be preempted while a tracepoint's programs run
+/// (PREEMPT_RT kernels say so in /sys/kernel/realtime). Elsewhere nothing
+/// interrupts a task's run of the state program but a softirq, and a
+/// transition a task makes never finds the state program running on its
+/// CPU: only softirqs' transitions (a handshake, a peer's FIN or RST) are
+/// ever recursion misses.
+fn tracepoints_preemptible() -> bool {
+    std::path::Path::new("/sys/kernel/realtime").exists()
 }
 
 /// Where `socktrace timewait` finds its counts.

@@ -35,11 +35,18 @@ fn parse(fdinfo: &str) -> Option<u64> {
 /// program ran (or was skipped too, and counted that). Of the state
 /// program's misses, those the catcher caught are no loss: the caller
 /// subtracts them, reading that counter after this (a transition is
-/// counted here first, there a few instructions later).
+/// counted here first, there a few instructions later). Where the mode
+/// loads no catcher, it wants no transition the state program can miss
+/// (see `Mode::wants`): those misses are left out too.
 pub fn recursion_misses_but_caught(programs: &Ebpf) -> u64 {
+    let catching = programs
+        .program(super::STATE_CATCHER)
+        .is_some_and(|p| p.fd().is_ok());
     programs
         .programs()
-        .filter(|(name, _)| *name != super::STATE_CATCHER)
+        .filter(|(name, _)| {
+            *name != super::STATE_CATCHER && (catching || *name != super::STATE_PROGRAM)
+        })
         .filter_map(|(_, p)| p.fd().ok())
         .filter_map(recursion_misses)
         .sum()
