@@ -49,6 +49,9 @@ pub(crate) enum Stream {
     Aggregate,
     Text,
     Json,
+    /// `--json` written to /dev/null: every transition streamed, no
+    /// page cache to fill (what the output file costs the kernel).
+    Discarded,
     Bpftrace,
 }
 
@@ -73,6 +76,11 @@ fn modes() -> Vec<Mode> {
             name: "socktrace --json",
             tracer: Tracer::Socktrace(&["--json"]),
             streams: Stream::Json,
+        },
+        Mode {
+            name: "socktrace --json > /dev/null",
+            tracer: Tracer::Socktrace(&["--json"]),
+            streams: Stream::Discarded,
         },
         Mode {
             name: "socktrace --json --port 1 (matches nothing)",
@@ -193,12 +201,26 @@ pub(crate) fn start_tracer(
         }
         return Ok((child, started.elapsed().as_secs_f64()));
     }
+    start_socktrace(bin, tracer, fs::File::create(out)?.into(), err_path, then)
+}
+
+/// Starts socktrace (`tracer`), its output to `stdout` and its standard
+/// error, once it said it is attached (and `then`), to `err_path`; returns
+/// how long attaching took.
+fn start_socktrace(
+    bin: &Path,
+    tracer: Tracer,
+    stdout: Stdio,
+    err_path: PathBuf,
+    then: Option<&str>,
+) -> Result<(Child, f64)> {
+    let started = Instant::now();
     let Tracer::Socktrace(args) = tracer else {
         bail!("no tracer to start");
     };
     let mut child = Command::new(bin.join("socktrace"))
         .args(args)
-        .stdout(fs::File::create(out)?)
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .context("starting socktrace")?;
@@ -318,7 +340,12 @@ fn measure(bin: &Path, dir: &Path, mode: &Mode) -> Result<Run> {
         });
     };
     let out = dir.join("run.out");
-    let (tracer, attach_s) = start_tracer(bin, mode.tracer, &out, None)?;
+    let (tracer, attach_s) = if mode.streams == Stream::Discarded {
+        let err = out.with_extension("err");
+        start_socktrace(bin, mode.tracer, Stdio::null(), err, None)?
+    } else {
+        start_tracer(bin, mode.tracer, &out, None)?
+    };
     let (connections, seconds, port) = run_churn(&mut load)?;
     let (cpu_s, peak_rss_kb) = stop_tracer(tracer)?;
     std::thread::sleep(Duration::from_millis(100)); // the stderr copier
@@ -377,6 +404,9 @@ fn bpftrace_lost(out: &Path) -> Result<u64> {
 /// Streamed: the bench's own memory must stay small, since a child's peak
 /// RSS (from wait4) starts from its parent's at fork.
 pub(crate) fn count(path: &Path, port: u16, stream: Stream) -> Result<u64> {
+    if matches!(stream, Stream::None | Stream::Aggregate | Stream::Discarded) {
+        return Ok(0); // nothing listed per transition
+    }
     let file = fs::File::open(path).with_context(|| path.display().to_string())?;
     Ok(count_lines(
         BufReader::new(file).lines().map_while(Result::ok),
@@ -388,7 +418,7 @@ pub(crate) fn count(path: &Path, port: u16, stream: Stream) -> Result<u64> {
 /// Transitions of connections to or from `port` among `lines`.
 fn count_lines(lines: impl Iterator<Item = String>, port: u16, stream: Stream) -> u64 {
     let n = match stream {
-        Stream::None | Stream::Aggregate => 0,
+        Stream::None | Stream::Aggregate | Stream::Discarded => 0, // see `count`
         Stream::Json => {
             let (s, d) = (format!("\"sport\":{port},"), format!("\"dport\":{port},"));
             lines

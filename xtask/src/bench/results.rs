@@ -41,10 +41,11 @@ pub(super) fn table(modes: &[Mode], runs: &[Vec<Run>], per_conn: f64) -> String 
         let delivered = match mode.streams {
             Stream::None => "(filtered out)".to_string(),
             Stream::Aggregate => "(aggregates)".to_string(),
+            Stream::Discarded => "(discarded)".to_string(),
             _ => format!("{:.2} %", m(&|r| 100.0 * r.delivered as f64 / happened(r))),
         };
         let events = |r: &Run| match mode.streams {
-            Stream::None | Stream::Aggregate => happened(r),
+            Stream::None | Stream::Aggregate | Stream::Discarded => happened(r),
             _ => r.delivered as f64,
         };
         let _ = writeln!(
@@ -73,7 +74,8 @@ pub(super) fn publish(root: &Path, table: &str) -> Result<()> {
          127.0.0.0/8, {SECONDS} s a run. Modes interleaved, {ROUNDS} rounds, medians; ratios \
          against the no-tracer run of the same round. \"happened\" is connections x \
          transitions per connection, calibrated on a slow traced run. Tracer output goes to a \
-         file; CPU and peak RSS of the tracer come from wait4(2).\n\n{table}"
+         file (the /dev/null row excepted); CPU and peak RSS of the tracer come from \
+         wait4(2).\n\n{table}"
     );
     let readme = format!("From `cargo xtask bench` on {machine}:\n\n{table}");
     sections::publish(
