@@ -16,6 +16,8 @@ pub struct Source {
     ring: AsyncFd<RingBuf<MapData>>,
     counters: Counters,
     doze: Doze,
+    /// `Probe::catcher_wanted`.
+    catcher_wanted: bool,
 }
 
 /// Totals of the kernel-side counters, summed over CPUs.
@@ -40,7 +42,12 @@ pub struct KernelCounters {
 }
 
 impl Source {
-    pub fn new(ring: RingBuf<MapData>, counters: Counters, doze: Doze) -> io::Result<Source> {
+    pub fn new(
+        ring: RingBuf<MapData>,
+        counters: Counters,
+        doze: Doze,
+        catcher_wanted: bool,
+    ) -> io::Result<Source> {
         // SAFETY: the RingBuf owns its map fd, keeps it open until it is
         // dropped and never swaps it, as `register` requires.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -49,6 +56,7 @@ impl Source {
             ring,
             counters,
             doze,
+            catcher_wanted,
         })
     }
 
@@ -79,7 +87,7 @@ impl Source {
     /// Events lost to runs of `programs` (whose counters these are) that
     /// the kernel skipped: `KernelCounters::recursion_misses`.
     pub fn skipped_runs(&self, programs: &aya::Ebpf) -> u64 {
-        let misses = probe::recursion_misses_but_caught(programs);
+        let misses = probe::recursion_misses_but_caught(programs, self.catcher_wanted);
         let caught = self.counters.sum(COUNTER_CAUGHT);
         misses.saturating_sub(caught) + self.counters.sum(COUNTER_TOO_DEEP)
     }

@@ -164,6 +164,7 @@ impl Probe {
             tallies,
             socket_files,
             counting_since_ns,
+            catcher_wanted: options.mode.wants(STATE_CATCHER),
             logger,
             mounted_tracefs,
             degraded,

@@ -204,6 +204,9 @@ pub struct Probe {
     /// CLOCK_MONOTONIC when the state program was attached: transitions
     /// from then on reach it.
     pub counting_since_ns: u64,
+    /// The mode wants the state program's catcher: the state program's
+    /// recursion misses are losses (see `stats`).
+    pub catcher_wanted: bool,
     pub logger: Option<EbpfLogger<&'static dyn log::Log>>,
     /// We mounted tracefs (worth saying: the user did not ask for it).
     pub mounted_tracefs: bool,

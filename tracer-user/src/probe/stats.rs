@@ -36,16 +36,15 @@ fn parse(fdinfo: &str) -> Option<u64> {
 /// program's misses, those the catcher caught are no loss: the caller
 /// subtracts them, reading that counter after this (a transition is
 /// counted here first, there a few instructions later). Where the mode
-/// loads no catcher, it wants no transition the state program can miss
-/// (see `Mode::wants`): those misses are left out too.
-pub fn recursion_misses_but_caught(programs: &Ebpf) -> u64 {
-    let catching = programs
-        .program(super::STATE_CATCHER)
-        .is_some_and(|p| p.fd().is_ok());
+/// has no use for the catcher (`catcher_wanted` false), it wants no
+/// transition the state program can miss (see `Mode::wants`): those
+/// misses are left out too. Decided by the mode, not by what loaded: a
+/// catcher the kernel refused leaves the state program's misses counted.
+pub fn recursion_misses_but_caught(programs: &Ebpf, catcher_wanted: bool) -> u64 {
     programs
         .programs()
         .filter(|(name, _)| {
-            *name != super::STATE_CATCHER && (catching || *name != super::STATE_PROGRAM)
+            *name != super::STATE_CATCHER && (catcher_wanted || *name != super::STATE_PROGRAM)
         })
         .filter_map(|(_, p)| p.fd().ok())
         .filter_map(recursion_misses)

@@ -86,6 +86,7 @@ impl Session {
             tallies,
             socket_files,
             counting_since_ns,
+            catcher_wanted,
             logger,
             mounted_tracefs,
             degraded,
@@ -97,7 +98,8 @@ impl Session {
             mode,
             verbose: common.verbose,
         })?;
-        let source = Source::new(ring, counters, doze).with_context(|| reading.to_string())?;
+        let source = Source::new(ring, counters, doze, catcher_wanted)
+            .with_context(|| reading.to_string())?;
         announce::announce(mounted_tracefs, &degraded, common.nice);
         if common.verbose {
             say!("socktrace: attaching took: {steps}");
