@@ -55,6 +55,13 @@ pub(crate) enum Stream {
     Bpftrace,
 }
 
+impl Stream {
+    /// Whether the tracer's output lists each transition, to be counted.
+    pub(crate) fn lists_transitions(self) -> bool {
+        !matches!(self, Stream::None | Stream::Aggregate | Stream::Discarded)
+    }
+}
+
 /// bpftrace's equivalent of `socktrace` streaming every transition.
 const BPFTRACE_PROGRAM: &str = "tracepoint:sock:inet_sock_set_state { \
     printf(\"%d %s %d %d %d %d\\n\", pid, comm, args->sport, args->dport, \
@@ -404,8 +411,8 @@ fn bpftrace_lost(out: &Path) -> Result<u64> {
 /// Streamed: the bench's own memory must stay small, since a child's peak
 /// RSS (from wait4) starts from its parent's at fork.
 pub(crate) fn count(path: &Path, port: u16, stream: Stream) -> Result<u64> {
-    if matches!(stream, Stream::None | Stream::Aggregate | Stream::Discarded) {
-        return Ok(0); // nothing listed per transition
+    if !stream.lists_transitions() {
+        return Ok(0);
     }
     let file = fs::File::open(path).with_context(|| path.display().to_string())?;
     Ok(count_lines(

@@ -44,9 +44,12 @@ pub(super) fn table(modes: &[Mode], runs: &[Vec<Run>], per_conn: f64) -> String 
             Stream::Discarded => "(discarded)".to_string(),
             _ => format!("{:.2} %", m(&|r| 100.0 * r.delivered as f64 / happened(r))),
         };
-        let events = |r: &Run| match mode.streams {
-            Stream::None | Stream::Aggregate | Stream::Discarded => happened(r),
-            _ => r.delivered as f64,
+        let events = |r: &Run| {
+            if mode.streams.lists_transitions() {
+                r.delivered as f64
+            } else {
+                happened(r)
+            }
         };
         let _ = writeln!(
             t,
